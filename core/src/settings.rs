@@ -1,0 +1,127 @@
+//! Typed settings the sessions run with, Postfix defaults included.
+//!
+//! These are plain data. [`crate::config`] builds them from `main.cf` and `master.cf`
+//! (parameter names appear there and in the field docs only).
+
+use crate::net::Cidr;
+use crate::policy::Restriction;
+use crate::tls_policy::TlsLevel;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+/// Whether the server offers or requires TLS (`smtpd_tls_security_level`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerTlsLevel {
+    /// No STARTTLS.
+    #[default]
+    None,
+    /// STARTTLS offered.
+    May,
+    /// STARTTLS required before mail.
+    Encrypt,
+}
+
+/// What to do with a bare LF or bare CR inside DATA (`smtpd_forbid_bare_newline`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BareNewline {
+    /// Reject the message with 550 5.5.2 after the end of data (default).
+    #[default]
+    Reject,
+    /// Accept it, turning the bare LF into CR LF.
+    Normalize,
+}
+
+/// Settings of one SMTP listener (main.cf with that listener's `-o` overrides applied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// `myhostname`: used in the banner, EHLO reply and some reply texts.
+    pub myhostname: String,
+    /// `smtpd_banner` after expansion: the text after `220 ` in the greeting.
+    pub banner: String,
+    /// Effective TLS level (`smtpd_tls_security_level`, `smtpd_use_tls`, `smtpd_enforce_tls`,
+    /// and `smtpd_tls_req_ccert`, which raises it to `Encrypt`).
+    pub tls_level: ServerTlsLevel,
+    /// `smtpd_tls_ask_ccert` (true also when `req_ccert` is).
+    pub ask_ccert: bool,
+    /// `smtpd_tls_req_ccert`: a trusted client certificate is required after STARTTLS.
+    pub req_ccert: bool,
+    /// `smtpd_tls_received_header`.
+    pub tls_received_header: bool,
+    /// `smtpd_tls_loglevel` (0..=2 used).
+    pub tls_loglevel: u8,
+    /// `message_size_limit` in bytes (0 = unlimited).
+    pub message_size_limit: u64,
+    /// `smtpd_recipient_limit`.
+    pub recipient_limit: usize,
+    /// `smtpd_timeout`: the longest wait for a command or a piece of DATA.
+    pub timeout: Duration,
+    /// `smtpd_hard_error_limit`: errors after which the session is closed with 421.
+    pub hard_error_limit: u32,
+    /// `smtpd_forbid_bare_newline`.
+    pub bare_newline: BareNewline,
+    /// `smtpd_relay_restrictions` (empty by default, see SPEC A2).
+    pub relay_restrictions: Vec<Restriction>,
+    /// `smtpd_recipient_restrictions`.
+    pub recipient_restrictions: Vec<Restriction>,
+    /// `mynetworks`.
+    pub mynetworks: Vec<Cidr>,
+    /// `mydestination`, lower case.
+    pub mydestination: Vec<String>,
+    /// `relay_domains`, lower case (subdomains match too).
+    pub relay_domains: Vec<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            myhostname: String::from("localhost"),
+            banner: String::from("localhost ESMTP certrelay"),
+            tls_level: ServerTlsLevel::None,
+            ask_ccert: false,
+            req_ccert: false,
+            tls_received_header: false,
+            tls_loglevel: 0,
+            message_size_limit: 10_240_000,
+            recipient_limit: 1000,
+            timeout: Duration::from_secs(300),
+            hard_error_limit: 20,
+            bare_newline: BareNewline::Reject,
+            relay_restrictions: Vec::new(),
+            recipient_restrictions: vec![
+                Restriction::PermitMynetworks,
+                Restriction::PermitTlsClientcerts,
+                Restriction::RejectUnauthDestination,
+            ],
+            mynetworks: Vec::new(),
+            mydestination: vec![String::from("localhost")],
+            relay_domains: Vec::new(),
+        }
+    }
+}
+
+/// Settings of the SMTP client for one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// `smtp_helo_name` (default `$myhostname`): the name sent in EHLO/HELO.
+    pub helo_name: String,
+    /// The TLS level for this next hop, after the per-site policy was applied.
+    pub tls_level: TlsLevel,
+    /// `smtp_helo_timeout`, `smtp_mail_timeout`, `smtp_rcpt_timeout` and others: the longest
+    /// wait for a reply to a command.
+    pub command_timeout: Duration,
+    /// `smtp_data_done_timeout`: the longest wait for the reply after the final dot.
+    pub data_done_timeout: Duration,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            helo_name: String::from("localhost"),
+            tls_level: TlsLevel::None,
+            command_timeout: Duration::from_secs(300),
+            data_done_timeout: Duration::from_secs(600),
+        }
+    }
+}
