@@ -20,6 +20,9 @@
 //!   tables, per-site TLS policy, address lists.
 //! - [`fingerprint`], [`cert`]: certificate and public-key digests, the fingerprint map, chain
 //!   trust and depth.
+//! - [`queue`], [`dsn`], [`dns`], [`nexthop`]: the pure parts of the spool and delivery engine
+//!   (queue records, retry schedule, bounces, DNS messages, next-hop choice).
+//! - [`address`]: mail addresses and domains as SMTP carries them.
 //!
 //! ## Run loop
 //!
@@ -47,14 +50,19 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod address;
 pub mod cert;
 pub mod client;
 pub mod config;
+pub mod dns;
+pub mod dsn;
 pub mod facts;
 pub mod fingerprint;
 pub mod line;
 pub mod net;
+pub mod nexthop;
 pub mod policy;
+pub mod queue;
 pub mod reply;
 pub mod server;
 pub mod settings;
