@@ -1,1 +1,2 @@
-
+//! The IO side shared by both binaries: spool, delivery engine, TLS set-up.
+pub mod spool;
