@@ -1,2 +1,3 @@
 //! The IO side shared by both binaries: spool, delivery engine, TLS set-up.
 pub mod spool;
+pub mod tls;

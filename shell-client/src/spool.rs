@@ -218,7 +218,9 @@ impl Incoming {
     /// message be acknowledged.
     pub fn commit(mut self, envelope: &[u8]) -> Result<(), SpoolError> {
         let out = self.out.take().expect("commit twice");
-        let file = out.into_inner().map_err(|e| SpoolError::from_io(e.into_error()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| SpoolError::from_io(e.into_error()))?;
         file.sync_all().map_err(SpoolError::from_io)?;
         drop(file);
         let root = &self.spool.root;
@@ -285,7 +287,8 @@ mod tests {
     use super::*;
 
     fn temp_spool(name: &str) -> (Spool, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("certrelay-spool-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("certrelay-spool-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let (spool, _) = Spool::open(&dir).unwrap();
         (spool, dir)
@@ -301,7 +304,10 @@ mod tests {
         inc.commit(b"env v1").unwrap();
         assert_eq!(spool.ids().unwrap(), ["A1"]);
         assert_eq!(spool.read_envelope("A1").unwrap(), b"env v1");
-        assert_eq!(fs::read(spool.message_path("A1")).unwrap(), b"Subject: x\r\n\r\nbody\r\n");
+        assert_eq!(
+            fs::read(spool.message_path("A1")).unwrap(),
+            b"Subject: x\r\n\r\nbody\r\n"
+        );
         spool.update_envelope("A1", b"env v2").unwrap();
         assert_eq!(spool.read_envelope("A1").unwrap(), b"env v2");
         spool.remove("A1").unwrap();
@@ -345,7 +351,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let (spool, dir) = temp_spool("mode");
         spool.incoming("D1").unwrap().commit(b"e").unwrap();
-        let mode = fs::metadata(spool.message_path("D1")).unwrap().permissions().mode();
+        let mode = fs::metadata(spool.message_path("D1"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         fs::remove_dir_all(dir).unwrap();
     }
