@@ -197,7 +197,7 @@ fn escape_into(out: &mut String, value: &str) {
     let last = bytes.len().saturating_sub(1);
     for (i, &b) in bytes.iter().enumerate() {
         let edge_space = b == b' ' && (i == 0 || i == last);
-        if b == b'%' || b < 0x20 || b >= 0x7f || edge_space {
+        if b == b'%' || !(0x20..0x7f).contains(&b) || edge_space {
             let _ = write!(out, "%{b:02X}");
         } else {
             out.push(char::from(b));
