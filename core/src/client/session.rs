@@ -46,6 +46,10 @@ pub enum Closing {
     /// (whose recipients were already reported, deferred). Messages still meant for this
     /// server are deferred with this outcome, or tried at the next server.
     Failed(Outcome),
+    /// TLS was optional (level `may`) and its handshake failed. As Postfix does, connect
+    /// to the same server again and deliver in plaintext (this next hop at
+    /// [`TlsLevel::None`]); the outcome is for logs. No message was in flight.
+    RetryWithoutTls(Outcome),
 }
 
 /// Something the shell learned or wants, other than bytes from the server.
@@ -110,7 +114,7 @@ impl Cmd {
             Cmd::Greeting => "receiving the initial server greeting",
             Cmd::Ehlo => "performing the EHLO handshake",
             Cmd::Helo => "performing the HELO handshake",
-            Cmd::StartTls => "sending STARTTLS",
+            Cmd::StartTls => "receiving the STARTTLS response",
             Cmd::Mail => "sending MAIL FROM",
             Cmd::Rcpt(_) => "sending RCPT TO",
             Cmd::Data => "sending DATA command",
@@ -405,16 +409,15 @@ impl ClientSession {
             }
             return;
         }
-        if cmd == Cmd::Greeting {
-            return self.on_greeting(&reply);
+        match cmd {
+            Cmd::Greeting | Cmd::Ehlo | Cmd::Helo => return self.on_hello(cmd, &reply),
+            _ => {}
         }
         if reply.code == 421 {
             let outcome = Outcome::refused_temporarily(&self.peer, &reply, cmd.name());
             return self.fail(outcome, false);
         }
         match cmd {
-            Cmd::Ehlo => self.on_ehlo(&reply),
-            Cmd::Helo => self.on_helo(&reply),
             Cmd::StartTls => self.on_starttls(&reply),
             Cmd::Mail => self.on_mail(&reply),
             Cmd::Rcpt(i) => self.on_rcpt(i, &reply),
@@ -422,39 +425,39 @@ impl ClientSession {
             Cmd::Dot => self.on_dot(&reply),
             Cmd::EmptyDot => self.finish_message(false),
             Cmd::Rset => self.on_rset(&reply),
-            Cmd::Greeting | Cmd::Quit => {}
+            Cmd::Greeting | Cmd::Ehlo | Cmd::Helo | Cmd::Quit => {}
         }
     }
 
-    fn on_greeting(&mut self, reply: &Reply) {
-        if reply.is_positive() {
-            let ehlo = format!("EHLO {}\r\n", self.settings.helo_name);
-            return self.send(ehlo.as_bytes(), Cmd::Ehlo);
+    /// Greeting, EHLO and HELO. Any refusal of EHLO but 421 falls back to HELO; any other
+    /// refusal fails the connection as `refused to talk to me` (deferred even for 5xx:
+    /// another server, or a later try, may do better).
+    fn on_hello(&mut self, cmd: Cmd, reply: &Reply) {
+        let next = if reply.is_positive() {
+            match cmd {
+                Cmd::Ehlo => self.caps = Capabilities::from_ehlo(reply),
+                Cmd::Helo => self.caps = Capabilities::default(),
+                _ => {}
+            }
+            match cmd {
+                Cmd::Greeting => Some(("EHLO", Cmd::Ehlo)),
+                _ => return self.after_hello(),
+            }
+        } else if cmd == Cmd::Ehlo && reply.code != 421 {
+            Some(("HELO", Cmd::Helo))
+        } else {
+            None
+        };
+        match next {
+            Some((verb, next)) => {
+                let line = format!("{verb} {}\r\n", self.settings.helo_name);
+                self.send(line.as_bytes(), next);
+            }
+            None => {
+                let reason = format!("host {} refused to talk to me: {reply}", self.peer);
+                self.fail(Outcome::deferred_by(reply, reason), reply.code != 421);
+            }
         }
-        let reason = format!("host {} refused to talk to me: {reply}", self.peer);
-        self.fail(Outcome::deferred_by(reply, reason), reply.code != 421);
-    }
-
-    fn on_ehlo(&mut self, reply: &Reply) {
-        if reply.is_positive() {
-            self.caps = Capabilities::from_ehlo(reply);
-            return self.after_hello();
-        }
-        if reply.is_permanent() {
-            let helo = format!("HELO {}\r\n", self.settings.helo_name);
-            return self.send(helo.as_bytes(), Cmd::Helo);
-        }
-        let outcome = Outcome::refused_temporarily(&self.peer, reply, Cmd::Ehlo.name());
-        self.fail(outcome, true);
-    }
-
-    fn on_helo(&mut self, reply: &Reply) {
-        if reply.is_positive() {
-            self.caps = Capabilities::default();
-            return self.after_hello();
-        }
-        let outcome = Outcome::refused_temporarily(&self.peer, reply, Cmd::Helo.name());
-        self.fail(outcome, true);
     }
 
     /// The STARTTLS decision, per TLS level.
@@ -639,6 +642,12 @@ impl ClientSession {
     fn send_quit(&mut self, closing: Closing) {
         self.phase = Phase::Quitting(closing);
         self.send(b"QUIT\r\n", Cmd::Quit);
+    }
+
+    /// Closes at once with `closing`, no QUIT (the connection is unusable).
+    pub(super) fn close_with(&mut self, closing: Closing) {
+        self.phase = Phase::Quitting(closing);
+        self.close_now();
     }
 
     fn close_now(&mut self) {

@@ -30,6 +30,7 @@ fn closing_tail(c: &Closing) -> String {
         Closing::Done => "done".into(),
         Closing::Dropped(o) => std::format!("dropped: {o}"),
         Closing::Failed(o) => std::format!("failed: {o}"),
+        Closing::RetryWithoutTls(o) => std::format!("retry without TLS: {o}"),
     }
 }
 
@@ -358,6 +359,24 @@ fn no_recipient_accepted_with_pipelining() {
 }
 
 #[test]
+fn refused_rset_drops_the_connection_without_blame() {
+    let mut t = Shell::open(TlsLevel::None, &[]);
+    t.send("a@x", &["b@y"], &[b"x"]);
+    t.server(b"250 Ok\r\n550 no such user\r\n");
+    assert_eq!(t.seen(), [Seen::Done(vec![bounced_550("b@y")])]);
+    t.server(b"500 5.5.1 what\r\n");
+    assert!(t.sent().ends_with("RSET\r\nQUIT\r\n"));
+    t.server(b"221 Bye\r\n");
+    assert_eq!(
+        failed(&t.seen()[0]),
+        std::format!(
+            "dropped: dsn=4.5.1, status=deferred (host {PEER} said: 500 5.5.1 what (in reply to \
+             RSET command))"
+        )
+    );
+}
+
+#[test]
 fn mail_refused_settles_every_recipient_and_resets() {
     for pipelining in [false, true] {
         let keywords: &[&str] = if pipelining { &["PIPELINING"] } else { &[] };
@@ -481,16 +500,30 @@ fn ehlo_refused_falls_back_to_helo() {
 }
 
 #[test]
-fn temporary_ehlo_failure_fails_the_connection() {
+fn ehlo_and_helo_refusals() {
+    // 421 to EHLO ends it; any other refusal of EHLO tries HELO; a refused HELO ends it.
+    let mut t = Shell::new(TlsLevel::None);
+    t.server(b"220 mx\r\n421 4.3.2 shutting down\r\n");
+    assert_eq!(t.sent(), "EHLO laptop.example\r\n");
+    assert_eq!(
+        failed(&t.seen()[0]),
+        std::format!(
+            "failed: dsn=4.3.2, status=deferred (host {PEER} refused to talk to me: 421 4.3.2 \
+             shutting down)"
+        )
+    );
+
     let mut t = Shell::new(TlsLevel::None);
     t.server(b"220 mx\r\n451 4.3.0 not now\r\n");
-    assert!(t.sent().ends_with("QUIT\r\n"));
+    assert_eq!(t.sent(), "EHLO laptop.example\r\nHELO laptop.example\r\n");
+    t.server(b"550 5.7.1 go away\r\n");
+    assert_eq!(t.sent(), "QUIT\r\n");
     t.server(b"221 Bye\r\n");
     assert_eq!(
         failed(&t.seen()[0]),
         std::format!(
-            "failed: dsn=4.3.0, status=deferred (host {PEER} said: 451 4.3.0 not now (in reply \
-             to EHLO command))"
+            "failed: dsn=4.7.1, status=deferred (host {PEER} refused to talk to me: 550 5.7.1 \
+             go away)"
         )
     );
 }
@@ -595,15 +628,18 @@ fn certificate_verdict_per_level() {
 
 #[test]
 fn handshake_failure_closes_without_quit() {
+    let why = "dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure)";
     for level in [TlsLevel::May, TlsLevel::Encrypt, TlsLevel::Verify] {
         let mut t = at_starttls(level);
         t.handshake(None);
         assert_eq!(t.sent(), "");
         let seen = t.seen();
-        assert_eq!(
-            failed(&seen[0]),
-            "failed: dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure)"
-        );
+        let how = if level == TlsLevel::May {
+            "retry without TLS"
+        } else {
+            "failed"
+        };
+        assert_eq!(failed(&seen[0]), std::format!("{how}: {why}"));
         assert_eq!(seen.len(), 1);
     }
 }

@@ -1,7 +1,7 @@
 //! The STARTTLS hand-over: a session in the middle of a handshake takes no input.
 
 use super::outcome::{DeliveryStatus, Outcome};
-use super::session::{ClientSession, ServerCertVerdict};
+use super::session::{ClientSession, Closing, ServerCertVerdict};
 use crate::tls_policy::TlsLevel;
 use crate::Instant;
 
@@ -79,15 +79,18 @@ impl ClientTlsHandshake {
     }
 
     /// The handshake failed: the connection is unusable, and the session closes with
-    /// `4.7.5 Cannot start TLS: handshake failure`.
+    /// `4.7.5 Cannot start TLS: handshake failure`, as [`Closing::RetryWithoutTls`] at
+    /// level `may`, else as [`Closing::Failed`].
     pub fn failed(self) -> ClientSession {
         let mut session = self.session;
         session.leave_tls_wait();
         let reason = "Cannot start TLS: handshake failure";
-        session.fail(
-            Outcome::local(DeliveryStatus::Deferred, "4.7.5", reason),
-            false,
-        );
+        let outcome = Outcome::local(DeliveryStatus::Deferred, "4.7.5", reason);
+        if self.requested && session.settings.tls_level == TlsLevel::May {
+            session.close_with(Closing::RetryWithoutTls(outcome));
+        } else {
+            session.fail(outcome, false);
+        }
         session
     }
 }
