@@ -126,11 +126,10 @@ impl Fingerprint {
 
     /// A fingerprint from raw digest bytes; the length tells the kind.
     pub fn from_bytes(digest: &[u8]) -> Result<Self, FingerprintError> {
-        let kind = DigestKind::from_output_len(digest.len()).ok_or(
-            FingerprintError::BadLength {
+        let kind =
+            DigestKind::from_output_len(digest.len()).ok_or(FingerprintError::BadLength {
                 bytes: digest.len(),
-            },
-        )?;
+            })?;
         let mut bytes = [0u8; MAX_LEN];
         bytes[..digest.len()].copy_from_slice(digest);
         Ok(Fingerprint { kind, bytes })
@@ -360,12 +359,14 @@ impl<const N: usize> Bucket<N> {
     }
 
     /// Builds from keys already sorted and free of duplicates.
-    fn from_sorted(keys: Vec<[u8; N]>, labels: Vec<u32>) -> Self {
+    fn from_sorted(mut keys: Vec<[u8; N]>, mut labels: Vec<u32>) -> Self {
         // About one key per index slot, so the index costs at most 4 bytes per key.
         let bits = match keys.len() {
             0 | 1 => 0,
             n => (usize::BITS - 1 - n.leading_zeros()).min(24),
         };
+        keys.shrink_to_fit();
+        labels.shrink_to_fit();
         let mut bucket = Bucket {
             keys,
             labels,
@@ -433,7 +434,7 @@ impl<const N: usize> Pending<N> {
     /// Sorts, keeps the first of equal keys (table order, then line order) and reports the rest.
     fn finish(mut self, files: &[String], notes: &mut Vec<MapDiagnostic>) -> Bucket<N> {
         // A stable sort keeps equal keys in the order they were added.
-        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        self.entries.sort_by_key(|entry| entry.0);
         let mut keys: Vec<[u8; N]> = Vec::with_capacity(self.entries.len());
         let mut labels = Vec::with_capacity(self.entries.len());
         let mut kept_origin: Option<Origin> = None;
@@ -521,7 +522,11 @@ impl FingerprintMapBuilder {
             let fingerprint = match key.parse::<Fingerprint>() {
                 Ok(fingerprint) => fingerprint,
                 Err(err) => {
-                    self.note(file, line, format!("{key:?} is not a fingerprint: {err}; ignored"));
+                    self.note(
+                        file,
+                        line,
+                        format!("{key:?} is not a fingerprint: {err}; ignored"),
+                    );
                     continue;
                 }
             };
@@ -723,6 +728,10 @@ impl FingerprintMap {
     }
 }
 
+/// A `relay_clientcerts` line for a certificate: its `kind` fingerprint, then `label`.
+pub fn relay_clientcerts_line(cert_der: &[u8], kind: DigestKind, label: &str) -> String {
+    Fingerprint::of(kind, cert_der).relay_clientcerts_line(label)
+}
 
 #[cfg(test)]
 mod tests {
@@ -750,7 +759,10 @@ gKV5Xny7NwX5PpGkl/M=
 
     /// `openssl x509 -noout -fingerprint -<digest>` of [`OPENSSL_CERT`].
     const CERT_VECTORS: [(DigestKind, &str); 4] = [
-        (DigestKind::Md5, "8A:C2:71:E6:BE:65:BD:09:D1:E1:FD:F9:A1:ED:AD:AB"),
+        (
+            DigestKind::Md5,
+            "8A:C2:71:E6:BE:65:BD:09:D1:E1:FD:F9:A1:ED:AD:AB",
+        ),
         (
             DigestKind::Sha1,
             "4D:A1:7B:0C:17:1E:CF:5E:C5:FD:35:77:B5:27:62:76:0C:C7:3A:6F",
@@ -771,7 +783,10 @@ gKV5Xny7NwX5PpGkl/M=
     /// `openssl dgst -<digest> -c` of the DER public key of [`OPENSSL_CERT`] (lower case, as
     /// openssl prints it there).
     const PUBKEY_VECTORS: [(DigestKind, &str); 4] = [
-        (DigestKind::Md5, "88:9d:9b:11:d2:f7:1c:1c:62:25:f4:79:8e:b4:b3:ce"),
+        (
+            DigestKind::Md5,
+            "88:9d:9b:11:d2:f7:1c:1c:62:25:f4:79:8e:b4:b3:ce",
+        ),
         (
             DigestKind::Sha1,
             "77:a3:94:5a:6d:37:a2:c3:df:8e:cb:12:97:ec:ed:89:5e:68:26:7b",
@@ -810,7 +825,11 @@ gKV5Xny7NwX5PpGkl/M=
         }
         for (kind, text) in PUBKEY_VECTORS {
             let fingerprint = Fingerprint::of(kind, &spki);
-            assert_eq!(fingerprint.to_string(), text.to_ascii_uppercase(), "{kind} of the key");
+            assert_eq!(
+                fingerprint.to_string(),
+                text.to_ascii_uppercase(),
+                "{kind} of the key"
+            );
             assert_eq!(text.parse::<Fingerprint>(), Ok(fingerprint));
         }
     }
@@ -892,7 +911,10 @@ gKV5Xny7NwX5PpGkl/M=
         let message = "8A:C2:7G".parse::<Fingerprint>().unwrap_err().to_string();
         assert_eq!(message, "'G' at position 8 is not a hex digit or ':'");
         let message = "8AC2".parse::<Fingerprint>().unwrap_err().to_string();
-        assert!(message.starts_with("2 bytes is no digest length"), "{message}");
+        assert!(
+            message.starts_with("2 bytes is no digest length"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -901,7 +923,10 @@ gKV5Xny7NwX5PpGkl/M=
             assert_eq!(DigestKind::from_config_name(kind.config_name()), Some(kind));
             assert_eq!(DigestKind::from_output_len(kind.output_len()), Some(kind));
         }
-        assert_eq!(DigestKind::from_config_name("SHA256"), Some(DigestKind::Sha256));
+        assert_eq!(
+            DigestKind::from_config_name("SHA256"),
+            Some(DigestKind::Sha256)
+        );
         assert_eq!(DigestKind::from_config_name("sha384"), None);
         assert!(DigestKind::Md5.is_weak() && DigestKind::Sha1.is_weak());
         assert!(!DigestKind::Sha256.is_weak() && !DigestKind::Sha512.is_weak());
@@ -913,6 +938,10 @@ gKV5Xny7NwX5PpGkl/M=
         assert_eq!(
             fingerprint.relay_clientcerts_line("laptop"),
             "8A:C2:71:E6:BE:65:BD:09:D1:E1:FD:F9:A1:ED:AD:AB laptop"
+        );
+        assert_eq!(
+            relay_clientcerts_line(&cert_der(), DigestKind::Sha1, "x"),
+            "4D:A1:7B:0C:17:1E:CF:5E:C5:FD:35:77:B5:27:62:76:0C:C7:3A:6F x"
         );
     }
 
@@ -954,12 +983,21 @@ gKV5Xny7NwX5PpGkl/M=
             (other_md5.to_string(), "other-old", 3),
         ];
         let (map, notes) = FingerprintMap::from_table("relay_clientcerts", entries);
-        assert_eq!(map.kinds().collect::<Vec<_>>(), [DigestKind::Sha256, DigestKind::Md5]);
+        assert_eq!(
+            map.kinds().collect::<Vec<_>>(),
+            [DigestKind::Sha256, DigestKind::Md5]
+        );
         let hit = map.lookup_cert(&cert, &spki).unwrap();
-        assert_eq!((hit.label.as_str(), hit.digest), ("old-laptop", DigestKind::Md5));
+        assert_eq!(
+            (hit.label.as_str(), hit.digest),
+            ("old-laptop", DigestKind::Md5)
+        );
         let hit = map.lookup_cert(b"some other certificate", b"").unwrap();
         // Both digests of that certificate are listed; the stronger one is tried first.
-        assert_eq!((hit.label.as_str(), hit.digest), ("new-laptop", DigestKind::Sha256));
+        assert_eq!(
+            (hit.label.as_str(), hit.digest),
+            ("new-laptop", DigestKind::Sha256)
+        );
         assert_eq!(notes.len(), 1);
         assert_eq!(
             notes[0].to_string(),
@@ -1061,8 +1099,10 @@ gKV5Xny7NwX5PpGkl/M=
         let texts: Vec<String> = notes.iter().map(|n| n.to_string()).collect();
         assert_eq!(
             texts,
-            ["t:1: 2 fingerprint(s) in this table (first here) are not SHA-256 and never match \
-              while smtpd_tls_fingerprint_digest = sha256"]
+            [
+                "t:1: 2 fingerprint(s) in this table (first here) are not SHA-256 and never match \
+              while smtpd_tls_fingerprint_digest = sha256"
+            ]
         );
     }
 
