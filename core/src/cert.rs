@@ -471,8 +471,8 @@ fn dns_pattern_matches(pattern: &[u8], host: &str) -> bool {
     !pattern.contains('*') && pattern == host
 }
 
-/// Whether the certificate names `host` (SPEC C): an IP literal (bare or in brackets)
-/// matches an IP address SAN; a host name matches a DNS SAN, and the subject CN only when the
+/// Whether the certificate names `host` (SPEC C; next-hop brackets are ignored): an IP
+/// literal matches an IP address SAN; a host name matches a DNS SAN, and the subject CN only when the
 /// certificate has no DNS SAN at all.
 pub fn matches_server_name(cert_der: &[u8], host: &str) -> bool {
     let literal = host
@@ -491,7 +491,7 @@ pub fn matches_server_name(cert_der: &[u8], host: &str) -> bool {
             _ => false,
         });
     }
-    let host = normalize_host(host);
+    let host = normalize_host(literal);
     let mut has_dns = false;
     for name in &names {
         if let AltName::Dns(pattern) = name {
@@ -949,6 +949,7 @@ mod tests {
             (&exact, "relay.example.com", true),
             (&exact, "RELAY.example.COM", true),
             (&exact, "relay.example.com.", true),
+            (&exact, "[relay.example.com]", true),
             (&exact, "mx.example.net", true),
             (&exact, "cn.example.com", false), // CN ignored when DNS SANs exist
             (&exact, "example.com", false),
