@@ -1,0 +1,253 @@
+//! [`ServerSettings`] from a [`Config`]: TLS level, limits, restrictions, networks.
+
+use super::master_cf::Listener;
+use super::{Config, Diagnostic};
+use crate::policy::Restriction;
+use crate::settings::{BareNewline, ServerSettings, ServerTlsLevel};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// The restriction names certrelay knows, with what each becomes.
+const RESTRICTIONS: &[(&str, Restriction)] = &[
+    ("permit_mynetworks", Restriction::PermitMynetworks),
+    ("permit_tls_clientcerts", Restriction::PermitTlsClientcerts),
+    (
+        "permit_tls_all_clientcerts",
+        Restriction::PermitTlsAllClientcerts,
+    ),
+    (
+        "reject_unauth_destination",
+        Restriction::RejectUnauthDestination,
+    ),
+    (
+        "defer_unauth_destination",
+        Restriction::DeferUnauthDestination,
+    ),
+    ("permit", Restriction::Permit),
+    ("reject", Restriction::Reject),
+];
+
+/// Reads one restriction name.
+pub fn parse_restriction(name: &str) -> Option<Restriction> {
+    RESTRICTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, r)| r.clone())
+}
+
+/// Settings for `listener`: `config` with the listener's `-o` settings applied.
+pub fn listener_settings(
+    config: &Config,
+    listener: &Listener,
+) -> (ServerSettings, Vec<Diagnostic>) {
+    let (config, mut diagnostics) = config.with_overrides(&listener.override_list());
+    let (settings, more) = server_settings(&config);
+    diagnostics.extend(more);
+    (settings, diagnostics)
+}
+
+/// Builds the server settings. Fields whose parameter does not read keep their default and
+/// the problem is in the diagnostics; do not start when any of them is an error.
+pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
+    let mut b = Builder {
+        config,
+        diagnostics: Vec::new(),
+    };
+    let d = ServerSettings::default();
+    let (tls_level, ask_ccert, req_ccert) = b.tls();
+    b.check_cert(tls_level);
+    let relay_restrictions = b.restrictions("smtpd_relay_restrictions");
+    let recipient_restrictions = b.restrictions("smtpd_recipient_restrictions");
+    b.refuse_open_relay(&relay_restrictions, &recipient_restrictions);
+    let settings = ServerSettings {
+        myhostname: String::from(config.text("myhostname")),
+        banner: String::from(config.text("smtpd_banner")),
+        tls_level,
+        ask_ccert,
+        req_ccert,
+        tls_received_header: b.or(
+            config.bool("smtpd_tls_received_header"),
+            d.tls_received_header,
+        ),
+        tls_loglevel: b.or(config.number("smtpd_tls_loglevel"), 0).min(255) as u8,
+        message_size_limit: b.or(config.number("message_size_limit"), d.message_size_limit),
+        recipient_limit: b.count("smtpd_recipient_limit", d.recipient_limit),
+        timeout: b.or(config.time("smtpd_timeout"), d.timeout),
+        hard_error_limit: b.count("smtpd_hard_error_limit", d.hard_error_limit),
+        bare_newline: b.bare_newline(),
+        relay_restrictions,
+        recipient_restrictions,
+        mynetworks: b.or(config.mynetworks(), d.mynetworks),
+        mydestination: lower_list(config, "mydestination"),
+        relay_domains: lower_list(config, "relay_domains"),
+    };
+    (settings, b.diagnostics)
+}
+
+fn lower_list(config: &Config, name: &str) -> Vec<String> {
+    config
+        .list(name)
+        .into_iter()
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        .collect()
+}
+
+struct Builder<'a> {
+    config: &'a Config,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Builder<'_> {
+    fn or<T>(&mut self, value: Result<T, Diagnostic>, default: T) -> T {
+        value.unwrap_or_else(|d| {
+            self.diagnostics.push(d);
+            default
+        })
+    }
+
+    fn count<T: TryFrom<u64>>(&mut self, name: &str, default: T) -> T {
+        let n = self.config.number(name).and_then(|n| {
+            T::try_from(n).map_err(|_| self.config.problem(name, "number too large"))
+        });
+        self.or(n, default)
+    }
+
+    /// The TLS level with `req_ccert` folded in (SPEC A3), and the two certificate switches.
+    fn tls(&mut self) -> (ServerTlsLevel, bool, bool) {
+        let level = self.declared_tls_level();
+        let ask = self.or(self.config.bool("smtpd_tls_ask_ccert"), false);
+        let req = self.or(self.config.bool("smtpd_tls_req_ccert"), false);
+        if !req {
+            return (level, ask, false);
+        }
+        self.diagnostics.push(Diagnostic::notice(
+            &self.config.location("smtpd_tls_req_ccert"),
+            "smtpd_tls_req_ccert = yes: TLS is mandatory (as smtpd_tls_security_level = \
+             encrypt) and clients must present a trusted certificate",
+        ));
+        (ServerTlsLevel::Encrypt, true, true)
+    }
+
+    /// Without a certificate, STARTTLS can only fail (454); say so at start-up.
+    fn check_cert(&mut self, level: ServerTlsLevel) {
+        const NAME: &str = "smtpd_tls_cert_file";
+        if level != ServerTlsLevel::None && self.config.text(NAME).trim().is_empty() {
+            self.diagnostics.push(Diagnostic::warning(
+                &self.config.location(NAME),
+                "TLS is enabled but smtpd_tls_cert_file is empty: STARTTLS will answer \
+                 454 4.7.0 TLS not available due to local problem",
+            ));
+        }
+    }
+
+    fn declared_tls_level(&mut self) -> ServerTlsLevel {
+        const NAME: &str = "smtpd_tls_security_level";
+        let text = self.config.text(NAME).trim();
+        if !text.is_empty() {
+            return match text.to_ascii_lowercase().as_str() {
+                "none" => ServerTlsLevel::None,
+                "may" => ServerTlsLevel::May,
+                "encrypt" => ServerTlsLevel::Encrypt,
+                _ => {
+                    let d = self.config.problem(NAME, "expected none, may or encrypt");
+                    self.diagnostics.push(d);
+                    ServerTlsLevel::None
+                }
+            };
+        }
+        if self.or(self.config.bool("smtpd_enforce_tls"), false) {
+            ServerTlsLevel::Encrypt
+        } else if self.or(self.config.bool("smtpd_use_tls"), false) {
+            ServerTlsLevel::May
+        } else {
+            ServerTlsLevel::None
+        }
+    }
+
+    fn bare_newline(&mut self) -> BareNewline {
+        const NAME: &str = "smtpd_forbid_bare_newline";
+        match self.config.text(NAME).trim().to_ascii_lowercase().as_str() {
+            "reject" => BareNewline::Reject,
+            "normalize" | "yes" => BareNewline::Normalize,
+            "no" => {
+                self.diagnostics.push(Diagnostic::warning(
+                    &self.config.location(NAME),
+                    "smtpd_forbid_bare_newline = no: a bare LF never ends a message here; \
+                     bare LFs are accepted as with normalize",
+                ));
+                BareNewline::Normalize
+            }
+            _ => {
+                let d = self
+                    .config
+                    .problem(NAME, "expected reject, normalize, yes or no");
+                self.diagnostics.push(d);
+                BareNewline::Reject
+            }
+        }
+    }
+
+    fn restrictions(&mut self, name: &str) -> Vec<Restriction> {
+        let mut out = Vec::new();
+        for item in self.config.list(name) {
+            match parse_restriction(item) {
+                Some(r) => out.push(r),
+                None => {
+                    let known: Vec<&str> = RESTRICTIONS.iter().map(|(n, _)| *n).collect();
+                    let d = self.config.problem(
+                        name,
+                        format!(
+                            "unknown restriction \"{item}\"; certrelay knows {}",
+                            known.join(", ")
+                        ),
+                    );
+                    self.diagnostics.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// SPEC A2: one of the two lists must be able to refuse a recipient we are not
+    /// responsible for, or anyone could relay through this server.
+    fn refuse_open_relay(&mut self, relay: &[Restriction], recipient: &[Restriction]) {
+        if can_refuse(relay) || can_refuse(recipient) {
+            return;
+        }
+        let name = if self.config.is_set("smtpd_recipient_restrictions")
+            || !self.config.is_set("smtpd_relay_restrictions")
+        {
+            "smtpd_recipient_restrictions"
+        } else {
+            "smtpd_relay_restrictions"
+        };
+        let d = self.config.problem(
+            name,
+            "this would make an open relay: neither smtpd_relay_restrictions nor \
+             smtpd_recipient_restrictions reaches reject_unauth_destination, \
+             defer_unauth_destination or reject; end smtpd_recipient_restrictions with \
+             reject_unauth_destination (for example: permit_mynetworks, \
+             permit_tls_clientcerts, reject_unauth_destination)",
+        );
+        self.diagnostics.push(d);
+    }
+}
+
+/// True when the list holds a refusing restriction that an unconditional `permit` before it
+/// does not make unreachable.
+fn can_refuse(list: &[Restriction]) -> bool {
+    list.iter()
+        .take_while(|r| **r != Restriction::Permit)
+        .any(|r| {
+            matches!(
+                r,
+                Restriction::RejectUnauthDestination
+                    | Restriction::DeferUnauthDestination
+                    | Restriction::Reject
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests;
