@@ -1,0 +1,291 @@
+//! Reading a configuration directory (`-c DIR`) and the files it names, for both binaries.
+//!
+//! The core parses text; this module finds and reads the files, and turns IO failures into
+//! diagnostics that name the parameter, its file:line and the path.
+
+use certrelay_core::cert;
+use certrelay_core::config::{self, master_cf, Config, Diagnostic, Listener, Severity};
+use certrelay_core::fingerprint::{FingerprintMap, FingerprintMapBuilder};
+use certrelay_core::table::{Table, TableSpec};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A configuration directory, read and parsed.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The directory given with `-c`.
+    pub dir: PathBuf,
+    /// `main.cf` with defaults, expanded.
+    pub config: Config,
+    /// The SMTP listeners of `master.cf` (empty without one).
+    pub listeners: Vec<Listener>,
+    /// Everything the parsers and the file checks found.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    /// True when any diagnostic is an error: the program must not start.
+    pub fn has_errors(&self) -> bool {
+        config::has_errors(&self.diagnostics)
+    }
+}
+
+/// This machine's host name, the default for `myhostname`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Reads `DIR/main.cf` (required) and `DIR/master.cf` (optional).
+pub fn load(dir: &Path) -> Result<Loaded, String> {
+    let main_path = dir.join("main.cf");
+    let main_text = std::fs::read_to_string(&main_path)
+        .map_err(|e| format!("{}: cannot read: {e}", main_path.display()))?;
+    let host = host_name();
+    let main_name = main_path.display().to_string();
+    let (config, mut diagnostics) =
+        Config::parse_with_defaults(&main_name, &main_text, &[("myhostname", host.as_str())]);
+    let master_path = dir.join("master.cf");
+    let mut listeners = Vec::new();
+    match std::fs::read_to_string(&master_path) {
+        Ok(text) => {
+            let (found, diags) = master_cf::parse(&master_path.display().to_string(), &text);
+            diagnostics.extend(diags);
+            master_cf::drop_unused_referenced(&mut diagnostics, &found);
+            listeners = found;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: cannot read: {e}", master_path.display())),
+    }
+    Ok(Loaded {
+        dir: dir.to_owned(),
+        config,
+        listeners,
+        diagnostics,
+    })
+}
+
+/// Reads the text source of every table named by parameter `name`.
+pub fn read_tables(config: &Config, name: &str) -> (Vec<Table>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let specs = match config.tables(name) {
+        Ok(specs) => specs,
+        Err(d) => return (Vec::new(), vec![d]),
+    };
+    let mut tables = Vec::new();
+    for spec in specs {
+        match read_table(&spec) {
+            Ok(text) => {
+                let (table, more) = Table::parse(&spec.path, &text);
+                diags.extend(more);
+                tables.push(table);
+            }
+            Err(msg) => diags.push(config.problem(name, msg)),
+        }
+    }
+    (tables, diags)
+}
+
+fn read_table(spec: &TableSpec) -> Result<String, String> {
+    match std::fs::read_to_string(&spec.path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let db_exists = Path::new(&format!("{}.db", spec.path)).exists();
+            Err(spec.missing_source_message(db_exists))
+        }
+        Err(e) => Err(format!("{}: cannot read: {e}", spec.path)),
+    }
+}
+
+/// Builds the fingerprint map from `relay_clientcerts` (with the digest rule of
+/// `smtpd_tls_fingerprint_digest`).
+pub fn fingerprint_map(config: &Config) -> (FingerprintMap, Vec<Diagnostic>) {
+    let (tables, mut diags) = read_tables(config, "relay_clientcerts");
+    let mut builder = FingerprintMapBuilder::new();
+    match config.fingerprint_digest() {
+        Ok(Some(kind)) => builder = builder.fixed_digest(kind),
+        Ok(None) => {}
+        Err(d) => diags.push(d),
+    }
+    for table in &tables {
+        builder.add_table(
+            table.file(),
+            table
+                .entries()
+                .map(|e| (e.key.as_str(), e.value.as_str(), e.line as usize)),
+        );
+    }
+    let (map, map_diags) = builder.finish();
+    for d in map_diags {
+        let at = config::Location {
+            file: d.file.clone(),
+            line: d.line as u32,
+        };
+        // Entries that cannot match are ignored, not fatal: a warning, as Postfix would
+        // simply never match them.
+        diags.push(Diagnostic::warning(&at, d.message));
+    }
+    (map, diags)
+}
+
+/// Reads the certificate chain named by parameter `name`.
+pub fn read_chain(
+    config: &Config,
+    name: &str,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Diagnostic> {
+    let path = config.text(name);
+    let bytes =
+        std::fs::read(path).map_err(|e| config.problem(name, format!("cannot read: {e}")))?;
+    cert::parse_certificates(&bytes).map_err(|e| config.problem(name, e))
+}
+
+/// Reads the private key named by parameter `name`.
+pub fn read_key(
+    config: &Config,
+    name: &str,
+) -> Result<rustls::pki_types::PrivateKeyDer<'static>, Diagnostic> {
+    let path = config.text(name);
+    let bytes =
+        std::fs::read(path).map_err(|e| config.problem(name, format!("cannot read: {e}")))?;
+    cert::parse_private_key(&bytes).map_err(|e| config.problem(name, e))
+}
+
+/// Checks that the certificate files a role needs can be read and parsed: (`cert`, `key`,
+/// `CAfile`) parameter names, each checked only when set.
+pub fn check_tls_files(config: &Config, names: [&str; 3]) -> Vec<Diagnostic> {
+    let [cert_name, key_name, ca_name] = names;
+    let mut diags = Vec::new();
+    if !config.text(cert_name).is_empty() {
+        if let Err(d) = read_chain(config, cert_name) {
+            diags.push(d);
+        }
+        if let Err(d) = read_key(config, key_name) {
+            diags.push(d);
+        }
+    }
+    if !config.text(ca_name).is_empty() {
+        match read_chain(config, ca_name) {
+            Ok(cas) => {
+                if let Err(e) = cert::trust_anchors(&cas) {
+                    diags.push(config.problem(ca_name, e));
+                }
+            }
+            Err(d) => diags.push(d),
+        }
+    }
+    diags
+}
+
+/// The `postconf -n`-style listing of the parameters set in main.cf.
+pub fn non_default_listing(config: &Config) -> String {
+    let mut out = String::new();
+    for (name, value) in config.non_default() {
+        let _ = writeln!(out, "{name} = {}", value.raw);
+    }
+    out
+}
+
+/// Prints diagnostics to stderr, one per line, worst first kept in file order.
+pub fn report(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+}
+
+/// Counts diagnostics by severity: (errors, warnings).
+pub fn tally(diagnostics: &[Diagnostic]) -> (usize, usize) {
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .count();
+    (errors, warnings)
+}
+
+/// Everything `certrelayd check` verifies: settings of main.cf and of each listener, the
+/// fingerprint map, and the TLS files.
+pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
+    let config = &loaded.config;
+    let mut diags = loaded.diagnostics.clone();
+    let (_, main_diags) = config::server::server_settings(config);
+    push_new(&mut diags, main_diags);
+    for listener in &loaded.listeners {
+        let (_, more) = config::server::listener_settings(config, listener);
+        push_new(&mut diags, more);
+    }
+    push_new(&mut diags, fingerprint_map(config).1);
+    push_new(
+        &mut diags,
+        check_tls_files(
+            config,
+            [
+                "smtpd_tls_cert_file",
+                "smtpd_tls_key_file",
+                "smtpd_tls_CAfile",
+            ],
+        ),
+    );
+    diags
+}
+
+/// Everything `certrelay check` verifies: client settings, relayhost, per-site table and the
+/// TLS files.
+pub fn check_laptop(loaded: &Loaded) -> Vec<Diagnostic> {
+    let config = &loaded.config;
+    let mut diags = loaded.diagnostics.clone();
+    let (_, more) = config::client::client_settings(config);
+    push_new(&mut diags, more);
+    push_new(&mut diags, config::client::check_tls_maps(config));
+    if let Err(d) = config.relayhost() {
+        push_new(&mut diags, vec![d]);
+    }
+    push_new(&mut diags, read_tables(config, "smtp_tls_per_site").1);
+    push_new(
+        &mut diags,
+        check_tls_files(
+            config,
+            ["smtp_tls_cert_file", "smtp_tls_key_file", "smtp_tls_CAfile"],
+        ),
+    );
+    diags
+}
+
+/// Appends the diagnostics not already present (listeners repeat main.cf's problems).
+fn push_new(into: &mut Vec<Diagnostic>, more: Vec<Diagnostic>) {
+    for d in more {
+        if !into.contains(&d) {
+            into.push(d);
+        }
+    }
+}
+
+/// Runs a check and prints it as `check` commands do: the settings in effect on stdout, the
+/// problems on stderr, then a summary. Returns the process exit code.
+pub fn run_check(dir: &Path, check: fn(&Loaded) -> Vec<Diagnostic>) -> i32 {
+    let loaded = match load(dir) {
+        Ok(l) => l,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return 1;
+        }
+    };
+    print!("{}", non_default_listing(&loaded.config));
+    for l in &loaded.listeners {
+        println!("listener {} ({}:{})", l.service, l.file, l.line);
+    }
+    let diags = check(&loaded);
+    report(&diags);
+    let (errors, warnings) = tally(&diags);
+    eprintln!(
+        "{}: {errors} error(s), {warnings} warning(s)",
+        dir.display()
+    );
+    i32::from(errors > 0)
+}
