@@ -461,6 +461,12 @@ impl ServerSession {
             self.log_reject("RCPT", &e, &sender, Some(&rcpt));
             return Err(e);
         }
+        let why = format!(
+            "RCPT from {}: <{rcpt}> permitted by {}",
+            self.conn.client(),
+            decision.decided_by
+        );
+        self.log(log::Level::Debug, why);
         if let Some(txn) = self.txn.as_mut() {
             txn.recipients.push(rcpt);
         }

@@ -698,6 +698,34 @@ fn storage_failures_and_held_input() {
 }
 
 #[test]
+fn input_piling_up_while_storing_ends_the_session() {
+    let mut s = ServerSession::new(Arc::new(settings()), insider(), T0);
+    let mut input =
+        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<x@relay.example>\r\nDATA\r\nhi\r\n.\r\n".to_vec();
+    input.extend_from_slice(&[b'n'; MAX_PENDING]);
+    s.handle_input(&input[..input.len() - 1], T0);
+    assert!(!s.is_closed());
+    s.handle_input(b"nn", T0);
+    assert!(s.is_closed());
+    let outs: Vec<ServerOutput> = core::iter::from_fn(|| s.poll_output()).collect();
+    assert_eq!(outs.last(), Some(&ServerOutput::Close));
+    assert!(outs.iter().any(|o| matches!(o, ServerOutput::MessageEnd)));
+    assert_eq!(s.buffered(), 0);
+}
+
+#[test]
+fn accepted_recipient_says_which_rule() {
+    let mut set = tls_settings(ServerTlsLevel::May, false);
+    set.tls_loglevel = 0;
+    let mut sh = Shell::new(set, outsider());
+    sh.feed(b"STARTTLS\r\n");
+    sh.feed(b"EHLO a\r\nMAIL FROM:<>\r\nRCPT TO:<x@far.example>\r\n");
+    assert!(sh.logs.contains(
+        &"RCPT from unknown[192.0.2.7]: <x@far.example> permitted by permit_tls_clientcerts (item 2 of smtpd_recipient_restrictions)".to_string()
+    ));
+}
+
+#[test]
 fn lost_connection_aborts_the_message() {
     let mut sh = Shell::new(settings(), insider());
     sh.feed(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<x@relay.example>\r\nDATA\r\nhello");
