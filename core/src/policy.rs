@@ -1,4 +1,17 @@
 //! Relay restrictions, evaluated over the facts the session knows.
+//!
+//! Pure functions: the session hands in the client, its TLS facts and the recipient, and gets
+//! back a [`Decision`] that says what to answer and which rule decided, so logs (and a later
+//! `explain` command) can show why a recipient was accepted or refused.
+
+use crate::address::{domain_eq, domain_within, Domain, Path};
+use crate::facts::{PeerInfo, TlsFacts};
+use crate::net::Cidr;
+use crate::reply::Reply;
+use crate::settings::ServerSettings;
+use alloc::format;
+use core::fmt;
+use core::net::IpAddr;
 
 /// One element of `smtpd_relay_restrictions` / `smtpd_recipient_restrictions`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,4 +30,652 @@ pub enum Restriction {
     Permit,
     /// `reject`.
     Reject,
+}
+
+impl Restriction {
+    /// The name as written in `main.cf`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Restriction::PermitMynetworks => "permit_mynetworks",
+            Restriction::PermitTlsClientcerts => "permit_tls_clientcerts",
+            Restriction::PermitTlsAllClientcerts => "permit_tls_all_clientcerts",
+            Restriction::RejectUnauthDestination => "reject_unauth_destination",
+            Restriction::DeferUnauthDestination => "defer_unauth_destination",
+            Restriction::Permit => "permit",
+            Restriction::Reject => "reject",
+        }
+    }
+
+    /// The restriction a `main.cf` name stands for (case-insensitive), if it is one we know.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Restriction::PermitMynetworks,
+            Restriction::PermitTlsClientcerts,
+            Restriction::PermitTlsAllClientcerts,
+            Restriction::RejectUnauthDestination,
+            Restriction::DeferUnauthDestination,
+            Restriction::Permit,
+            Restriction::Reject,
+        ]
+        .into_iter()
+        .find(|r| r.name().eq_ignore_ascii_case(name))
+    }
+
+    /// True for the rules that can refuse; a list without one relays for anybody.
+    pub const fn can_reject(&self) -> bool {
+        matches!(
+            self,
+            Restriction::RejectUnauthDestination
+                | Restriction::DeferUnauthDestination
+                | Restriction::Reject
+        )
+    }
+}
+
+impl fmt::Display for Restriction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the session knows when a recipient arrives.
+#[derive(Clone, Copy, Debug)]
+pub struct RcptFacts<'a> {
+    /// The connected client.
+    pub client: &'a PeerInfo,
+    /// The TLS session, once STARTTLS has completed.
+    pub tls: Option<&'a TlsFacts>,
+    /// The recipient as given in `RCPT TO:`.
+    pub recipient: &'a Path,
+}
+
+/// Which restriction list a rule came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListName {
+    /// `smtpd_relay_restrictions`.
+    Relay,
+    /// `smtpd_recipient_restrictions`.
+    Recipient,
+}
+
+impl fmt::Display for ListName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListName::Relay => "smtpd_relay_restrictions",
+            ListName::Recipient => "smtpd_recipient_restrictions",
+        })
+    }
+}
+
+/// Accept the recipient, or refuse it with this reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accept.
+    Permit,
+    /// Refuse with this reply (4xx or 5xx).
+    Reject(Reply),
+}
+
+/// What decided the outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// `postmaster` at one of our domains (or unqualified), accepted before any list.
+    Postmaster,
+    /// A rule of a list; `index` counts from 0.
+    Rule {
+        /// The list the rule is in.
+        list: ListName,
+        /// Its position in that list.
+        index: usize,
+        /// The rule.
+        rule: Restriction,
+    },
+    /// No rule of the recipient list permitted or rejected: end of list permits.
+    EndOfLists,
+}
+
+impl fmt::Display for DecidedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecidedBy::Postmaster => f.write_str("postmaster is always accepted"),
+            DecidedBy::Rule { list, index, rule } => {
+                write!(f, "{rule} (item {} of {list})", index + 1)
+            }
+            DecidedBy::EndOfLists => f.write_str("end of restriction lists"),
+        }
+    }
+}
+
+/// The outcome of the restriction lists for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Accept or refuse.
+    pub verdict: Verdict,
+    /// Why.
+    pub decided_by: DecidedBy,
+}
+
+/// Evaluates the relay list, then the recipient list, for one recipient.
+///
+/// The first permit or reject ends a list and the end of a list permits; a reject from
+/// either list wins. When both permit, the recipient list's deciding rule is reported.
+pub fn check_recipient(settings: &ServerSettings, facts: &RcptFacts<'_>) -> Decision {
+    if is_local_postmaster(settings, facts.recipient) {
+        return Decision {
+            verdict: Verdict::Permit,
+            decided_by: DecidedBy::Postmaster,
+        };
+    }
+    let relay = evaluate_list(
+        settings,
+        ListName::Relay,
+        &settings.relay_restrictions,
+        facts,
+    );
+    if matches!(relay.verdict, Verdict::Reject(_)) {
+        return relay;
+    }
+    evaluate_list(
+        settings,
+        ListName::Recipient,
+        &settings.recipient_restrictions,
+        facts,
+    )
+}
+
+/// Evaluates one list left to right.
+pub fn evaluate_list(
+    settings: &ServerSettings,
+    list: ListName,
+    rules: &[Restriction],
+    facts: &RcptFacts<'_>,
+) -> Decision {
+    for (index, rule) in rules.iter().enumerate() {
+        if let Some(verdict) = apply(settings, rule, facts) {
+            return Decision {
+                verdict,
+                decided_by: DecidedBy::Rule {
+                    list,
+                    index,
+                    rule: rule.clone(),
+                },
+            };
+        }
+    }
+    Decision {
+        verdict: Verdict::Permit,
+        decided_by: DecidedBy::EndOfLists,
+    }
+}
+
+/// One rule: `Some` when it decides, `None` to go on with the next.
+fn apply(settings: &ServerSettings, rule: &Restriction, facts: &RcptFacts<'_>) -> Option<Verdict> {
+    let cert = facts.tls.map(|t| &t.client_cert);
+    let decides = match rule {
+        Restriction::Permit => return Some(Verdict::Permit),
+        Restriction::Reject => return Some(Verdict::Reject(access_denied(facts.recipient))),
+        Restriction::PermitMynetworks => in_networks(&settings.mynetworks, facts.client.addr),
+        Restriction::PermitTlsClientcerts => {
+            cert.is_some_and(|c| c.verdict.is_present() && c.listed.is_some())
+        }
+        Restriction::PermitTlsAllClientcerts => cert.is_some_and(|c| c.verdict.is_trusted()),
+        Restriction::RejectUnauthDestination | Restriction::DeferUnauthDestination => {
+            if is_authorized_destination(settings, facts.recipient) {
+                return None;
+            }
+            let code = if *rule == Restriction::RejectUnauthDestination {
+                (554, "5.7.1")
+            } else {
+                (454, "4.7.1")
+            };
+            return Some(Verdict::Reject(relay_denied(code, facts.recipient)));
+        }
+    };
+    decides.then_some(Verdict::Permit)
+}
+
+/// `<rcpt>: Relay access denied` with the given code.
+fn relay_denied((code, status): (u16, &str), rcpt: &Path) -> Reply {
+    Reply::new(code, format!("{status} <{rcpt}>: Relay access denied"))
+}
+
+/// The reply of a plain `reject`.
+fn access_denied(rcpt: &Path) -> Reply {
+    Reply::new(
+        554,
+        format!("5.7.1 <{rcpt}>: Recipient address rejected: Access denied"),
+    )
+}
+
+/// True when the recipient is ours to deliver or relay: its domain is in `mydestination`
+/// (exactly) or `relay_domains` (subdomains too), and the sender chose no route.
+///
+/// An unqualified address is taken as being at `myhostname`, as Postfix qualifies it.
+pub fn is_authorized_destination(settings: &ServerSettings, rcpt: &Path) -> bool {
+    let Some(mailbox) = &rcpt.mailbox else {
+        return false;
+    };
+    if rcpt.has_sender_routing() {
+        return false;
+    }
+    match &mailbox.domain {
+        None => is_mydestination(settings, &settings.myhostname),
+        Some(Domain::Name(name)) => {
+            is_mydestination(settings, name)
+                || settings
+                    .relay_domains
+                    .iter()
+                    .any(|parent| domain_within(name, parent))
+        }
+        Some(literal @ Domain::Literal(_)) => {
+            let text = format!("{literal}");
+            is_mydestination(settings, &text)
+        }
+    }
+}
+
+/// `postmaster`, unqualified or at a `mydestination` domain.
+fn is_local_postmaster(settings: &ServerSettings, rcpt: &Path) -> bool {
+    let Some(mailbox) = &rcpt.mailbox else {
+        return false;
+    };
+    if !mailbox.is_postmaster() || !rcpt.route.is_empty() {
+        return false;
+    }
+    match &mailbox.domain {
+        None => true,
+        Some(d) => is_mydestination(settings, &format!("{d}")),
+    }
+}
+
+fn is_mydestination(settings: &ServerSettings, domain: &str) -> bool {
+    settings.mydestination.iter().any(|d| domain_eq(d, domain))
+}
+
+/// True when `addr` is inside one of `networks`.
+///
+/// Kept behind one function so that it can switch to `Cidr::contains` once net.rs has it.
+fn in_networks(networks: &[Cidr], addr: IpAddr) -> bool {
+    networks.iter().any(|net| cidr_contains(net, addr))
+}
+
+/// Prefix match; an IPv4-mapped IPv6 client matches IPv4 networks.
+fn cidr_contains(net: &Cidr, addr: IpAddr) -> bool {
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    };
+    match (net.addr, addr) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(
+            u128::from(n.to_bits()),
+            u128::from(a.to_bits()),
+            32,
+            net.prefix,
+        ),
+        (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(n.to_bits(), a.to_bits(), 128, net.prefix),
+        _ => false,
+    }
+}
+
+fn prefix_eq(net: u128, addr: u128, width: u32, prefix: u8) -> bool {
+    let prefix = u32::from(prefix).min(width);
+    if prefix == 0 {
+        return true;
+    }
+    let shift = width - prefix;
+    (net >> shift) == (addr >> shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::parse_path;
+    use crate::facts::{CertMatch, CertVerdict, ClientCert};
+    use crate::fingerprint::DigestKind;
+    use alloc::string::{String, ToString};
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    fn settings() -> ServerSettings {
+        ServerSettings {
+            myhostname: "relay.example".into(),
+            mynetworks: vec![
+                Cidr {
+                    addr: "127.0.0.0".parse().unwrap(),
+                    prefix: 8,
+                },
+                Cidr {
+                    addr: "2001:db8::".parse().unwrap(),
+                    prefix: 32,
+                },
+            ],
+            mydestination: vec!["relay.example".into(), "localhost".into()],
+            relay_domains: vec!["partner.example".into()],
+            ..ServerSettings::default()
+        }
+    }
+
+    fn tls(verdict: CertVerdict, listed: bool) -> TlsFacts {
+        TlsFacts {
+            protocol: "TLSv1.3".into(),
+            cipher: "TLS_AES_256_GCM_SHA384".into(),
+            bits: 256,
+            resumed: false,
+            client_cert: ClientCert {
+                verdict,
+                listed: listed.then(|| CertMatch {
+                    label: "laptop".into(),
+                    digest: DigestKind::Sha256,
+                    public_key: false,
+                }),
+                subject_cn: None,
+                issuer_cn: None,
+            },
+        }
+    }
+
+    fn peer(ip: &str) -> PeerInfo {
+        PeerInfo {
+            addr: ip.parse().unwrap(),
+            name: "unknown".into(),
+        }
+    }
+
+    /// Runs the default lists; returns the reply code (250 for permit) and the rule name.
+    fn run(s: &ServerSettings, ip: &str, tls: Option<&TlsFacts>, rcpt: &str) -> (u16, String) {
+        let client = peer(ip);
+        let recipient = parse_path(rcpt).unwrap().0;
+        let d = check_recipient(
+            s,
+            &RcptFacts {
+                client: &client,
+                tls,
+                recipient: &recipient,
+            },
+        );
+        let code = match d.verdict {
+            Verdict::Permit => 250,
+            Verdict::Reject(r) => r.code,
+        };
+        let by = match d.decided_by {
+            DecidedBy::Rule { rule, .. } => rule.name().to_string(),
+            other => other.to_string(),
+        };
+        (code, by)
+    }
+
+    #[test]
+    fn default_recipient_restrictions() {
+        let s = settings();
+        let listed = tls(CertVerdict::Untrusted("self-signed".into()), true);
+        let trusted_unlisted = tls(CertVerdict::Trusted, false);
+        let no_cert = tls(CertVerdict::Absent, false);
+        let table: &[(&str, Option<&TlsFacts>, &str, u16, &str)] = &[
+            (
+                "127.0.0.1",
+                None,
+                "<x@far.example>",
+                250,
+                "permit_mynetworks",
+            ),
+            (
+                "2001:db8::5",
+                None,
+                "<x@far.example>",
+                250,
+                "permit_mynetworks",
+            ),
+            (
+                "::ffff:127.0.0.2",
+                None,
+                "<x@far.example>",
+                250,
+                "permit_mynetworks",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<x@far.example>",
+                554,
+                "reject_unauth_destination",
+            ),
+            // A listed certificate relays even when its chain is not trusted.
+            (
+                "192.0.2.9",
+                Some(&listed),
+                "<x@far.example>",
+                250,
+                "permit_tls_clientcerts",
+            ),
+            (
+                "192.0.2.9",
+                Some(&trusted_unlisted),
+                "<x@far.example>",
+                554,
+                "reject_unauth_destination",
+            ),
+            (
+                "192.0.2.9",
+                Some(&no_cert),
+                "<x@far.example>",
+                554,
+                "reject_unauth_destination",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<x@relay.example>",
+                250,
+                "end of restriction lists",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<x@RELAY.example.>",
+                250,
+                "end of restriction lists",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<x@sub.relay.example>",
+                554,
+                "reject_unauth_destination",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<x@partner.example>",
+                250,
+                "end of restriction lists",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<x@mx.partner.example>",
+                250,
+                "end of restriction lists",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<x@notpartner.example>",
+                554,
+                "reject_unauth_destination",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<x%far.example@relay.example>",
+                554,
+                "reject_unauth_destination",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<far.example!x@relay.example>",
+                554,
+                "reject_unauth_destination",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<\"x@far.example\"@relay.example>",
+                554,
+                "reject_unauth_destination",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<@relay.example:x@relay.example>",
+                554,
+                "reject_unauth_destination",
+            ),
+            ("192.0.2.9", None, "<x>", 250, "end of restriction lists"),
+            (
+                "192.0.2.9",
+                None,
+                "<x@[192.0.2.1]>",
+                554,
+                "reject_unauth_destination",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<postmaster>",
+                250,
+                "postmaster is always accepted",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<Postmaster@relay.example>",
+                250,
+                "postmaster is always accepted",
+            ),
+            (
+                "192.0.2.9",
+                None,
+                "<postmaster@far.example>",
+                554,
+                "reject_unauth_destination",
+            ),
+        ];
+        for &(ip, tls, rcpt, code, by) in table {
+            assert_eq!(
+                run(&s, ip, tls, rcpt),
+                (code, by.to_string()),
+                "{ip} {rcpt}"
+            );
+        }
+    }
+
+    #[test]
+    fn relay_list_reject_wins_and_all_clientcerts() {
+        let mut s = settings();
+        s.relay_restrictions = vec![
+            Restriction::PermitTlsAllClientcerts,
+            Restriction::DeferUnauthDestination,
+        ];
+        s.recipient_restrictions = vec![Restriction::Permit];
+        let trusted = tls(CertVerdict::Trusted, false);
+        let untrusted = tls(CertVerdict::Untrusted("expired".into()), true);
+        let table: &[(Option<&TlsFacts>, &str, u16, &str)] = &[
+            (Some(&trusted), "<x@far.example>", 250, "permit"),
+            (
+                Some(&untrusted),
+                "<x@far.example>",
+                454,
+                "defer_unauth_destination",
+            ),
+            (None, "<x@far.example>", 454, "defer_unauth_destination"),
+            (None, "<x@partner.example>", 250, "permit"),
+        ];
+        for &(tls, rcpt, code, by) in table {
+            assert_eq!(
+                run(&s, "192.0.2.9", tls, rcpt),
+                (code, by.to_string()),
+                "{rcpt}"
+            );
+        }
+        s.recipient_restrictions = vec![Restriction::Reject, Restriction::Permit];
+        assert_eq!(
+            run(&s, "192.0.2.9", Some(&trusted), "<x@far.example>").0,
+            554
+        );
+        // postmaster is never refused.
+        assert_eq!(run(&s, "192.0.2.9", None, "<postmaster>").0, 250);
+    }
+
+    #[test]
+    fn reply_texts() {
+        let s = settings();
+        let client = peer("192.0.2.9");
+        let reply = |rules: Vec<Restriction>| {
+            let recipient = parse_path("<x@far.example>").unwrap().0;
+            let facts = RcptFacts {
+                client: &client,
+                tls: None,
+                recipient: &recipient,
+            };
+            match evaluate_list(&s, ListName::Recipient, &rules, &facts).verdict {
+                Verdict::Reject(r) => r.to_string(),
+                Verdict::Permit => "permit".to_string(),
+            }
+        };
+        assert_eq!(
+            reply(vec![Restriction::RejectUnauthDestination]),
+            "554 5.7.1 <x@far.example>: Relay access denied"
+        );
+        assert_eq!(
+            reply(vec![Restriction::DeferUnauthDestination]),
+            "454 4.7.1 <x@far.example>: Relay access denied"
+        );
+        assert_eq!(
+            reply(vec![Restriction::Reject]),
+            "554 5.7.1 <x@far.example>: Recipient address rejected: Access denied"
+        );
+        assert_eq!(reply(vec![]), "permit");
+    }
+
+    #[test]
+    fn networks() {
+        let net = |a: &str, p| Cidr {
+            addr: a.parse().unwrap(),
+            prefix: p,
+        };
+        let table: &[(Cidr, &str, bool)] = &[
+            (net("192.0.2.0", 24), "192.0.2.255", true),
+            (net("192.0.2.0", 24), "192.0.3.0", false),
+            (net("192.0.2.7", 32), "192.0.2.7", true),
+            (net("0.0.0.0", 0), "203.0.113.1", true),
+            (net("0.0.0.0", 0), "2001:db8::1", false),
+            (net("2001:db8::", 32), "2001:db8:ffff::1", true),
+            (net("2001:db8::", 32), "2001:db9::1", false),
+            (net("10.0.0.0", 8), "::ffff:10.1.2.3", true),
+        ];
+        for (n, ip, want) in table {
+            assert_eq!(in_networks(&[*n], ip.parse().unwrap()), *want, "{n:?} {ip}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for r in [
+            Restriction::PermitMynetworks,
+            Restriction::PermitTlsClientcerts,
+            Restriction::PermitTlsAllClientcerts,
+            Restriction::RejectUnauthDestination,
+            Restriction::DeferUnauthDestination,
+            Restriction::Permit,
+            Restriction::Reject,
+        ] {
+            assert_eq!(Restriction::from_name(r.name()), Some(r.clone()));
+            assert_eq!(
+                Restriction::from_name(&r.name().to_ascii_uppercase()),
+                Some(r)
+            );
+        }
+        assert_eq!(Restriction::from_name("reject_unknown_sender"), None);
+    }
 }

@@ -1,0 +1,780 @@
+//! The session state machine and its STARTTLS hand-over.
+
+use super::command::{self, split_line, MailArgs, Verb};
+use super::data::{DataProblem, DataReceiver};
+use super::error::ServerError;
+use super::received::{printable, ClientName, Received, ReceivedFacts};
+use super::stats::CommandStats;
+use super::{Envelope, LogLine, ServerEvent, ServerOutput};
+use crate::address::{parse_path, Path};
+use crate::facts::{CertVerdict, PeerInfo, TlsFacts};
+use crate::line::{LineBuffer, Push};
+use crate::policy::{self, RcptFacts, Verdict};
+use crate::reply::Reply;
+use crate::settings::{ServerSettings, ServerTlsLevel};
+use crate::time::Instant;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Longest command line, CR LF included (RFC 5321 section 4.5.3.1.4).
+pub const MAX_COMMAND_LINE: usize = 512;
+
+/// Bytes held while the shell stores a message. A shell that stops reading while
+/// [`ServerSession::wants_read`] is false never comes near it; past it the session ends.
+pub const MAX_PENDING: usize = 64 * 1024;
+
+/// Line buffer capacity: the CR counts while a line is open, the LF never does.
+const LINE_CAPACITY: usize = MAX_COMMAND_LINE - 1;
+
+/// What survives STARTTLS: who the client is, and its record so far.
+#[derive(Debug)]
+struct Connection {
+    settings: Arc<ServerSettings>,
+    peer: PeerInfo,
+    tls_unavailable: bool,
+    errors: u32,
+    stats: CommandStats,
+}
+
+impl Connection {
+    fn client(&self) -> ClientName<'_> {
+        ClientName(&self.peer)
+    }
+}
+
+/// The HELO/EHLO the client gave.
+#[derive(Clone, Debug)]
+struct Helo {
+    name: String,
+    esmtp: bool,
+}
+
+/// A mail transaction between MAIL and the end of DATA.
+#[derive(Debug)]
+struct Transaction {
+    mail: MailArgs,
+    recipients: Vec<Path>,
+}
+
+/// What the session does with the next input.
+#[derive(Debug)]
+enum Mode {
+    /// Reading command lines.
+    Command,
+    /// Receiving message content.
+    Data(DataReceiver),
+    /// Waiting for the shell to store the message; input is held.
+    Storing,
+    /// `StartTls` was emitted; plaintext input is discarded.
+    TlsRequested,
+    /// `Close` was emitted.
+    Closed,
+}
+
+/// One SMTP server session on one connection, before or after STARTTLS.
+#[derive(Debug)]
+pub struct ServerSession {
+    conn: Connection,
+    tls: Option<TlsFacts>,
+    helo: Option<Helo>,
+    txn: Option<Transaction>,
+    mode: Mode,
+    lines: LineBuffer<LINE_CAPACITY>,
+    pending: Vec<u8>,
+    outputs: VecDeque<ServerOutput>,
+    deadline: Option<Instant>,
+    /// `req_ccert`: the certificate is judged at the first command after the handshake.
+    ccert_due: bool,
+    /// The last command seen, for `timeout after RCPT`-style logs.
+    last: &'static str,
+    /// Plaintext that followed STARTTLS.
+    discarded: usize,
+}
+
+impl ServerSession {
+    /// A new session on a connection just accepted; the greeting is queued.
+    pub fn new(settings: Arc<ServerSettings>, peer: PeerInfo, now: Instant) -> Self {
+        let conn = Connection {
+            settings,
+            peer,
+            tls_unavailable: false,
+            errors: 0,
+            stats: CommandStats::default(),
+        };
+        let mut s = ServerSession::fresh(conn, None, now);
+        s.log(
+            log::Level::Info,
+            format!("connect from {}", s.conn.client()),
+        );
+        let banner = Reply::new(220, s.conn.settings.banner.clone());
+        s.transmit(&banner);
+        s
+    }
+
+    /// Marks TLS as configured but unusable (the shell could not load its key or
+    /// certificate): STARTTLS then answers `454 4.7.0`.
+    pub fn set_tls_unavailable(&mut self) {
+        self.conn.tls_unavailable = true;
+    }
+
+    fn fresh(conn: Connection, tls: Option<TlsFacts>, now: Instant) -> Self {
+        let deadline = Some(now + conn.settings.timeout);
+        ServerSession {
+            conn,
+            tls,
+            helo: None,
+            txn: None,
+            mode: Mode::Command,
+            lines: LineBuffer::new(),
+            pending: Vec::new(),
+            outputs: VecDeque::new(),
+            deadline,
+            ccert_due: false,
+            last: "CONNECT",
+            discarded: 0,
+        }
+    }
+
+    /// Bytes from the client. Everything is taken; see [`ServerSession::wants_read`].
+    pub fn handle_input(&mut self, input: &[u8], now: Instant) {
+        match self.mode {
+            Mode::Closed => return,
+            Mode::TlsRequested => {
+                self.discarded = self.discarded.saturating_add(input.len());
+                return;
+            }
+            _ => {}
+        }
+        if !input.is_empty() {
+            self.deadline = Some(now + self.conn.settings.timeout);
+        }
+        self.consume(input);
+    }
+
+    /// A fact from the shell: the message is stored (or not), or the client went away.
+    pub fn handle_event(&mut self, event: ServerEvent, now: Instant) {
+        if matches!(self.mode, Mode::Closed) {
+            return;
+        }
+        let stored = match event {
+            ServerEvent::ConnectionLost => return self.lost_connection(),
+            _ if !matches!(self.mode, Mode::Storing) => return,
+            ServerEvent::MessageStored { queue_id } => Ok(queue_id),
+            ServerEvent::QueueWriteFailed => Err(ServerError::QueueWriteError),
+            ServerEvent::QueueFull => Err(ServerError::InsufficientStorage),
+        };
+        let reply = match stored {
+            Ok(id) => Reply::new(250, format!("2.0.0 Ok: queued as {}", printable(&id))),
+            Err(e) => e.reply(&self.conn.settings.myhostname),
+        };
+        self.transmit(&reply);
+        self.txn = None;
+        self.mode = Mode::Command;
+        self.deadline = Some(now + self.conn.settings.timeout);
+        let held = core::mem::take(&mut self.pending);
+        self.consume(&held);
+    }
+
+    /// The timer armed at [`ServerSession::poll_timeout`] fired.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
+            self.abort_message();
+            self.log(
+                log::Level::Info,
+                format!("timeout after {} from {}", self.last, self.conn.client()),
+            );
+            self.refuse(ServerError::Timeout);
+        }
+    }
+
+    /// The next output, in order; `None` when there is nothing more to do now.
+    pub fn poll_output(&mut self) -> Option<ServerOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`ServerSession::handle_timeout`] is due; `None` while the shell stores a
+    /// message or after the session closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.mode {
+            Mode::Command | Mode::Data(_) => self.deadline,
+            Mode::Storing | Mode::TlsRequested | Mode::Closed => None,
+        }
+    }
+
+    /// False while the shell should not read from the client: the session waits for a
+    /// storage result, for the TLS handshake, or has closed.
+    pub fn wants_read(&self) -> bool {
+        matches!(self.mode, Mode::Command | Mode::Data(_))
+    }
+
+    /// True once `Close` was emitted.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.mode, Mode::Closed)
+    }
+
+    /// True once TLS is active.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Hands the connection to the TLS handshake, after `StartTls` was polled.
+    ///
+    /// Any plaintext that followed the STARTTLS line is dropped here, and counted. Returns
+    /// the session unchanged if it did not ask for TLS or has outputs not yet polled.
+    // Moved once per STARTTLS at most; boxing the session would cost every call instead.
+    #[allow(clippy::result_large_err)]
+    pub fn start_tls(self) -> Result<TlsHandshake, ServerSession> {
+        if !matches!(self.mode, Mode::TlsRequested) || !self.outputs.is_empty() {
+            return Err(self);
+        }
+        let discarded = self.discarded + self.pending.len() + self.lines.pending();
+        Ok(TlsHandshake {
+            conn: self.conn,
+            discarded,
+            deadline: self.deadline,
+        })
+    }
+
+    /// Runs input through the line reader or the DATA receiver until it is used up or the
+    /// session has to wait.
+    fn consume(&mut self, mut rest: &[u8]) {
+        while !rest.is_empty() {
+            match &mut self.mode {
+                Mode::Command => {
+                    let (n, found) = self.lines.push(rest);
+                    rest = &rest[n..];
+                    match found {
+                        Push::NeedMore => {}
+                        Push::TooLong => self.refuse(ServerError::LineTooLong),
+                        Push::Line => {
+                            let line = self.lines.line().to_vec();
+                            self.on_line(&line);
+                        }
+                    }
+                }
+                Mode::Data(rx) => {
+                    let outputs = &mut self.outputs;
+                    let fed = rx.feed(rest, &mut |c| outputs.push_back(ServerOutput::BodyChunk(c)));
+                    rest = &rest[fed.consumed..];
+                    if fed.newly_failed {
+                        self.outputs.push_back(ServerOutput::MessageAbort);
+                    }
+                    if fed.ended {
+                        self.end_of_data();
+                    }
+                }
+                Mode::Storing => return self.hold(rest),
+                Mode::TlsRequested => {
+                    self.discarded = self.discarded.saturating_add(rest.len());
+                    return;
+                }
+                Mode::Closed => return,
+            }
+        }
+    }
+
+    /// Keeps input that arrived while the shell stores a message.
+    fn hold(&mut self, rest: &[u8]) {
+        if self.pending.len() + rest.len() > MAX_PENDING {
+            self.log(
+                log::Level::Warn,
+                format!(
+                    "{} sent more than {MAX_PENDING} bytes while a message was being stored",
+                    self.conn.client()
+                ),
+            );
+            self.pending = Vec::new();
+            return self.close();
+        }
+        self.pending.extend_from_slice(rest);
+    }
+
+    /// One complete command line.
+    fn on_line(&mut self, line: &[u8]) {
+        if core::mem::take(&mut self.ccert_due) {
+            if let Some(refusal) = self.missing_client_cert() {
+                return self.refuse(refusal);
+            }
+        }
+        let cmd = match split_line(line) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                self.conn.stats.record_unknown();
+                self.last = "UNKNOWN";
+                return self.refuse(e);
+            }
+        };
+        self.last = upper_name(cmd.verb);
+        let gated = self.conn.settings.tls_level == ServerTlsLevel::Encrypt
+            && self.tls.is_none()
+            && !cmd.verb.allowed_before_tls();
+        if cmd.verb == Verb::Quit {
+            // Counted first: QUIT closes, and the disconnect line shows it.
+            self.conn.stats.record(Verb::Quit, true);
+        }
+        let result = if gated {
+            Err(ServerError::StartTlsFirst)
+        } else {
+            self.run(cmd.verb, &cmd.args)
+        };
+        if cmd.verb != Verb::Quit {
+            self.conn.stats.record(cmd.verb, result.is_ok());
+        }
+        if let Err(e) = result {
+            self.refuse(e);
+        }
+    }
+
+    /// `req_ccert`: the refusal due when the client has no trusted certificate.
+    fn missing_client_cert(&self) -> Option<ServerError> {
+        if !self.conn.settings.req_ccert {
+            return None;
+        }
+        match self.tls.as_ref().map(|t| &t.client_cert.verdict) {
+            Some(CertVerdict::Trusted) => None,
+            Some(CertVerdict::Untrusted(_)) => Some(ServerError::UntrustedClientCert),
+            Some(CertVerdict::Absent) | None => Some(ServerError::NoClientCert),
+        }
+    }
+
+    /// Executes one command; `Err` is answered by the caller.
+    fn run(&mut self, verb: Verb, args: &str) -> Result<(), ServerError> {
+        match verb {
+            Verb::Helo | Verb::Ehlo => self.helo(verb, args),
+            Verb::StartTls => self.starttls(args),
+            Verb::Mail => self.mail(args),
+            Verb::Rcpt => self.rcpt(args),
+            Verb::Data => self.data(args),
+            Verb::Rset => {
+                no_args(args, "RSET")?;
+                self.txn = None;
+                self.transmit(&ok("2.0.0 Ok"));
+                Ok(())
+            }
+            Verb::Noop => {
+                self.transmit(&ok("2.0.0 Ok"));
+                Ok(())
+            }
+            Verb::Vrfy => self.vrfy(args),
+            Verb::Help => {
+                let text = "2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS";
+                self.transmit(&Reply::new(214, text));
+                Ok(())
+            }
+            Verb::Quit => {
+                self.transmit(&Reply::new(221, "2.0.0 Bye"));
+                self.close();
+                Ok(())
+            }
+        }
+    }
+
+    fn helo(&mut self, verb: Verb, args: &str) -> Result<(), ServerError> {
+        let name = command::parse_helo(args, verb)?;
+        let esmtp = verb == Verb::Ehlo;
+        self.helo = Some(Helo { name, esmtp });
+        self.txn = None;
+        let host = self.conn.settings.myhostname.clone();
+        let reply = if esmtp {
+            Reply::multi(250, self.ehlo_lines(host))
+        } else {
+            Reply::new(250, host)
+        };
+        self.transmit(&reply);
+        Ok(())
+    }
+
+    fn ehlo_lines(&self, host: String) -> Vec<String> {
+        let settings = &self.conn.settings;
+        let mut lines = vec![host, String::from("PIPELINING")];
+        lines.push(match settings.message_size_limit {
+            0 => String::from("SIZE"),
+            n => format!("SIZE {n}"),
+        });
+        if settings.tls_level != ServerTlsLevel::None && self.tls.is_none() {
+            lines.push(String::from("STARTTLS"));
+        }
+        lines.push(String::from("ENHANCEDSTATUSCODES"));
+        lines.push(String::from("8BITMIME"));
+        lines
+    }
+
+    fn starttls(&mut self, args: &str) -> Result<(), ServerError> {
+        no_args(args, "STARTTLS")?;
+        if self.tls.is_some() {
+            return Err(ServerError::TlsAlreadyActive);
+        }
+        if self.conn.settings.tls_level == ServerTlsLevel::None {
+            return Err(ServerError::TlsNotImplemented);
+        }
+        if self.conn.tls_unavailable {
+            return Err(ServerError::TlsUnavailable);
+        }
+        self.transmit(&Reply::new(220, "2.0.0 Ready to start TLS"));
+        self.outputs.push_back(ServerOutput::StartTls);
+        self.mode = Mode::TlsRequested;
+        Ok(())
+    }
+
+    fn mail(&mut self, args: &str) -> Result<(), ServerError> {
+        if self.txn.is_some() {
+            return Err(ServerError::NestedMail);
+        }
+        let mail = match command::parse_mail(args, self.conn.settings.message_size_limit) {
+            Ok(mail) => mail,
+            Err(e) => {
+                if e == ServerError::SizeExceedsLimit {
+                    self.log_reject("MAIL", &e, "", None);
+                }
+                return Err(e);
+            }
+        };
+        self.txn = Some(Transaction {
+            mail,
+            recipients: Vec::new(),
+        });
+        self.transmit(&ok("2.1.0 Ok"));
+        Ok(())
+    }
+
+    fn rcpt(&mut self, args: &str) -> Result<(), ServerError> {
+        let txn = self.txn.as_ref().ok_or(ServerError::NeedMail)?;
+        let rcpt = command::parse_rcpt(args)?;
+        let limit = self.conn.settings.recipient_limit;
+        if limit > 0 && txn.recipients.len() >= limit {
+            return Err(ServerError::TooManyRecipients);
+        }
+        let sender = txn.mail.sender.to_string();
+        let facts = RcptFacts {
+            client: &self.conn.peer,
+            tls: self.tls.as_ref(),
+            recipient: &rcpt,
+        };
+        let decision = policy::check_recipient(&self.conn.settings, &facts);
+        if let Verdict::Reject(reply) = decision.verdict {
+            let e = ServerError::Policy(reply);
+            self.log_reject("RCPT", &e, &sender, Some(&rcpt));
+            return Err(e);
+        }
+        let why = format!(
+            "RCPT from {}: <{rcpt}> permitted by {}",
+            self.conn.client(),
+            decision.decided_by
+        );
+        self.log(log::Level::Debug, why);
+        if let Some(txn) = self.txn.as_mut() {
+            txn.recipients.push(rcpt);
+        }
+        self.transmit(&ok("2.1.5 Ok"));
+        Ok(())
+    }
+
+    fn data(&mut self, args: &str) -> Result<(), ServerError> {
+        let Some(txn) = self.txn.as_ref().filter(|t| !t.recipients.is_empty()) else {
+            return Err(ServerError::NeedRcpt);
+        };
+        no_args(args, "DATA")?;
+        let envelope = self.envelope(txn);
+        self.transmit(&Reply::new(354, "End data with <CR><LF>.<CR><LF>"));
+        self.outputs
+            .push_back(ServerOutput::MessageBegin(Box::new(envelope)));
+        let settings = &self.conn.settings;
+        self.mode = Mode::Data(DataReceiver::new(
+            settings.message_size_limit,
+            settings.bare_newline,
+        ));
+        Ok(())
+    }
+
+    fn envelope(&self, txn: &Transaction) -> Envelope {
+        let settings = &self.conn.settings;
+        let protocol = self.protocol();
+        let names: Vec<String> = txn.recipients.iter().map(|r| r.to_string()).collect();
+        let received = Received::new(&ReceivedFacts {
+            peer: &self.conn.peer,
+            helo: self.helo.as_ref().map(|h| h.name.as_str()),
+            protocol,
+            tls: self.tls.as_ref(),
+            tls_details: settings.tls_received_header,
+            asked_ccert: settings.ask_ccert || settings.req_ccert,
+            myhostname: &settings.myhostname,
+            recipients: &names,
+        });
+        Envelope {
+            sender: txn.mail.sender.clone(),
+            recipients: txn.recipients.clone(),
+            size_hint: txn.mail.size,
+            body: txn.mail.body,
+            client: self.conn.peer.clone(),
+            helo: self.helo.as_ref().map(|h| h.name.clone()),
+            protocol,
+            tls: self.tls.clone(),
+            received,
+        }
+    }
+
+    /// `ESMTPS` under TLS, else `ESMTP` after EHLO, else `SMTP`.
+    fn protocol(&self) -> &'static str {
+        match (&self.tls, &self.helo) {
+            (Some(_), _) => "ESMTPS",
+            (None, Some(Helo { esmtp: true, .. })) => "ESMTP",
+            (None, _) => "SMTP",
+        }
+    }
+
+    fn vrfy(&mut self, args: &str) -> Result<(), ServerError> {
+        if args.is_empty() {
+            return Err(ServerError::Syntax("VRFY address"));
+        }
+        match parse_path(args) {
+            Ok((path, "")) if !path.is_null() => {
+                self.transmit(&Reply::new(252, format!("2.0.0 {path}")));
+                Ok(())
+            }
+            _ => Err(ServerError::BadRecipient),
+        }
+    }
+
+    /// The end marker of DATA arrived.
+    fn end_of_data(&mut self) {
+        let Mode::Data(rx) = &self.mode else {
+            return;
+        };
+        let refusal = match rx.problem() {
+            None => {
+                self.outputs.push_back(ServerOutput::MessageEnd);
+                self.mode = Mode::Storing;
+                self.last = "END-OF-MESSAGE";
+                return;
+            }
+            Some(DataProblem::BareNewline) => ServerError::BareNewline,
+            Some(DataProblem::TooBig) => ServerError::MessageTooBig,
+        };
+        self.mode = Mode::Command;
+        let sender = self
+            .txn
+            .take()
+            .map(|t| t.mail.sender.to_string())
+            .unwrap_or_default();
+        self.log_reject("END-OF-MESSAGE", &refusal, &sender, None);
+        self.refuse(refusal);
+    }
+
+    /// Drops a message being received, if there is one the shell still keeps.
+    fn abort_message(&mut self) {
+        if let Mode::Data(rx) = &self.mode {
+            if rx.problem().is_none() {
+                self.outputs.push_back(ServerOutput::MessageAbort);
+            }
+            self.mode = Mode::Command;
+        }
+    }
+
+    fn lost_connection(&mut self) {
+        let after = match &self.mode {
+            Mode::Data(rx) => format!("DATA ({} bytes)", rx.size()),
+            _ => String::from(self.last),
+        };
+        self.abort_message();
+        self.log(
+            log::Level::Info,
+            format!("lost connection after {after} from {}", self.conn.client()),
+        );
+        self.close();
+    }
+
+    /// Sends the refusal, counts it, and ends the session when it must.
+    fn refuse(&mut self, e: ServerError) {
+        let host = self.conn.settings.myhostname.clone();
+        self.transmit(&e.reply(&host));
+        if e.closes_session() {
+            return self.close();
+        }
+        self.conn.errors = self.conn.errors.saturating_add(1);
+        if self.conn.errors >= self.conn.settings.hard_error_limit.max(1) {
+            self.log(
+                log::Level::Info,
+                format!(
+                    "too many errors after {} from {}",
+                    self.last,
+                    self.conn.client()
+                ),
+            );
+            self.transmit(&ServerError::TooManyErrors.reply(&host));
+            self.close();
+        }
+    }
+
+    /// `NOQUEUE: reject: RCPT from name[ip]: <reply>; from=<s> to=<r> proto=ESMTP helo=<h>`.
+    fn log_reject(&mut self, stage: &str, e: &ServerError, sender: &str, rcpt: Option<&Path>) {
+        let mut text = format!(
+            "NOQUEUE: reject: {stage} from {}: {}; from=<{sender}>",
+            self.conn.client(),
+            e.reply(&self.conn.settings.myhostname)
+        );
+        if let Some(r) = rcpt {
+            text.push_str(&format!(" to=<{r}>"));
+        }
+        let proto = if self.protocol() == "SMTP" {
+            "SMTP"
+        } else {
+            "ESMTP"
+        };
+        text.push_str(&format!(" proto={proto}"));
+        if let Some(h) = &self.helo {
+            text.push_str(&format!(" helo=<{}>", h.name));
+        }
+        self.log(log::Level::Info, text);
+    }
+
+    fn close(&mut self) {
+        if matches!(self.mode, Mode::Closed) {
+            return;
+        }
+        let summary = self.conn.stats.summary();
+        self.log(
+            log::Level::Info,
+            format!("disconnect from {}{summary}", self.conn.client()),
+        );
+        self.outputs.push_back(ServerOutput::Close);
+        self.mode = Mode::Closed;
+        self.deadline = None;
+        self.pending = Vec::new();
+    }
+
+    fn transmit(&mut self, reply: &Reply) {
+        self.outputs
+            .push_back(ServerOutput::Transmit(reply.to_bytes()));
+    }
+
+    fn log(&mut self, level: log::Level, text: String) {
+        self.outputs
+            .push_back(ServerOutput::Log(LogLine { level, text }));
+    }
+
+    /// Octets held inside the session (line, held input, DATA chunk), for the tests that
+    /// check buffering stays bounded.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        let chunk = match &self.mode {
+            Mode::Data(rx) => rx.held(),
+            _ => 0,
+        };
+        self.lines.pending() + self.pending.len() + chunk
+    }
+}
+
+/// A session between `StartTls` and the end of the handshake. It takes no input: plaintext
+/// can never reach the TLS session.
+#[derive(Debug)]
+pub struct TlsHandshake {
+    conn: Connection,
+    discarded: usize,
+    deadline: Option<Instant>,
+}
+
+impl TlsHandshake {
+    /// Plaintext octets the client sent after STARTTLS, dropped.
+    pub fn discarded(&self) -> usize {
+        self.discarded
+    }
+
+    /// The latest time the handshake may end (`smtpd_timeout` after the last input).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The handshake succeeded: the session resumes inside TLS, reset to before EHLO.
+    pub fn established(self, tls: TlsFacts, now: Instant) -> ServerSession {
+        let mut s = ServerSession::fresh(self.conn, None, now);
+        if self.discarded > 0 {
+            s.log(
+                log::Level::Warn,
+                format!(
+                    "{}: discarded {} bytes of plaintext sent after STARTTLS",
+                    s.conn.client(),
+                    self.discarded
+                ),
+            );
+        }
+        if s.conn.settings.tls_loglevel >= 1 {
+            let line = established_line(&s.conn.peer, &tls);
+            s.log(log::Level::Info, line);
+        }
+        s.ccert_due = s.conn.settings.req_ccert;
+        s.last = "STARTTLS";
+        s.tls = Some(tls);
+        s
+    }
+
+    /// The handshake failed; the shell closes the connection after logging these lines.
+    pub fn failed(self, reason: &str) -> Vec<LogLine> {
+        let client = self.conn.client().to_string();
+        let summary = self.conn.stats.summary();
+        vec![
+            LogLine {
+                level: log::Level::Warn,
+                text: format!("TLS handshake failed from {client}: {}", printable(reason)),
+            },
+            LogLine {
+                level: log::Level::Info,
+                text: format!("lost connection after STARTTLS from {client}"),
+            },
+            LogLine {
+                level: log::Level::Info,
+                text: format!("disconnect from {client}{summary}"),
+            },
+        ]
+    }
+}
+
+/// `Trusted TLS connection established from name[ip]: TLSv1.3 with cipher X (256/256 bits)`.
+fn established_line(peer: &PeerInfo, tls: &TlsFacts) -> String {
+    let kind = match tls.client_cert.verdict {
+        CertVerdict::Absent => "Anonymous",
+        CertVerdict::Untrusted(_) => "Untrusted",
+        CertVerdict::Trusted => "Trusted",
+    };
+    let how = if tls.resumed { "reused" } else { "established" };
+    format!(
+        "{kind} TLS connection {how} from {}: {} with cipher {} ({}/{} bits)",
+        ClientName(peer),
+        tls.protocol,
+        tls.cipher,
+        tls.bits,
+        tls.bits
+    )
+}
+
+fn upper_name(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Helo => "HELO",
+        Verb::Ehlo => "EHLO",
+        Verb::StartTls => "STARTTLS",
+        Verb::Mail => "MAIL",
+        Verb::Rcpt => "RCPT",
+        Verb::Data => "DATA",
+        Verb::Rset => "RSET",
+        Verb::Noop => "NOOP",
+        Verb::Vrfy => "VRFY",
+        Verb::Help => "HELP",
+        Verb::Quit => "QUIT",
+    }
+}
+
+fn no_args(args: &str, usage: &'static str) -> Result<(), ServerError> {
+    if args.is_empty() {
+        Ok(())
+    } else {
+        Err(ServerError::Syntax(usage))
+    }
+}
+
+fn ok(text: &str) -> Reply {
+    Reply::new(250, text)
+}
