@@ -64,10 +64,16 @@ fn relay_check_names_file_and_line_of_each_problem() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let main_cf = dir.path().join("main.cf").display().to_string();
-    assert!(err.contains(&format!("{main_cf}:2: error: smtpd_tls_ask_ccert")), "{err}");
+    assert!(
+        err.contains(&format!("{main_cf}:2: error: smtpd_tls_ask_ccert")),
+        "{err}"
+    );
     // No reject anywhere: an open relay, refused, naming where to fix it.
     assert!(err.contains(&format!("{main_cf}:3: error:")), "{err}");
-    assert!(err.contains(&format!("{main_cf}:5: error: smtpd_tls_cert_file")), "{err}");
+    assert!(
+        err.contains(&format!("{main_cf}:5: error: smtpd_tls_cert_file")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -84,7 +90,10 @@ fn check_without_main_cf_says_which_file_is_missing() {
 #[test]
 fn laptop_check_reports_a_bad_relayhost_and_per_site_value() {
     let dir = TempDir::new("laptop-bad");
-    let sites = dir.write("tls_per_site", "[relay.test]:587 MUST\nother.test SOMETIMES\n");
+    let sites = dir.write(
+        "tls_per_site",
+        "[relay.test]:587 MUST\nother.test SOMETIMES\n",
+    );
     dir.write(
         "main.cf",
         &format!(
@@ -96,5 +105,8 @@ fn laptop_check_reports_a_bad_relayhost_and_per_site_value() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let main_cf = dir.path().join("main.cf").display().to_string();
-    assert!(err.contains(&format!("{main_cf}:1: error: relayhost")), "{err}");
+    assert!(
+        err.contains(&format!("{main_cf}:1: error: relayhost")),
+        "{err}"
+    );
 }

@@ -48,18 +48,21 @@ impl Restriction {
 
     /// The restriction a `main.cf` name stands for (case-insensitive), if it is one we know.
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Restriction::PermitMynetworks,
-            Restriction::PermitTlsClientcerts,
-            Restriction::PermitTlsAllClientcerts,
-            Restriction::RejectUnauthDestination,
-            Restriction::DeferUnauthDestination,
-            Restriction::Permit,
-            Restriction::Reject,
-        ]
-        .into_iter()
-        .find(|r| r.name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|r| r.name().eq_ignore_ascii_case(name))
     }
+
+    /// Every restriction certrelay knows, in the order `check` lists them.
+    pub const ALL: [Restriction; 7] = [
+        Restriction::PermitMynetworks,
+        Restriction::PermitTlsClientcerts,
+        Restriction::PermitTlsAllClientcerts,
+        Restriction::RejectUnauthDestination,
+        Restriction::DeferUnauthDestination,
+        Restriction::Permit,
+        Restriction::Reject,
+    ];
 
     /// True for the rules that can refuse; a list without one relays for anybody.
     pub const fn can_reject(&self) -> bool {
@@ -296,34 +299,7 @@ fn is_mydestination(settings: &ServerSettings, domain: &str) -> bool {
 ///
 /// Kept behind one function so that it can switch to `Cidr::contains` once net.rs has it.
 fn in_networks(networks: &[Cidr], addr: IpAddr) -> bool {
-    networks.iter().any(|net| cidr_contains(net, addr))
-}
-
-/// Prefix match; an IPv4-mapped IPv6 client matches IPv4 networks.
-fn cidr_contains(net: &Cidr, addr: IpAddr) -> bool {
-    let addr = match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        v4 => v4,
-    };
-    match (net.addr, addr) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(
-            u128::from(n.to_bits()),
-            u128::from(a.to_bits()),
-            32,
-            net.prefix,
-        ),
-        (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(n.to_bits(), a.to_bits(), 128, net.prefix),
-        _ => false,
-    }
-}
-
-fn prefix_eq(net: u128, addr: u128, width: u32, prefix: u8) -> bool {
-    let prefix = u32::from(prefix).min(width);
-    if prefix == 0 {
-        return true;
-    }
-    let shift = width - prefix;
-    (net >> shift) == (addr >> shift)
+    networks.iter().any(|net| net.contains(addr))
 }
 
 #[cfg(test)]

@@ -17,7 +17,15 @@ pub fn binary(name: &str) -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "certrelayd", "-p", "certrelay-client", "--bins"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "certrelayd",
+                "-p",
+                "certrelay-client",
+                "--bins",
+            ])
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building the binaries failed");
@@ -46,10 +54,8 @@ impl TempDir {
     pub fn new(label: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "certrelay-test-{label}-{}-{n}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("certrelay-test-{label}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
@@ -77,8 +83,7 @@ impl Drop for TempDir {
 /// A test PKI made with rcgen: a CA, and certificates it signs.
 pub mod pki {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     };
 
     /// A certificate authority.
@@ -106,7 +111,10 @@ pub mod pki {
             params.distinguished_name.push(DnType::CommonName, cn);
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             let cert = params.self_signed(&key).expect("self-sign");
-            Ca { cert_pem: cert.pem(), issuer: Issuer::new(params, key) }
+            Ca {
+                cert_pem: cert.pem(),
+                issuer: Issuer::new(params, key),
+            }
         }
 
         /// A certificate for `names` (DNS SANs) signed by this CA, for server or client use.
@@ -121,7 +129,11 @@ pub mod pki {
                 ExtendedKeyUsagePurpose::ServerAuth
             }];
             let cert = params.signed_by(&key, &self.issuer).expect("sign");
-            Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+            Issued {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+                der: cert.der().to_vec(),
+            }
         }
     }
 }

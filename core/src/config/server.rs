@@ -8,32 +8,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-/// The restriction names certrelay knows, with what each becomes.
-const RESTRICTIONS: &[(&str, Restriction)] = &[
-    ("permit_mynetworks", Restriction::PermitMynetworks),
-    ("permit_tls_clientcerts", Restriction::PermitTlsClientcerts),
-    (
-        "permit_tls_all_clientcerts",
-        Restriction::PermitTlsAllClientcerts,
-    ),
-    (
-        "reject_unauth_destination",
-        Restriction::RejectUnauthDestination,
-    ),
-    (
-        "defer_unauth_destination",
-        Restriction::DeferUnauthDestination,
-    ),
-    ("permit", Restriction::Permit),
-    ("reject", Restriction::Reject),
-];
-
 /// Reads one restriction name.
 pub fn parse_restriction(name: &str) -> Option<Restriction> {
-    RESTRICTIONS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, r)| r.clone())
+    Restriction::from_name(name)
 }
 
 /// Settings for `listener`: `config` with the listener's `-o` settings applied.
@@ -194,7 +171,7 @@ impl Builder<'_> {
             match parse_restriction(item) {
                 Some(r) => out.push(r),
                 None => {
-                    let known: Vec<&str> = RESTRICTIONS.iter().map(|(n, _)| *n).collect();
+                    let known: Vec<&str> = Restriction::ALL.iter().map(Restriction::name).collect();
                     let d = self.config.problem(
                         name,
                         format!(
