@@ -150,7 +150,11 @@ impl ServerSession {
             }
             _ => {}
         }
-        if !input.is_empty() {
+        // A command must arrive whole within the timeout: bytes that continue a started
+        // line do not extend it, so a client cannot hold a session by dribbling one byte at
+        // a time. DATA extends it on any progress.
+        let continues_command = matches!(self.mode, Mode::Command) && self.lines.pending() > 0;
+        if !input.is_empty() && !continues_command {
             self.deadline = Some(now + self.conn.settings.timeout);
         }
         self.consume(input);

@@ -879,3 +879,29 @@ proptest! {
         prop_assert!(body <= 2 * full.len());
     }
 }
+
+#[test]
+fn a_command_dribbled_byte_by_byte_gets_no_more_time() {
+    let mut sh = Shell::new(settings(), outsider());
+    sh.now = T0 + Duration::from_secs(10);
+    sh.feed(b"N");
+    let deadline = sh.now + Duration::from_secs(300);
+    for (i, b) in b"OOP".iter().enumerate() {
+        sh.now = T0 + Duration::from_secs(100 * (i as u64 + 1));
+        sh.feed(&[*b]);
+        assert_eq!(
+            sh.s().poll_timeout(),
+            Some(deadline),
+            "byte {i} extended the deadline"
+        );
+    }
+    // The command completes; the next one gets a fresh deadline.
+    sh.now = T0 + Duration::from_secs(305);
+    sh.feed(b"\r\n");
+    sh.now = T0 + Duration::from_secs(306);
+    sh.feed(b"N");
+    assert_eq!(
+        sh.s().poll_timeout(),
+        Some(sh.now + Duration::from_secs(300))
+    );
+}
