@@ -110,3 +110,42 @@ fn laptop_check_reports_a_bad_relayhost_and_per_site_value() {
         "{err}"
     );
 }
+
+#[test]
+fn the_shipped_examples_check_clean_and_list_the_example_laptop() {
+    let root = certrelay_suite::workspace_root();
+    for (bin, dir) in [
+        ("certrelayd", "examples/relay"),
+        ("certrelay", "examples/laptop"),
+    ] {
+        let out = std::process::Command::new(certrelay_suite::binary(bin))
+            .current_dir(&root)
+            .args(["-c", dir, "check"])
+            .output()
+            .expect("run check");
+        assert!(
+            out.status.success(),
+            "{bin} -c {dir} check:\n{}",
+            stderr(&out)
+        );
+    }
+    // The relay's map lists the example laptop certificate, by MD5 and by SHA-256.
+    let pem = std::fs::read(root.join("examples/laptop/laptop.pem")).unwrap();
+    let chain = certrelay_core::cert::parse_certificates(&pem).unwrap();
+    let text = std::fs::read_to_string(root.join("examples/relay/relay_clientcerts")).unwrap();
+    let (table, _) = certrelay_core::table::Table::parse("relay_clientcerts", &text);
+    let entries: Vec<_> = table
+        .entries()
+        .map(|e| (e.key.clone(), e.value.clone(), e.line as usize))
+        .collect();
+    let (map, _) =
+        certrelay_core::fingerprint::FingerprintMap::from_table("relay_clientcerts", entries);
+    let spki = certrelay_core::cert::spki_der(&chain[0]).unwrap();
+    let hit = map
+        .lookup_cert(&chain[0], spki)
+        .expect("example laptop is listed");
+    assert_eq!(
+        hit.label, "laptop-sha256",
+        "the stronger digest is looked up first"
+    );
+}
