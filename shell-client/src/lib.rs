@@ -1,3 +1,9 @@
 //! The IO side shared by both binaries: spool, delivery engine, TLS set-up.
+pub mod clock;
+pub mod deliver;
+pub mod resolver;
+pub mod route;
+pub mod runner;
+pub mod smtp_conn;
 pub mod spool;
 pub mod tls;
