@@ -458,3 +458,24 @@ fn waking_the_runner_delivers_a_new_message() {
     run(serving);
     assert!(t.spool.ids().unwrap().is_empty());
 }
+
+#[test]
+fn a_large_body_arrives_intact() {
+    let sink = Sink::start(SinkOptions::default());
+    let t = temp_spool("large");
+    let mut body = String::from("Subject: big\r\n\r\n");
+    for i in 0..20_000 {
+        body.push_str(&format!(
+            ".line {i} of a body long enough to need many chunks\r\n"
+        ));
+    }
+    queue(&t.spool, "alice@example.org", &["bob@example.org"], &body);
+    let r = runner(
+        &t.spool,
+        config(vec![bracketed(sink.port())], TlsLevel::None),
+        client_tls(None),
+    );
+    assert_eq!(run(r.run_once(false)).removed, 1);
+    assert!(body.len() > 10 * certrelay_client::smtp_conn::BODY_CHUNK);
+    assert_eq!(sink.messages()[0].text(), body);
+}

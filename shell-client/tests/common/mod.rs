@@ -253,30 +253,91 @@ pub enum Rr {
     A([u8; 4]),
 }
 
-/// A UDP name server on 127.0.0.1 answering from `zone` (name → records); other names
-/// get NXDOMAIN, other types of known names no data. Counts the queries.
+/// A name server on 127.0.0.1 answering from `zone` (name → records); other names get
+/// NXDOMAIN, other types of known names no data. Counts the UDP queries. Optionally drops
+/// the first UDP queries, or truncates every UDP answer (the full answer then comes over
+/// TCP on the same port).
 pub struct DnsServer {
     pub addr: SocketAddr,
     pub queries: Arc<AtomicUsize>,
+    pub tcp_queries: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DnsOptions {
+    pub drop_first: usize,
+    pub truncate_udp: bool,
 }
 
 impl DnsServer {
     pub fn start(zone: HashMap<&'static str, Vec<Rr>>) -> DnsServer {
+        DnsServer::start_with(zone, DnsOptions::default())
+    }
+
+    pub fn start_with(zone: HashMap<&'static str, Vec<Rr>>, options: DnsOptions) -> DnsServer {
         let socket = smol::block_on(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))).unwrap();
         let addr = socket.local_addr().unwrap();
+        let tcp = smol::block_on(TcpListener::bind(addr)).unwrap();
         let queries = Arc::new(AtomicUsize::new(0));
-        let count = queries.clone();
+        let tcp_queries = Arc::new(AtomicUsize::new(0));
+        let zone = Arc::new(zone);
+        let (count, z) = (queries.clone(), zone.clone());
         smol::spawn(async move {
             let mut buf = [0u8; 1500];
             while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-                count.fetch_add(1, Ordering::SeqCst);
-                if let Some(reply) = answer(&buf[..n], &zone) {
+                let seen = count.fetch_add(1, Ordering::SeqCst);
+                if seen < options.drop_first {
+                    continue;
+                }
+                if let Some(mut reply) = answer(&buf[..n], &z) {
+                    if options.truncate_udp {
+                        reply[2] |= 0x02;
+                        reply[6..8].copy_from_slice(&[0, 0]);
+                        reply.truncate(question_end(&reply).unwrap_or(12));
+                    }
                     let _ = socket.send_to(&reply, peer).await;
                 }
             }
         })
         .detach();
-        DnsServer { addr, queries }
+        let count = tcp_queries.clone();
+        smol::spawn(async move {
+            use smol::io::AsyncReadExt;
+            while let Ok((mut stream, _)) = tcp.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut len = [0u8; 2];
+                if stream.read_exact(&mut len).await.is_err() {
+                    continue;
+                }
+                let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if stream.read_exact(&mut query).await.is_err() {
+                    continue;
+                }
+                if let Some(reply) = answer(&query, &zone) {
+                    let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                    framed.extend(reply);
+                    let _ = stream.write_all(&framed).await;
+                }
+            }
+        })
+        .detach();
+        DnsServer {
+            addr,
+            queries,
+            tcp_queries,
+        }
+    }
+}
+
+/// Where the question section of a message ends.
+fn question_end(message: &[u8]) -> Option<usize> {
+    let mut pos = 12;
+    loop {
+        let len = usize::from(*message.get(pos)?);
+        pos += 1 + len;
+        if len == 0 {
+            return Some(pos + 4);
+        }
     }
 }
 
