@@ -1,4 +1,11 @@
-//! The IO side shared by both binaries: spool, delivery engine, TLS set-up.
+//! The IO side shared by both binaries: spool, delivery engine, TLS set-up, configuration
+//! loading.
+pub mod clock;
 pub mod conf;
+pub mod deliver;
+pub mod resolver;
+pub mod route;
+pub mod runner;
+pub mod smtp_conn;
 pub mod spool;
 pub mod tls;

@@ -1,0 +1,251 @@
+//! Delivering a group of messages to one next hop: servers in order, one connection
+//! carrying as many messages as it can.
+//!
+//! - A server that cannot be reached, or fails before it is ready (4xx greeting, TLS
+//!   required but not offered, certificate not verified), passes the remaining messages
+//!   to the next server.
+//! - A connection the server closes between messages ([`Closing::Dropped`]) is reopened
+//!   for the next message; it counts against no message.
+//! - A TLS handshake that fails at level `may` ([`Closing::RetryWithoutTls`]) is retried
+//!   once in plaintext on the same server.
+//! - Messages no server took are deferred with the last failure.
+
+use crate::clock::Clock;
+use crate::route::Candidate;
+use crate::smtp_conn::{ClientTls, SendError, ServerAddr, SmtpConnection};
+use certrelay_core::client::{ClientError, Closing, DeliveryStatus, Envelope, Outcome};
+use certrelay_core::settings::ClientSettings;
+use certrelay_core::tls_policy::TlsLevel;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One message for one next hop.
+#[derive(Clone, Debug)]
+pub struct DeliveryJob {
+    /// Sender and the recipients at this next hop.
+    pub envelope: Envelope,
+    /// The message file (read in chunks while sending).
+    pub message: PathBuf,
+}
+
+/// What happened to one recipient of a job, and at which server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientFate {
+    /// Sent, deferred or bounced, with the reason.
+    pub outcome: Outcome,
+    /// The server that answered, `None` when none was reached (log `relay=none`).
+    pub server: Option<ServerAddr>,
+}
+
+/// The TLS level for a server of a next hop (the per-site policy, resolved elsewhere).
+pub type TlsLevelFor = Arc<dyn Fn(&Candidate) -> TlsLevel + Send + Sync>;
+
+/// What every delivery of a queue run shares.
+#[derive(Clone)]
+pub struct DeliveryContext {
+    /// EHLO name, timeouts; its `tls_level` is the default level.
+    pub settings: ClientSettings,
+    /// TLS configuration and trust anchors.
+    pub tls: ClientTls,
+    /// Longest wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// The level per server; `None` uses `settings.tls_level` everywhere.
+    pub tls_level: Option<TlsLevelFor>,
+    /// The sessions' clock.
+    pub clock: Clock,
+}
+
+impl DeliveryContext {
+    fn settings_for(&self, candidate: &Candidate) -> ClientSettings {
+        let mut settings = self.settings.clone();
+        if let Some(level) = &self.tls_level {
+            settings.tls_level = level(candidate);
+        }
+        settings
+    }
+}
+
+/// The last reason the remaining messages could not go.
+struct Failure {
+    outcome: Outcome,
+    server: Option<ServerAddr>,
+}
+
+/// Delivers `jobs` to the first of `candidates` that takes them; returns one fate per
+/// recipient of each job, in job and recipient order.
+pub async fn deliver(
+    candidates: &[Candidate],
+    jobs: &[DeliveryJob],
+    ctx: &DeliveryContext,
+) -> Vec<Vec<RecipientFate>> {
+    let mut results: Vec<Option<Vec<RecipientFate>>> = vec![None; jobs.len()];
+    let mut queue: VecDeque<usize> = (0..jobs.len()).collect();
+    let mut failure = Failure {
+        outcome: Outcome::local(DeliveryStatus::Deferred, "4.4.1", "no server to deliver to"),
+        server: None,
+    };
+    for candidate in candidates {
+        if queue.is_empty() {
+            break;
+        }
+        if let Err(f) = use_server(candidate, jobs, &mut queue, &mut results, ctx).await {
+            failure = f;
+        }
+    }
+    for i in queue {
+        results[i] = Some(same_fate(
+            &jobs[i],
+            &failure.outcome,
+            failure.server.clone(),
+        ));
+    }
+    results
+        .into_iter()
+        .zip(jobs)
+        .map(|(r, job)| {
+            r.unwrap_or_else(|| {
+                let unknown =
+                    Outcome::local(DeliveryStatus::Deferred, "4.3.0", "delivery status unknown");
+                same_fate(job, &unknown, None)
+            })
+        })
+        .collect()
+}
+
+/// Delivers queued jobs through one server, reconnecting after a clean drop; `Err` when
+/// the server failed and the rest should go to the next one.
+async fn use_server(
+    candidate: &Candidate,
+    jobs: &[DeliveryJob],
+    queue: &mut VecDeque<usize>,
+    results: &mut [Option<Vec<RecipientFate>>],
+    ctx: &DeliveryContext,
+) -> Result<(), Failure> {
+    let server = &candidate.server;
+    let mut settings = ctx.settings_for(candidate);
+    let mut plaintext_retried = false;
+    while !queue.is_empty() {
+        let mut conn = match SmtpConnection::open(
+            server,
+            settings.clone(),
+            &ctx.tls,
+            ctx.connect_timeout,
+            ctx.clock,
+        )
+        .await
+        {
+            Ok(conn) => conn,
+            Err(e) => {
+                log::info!("{e}");
+                return Err(Failure {
+                    outcome: e.outcome(),
+                    server: None,
+                });
+            }
+        };
+        match conn.ready().await {
+            Ok(()) => {}
+            Err(Closing::RetryWithoutTls(o)) if !plaintext_retried => {
+                log::info!("{server}: {}; trying again without TLS", o.reason);
+                settings.tls_level = TlsLevel::None;
+                plaintext_retried = true;
+                continue;
+            }
+            Err(closing) => return Err(failed(closing, server)),
+        }
+        // Messages through this connection until the queue is empty or the server drops us.
+        loop {
+            let Some(i) = queue.pop_front() else {
+                conn.quit().await;
+                return Ok(());
+            };
+            match send_one(&mut conn, &jobs[i]).await {
+                Ok(fates) => results[i] = Some(fates),
+                Err(closing) => {
+                    queue.push_front(i);
+                    return Err(failed(closing, server));
+                }
+            }
+            match conn.ready().await {
+                Ok(()) => {}
+                Err(Closing::Dropped(o)) => {
+                    log::info!("{server}: {}; reconnecting", o.reason);
+                    break;
+                }
+                Err(closing) => return Err(failed(closing, server)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One message over an open, ready connection. `Err` only when the connection ended
+/// without a report for it (so it can go elsewhere).
+async fn send_one(
+    conn: &mut SmtpConnection,
+    job: &DeliveryJob,
+) -> Result<Vec<RecipientFate>, Closing> {
+    let server = conn.server().clone();
+    let mut file = match smol::fs::File::open(&job.message).await {
+        Ok(file) => file,
+        Err(e) => {
+            let reason = format!("cannot read message file {}: {e}", job.message.display());
+            log::error!("{reason}");
+            let outcome = Outcome::local(DeliveryStatus::Deferred, "4.3.0", reason);
+            return Ok(same_fate(job, &outcome, None));
+        }
+    };
+    match conn.send(job.envelope.clone(), &mut file).await {
+        Ok(report) => Ok(report
+            .recipients
+            .into_iter()
+            .map(|r| RecipientFate {
+                server: Some(server.clone()),
+                outcome: r.outcome,
+            })
+            .collect()),
+        Err(SendError::Refused(ClientError::BadAddress(a))) => {
+            let reason = format!("bad address syntax: \"{a}\"");
+            let outcome = Outcome::local(DeliveryStatus::Bounced, "5.1.3", reason);
+            Ok(same_fate(job, &outcome, None))
+        }
+        Err(SendError::Refused(e)) => {
+            let outcome = Outcome::local(DeliveryStatus::Deferred, "4.3.0", e.to_string());
+            Ok(same_fate(job, &outcome, None))
+        }
+        Err(SendError::Closed(closing)) => Err(closing),
+    }
+}
+
+fn failed(closing: Closing, server: &ServerAddr) -> Failure {
+    let outcome = match closing {
+        Closing::Failed(o) | Closing::Dropped(o) | Closing::RetryWithoutTls(o) => o,
+        Closing::Done => Outcome::local(
+            DeliveryStatus::Deferred,
+            "4.4.2",
+            format!("conversation with {} ended early", server.peer()),
+        ),
+    };
+    log::info!("{server}: {}", outcome.reason);
+    Failure {
+        outcome,
+        server: Some(server.clone()),
+    }
+}
+
+fn same_fate(
+    job: &DeliveryJob,
+    outcome: &Outcome,
+    server: Option<ServerAddr>,
+) -> Vec<RecipientFate> {
+    job.envelope
+        .recipients
+        .iter()
+        .map(|_| RecipientFate {
+            outcome: outcome.clone(),
+            server: server.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! Where mail goes: the next hop (a `relayhost` list, or the recipient domain's MX hosts)
+//! and the servers to try for it, in order.
+
+use crate::resolver::{LookupError, Resolver};
+use crate::smtp_conn::ServerAddr;
+use std::fmt;
+use std::net::IpAddr;
+
+/// The most servers (addresses) tried for one next hop in one attempt.
+pub const MAX_SERVERS: usize = 10;
+
+/// One `relayhost` entry, already parsed (`[host]:port` and friends).
+///
+/// Stands in for the core's next-hop type until it lands; the fields say everything the
+/// delivery engine needs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NextHop {
+    /// Host name or IP address, without brackets.
+    pub host: String,
+    /// TCP port (25 unless given).
+    pub port: u16,
+    /// True without brackets: look up the host's MX records first.
+    pub mx: bool,
+    /// The entry as written (`[127.0.0.1]:2526`): a per-site policy key and a log text.
+    pub text: String,
+}
+
+/// The destination of a group of messages: what connections are shared for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// The `relayhost` list, tried in order (failover).
+    Relayhost(Vec<NextHop>),
+    /// A recipient domain, delivered by MX on this port.
+    Domain {
+        /// Lower-case domain.
+        domain: String,
+        /// SMTP port (25; tests use others).
+        port: u16,
+    },
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Relayhost(hops) => {
+                let texts: Vec<&str> = hops.iter().map(|h| h.text.as_str()).collect();
+                f.write_str(&texts.join(", "))
+            }
+            Destination::Domain { domain, .. } => f.write_str(domain),
+        }
+    }
+}
+
+/// A server to try, with the next hop it was found for (the per-site policy key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Where to connect.
+    pub server: ServerAddr,
+    /// The next hop as written (relayhost entry text, or the domain).
+    pub nexthop: String,
+}
+
+/// The servers to try for `dest`, in order, or why there are none.
+///
+/// Relayhost entries are tried in order; an entry that does not resolve is skipped (and
+/// its error kept for when none resolves). A domain's MX hosts come by preference; a
+/// permanent lookup failure (no such domain, null MX) is returned as is so that the
+/// recipients bounce.
+pub async fn candidates(
+    dest: &Destination,
+    resolver: &Resolver,
+    myhostname: &str,
+) -> Result<Vec<Candidate>, LookupError> {
+    let mut out = Vec::new();
+    let mut last_error = None;
+    let targets: Vec<(String, u16, bool, String)> = match dest {
+        Destination::Relayhost(hops) => hops
+            .iter()
+            .map(|h| (h.host.clone(), h.port, h.mx, h.text.clone()))
+            .collect(),
+        Destination::Domain { domain, port } => {
+            vec![(domain.clone(), *port, true, domain.clone())]
+        }
+    };
+    for (host, port, mx, nexthop) in targets {
+        let from_mx = mx && host.parse::<IpAddr>().is_err();
+        let hosts = if from_mx {
+            match resolver.mail_hosts(&host, myhostname).await {
+                Ok(hosts) => hosts,
+                Err(e) if matches!(dest, Destination::Domain { .. }) && e.is_permanent() => {
+                    return Err(e)
+                }
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            }
+        } else {
+            vec![host]
+        };
+        for name in hosts {
+            if out.len() >= MAX_SERVERS {
+                break;
+            }
+            let found = if from_mx {
+                resolver.addresses(&name).await
+            } else {
+                system_addresses(&name, port).await
+            };
+            match found {
+                Ok(addrs) => out.extend(addrs.into_iter().map(|addr| Candidate {
+                    server: ServerAddr {
+                        name: name.clone(),
+                        addr,
+                        port,
+                    },
+                    nexthop: nexthop.clone(),
+                })),
+                Err(e) => last_error = Some(e),
+            }
+        }
+    }
+    out.truncate(MAX_SERVERS);
+    match (out.is_empty(), last_error) {
+        (true, Some(e)) => Err(e),
+        (true, None) => Err(LookupError::Temporary(format!(
+            "no server found for {dest}"
+        ))),
+        _ => Ok(out),
+    }
+}
+
+/// Addresses of a host named without MX lookup (a bracketed relayhost), through the system
+/// resolver so that `/etc/hosts` counts, as it does for every other program on the laptop.
+async fn system_addresses(host: &str, port: u16) -> Result<Vec<IpAddr>, LookupError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    match smol::net::resolve((host, port)).await {
+        Ok(addrs) if !addrs.is_empty() => Ok(addrs.into_iter().map(|a| a.ip()).collect()),
+        Ok(_) => Err(LookupError::Temporary(format!(
+            "Host or domain name not found. Name service error for name={host} type=A: Host not found"
+        ))),
+        Err(e) => Err(LookupError::Temporary(format!(
+            "Host or domain name not found. Name service error for name={host} type=A: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,641 @@
+//! The queue runner: finds due messages in the spool, delivers them grouped by next hop,
+//! writes each result back durably, and sends bounces.
+//!
+//! One run at a time: a wake-up that arrives during a run starts another run after it.
+//! Within a run, next hops are delivered concurrently (at most
+//! [`RunnerConfig::concurrency`] at once); the messages of one next hop share connections.
+//! A message whose recipients go to several next hops is written back once all of them
+//! have answered.
+
+use crate::clock::{unix_millis, unix_secs, Clock};
+use crate::deliver::{deliver, DeliveryContext, DeliveryJob, RecipientFate, TlsLevelFor};
+use crate::resolver::Resolver;
+use crate::route::{candidates, Destination, NextHop};
+use crate::smtp_conn::ClientTls;
+use crate::spool::Spool;
+use certrelay_core::client::{self, DeliveryStatus};
+use certrelay_core::dsn::{self, BounceReport, FailedRecipient};
+use certrelay_core::queue::{
+    delivery_line, expired_line, AttemptEnd, Envelope, QueueId, RecipientState, Relay,
+    RetrySettings, Verdict,
+};
+use certrelay_core::settings::ClientSettings;
+use smol::channel::{Receiver, Sender, TryRecvError};
+use smol::future;
+use smol::lock::{Mutex as AsyncMutex, Semaphore};
+use smol::Timer;
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the runner delivers.
+#[derive(Clone)]
+pub struct RunnerConfig {
+    /// `myhostname`: bounce `Reporting-MTA`, MX loop detection.
+    pub myhostname: String,
+    /// EHLO name, timeouts and the default TLS level.
+    pub client: ClientSettings,
+    /// Backoff, queue run delay and lifetimes.
+    pub retry: RetrySettings,
+    /// `relayhost`, parsed; empty: deliver by MX.
+    pub relayhost: Vec<NextHop>,
+    /// Port for MX delivery (25).
+    pub smtp_port: u16,
+    /// `smtp_connect_timeout`.
+    pub connect_timeout: Duration,
+    /// Next hops delivered at once.
+    pub concurrency: usize,
+    /// The TLS level per server (per-site policy); `None` uses `client.tls_level`.
+    pub tls_level: Option<TlsLevelFor>,
+}
+
+impl RunnerConfig {
+    /// Postfix's defaults, for `myhostname`.
+    pub fn new(myhostname: impl Into<String>) -> RunnerConfig {
+        let myhostname = myhostname.into();
+        RunnerConfig {
+            client: ClientSettings {
+                helo_name: myhostname.clone(),
+                ..ClientSettings::default()
+            },
+            myhostname,
+            retry: RetrySettings::default(),
+            relayhost: Vec::new(),
+            smtp_port: 25,
+            connect_timeout: Duration::from_secs(30),
+            concurrency: 4,
+            tls_level: None,
+        }
+    }
+}
+
+impl fmt::Debug for RunnerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunnerConfig")
+            .field("myhostname", &self.myhostname)
+            .field("client", &self.client)
+            .field("retry", &self.retry)
+            .field("relayhost", &self.relayhost)
+            .field("smtp_port", &self.smtp_port)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one run did, message by message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Messages attempted.
+    pub attempted: usize,
+    /// Messages finished and removed from the spool.
+    pub removed: usize,
+    /// Messages kept for a later attempt.
+    pub deferred: usize,
+    /// Messages kept as failed: bounced recipients but no bounce to send (a bounce that
+    /// could not be delivered).
+    pub failed: usize,
+    /// Bounces queued.
+    pub bounces: usize,
+    /// Envelopes that could not be read, moved to `corrupt/`.
+    pub moved_aside: usize,
+}
+
+impl RunStats {
+    fn add(&mut self, other: &RunStats) {
+        self.attempted += other.attempted;
+        self.removed += other.removed;
+        self.deferred += other.deferred;
+        self.failed += other.failed;
+        self.bounces += other.bounces;
+        self.moved_aside += other.moved_aside;
+    }
+}
+
+/// Why the runner is woken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// A new message was queued: deliver what is due.
+    NewMail,
+    /// Try every message now, due or not (`postqueue -f`).
+    Flush,
+}
+
+/// Wakes a [`QueueRunner::serve`] loop. Cheap to clone; never blocks.
+#[derive(Clone, Debug)]
+pub struct QueueWaker(Sender<Wake>);
+
+impl QueueWaker {
+    /// A message was committed to the spool: try it at once.
+    pub fn new_mail(&self) {
+        let _ = self.0.try_send(Wake::NewMail);
+    }
+
+    /// Retry every queued message now.
+    pub fn flush(&self) {
+        let _ = self.0.try_send(Wake::Flush);
+    }
+}
+
+/// The receiving end of the wake-ups, for [`QueueRunner::serve`].
+#[derive(Debug)]
+pub struct QueueWakeups(Receiver<Wake>);
+
+/// A pair of waker and wake-up receiver. Wake-ups that arrive while many are pending are
+/// merged: one run serves them all.
+pub fn wake_channel() -> (QueueWaker, QueueWakeups) {
+    let (tx, rx) = smol::channel::bounded(16);
+    (QueueWaker(tx), QueueWakeups(rx))
+}
+
+/// Delivers the spool's messages. Clones share one state (and one run at a time).
+#[derive(Clone)]
+pub struct QueueRunner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spool: Spool,
+    config: RunnerConfig,
+    tls: ClientTls,
+    resolver: Resolver,
+    clock: Clock,
+    unique: AtomicU32,
+    run_lock: AsyncMutex<()>,
+}
+
+impl fmt::Debug for QueueRunner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QueueRunner({})", self.inner.spool.root().display())
+    }
+}
+
+/// A message being delivered: its record, and how many next hops have yet to answer.
+struct InFlight {
+    envelope: Envelope,
+    outstanding: usize,
+}
+
+type Flights = Arc<Mutex<HashMap<String, InFlight>>>;
+
+/// The messages of one next hop: (queue id, indexes of its recipients there).
+type Group = Vec<(String, Vec<usize>)>;
+
+impl QueueRunner {
+    /// A runner over `spool`. `tls` should stay the same for the life of the process so
+    /// that TLS sessions resume.
+    pub fn new(spool: Spool, config: RunnerConfig, tls: ClientTls, resolver: Resolver) -> Self {
+        let seed = (std::process::id() << 12) ^ (unix_millis() as u32);
+        QueueRunner {
+            inner: Arc::new(Inner {
+                spool,
+                config,
+                tls,
+                resolver,
+                clock: Clock::new(),
+                unique: AtomicU32::new(seed),
+                run_lock: AsyncMutex::new(()),
+            }),
+        }
+    }
+
+    /// Runs until every waker is dropped: a run at start, then one per wake-up and one
+    /// every `queue_run_delay`.
+    pub async fn serve(&self, wakeups: QueueWakeups) {
+        let mut flush = false;
+        loop {
+            let stats = self.run_once(flush).await;
+            log::debug!("queue run: {stats:?}");
+            let delay = self.inner.config.retry.queue_run_delay;
+            let woke = future::or(async { wakeups.0.recv().await.ok() }, async {
+                Timer::after(delay).await;
+                Some(Wake::NewMail)
+            })
+            .await;
+            let Some(first) = woke else { return };
+            flush = first == Wake::Flush;
+            loop {
+                match wakeups.0.try_recv() {
+                    Ok(w) => flush |= w == Wake::Flush,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => return,
+                }
+            }
+        }
+    }
+
+    /// One run over the spool: every due message (every message when `flush`), then the
+    /// bounces that run queued.
+    pub async fn run_once(&self, flush: bool) -> RunStats {
+        let _running = self.inner.run_lock.lock().await;
+        let mut stats = RunStats::default();
+        let spool = self.inner.spool.clone();
+        let mut ids = match smol::unblock(move || spool.ids()).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                log::error!(
+                    "cannot list the queue {}: {e}",
+                    self.inner.spool.root().display()
+                );
+                return stats;
+            }
+        };
+        // A bounce is never bounced, so two rounds suffice; the third is a safety net.
+        for round in 0..3 {
+            let (round_stats, bounces) = self.pass(ids, flush || round > 0).await;
+            stats.add(&round_stats);
+            if bounces.is_empty() {
+                break;
+            }
+            ids = bounces;
+        }
+        stats
+    }
+
+    /// Loads, groups and delivers the messages `ids`; returns the stats and the ids of
+    /// the bounces queued.
+    async fn pass(&self, ids: Vec<String>, force: bool) -> (RunStats, Vec<String>) {
+        let mut stats = RunStats::default();
+        let mut bounces = Vec::new();
+        let now = unix_secs();
+        let flights: Flights = Arc::default();
+        let mut groups: HashMap<Destination, Group> = HashMap::new();
+        for id in ids {
+            let Some(mut envelope) = self.load(&id, &mut stats).await else {
+                continue;
+            };
+            if envelope.is_done() || !(force || envelope.is_due(now)) {
+                continue;
+            }
+            stats.attempted += 1;
+            let routes = self.route(&mut envelope);
+            if routes.is_empty() {
+                let (s, b) = self.inner.finish(envelope).await;
+                stats.add(&s);
+                bounces.extend(b);
+                continue;
+            }
+            let outstanding = routes.len();
+            for (dest, indexes) in routes {
+                groups.entry(dest).or_default().push((id.clone(), indexes));
+            }
+            let flight = InFlight {
+                envelope,
+                outstanding,
+            };
+            flights.lock().expect("flights lock").insert(id, flight);
+        }
+        let limit = Arc::new(Semaphore::new(self.inner.config.concurrency.max(1)));
+        let tasks: Vec<_> = groups
+            .into_iter()
+            .map(|(dest, group)| {
+                let inner = self.inner.clone();
+                let flights = flights.clone();
+                let limit = limit.clone();
+                smol::spawn(async move {
+                    let _permit = limit.acquire_arc().await;
+                    inner.deliver_group(dest, group, flights).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (s, b) = task.await;
+            stats.add(&s);
+            bounces.extend(b);
+        }
+        (stats, bounces)
+    }
+
+    /// Reads and parses one envelope; a defective one is moved aside.
+    async fn load(&self, id: &str, stats: &mut RunStats) -> Option<Envelope> {
+        let spool = self.inner.spool.clone();
+        let owned = id.to_owned();
+        let text = match smol::unblock(move || spool.read_envelope(&owned)).await {
+            Ok(text) => text,
+            // Removed since it was listed (another run, or a person): nothing to do.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                self.move_aside(id, &format!("cannot read envelope: {e}"), stats)
+                    .await;
+                return None;
+            }
+        };
+        match Envelope::parse(&text) {
+            Ok(envelope) if envelope.id.as_str() == id => Some(envelope),
+            Ok(envelope) => {
+                let why = format!("envelope names another queue id ({})", envelope.id);
+                self.move_aside(id, &why, stats).await;
+                None
+            }
+            Err(e) => {
+                self.move_aside(id, &format!("envelope unreadable: {e}"), stats)
+                    .await;
+                None
+            }
+        }
+    }
+
+    async fn move_aside(&self, id: &str, why: &str, stats: &mut RunStats) {
+        let spool = self.inner.spool.clone();
+        let owned = id.to_owned();
+        match smol::unblock(move || spool.move_aside(&owned)).await {
+            Ok(()) => {
+                log::error!("{id}: {why}; moved to corrupt/");
+                stats.moved_aside += 1;
+            }
+            Err(e) => log::error!("{id}: {why}; cannot move it to corrupt/: {e}"),
+        }
+    }
+
+    /// The next hop of each remaining recipient. A recipient without a domain (with no
+    /// relayhost to take it) bounces at once.
+    fn route(&self, envelope: &mut Envelope) -> Vec<(Destination, Vec<usize>)> {
+        let remaining: Vec<usize> = envelope.remaining().collect();
+        let config = &self.inner.config;
+        if !config.relayhost.is_empty() {
+            return vec![(Destination::Relayhost(config.relayhost.clone()), remaining)];
+        }
+        let mut routes: Vec<(Destination, Vec<usize>)> = Vec::new();
+        for i in remaining {
+            let address = &envelope.recipients[i].address;
+            let Some((_, domain)) = address.rsplit_once('@').filter(|(_, d)| !d.is_empty()) else {
+                let verdict = Verdict::bounced(
+                    "5.1.3",
+                    format!("bad address syntax: <{address}> has no domain"),
+                );
+                envelope.record(i, &verdict);
+                self.inner.log_recipient(envelope, i, None);
+                continue;
+            };
+            let dest = Destination::Domain {
+                domain: domain.to_ascii_lowercase(),
+                port: config.smtp_port,
+            };
+            match routes.iter_mut().find(|(d, _)| *d == dest) {
+                Some((_, v)) => v.push(i),
+                None => routes.push((dest, vec![i])),
+            }
+        }
+        routes
+    }
+}
+
+impl Inner {
+    /// Delivers one next hop's messages and writes the results back.
+    async fn deliver_group(
+        self: Arc<Self>,
+        dest: Destination,
+        group: Group,
+        flights: Flights,
+    ) -> (RunStats, Vec<String>) {
+        let jobs = self.jobs(&group, &flights);
+        let fates = match candidates(&dest, &self.resolver, &self.config.myhostname).await {
+            Ok(servers) => deliver(&servers, &jobs, &self.context()).await,
+            Err(e) => {
+                log::info!("{dest}: {e}");
+                let status = if e.is_permanent() {
+                    DeliveryStatus::Bounced
+                } else {
+                    DeliveryStatus::Deferred
+                };
+                let outcome = client::Outcome::local(status, e.dsn(), e.to_string());
+                let fate = RecipientFate {
+                    outcome,
+                    server: None,
+                };
+                jobs.iter()
+                    .map(|j| vec![fate.clone(); j.envelope.recipients.len()])
+                    .collect()
+            }
+        };
+        let mut stats = RunStats::default();
+        let mut bounces = Vec::new();
+        for ((id, indexes), fates) in group.iter().zip(fates) {
+            let Some(envelope) = self.record(id, indexes, &fates, &flights) else {
+                continue;
+            };
+            let (s, b) = self.finish(envelope).await;
+            stats.add(&s);
+            bounces.extend(b);
+        }
+        (stats, bounces)
+    }
+
+    fn context(&self) -> DeliveryContext {
+        DeliveryContext {
+            settings: self.config.client.clone(),
+            tls: self.tls.clone(),
+            connect_timeout: self.config.connect_timeout,
+            tls_level: self.config.tls_level.clone(),
+            clock: self.clock,
+        }
+    }
+
+    fn jobs(&self, group: &Group, flights: &Flights) -> Vec<DeliveryJob> {
+        let flights = flights.lock().expect("flights lock");
+        group
+            .iter()
+            .map(|(id, indexes)| {
+                let e = &flights[id].envelope;
+                DeliveryJob {
+                    envelope: client::Envelope {
+                        sender: e.sender.clone(),
+                        recipients: indexes
+                            .iter()
+                            .map(|&i| e.recipients[i].address.clone())
+                            .collect(),
+                        body_size: Some(e.size),
+                        eight_bit: false,
+                    },
+                    message: self.spool.message_path(id),
+                }
+            })
+            .collect()
+    }
+
+    /// Writes one next hop's results into the message's record; returns the record when
+    /// this was the last next hop to answer.
+    fn record(
+        &self,
+        id: &str,
+        indexes: &[usize],
+        fates: &[RecipientFate],
+        flights: &Flights,
+    ) -> Option<Envelope> {
+        let mut flights = flights.lock().expect("flights lock");
+        let flight = flights.get_mut(id)?;
+        for (&i, fate) in indexes.iter().zip(fates) {
+            let verdict = verdict(fate);
+            flight.envelope.record(i, &verdict);
+            self.log_recipient(&flight.envelope, i, fate.server.as_ref());
+        }
+        flight.outstanding -= 1;
+        if flight.outstanding > 0 {
+            return None;
+        }
+        flights.remove(id).map(|f| f.envelope)
+    }
+
+    fn log_recipient(
+        &self,
+        envelope: &Envelope,
+        i: usize,
+        server: Option<&crate::smtp_conn::ServerAddr>,
+    ) {
+        let relay = match server {
+            Some(s) => Relay::Host {
+                name: &s.name,
+                addr: s.addr,
+                port: s.port,
+            },
+            None => Relay::None,
+        };
+        let delay = Duration::from_millis(unix_millis().saturating_sub(envelope.arrival * 1000));
+        let line = delivery_line(&envelope.id, &envelope.recipients[i], &relay, delay);
+        match envelope.recipients[i].state {
+            RecipientState::Sent => log::info!("{line}"),
+            _ => log::warn!("{line}"),
+        }
+    }
+
+    /// Closes the attempt: keeps the record for a retry, or bounces and removes it.
+    async fn finish(&self, mut envelope: Envelope) -> (RunStats, Vec<String>) {
+        let mut stats = RunStats::default();
+        let mut bounces = Vec::new();
+        let now = unix_secs();
+        let id = envelope.id.as_str().to_owned();
+        match envelope.finish_attempt(now, &self.config.retry) {
+            AttemptEnd::RetryAt(_) => {
+                self.write_back(&envelope).await;
+                stats.deferred += 1;
+                return (stats, bounces);
+            }
+            AttemptEnd::Expired(_) => log::warn!("{}", expired_line(&envelope)),
+            AttemptEnd::Done => {}
+        }
+        if envelope.has_bounced() {
+            if !dsn::bounce_wanted(&envelope.sender, envelope.is_bounce) {
+                log::error!("{id}: undeliverable notification kept in the queue as failed");
+                self.write_back(&envelope).await;
+                stats.failed += 1;
+                return (stats, bounces);
+            }
+            match self.queue_bounce(&envelope, now).await {
+                Ok(bounce) => {
+                    log::info!("{id}: sender non-delivery notification: {bounce}");
+                    bounces.push(bounce);
+                    stats.bounces += 1;
+                }
+                Err(e) => {
+                    // Keep the message (its record says bounced) rather than lose the news.
+                    log::error!("{id}: cannot queue the bounce: {e}");
+                    self.write_back(&envelope).await;
+                    stats.failed += 1;
+                    return (stats, bounces);
+                }
+            }
+        }
+        let spool = self.spool.clone();
+        let owned = id.clone();
+        match smol::unblock(move || spool.remove(&owned)).await {
+            Ok(()) => {
+                log::info!("{id}: removed");
+                stats.removed += 1;
+            }
+            Err(e) => log::error!("{id}: cannot remove from the queue: {e}"),
+        }
+        (stats, bounces)
+    }
+
+    /// Replaces the record durably; a failure is logged (the old record stays, so the
+    /// message is tried again, which may send it twice: the safe side).
+    async fn write_back(&self, envelope: &Envelope) {
+        let spool = self.spool.clone();
+        let id = envelope.id.as_str().to_owned();
+        let text = envelope.to_text();
+        let owned = id.clone();
+        if let Err(e) = smol::unblock(move || spool.update_envelope(&owned, text.as_bytes())).await
+        {
+            log::error!("{id}: cannot update the envelope: {e}");
+        }
+    }
+
+    /// Composes the bounce of `envelope` and commits it as a new message.
+    async fn queue_bounce(&self, envelope: &Envelope, now: u64) -> Result<String, String> {
+        let id = self.new_queue_id(now);
+        let spool = self.spool.clone();
+        let original = envelope.clone();
+        let myhostname = self.config.myhostname.clone();
+        let bounce_id = id.clone();
+        smol::unblock(move || {
+            let headers = read_headers(&spool, original.id.as_str());
+            let failed = FailedRecipient::all_bounced(&original);
+            let unique = format!("{now}.{bounce_id}");
+            let report = BounceReport {
+                reporting_mta: &myhostname,
+                queue_id: original.id.as_str(),
+                original_sender: &original.sender,
+                arrival_date: &dsn::rfc5322_date(original.arrival, 0),
+                date: &dsn::rfc5322_date(now, 0),
+                unique: &unique,
+                recipients: &failed,
+                original_headers: &headers,
+            };
+            let bytes = dsn::compose(&report);
+            let record =
+                dsn::bounce_envelope(bounce_id.clone(), now, &original, bytes.len() as u64);
+            let mut incoming = spool
+                .incoming(bounce_id.as_str())
+                .map_err(|e| e.to_string())?;
+            incoming.write(&bytes).map_err(|e| e.to_string())?;
+            incoming
+                .commit(record.to_text().as_bytes())
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+        Ok(id.as_str().to_owned())
+    }
+
+    fn new_queue_id(&self, now: u64) -> QueueId {
+        loop {
+            let unique = self.unique.fetch_add(1, Ordering::Relaxed);
+            let id = QueueId::generate(now, unique);
+            if !self.spool.message_path(id.as_str()).exists() {
+                return id;
+            }
+        }
+    }
+}
+
+/// The record's verdict for a recipient's fate. The remote MTA is named only when its
+/// reply decided.
+fn verdict(fate: &RecipientFate) -> Verdict {
+    let o = &fate.outcome;
+    Verdict {
+        state: match o.status {
+            DeliveryStatus::Sent => RecipientState::Sent,
+            DeliveryStatus::Deferred => RecipientState::Deferred,
+            DeliveryStatus::Bounced => RecipientState::Bounced,
+        },
+        dsn: o.dsn.clone(),
+        reason: o.reason.clone(),
+        remote_mta: match (&fate.server, &o.reply) {
+            (Some(s), Some(_)) => s.name.clone(),
+            _ => String::new(),
+        },
+    }
+}
+
+/// The header block of a queued message (at most what a bounce quotes).
+fn read_headers(spool: &Spool, id: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Ok(file) = spool.open_message(id) {
+        let _ = file
+            .take(dsn::MAX_ORIGINAL_HEADERS as u64)
+            .read_to_end(&mut out);
+    }
+    out
+}

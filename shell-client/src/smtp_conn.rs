@@ -1,0 +1,492 @@
+//! One SMTP client connection on smol: the socket, the TLS stream and the timers around a
+//! core [`ClientSession`].
+//!
+//! The session decides every byte and every state change; this module only moves bytes,
+//! runs the TLS handshake when the session asks for it, judges the server certificate with
+//! the core's [`cert::verify_server_chain`], and turns the session's deadline into a
+//! [`Timer`]. The plaintext socket is handed to rustls whole after the server's 220 to
+//! STARTTLS, so nothing read before the handshake can reach the TLS dialogue.
+
+use crate::clock::Clock;
+use certrelay_core::cert;
+use certrelay_core::client::{
+    ClientError, ClientEvent, ClientOutput, ClientSession, Closing, DeliveryStatus, Envelope,
+    MessageReport, Outcome, ServerCertVerdict, ServerPeer,
+};
+use certrelay_core::settings::ClientSettings;
+use futures_rustls::client::TlsStream;
+use futures_rustls::TlsConnector;
+use rustls::pki_types::TrustAnchor;
+use rustls::pki_types::{ServerName, UnixTime};
+use smol::future;
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+use smol::Timer;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Body bytes handed to the session at a time: memory stays bounded whatever the message.
+pub const BODY_CHUNK: usize = 16 * 1024;
+
+/// One server to connect to: the name logs and certificate checks use, and where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// Host name (from the MX record or the relayhost), or the address text for an IP literal.
+    pub name: String,
+    /// Address to connect to.
+    pub addr: IpAddr,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl ServerAddr {
+    /// The socket address to connect to.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+
+    /// The peer as the core's reason texts name it.
+    pub fn peer(&self) -> ServerPeer {
+        ServerPeer {
+            name: self.name.clone(),
+            addr: self.addr,
+        }
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]:{}", self.name, self.addr, self.port)
+    }
+}
+
+/// What the client needs for TLS: one rustls configuration per queue run (so sessions
+/// resume) and the trust anchors of `smtp_tls_CAfile` for levels `verify` and `secure`.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// From [`crate::tls::client_config`].
+    pub config: Arc<rustls::ClientConfig>,
+    /// CAs the server certificate must chain to at `verify` and up.
+    pub anchors: Arc<Vec<TrustAnchor<'static>>>,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientTls({} trust anchors)", self.anchors.len())
+    }
+}
+
+/// A connection that could not be opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectError {
+    /// `connect to host[addr]:port: Connection refused`, as Postfix logs it.
+    pub reason: String,
+}
+
+impl ConnectError {
+    /// The outcome for messages that could not be offered (`4.4.1`, deferred).
+    pub fn outcome(&self) -> Outcome {
+        Outcome::local(DeliveryStatus::Deferred, "4.4.1", self.reason.clone())
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Why a message could not be handed to the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The session refused the envelope (a run-loop mistake or an unsendable address).
+    Refused(ClientError),
+    /// The connection ended before the message was reported.
+    Closed(Closing),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Refused(e) => write!(f, "message not sent: {e}"),
+            SendError::Closed(c) => write!(f, "connection closed: {c:?}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What the connection's run loop stopped for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Ready,
+    NeedBody,
+    MessageDone(MessageReport),
+    Closed(Closing),
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl Stream {
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Stream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Stream::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+            Stream::Gone => Ok(0),
+        }
+    }
+
+    async fn close(&mut self) {
+        match std::mem::replace(self, Stream::Gone) {
+            Stream::Plain(mut s) => {
+                let _ = s.close().await;
+            }
+            Stream::Tls(mut s) => {
+                let _ = s.close().await;
+            }
+            Stream::Gone => {}
+        }
+    }
+}
+
+/// One open connection to one server, driving a [`ClientSession`].
+///
+/// Use: [`open`](Self::open), then [`ready`](Self::ready); while it says `Ok`,
+/// [`send`](Self::send) one message and call `ready` again; finally [`quit`](Self::quit).
+/// An `Err(Closing)` from either tells why the connection ended (see [`Closing`]).
+pub struct SmtpConnection {
+    /// `None` only while the TLS handshake runs.
+    session: Option<ClientSession>,
+    stream: Stream,
+    server: ServerAddr,
+    settings: ClientSettings,
+    tls: ClientTls,
+    clock: Clock,
+    buf: Vec<u8>,
+    closed: Option<Closing>,
+}
+
+impl SmtpConnection {
+    /// Connects to `server` within `connect_timeout` and starts a session with `settings`
+    /// (whose `tls_level` is the level resolved for this next hop).
+    pub async fn open(
+        server: &ServerAddr,
+        settings: ClientSettings,
+        tls: &ClientTls,
+        connect_timeout: Duration,
+        clock: Clock,
+    ) -> Result<SmtpConnection, ConnectError> {
+        let connect = TcpStream::connect(server.socket_addr());
+        let tcp = with_timeout(connect_timeout, connect)
+            .await
+            .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
+            .map_err(|e| ConnectError {
+                reason: format!("connect to {server}: {}", io_reason(&e)),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let session = ClientSession::new(settings.clone(), server.peer(), clock.now());
+        Ok(SmtpConnection {
+            session: Some(session),
+            stream: Stream::Plain(tcp),
+            server: server.clone(),
+            settings,
+            tls: tls.clone(),
+            clock,
+            buf: vec![0; 8192],
+            closed: None,
+        })
+    }
+
+    /// The server this connection talks to.
+    pub fn server(&self) -> &ServerAddr {
+        &self.server
+    }
+
+    /// True once TLS is established.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Runs the dialogue until the session can take a message, or the connection ends.
+    pub async fn ready(&mut self) -> Result<(), Closing> {
+        loop {
+            match self.step().await {
+                Step::Ready => return Ok(()),
+                Step::Closed(c) => return Err(c),
+                // Neither can happen without a message; answer so the session moves on.
+                Step::NeedBody => self.event(ClientEvent::BodyEnd),
+                Step::MessageDone(_) => {}
+            }
+        }
+    }
+
+    /// Delivers one message (after [`ready`](Self::ready) said `Ok`), reading its body
+    /// from `body` in chunks of [`BODY_CHUNK`]. A body that cannot be read drops the
+    /// connection, which defers the message's recipients.
+    pub async fn send(
+        &mut self,
+        envelope: Envelope,
+        body: &mut (impl AsyncRead + Unpin),
+    ) -> Result<MessageReport, SendError> {
+        let now = self.clock.now();
+        self.session_mut()
+            .send_message(envelope, now)
+            .map_err(SendError::Refused)?;
+        let mut chunk = vec![0; BODY_CHUNK];
+        loop {
+            match self.step().await {
+                Step::NeedBody => match body.read(&mut chunk).await {
+                    Ok(0) => self.event(ClientEvent::BodyEnd),
+                    Ok(n) => self.event(ClientEvent::Body(&chunk[..n])),
+                    Err(e) => {
+                        log::error!("cannot read message body for {}: {e}", self.server);
+                        self.stream.close().await;
+                        self.event(ClientEvent::ConnectionLost);
+                    }
+                },
+                Step::MessageDone(report) => return Ok(report),
+                Step::Closed(c) => return Err(SendError::Closed(c)),
+                Step::Ready => {}
+            }
+        }
+    }
+
+    /// Ends the connection politely (QUIT when the session is idle) and closes it.
+    pub async fn quit(mut self) -> Closing {
+        let now = self.clock.now();
+        if let Some(closed) = &self.closed {
+            return closed.clone();
+        }
+        let _ = self.session_mut().quit(now);
+        loop {
+            match self.step().await {
+                Step::Closed(c) => return c,
+                Step::NeedBody => self.event(ClientEvent::BodyEnd),
+                Step::Ready | Step::MessageDone(_) => {
+                    let now = self.clock.now();
+                    let _ = self.session_mut().quit(now);
+                }
+            }
+        }
+    }
+
+    // ---- run loop ------------------------------------------------------------------
+
+    fn session_mut(&mut self) -> &mut ClientSession {
+        self.session
+            .as_mut()
+            .expect("session is only absent during the TLS handshake")
+    }
+
+    fn event(&mut self, event: ClientEvent<'_>) {
+        let now = self.clock.now();
+        self.session_mut().handle_event(event, now);
+    }
+
+    /// Drains the session's outputs, acting on each, and waits for the server when there
+    /// is nothing to do, until something the caller must decide on comes up.
+    async fn step(&mut self) -> Step {
+        if let Some(closed) = &self.closed {
+            return Step::Closed(closed.clone());
+        }
+        loop {
+            let output = self.session_mut().poll_output();
+            match output {
+                Some(ClientOutput::Transmit(bytes)) => self.transmit(&bytes).await,
+                Some(ClientOutput::StartTls) => self.start_tls().await,
+                Some(ClientOutput::Ready) => return Step::Ready,
+                Some(ClientOutput::NeedBody) => return Step::NeedBody,
+                Some(ClientOutput::MessageDone(report)) => return Step::MessageDone(report),
+                Some(ClientOutput::Close(closing)) => {
+                    self.stream.close().await;
+                    self.closed = Some(closing.clone());
+                    return Step::Closed(closing);
+                }
+                None => self.wait_for_server().await,
+            }
+        }
+    }
+
+    async fn transmit(&mut self, bytes: &[u8]) {
+        let limit = self.settings.command_timeout;
+        let written = with_timeout(limit, self.stream.write_all(bytes)).await;
+        if !matches!(written, Some(Ok(()))) {
+            self.stream.close().await;
+            self.event(ClientEvent::ConnectionLost);
+        }
+    }
+
+    /// Reads what the server sends, or fires the session's timer, whichever comes first.
+    async fn wait_for_server(&mut self) {
+        enum Got {
+            Bytes(usize),
+            Lost,
+            Timer,
+        }
+        let deadline = self.session_mut().poll_timeout();
+        let now = self.clock.now();
+        // No deadline with nothing to do would be a run-loop bug: bound it anyway.
+        let wait = deadline.map_or(self.settings.command_timeout, |d| d.saturating_since(now));
+        let read = async {
+            match self.stream.read(&mut self.buf).await {
+                Ok(0) | Err(_) => Got::Lost,
+                Ok(n) => Got::Bytes(n),
+            }
+        };
+        let timer = async {
+            Timer::after(wait).await;
+            Got::Timer
+        };
+        let got = future::or(read, timer).await;
+        let now = self.clock.now();
+        match got {
+            Got::Bytes(n) => {
+                let session = self.session.as_mut().expect("session present");
+                session.handle_input(&self.buf[..n], now);
+            }
+            Got::Lost => {
+                self.stream.close().await;
+                self.event(ClientEvent::ConnectionLost);
+            }
+            Got::Timer if deadline.is_some() => self.session_mut().handle_timeout(now),
+            Got::Timer => {
+                log::warn!("SMTP session with {} stalled; closing", self.server);
+                self.stream.close().await;
+                self.event(ClientEvent::ConnectionLost);
+            }
+        }
+    }
+
+    /// The STARTTLS hand-over: the session becomes a handshake (no input), the socket goes
+    /// to rustls, and the session comes back with the handshake's result.
+    async fn start_tls(&mut self) {
+        let handshake = self.session.take().expect("session present").start_tls();
+        if handshake.discarded() > 0 {
+            log::warn!(
+                "{}: discarded {} octets sent after the 220 to STARTTLS",
+                self.server,
+                handshake.discarded()
+            );
+        }
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            self.session = Some(handshake.failed());
+            return;
+        };
+        let host = handshake.server_name().to_owned();
+        let connector = TlsConnector::from(self.tls.config.clone());
+        let connect = connector.connect(server_name(&host, self.server.addr), tcp);
+        let result = with_timeout(self.settings.command_timeout, connect).await;
+        let now = self.clock.now();
+        match result {
+            Some(Ok(tls)) => {
+                let verdict = self.judge(&tls, &host);
+                log_established(&self.server, &tls, verdict);
+                self.stream = Stream::Tls(Box::new(tls));
+                self.session = Some(handshake.established(verdict, now));
+            }
+            Some(Err(e)) => {
+                log::info!("{}: TLS handshake failed: {e}", self.server);
+                self.session = Some(handshake.failed());
+            }
+            None => {
+                log::info!("{}: TLS handshake timed out", self.server);
+                self.session = Some(handshake.failed());
+            }
+        }
+    }
+
+    /// The core's judgement of the server's chain and name.
+    fn judge(&self, tls: &TlsStream<TcpStream>, host: &str) -> ServerCertVerdict {
+        let chain = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
+        let algs = rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .all;
+        match cert::verify_server_chain(chain, &self.tls.anchors, host, UnixTime::now(), algs) {
+            Ok(()) => ServerCertVerdict::Verified,
+            Err(e) => {
+                log::info!("{}: server certificate not verified: {e}", self.server);
+                ServerCertVerdict::NotVerified
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SmtpConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SmtpConnection({}, tls={})", self.server, self.is_tls())
+    }
+}
+
+/// The name sent in SNI and checked in the certificate: the host, or its address when the
+/// host is not a valid DNS name.
+fn server_name(host: &str, addr: IpAddr) -> ServerName<'static> {
+    ServerName::try_from(host.to_owned()).unwrap_or_else(|_| ServerName::IpAddress(addr.into()))
+}
+
+fn log_established(server: &ServerAddr, tls: &TlsStream<TcpStream>, verdict: ServerCertVerdict) {
+    let conn = tls.get_ref().1;
+    let kind = match verdict {
+        ServerCertVerdict::Verified => "Verified",
+        ServerCertVerdict::NotVerified => "Untrusted",
+    };
+    let proto = conn
+        .protocol_version()
+        .and_then(|v| v.as_str())
+        .unwrap_or("TLS");
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .unwrap_or("unknown");
+    log::info!("{kind} TLS connection established to {server}: {proto} with cipher {cipher}");
+}
+
+/// `fut`, or `None` once `limit` has passed.
+pub async fn with_timeout<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        Timer::after(limit).await;
+        None
+    })
+    .await
+}
+
+/// The error as Postfix words connection failures, without Rust's `(os error N)`.
+pub fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "Connection refused".into(),
+        io::ErrorKind::TimedOut => "Connection timed out".into(),
+        io::ErrorKind::ConnectionReset => "Connection reset by peer".into(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_owned(),
+                None => text,
+            }
+        }
+    }
+}
