@@ -12,7 +12,7 @@ use core::net::{IpAddr, Ipv6Addr};
 pub const DEFAULT_PORT: u16 = 25;
 
 /// One next hop: where to deliver, and whether to look up MX records first.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NextHop {
     /// The entry as written (`[relay.example]:587`); the per-site lookup key.
     pub written: String,

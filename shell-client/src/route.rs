@@ -9,21 +9,7 @@ use std::net::IpAddr;
 /// The most servers (addresses) tried for one next hop in one attempt.
 pub const MAX_SERVERS: usize = 10;
 
-/// One `relayhost` entry, already parsed (`[host]:port` and friends).
-///
-/// Stands in for the core's next-hop type until it lands; the fields say everything the
-/// delivery engine needs.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct NextHop {
-    /// Host name or IP address, without brackets.
-    pub host: String,
-    /// TCP port (25 unless given).
-    pub port: u16,
-    /// True without brackets: look up the host's MX records first.
-    pub mx: bool,
-    /// The entry as written (`[127.0.0.1]:2526`): a per-site policy key and a log text.
-    pub text: String,
-}
+pub use certrelay_core::nexthop::NextHop;
 
 /// The destination of a group of messages: what connections are shared for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -43,7 +29,7 @@ impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Destination::Relayhost(hops) => {
-                let texts: Vec<&str> = hops.iter().map(|h| h.text.as_str()).collect();
+                let texts: Vec<&str> = hops.iter().map(|h| h.written.as_str()).collect();
                 f.write_str(&texts.join(", "))
             }
             Destination::Domain { domain, .. } => f.write_str(domain),
@@ -76,7 +62,7 @@ pub async fn candidates(
     let targets: Vec<(String, u16, bool, String)> = match dest {
         Destination::Relayhost(hops) => hops
             .iter()
-            .map(|h| (h.host.clone(), h.port, h.mx, h.text.clone()))
+            .map(|h| (h.host.clone(), h.port, h.mx_lookup, h.written.clone()))
             .collect(),
         Destination::Domain { domain, port } => {
             vec![(domain.clone(), *port, true, domain.clone())]

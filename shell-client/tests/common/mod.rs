@@ -505,12 +505,7 @@ pub fn read_envelope(spool: &Spool, id: &str) -> Envelope {
 }
 
 pub fn bracketed(port: u16) -> NextHop {
-    NextHop {
-        host: "127.0.0.1".into(),
-        port,
-        mx: false,
-        text: format!("[127.0.0.1]:{port}"),
-    }
+    NextHop::parse(&format!("[127.0.0.1]:{port}")).expect("bracketed next hop")
 }
 
 /// A runner config for tests: short timeouts, the given relayhost and TLS level.
