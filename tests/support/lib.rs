@@ -17,15 +17,8 @@ pub fn binary(name: &str) -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(workspace_root())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "certrelayd",
-                "-p",
-                "certrelay-client",
-                "--bins",
-            ])
+            // The same package set as `cargo test --workspace`, so nothing is rebuilt.
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building the binaries failed");
