@@ -6,6 +6,7 @@
 use super::error::ServerError;
 use crate::address::{parse_path, Path};
 use alloc::borrow::Cow;
+use alloc::format;
 use alloc::string::String;
 
 /// The SMTP verbs the server knows.
@@ -171,7 +172,8 @@ fn parse_body(value: &str) -> Result<BodyType, ServerError> {
     } else if value.eq_ignore_ascii_case("8BITMIME") {
         Ok(BodyType::EightBitMime)
     } else {
-        Err(ServerError::BadBody)
+        // Postfix answers an unknown BODY value as an unsupported option.
+        Err(ServerError::UnsupportedOption(format!("BODY={value}")))
     }
 }
 
@@ -264,7 +266,10 @@ mod tests {
             ),
             ("FROM:<a@b.org> SIZE=", Err(ServerError::BadSize)),
             ("FROM:<a@b.org> SIZE=-1", Err(ServerError::BadSize)),
-            ("FROM:<a@b.org> BODY=BINARYMIME", Err(ServerError::BadBody)),
+            (
+                "FROM:<a@b.org> BODY=BINARYMIME",
+                Err(ServerError::UnsupportedOption("BODY=BINARYMIME".into())),
+            ),
             (
                 "FROM:<a@b.org> SMTPUTF8",
                 Err(ServerError::UnsupportedOption("SMTPUTF8".into())),

@@ -27,8 +27,6 @@ pub enum ServerError {
     UnsupportedOption(String),
     /// `SIZE=` that is not a number.
     BadSize,
-    /// `BODY=` other than `7BIT` or `8BITMIME`.
-    BadBody,
     /// `SIZE=` over `message_size_limit`.
     SizeExceedsLimit,
     /// `MAIL` inside a transaction.
@@ -79,7 +77,6 @@ impl ServerError {
             ServerError::BadRecipient => (501, String::from("5.1.3 Bad recipient address syntax")),
             ServerError::UnsupportedOption(o) => (555, format!("5.5.4 Unsupported option: {o}")),
             ServerError::BadSize => (501, String::from("5.5.4 Bad message size syntax")),
-            ServerError::BadBody => (501, String::from("5.5.4 Bad BODY keyword value")),
             ServerError::SizeExceedsLimit => {
                 (552, String::from("5.3.4 Message size exceeds fixed limit"))
             }
