@@ -29,6 +29,8 @@ pub enum ServerError {
     BadSize,
     /// `SIZE=` over `message_size_limit`.
     SizeExceedsLimit,
+    /// `DATA` after every `RCPT` was refused.
+    NoValidRecipients,
     /// `MAIL` inside a transaction.
     NestedMail,
     /// `RCPT` before `MAIL`.
@@ -83,6 +85,9 @@ impl ServerError {
             ServerError::NestedMail => (503, String::from("5.5.1 Error: nested MAIL command")),
             ServerError::NeedMail => (503, String::from("5.5.1 Error: need MAIL command")),
             ServerError::NeedRcpt => (503, String::from("5.5.1 Error: need RCPT command")),
+            ServerError::NoValidRecipients => {
+                (554, String::from("5.5.1 Error: no valid recipients"))
+            }
             ServerError::TooManyRecipients => {
                 (452, String::from("4.5.3 Error: too many recipients"))
             }

@@ -59,6 +59,8 @@ struct Helo {
 struct Transaction {
     mail: MailArgs,
     recipients: Vec<Path>,
+    /// RCPT commands refused by policy: DATA then says "no valid recipients".
+    refused: usize,
 }
 
 /// What the session does with the next input.
@@ -441,6 +443,7 @@ impl ServerSession {
         self.txn = Some(Transaction {
             mail,
             recipients: Vec::new(),
+            refused: 0,
         });
         self.transmit(&ok("2.1.0 Ok"));
         Ok(())
@@ -461,6 +464,9 @@ impl ServerSession {
         };
         let decision = policy::check_recipient(&self.conn.settings, &facts);
         if let Verdict::Reject(reply) = decision.verdict {
+            if let Some(txn) = self.txn.as_mut() {
+                txn.refused += 1;
+            }
             let e = ServerError::Policy(reply);
             self.log_reject("RCPT", &e, &sender, Some(&rcpt));
             return Err(e);
@@ -480,7 +486,12 @@ impl ServerSession {
 
     fn data(&mut self, args: &str) -> Result<(), ServerError> {
         let Some(txn) = self.txn.as_ref().filter(|t| !t.recipients.is_empty()) else {
-            return Err(ServerError::NeedRcpt);
+            let refused = self.txn.as_ref().is_some_and(|t| t.refused > 0);
+            return Err(if refused {
+                ServerError::NoValidRecipients
+            } else {
+                ServerError::NeedRcpt
+            });
         };
         no_args(args, "DATA")?;
         let envelope = self.envelope(txn);

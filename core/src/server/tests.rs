@@ -905,3 +905,27 @@ fn a_command_dribbled_byte_by_byte_gets_no_more_time() {
         Some(sh.now + Duration::from_secs(300))
     );
 }
+
+#[test]
+fn data_after_every_recipient_was_refused_says_no_valid_recipients() {
+    let mut sh = Shell::new(settings(), outsider());
+    sh.script(
+        "S: 220 relay.example ESMTP certrelay
+         C: EHLO laptop
+         S: 250-relay.example
+         S: 250-PIPELINING
+         S: 250-SIZE 10240000
+         S: 250-ENHANCEDSTATUSCODES
+         S: 250 8BITMIME
+         C: DATA
+         S: 503 5.5.1 Error: need RCPT command
+         C: MAIL FROM:<me@laptop.example>
+         S: 250 2.1.0 Ok
+         C: DATA
+         S: 503 5.5.1 Error: need RCPT command
+         C: RCPT TO:<you@far.example>
+         S: 554 5.7.1 <you@far.example>: Relay access denied
+         C: DATA
+         S: 554 5.5.1 Error: no valid recipients",
+    );
+}
