@@ -725,3 +725,21 @@ fn sigterm_lets_the_session_in_progress_finish_and_exits_0() {
     let status = relay.stop_waiting();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn idle_clients_and_stalled_handshakes_time_out() {
+    let (relay, _pki) = setup("timeout", "", "smtpd_timeout = 1s\n", &[""]);
+    let mut idle = Smtp::connect(relay.port());
+    assert!(idle.reply().starts_with("220 "));
+    assert_eq!(idle.reply(), "421 4.4.2 relay.test Error: timeout exceeded");
+    assert_eq!(idle.line(), "");
+    relay.wait_log("timeout after CONNECT from unknown[127.0.0.1]");
+
+    let mut stalled = Smtp::connect(relay.port());
+    stalled.reply();
+    stalled.cmd("EHLO laptop.test");
+    assert_eq!(stalled.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS");
+    // No ClientHello follows: the relay gives up after smtpd_timeout and closes.
+    assert_eq!(stalled.line(), "");
+    relay.wait_log("TLS handshake failed from unknown[127.0.0.1]: timeout");
+}
