@@ -1,9 +1,19 @@
 //! `certrelayd`: the relay.
 
+mod generation;
+mod limits;
+mod listen;
+mod serve;
+mod session;
+mod store;
+mod tlsinfo;
+
 use argh::FromArgs;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 /// certrelayd: relays mail for clients whose TLS certificate fingerprint is listed.
+/// Without a subcommand it serves (as `run`).
 #[derive(FromArgs)]
 struct Args {
     /// configuration directory holding main.cf and master.cf (default /etc/certrelay)
@@ -11,13 +21,14 @@ struct Args {
     config_dir: PathBuf,
 
     #[argh(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Command {
     Check(Check),
+    Run(Run),
 }
 
 /// load main.cf, master.cf, the fingerprint map and the TLS files; print the settings in
@@ -26,12 +37,41 @@ enum Command {
 #[argh(subcommand, name = "check")]
 struct Check {}
 
+/// serve in the foreground (the default): listen on the master.cf smtpd services, or on port
+/// 25 of inet_interfaces without master.cf; log to stderr (RUST_LOG sets the level, default
+/// info); SIGHUP reloads the configuration, SIGTERM stops after the sessions in progress
+/// (at most 10 s)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "run")]
+struct Run {}
+
 fn main() {
     let args: Args = argh::from_env();
     let code = match args.command {
-        Command::Check(Check {}) => {
+        Some(Command::Check(Check {})) => {
             certrelay_client::conf::run_check(&args.config_dir, certrelay_client::conf::check_relay)
+        }
+        Some(Command::Run(Run {})) | None => {
+            init_logging();
+            serve::run(&args.config_dir)
         }
     };
     std::process::exit(code);
+}
+
+/// Postfix-like lines on stderr: `warning: ...`, `error: ...`, plain text for info. The
+/// service manager (procd, journald) adds the time and the program name.
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            let prefix = match record.level() {
+                log::Level::Error => "error: ",
+                log::Level::Warn => "warning: ",
+                log::Level::Info => "",
+                log::Level::Debug => "debug: ",
+                log::Level::Trace => "trace: ",
+            };
+            writeln!(buf, "{prefix}{}", record.args())
+        })
+        .init();
 }

@@ -128,5 +128,26 @@ pub mod pki {
                 der: cert.der().to_vec(),
             }
         }
+
+        /// An intermediate CA named `cn`, signed by this CA. Certificates it issues need its
+        /// `cert_pem` appended to their own to form a chain.
+        pub fn intermediate(&self, cn: &str) -> Ca {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let cert = params.signed_by(&key, &self.issuer).expect("sign");
+            Ca { cert_pem: cert.pem(), issuer: Issuer::new(params, key) }
+        }
+    }
+
+    /// A self-signed client certificate named `cn` (no CA vouches for it).
+    pub fn self_signed_client(cn: &str) -> Issued {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.self_signed(&key).expect("self-sign");
+        Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
     }
 }

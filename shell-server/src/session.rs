@@ -1,0 +1,325 @@
+//! One SMTP connection: the socket, the TLS stream, the timers and the spool around a core
+//! [`ServerSession`].
+
+use crate::generation::ListenerConf;
+use crate::store::{Receiving, Store};
+use crate::tlsinfo;
+use certrelay_core::facts::PeerInfo;
+use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession, TlsHandshake};
+use certrelay_core::settings::ServerTlsLevel;
+use certrelay_core::Instant;
+use futures_rustls::server::TlsStream;
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smol::net::TcpStream;
+use smol::Timer;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The process's clock for the core: milliseconds since start.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: std::time::Instant,
+}
+
+impl Clock {
+    /// A clock starting now.
+    pub fn new() -> Clock {
+        Clock {
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Now, for the core.
+    pub fn now(&self) -> Instant {
+        Instant::from_millis(self.start.elapsed().as_millis() as u64)
+    }
+
+    /// A core deadline on the system's monotonic clock.
+    fn at(&self, deadline: Instant) -> std::time::Instant {
+        self.start + Duration::from_millis(deadline.as_millis())
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Plaintext, then TLS after STARTTLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Between the two, and after a failed handshake.
+    Gone,
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Gone => Poll::Ready(Ok(0)),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Gone => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_close(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Conn::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// What woke the connection up.
+enum Wake {
+    Read(io::Result<usize>),
+    Timeout,
+}
+
+/// Waits until `deadline`, or forever without one.
+async fn sleep_until(clock: Clock, deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => {
+            Timer::at(clock.at(d)).await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Everything one connection needs.
+pub struct Connection {
+    /// Its listener, as configured when it was accepted.
+    pub listener: Arc<ListenerConf>,
+    /// The spool.
+    pub store: Store,
+    /// The clock.
+    pub clock: Clock,
+}
+
+impl Connection {
+    /// Serves `stream` from `addr` until the session closes.
+    pub async fn serve(self, stream: TcpStream, addr: IpAddr) {
+        let peer = PeerInfo {
+            addr,
+            name: String::from("unknown"),
+        };
+        let settings = self.listener.settings.clone();
+        let mut session = ServerSession::new(settings.clone(), peer.clone(), self.clock.now());
+        if settings.tls_level != ServerTlsLevel::None && self.listener.tls.is_none() {
+            session.set_tls_unavailable();
+        }
+        let mut driver = Driver {
+            conn: Conn::Plain(stream),
+            out: Vec::new(),
+            message: None,
+            c: self,
+            peer,
+            write_timeout: settings.timeout,
+        };
+        driver.run(session).await;
+    }
+}
+
+struct Driver {
+    conn: Conn,
+    out: Vec<u8>,
+    message: Option<Receiving>,
+    c: Connection,
+    peer: PeerInfo,
+    write_timeout: Duration,
+}
+
+impl Driver {
+    async fn run(&mut self, mut session: ServerSession) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match self.drain(session).await {
+                Some(s) => session = s,
+                None => return,
+            }
+            if self.flush().await.is_err() {
+                session.handle_event(ServerEvent::ConnectionLost, self.c.clock.now());
+                continue;
+            }
+            if session.is_closed() {
+                return;
+            }
+            if !session.wants_read() && session.poll_timeout().is_none() {
+                log::warn!("session with {} stalled; closing", self.peer.addr);
+                return;
+            }
+            let deadline = session.poll_timeout();
+            let clock = self.c.clock;
+            let wake = if session.wants_read() {
+                let conn = &mut self.conn;
+                let read = async { Wake::Read(conn.read(&mut buf).await) };
+                let timer = async {
+                    sleep_until(clock, deadline).await;
+                    Wake::Timeout
+                };
+                smol::future::or(read, timer).await
+            } else {
+                sleep_until(clock, deadline).await;
+                Wake::Timeout
+            };
+            let now = self.c.clock.now();
+            match wake {
+                Wake::Read(Ok(0)) => session.handle_event(ServerEvent::ConnectionLost, now),
+                Wake::Read(Ok(n)) => session.handle_input(&buf[..n], now),
+                Wake::Read(Err(e)) => {
+                    log::debug!("read from {}: {e}", self.peer.addr);
+                    session.handle_event(ServerEvent::ConnectionLost, now);
+                }
+                Wake::Timeout => session.handle_timeout(now),
+            }
+        }
+    }
+
+    /// Acts on every output the session has. Returns the session to go on with, or `None`
+    /// when the connection is finished.
+    async fn drain(&mut self, mut session: ServerSession) -> Option<ServerSession> {
+        while let Some(output) = session.poll_output() {
+            match output {
+                ServerOutput::Transmit(bytes) => self.out.extend_from_slice(&bytes),
+                ServerOutput::Log(line) => log::log!(line.level, "{}", line.text),
+                ServerOutput::MessageBegin(envelope) => {
+                    self.message = Some(self.c.store.begin(envelope).await);
+                }
+                ServerOutput::BodyChunk(chunk) => {
+                    if let Some(m) = self.message.as_mut() {
+                        m.append(&chunk).await;
+                    }
+                }
+                ServerOutput::MessageAbort => self.message = None,
+                ServerOutput::MessageEnd => {
+                    let event = match self.message.take() {
+                        Some(m) => m.finish().await,
+                        None => ServerEvent::QueueWriteFailed,
+                    };
+                    session.handle_event(event, self.c.clock.now());
+                }
+                ServerOutput::StartTls => {
+                    if self.flush().await.is_err() {
+                        session.handle_event(ServerEvent::ConnectionLost, self.c.clock.now());
+                        continue;
+                    }
+                    session = match session.start_tls() {
+                        Ok(handshake) => self.handshake(handshake).await?,
+                        Err(s) => {
+                            log::error!("STARTTLS hand-over refused by the session; closing");
+                            drop(s);
+                            return None;
+                        }
+                    };
+                }
+                ServerOutput::Close => {
+                    let _ = self.flush().await;
+                    let _ = with_timeout(Duration::from_secs(5), self.conn.close()).await;
+                    return None;
+                }
+            }
+        }
+        Some(session)
+    }
+
+    /// Runs the TLS handshake within the session's deadline.
+    async fn handshake(&mut self, hs: TlsHandshake) -> Option<ServerSession> {
+        let Conn::Plain(tcp) = std::mem::replace(&mut self.conn, Conn::Gone) else {
+            log::error!("STARTTLS inside TLS from {}", self.peer.addr);
+            return None;
+        };
+        let Some(config) = self.c.listener.tls.clone() else {
+            for line in hs.failed("no TLS configuration") {
+                log::log!(line.level, "{}", line.text);
+            }
+            return None;
+        };
+        let accept = async {
+            futures_rustls::TlsAcceptor::from(config)
+                .accept(tcp)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let timer = async {
+            sleep_until(self.c.clock, hs.poll_timeout()).await;
+            Err(String::from("timeout"))
+        };
+        match smol::future::or(accept, timer).await {
+            Ok(tls) => {
+                let listener = &self.c.listener;
+                let facts = tlsinfo::facts(
+                    tls.get_ref().1,
+                    &listener.trust,
+                    &self.peer,
+                    listener.settings.tls_loglevel,
+                );
+                self.conn = Conn::Tls(Box::new(tls));
+                Some(hs.established(facts, self.c.clock.now()))
+            }
+            Err(reason) => {
+                for line in hs.failed(&reason) {
+                    log::log!(line.level, "{}", line.text);
+                }
+                None
+            }
+        }
+    }
+
+    /// Sends what the session queued, within `smtpd_timeout`.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.out);
+        let conn = &mut self.conn;
+        with_timeout(self.write_timeout, async {
+            conn.write_all(&bytes).await?;
+            conn.flush().await
+        })
+        .await
+    }
+}
+
+/// Runs `f`, giving up with `TimedOut` after `limit`.
+async fn with_timeout<F>(limit: Duration, f: F) -> io::Result<()>
+where
+    F: std::future::Future<Output = io::Result<()>>,
+{
+    let timer = async {
+        Timer::after(limit).await;
+        Err(io::ErrorKind::TimedOut.into())
+    };
+    smol::future::or(f, timer).await
+}

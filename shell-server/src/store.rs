@@ -1,0 +1,212 @@
+//! Writing received messages into the spool, and waking the queue runner once one is
+//! durable.
+//!
+//! The session's `250` goes out only after [`Receiving::finish`] returned
+//! [`ServerEvent::MessageStored`], that is after the message and its envelope were fsynced and
+//! renamed into `queue/`.
+
+use certrelay_client::spool::{Incoming, Spool, SpoolError};
+use certrelay_core::dsn::rfc5322_date;
+use certrelay_core::facts::TlsFacts;
+use certrelay_core::queue::{ClientFacts, Envelope, QueueId, Recipient};
+use certrelay_core::server::{Envelope as Arrival, ServerEvent};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Body bytes gathered before one write on the blocking pool.
+const WRITE_BATCH: usize = 128 * 1024;
+
+/// Tells the queue runner that a message was committed.
+///
+/// The delivery engine (shell-client's queue runner) takes the receiving end; until it is
+/// wired in, [`drain_for_later`] keeps the channel empty and mail stays in the spool.
+#[derive(Clone, Debug)]
+pub struct QueueWake(smol::channel::Sender<QueueId>);
+
+impl QueueWake {
+    /// A wake-up channel: give the receiver to the runner.
+    pub fn channel() -> (QueueWake, smol::channel::Receiver<QueueId>) {
+        let (tx, rx) = smol::channel::unbounded();
+        (QueueWake(tx), rx)
+    }
+
+    /// The message `id` is in `queue/` and due now.
+    pub fn queued(&self, id: QueueId) {
+        // A closed channel means no runner: the message waits for the next start.
+        let _ = self.0.try_send(id);
+    }
+}
+
+/// Stands in for the queue runner: accepted mail stays in the spool until a runner exists.
+pub async fn drain_for_later(rx: smol::channel::Receiver<QueueId>) {
+    while let Ok(id) = rx.recv().await {
+        log::debug!("{id}: waiting in the queue (no delivery engine in this build)");
+    }
+}
+
+/// The spool the sessions write to.
+#[derive(Clone, Debug)]
+pub struct Store {
+    spool: Spool,
+    wake: QueueWake,
+}
+
+impl Store {
+    /// Writes into `spool` and tells `wake` about each committed message.
+    pub fn new(spool: Spool, wake: QueueWake) -> Store {
+        Store { spool, wake }
+    }
+
+    /// Opens a queue file for a message whose DATA begins, with its `Received:` header.
+    pub async fn begin(&self, arrival: Box<Arrival>) -> Receiving {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let id = QueueId::generate(now.as_secs(), unique(now.subsec_micros()));
+        let header = arrival
+            .received
+            .render(Some(id.as_str()), &rfc5322_date(now.as_secs(), 0));
+        log::info!(
+            "{id}: client={}[{}]",
+            arrival.client.name,
+            arrival.client.addr
+        );
+        let spool = self.spool.clone();
+        let name = id.as_str().to_owned();
+        let opened = smol::unblock(move || spool.incoming(&name)).await;
+        let (incoming, failure) = match opened {
+            Ok(inc) => (Some(inc), None),
+            Err(e) => (None, Some(e)),
+        };
+        Receiving {
+            store: self.clone(),
+            id,
+            arrival,
+            incoming,
+            failure,
+            batch: header.into_bytes(),
+        }
+    }
+}
+
+/// Mixes the microsecond of arrival with a process counter: ids stay unique within a
+/// second (the spool still creates files "create new", so a clash fails, never overwrites).
+fn unique(micros: u32) -> u32 {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    (micros << 12) ^ (n & 0xFFF)
+}
+
+/// A message being received.
+#[derive(Debug)]
+pub struct Receiving {
+    store: Store,
+    id: QueueId,
+    arrival: Box<Arrival>,
+    incoming: Option<Incoming>,
+    failure: Option<SpoolError>,
+    batch: Vec<u8>,
+}
+
+impl Receiving {
+    /// Appends message content.
+    pub async fn append(&mut self, bytes: &[u8]) {
+        if self.incoming.is_none() {
+            return;
+        }
+        self.batch.extend_from_slice(bytes);
+        if self.batch.len() >= WRITE_BATCH {
+            self.write_batch().await;
+        }
+    }
+
+    async fn write_batch(&mut self) {
+        let Some(mut inc) = self.incoming.take() else {
+            return;
+        };
+        let batch = std::mem::take(&mut self.batch);
+        let (inc, result) = smol::unblock(move || {
+            let r = inc.write(&batch);
+            (inc, r)
+        })
+        .await;
+        match result {
+            Ok(()) => self.incoming = Some(inc),
+            Err(e) => self.failure = Some(e),
+        }
+    }
+
+    /// Makes the message durable and says how it went, for the session.
+    pub async fn finish(mut self) -> ServerEvent {
+        self.write_batch().await;
+        let id = self.id.clone();
+        let Some(inc) = self.incoming.take() else {
+            return self.failed();
+        };
+        let arrival_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let envelope = queue_envelope(&self.id, &self.arrival, arrival_secs, inc.size());
+        let nrcpt = envelope.recipients.len();
+        let size = envelope.size;
+        let record = envelope.to_text().into_bytes();
+        match smol::unblock(move || inc.commit(&record)).await {
+            Ok(()) => {
+                log::info!(
+                    "{id}: from=<{}>, size={size}, nrcpt={nrcpt} (queue active)",
+                    self.arrival.sender
+                );
+                self.store.wake.queued(id.clone());
+                ServerEvent::MessageStored {
+                    queue_id: id.as_str().to_owned(),
+                }
+            }
+            Err(e) => {
+                self.failure = Some(e);
+                self.failed()
+            }
+        }
+    }
+
+    fn failed(&mut self) -> ServerEvent {
+        match self.failure.take() {
+            Some(e) => {
+                log::warn!("{}: cannot queue the message: {e}", self.id);
+                if e.is_no_space() {
+                    ServerEvent::QueueFull
+                } else {
+                    ServerEvent::QueueWriteFailed
+                }
+            }
+            None => ServerEvent::QueueWriteFailed,
+        }
+    }
+}
+
+/// The envelope record of a message just received.
+fn queue_envelope(id: &QueueId, a: &Arrival, arrival_secs: u64, size: u64) -> Envelope {
+    let recipients = a
+        .recipients
+        .iter()
+        .map(|r| Recipient::new(r.to_string()))
+        .collect();
+    let mut env = Envelope::new(id.clone(), a.sender.to_string(), arrival_secs, recipients);
+    env.size = size;
+    env.is_bounce = a.sender.is_null();
+    env.client = ClientFacts {
+        name: a.client.name.clone(),
+        addr: Some(a.client.addr),
+        helo: a.helo.clone().unwrap_or_default(),
+        protocol: a.protocol.to_owned(),
+        tls: a.tls.as_ref().map(tls_summary).unwrap_or_default(),
+    };
+    env
+}
+
+/// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`.
+pub fn tls_summary(t: &TlsFacts) -> String {
+    format!(
+        "{} with cipher {} ({}/{} bits)",
+        t.protocol, t.cipher, t.bits, t.bits
+    )
+}

@@ -1,0 +1,745 @@
+//! The relay's serving mode end to end: the real `certrelayd` binary, real sockets, real
+//! TLS (rustls on the client side), real spool files. Every wait is bounded.
+
+use certrelay_core::cert::{parse_certificates, parse_private_key, spki_der};
+use certrelay_core::fingerprint::{DigestKind, Fingerprint};
+use certrelay_suite::pki::{self, Ca, Issued};
+use certrelay_suite::{binary, TempDir};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// A small blocking SMTP client with rustls.
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+struct Smtp {
+    stream: Option<Stream>,
+    pending: Vec<u8>,
+}
+
+impl Smtp {
+    fn connect(port: u16) -> Smtp {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to relay");
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Smtp {
+            stream: Some(Stream::Plain(tcp)),
+            pending: Vec::new(),
+        }
+    }
+
+    fn stream(&mut self) -> &mut Stream {
+        self.stream.as_mut().expect("stream")
+    }
+
+    /// One line without CR LF; empty at end of stream.
+    fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.pending.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.pending.drain(..i + 2).collect();
+                return String::from_utf8_lossy(&line[..i]).into_owned();
+            }
+            let mut buf = [0u8; 4096];
+            let n = match self.stream().read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => return format!("<read error: {e}>"),
+            };
+            if n == 0 {
+                return String::new();
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// A whole reply, lines joined by `\n`.
+    fn reply(&mut self) -> String {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line();
+            let last = line.len() < 4 || line.as_bytes()[3] != b'-';
+            lines.push(line);
+            if last {
+                return lines.join("\n");
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream().write_all(bytes).expect("write");
+        self.stream().flush().expect("flush");
+    }
+
+    fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// The TLS handshake (after the `220` to STARTTLS), with an optional client chain.
+    fn tls(&mut self, ca_pem: &str, client: Option<(&str, &str)>) -> Result<(), String> {
+        assert!(self.pending.is_empty(), "bytes after the 220 to STARTTLS");
+        let mut roots = rustls::RootCertStore::empty();
+        for der in parse_certificates(ca_pem.as_bytes()).unwrap() {
+            roots.add(der).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(
+                    parse_certificates(chain.as_bytes()).unwrap(),
+                    parse_private_key(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let name = rustls::pki_types::ServerName::try_from("relay.test").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let Some(Stream::Plain(tcp)) = self.stream.take() else {
+            panic!("TLS twice")
+        };
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| e.to_string())?;
+        }
+        self.stream = Some(Stream::Tls(Box::new(tls)));
+        Ok(())
+    }
+
+    /// Greeting, EHLO, STARTTLS, handshake, EHLO again; returns the second EHLO reply.
+    fn start(port: u16, ca_pem: &str, client: Option<&Issued>) -> (Smtp, String) {
+        let mut s = Smtp::connect(port);
+        let banner = s.reply();
+        assert!(banner.starts_with("220 relay.test"), "{banner}");
+        let ehlo = s.cmd("EHLO laptop.test");
+        assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+        let ready = s.cmd("STARTTLS");
+        assert_eq!(ready, "220 2.0.0 Ready to start TLS");
+        s.tls(
+            ca_pem,
+            client.map(|c| (c.cert_pem.as_str(), c.key_pem.as_str())),
+        )
+        .expect("handshake");
+        let ehlo = s.cmd("EHLO laptop.test");
+        (s, ehlo)
+    }
+
+    /// MAIL, RCPT, DATA with a small message: the reply to each step, stopping at the first
+    /// refusal.
+    fn mail(&mut self, rcpt: &str) -> Result<String, String> {
+        let r = self.cmd("MAIL FROM:<me@laptop.test>");
+        if !r.starts_with("250") {
+            return Err(r);
+        }
+        let r = self.cmd(&format!("RCPT TO:<{rcpt}>"));
+        if !r.starts_with("250") {
+            return Err(r);
+        }
+        let r = self.cmd("DATA");
+        if !r.starts_with("354") {
+            return Err(r);
+        }
+        self.send(b"Subject: test\r\n\r\nhello from the laptop\r\n.\r\n");
+        let r = self.reply();
+        match r.strip_prefix("250 2.0.0 Ok: queued as ") {
+            Some(id) => Ok(id.to_owned()),
+            None => Err(r),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The relay process.
+
+struct Relay {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    dir: TempDir,
+    ports: Vec<u16>,
+}
+
+impl Relay {
+    fn start(dir: TempDir, ports: Vec<u16>) -> Relay {
+        let mut child = Command::new(binary("certrelayd"))
+            .args(["-c", dir.path().to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start certrelayd");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let relay = Relay {
+            child,
+            log,
+            dir,
+            ports,
+        };
+        relay.wait_log("daemon started");
+        relay
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (panics with the log after [`WAIT`]).
+    fn wait_log(&self, needle: &str) {
+        self.wait_log_count(needle, 1);
+    }
+
+    fn wait_log_count(&self, needle: &str, count: usize) {
+        let until = Instant::now() + WAIT;
+        while self.log().matches(needle).count() < count {
+            assert!(
+                Instant::now() < until,
+                "no {needle:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    fn port(&self) -> u16 {
+        self.ports[0]
+    }
+
+    fn spool_file(&self, name: &str) -> String {
+        let p = self.dir.path().join("spool/queue").join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// SIGTERM, then the exit status within a bound.
+    fn stop(self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.stop_waiting()
+    }
+
+    /// The exit status, within a bound.
+    fn stop_waiting(mut self) -> std::process::ExitStatus {
+        let until = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "certrelayd did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures.
+
+struct Pki {
+    ca: Ca,
+    laptop: Issued,
+}
+
+/// A relay directory: the relay's certificate, the CA file, a fingerprint map, main.cf with
+/// `extra` appended, and master.cf with one line per listener (`-o` options after the port).
+fn setup(label: &str, map: &str, extra: &str, listeners: &[&str]) -> (Relay, Pki) {
+    setup_with(label, &|_| map.to_owned(), extra, listeners)
+}
+
+/// As [`setup`], with a map made from the laptop's certificate.
+fn setup_with(
+    label: &str,
+    map: &dyn Fn(&Issued) -> String,
+    extra: &str,
+    listeners: &[&str],
+) -> (Relay, Pki) {
+    let dir = TempDir::new(label);
+    let ca = Ca::new("Test CA");
+    let server = ca.issue("relay.test", &["relay.test"], false);
+    let laptop = ca.issue("laptop", &[], true);
+    dir.write("relay.pem", &server.cert_pem);
+    dir.write("relay.key", &server.key_pem);
+    dir.write("ca.pem", &ca.cert_pem);
+    dir.write("relay_clientcerts", &map(&laptop));
+    write_main(&dir, extra);
+    let mut master = String::new();
+    let mut ports = Vec::new();
+    for opts in listeners {
+        let port = free_port();
+        ports.push(port);
+        master.push_str(&format!("127.0.0.1:{port} inet n - n - - smtpd\n"));
+        for o in opts.split_whitespace() {
+            master.push_str(&format!("  -o {o}\n"));
+        }
+    }
+    dir.write("master.cf", &master);
+    (Relay::start(dir, ports), Pki { ca, laptop })
+}
+
+fn write_main(dir: &TempDir, extra: &str) {
+    let d = dir.path().display();
+    dir.write(
+        "main.cf",
+        &format!(
+            "myhostname = relay.test\n\
+             mydestination = relay.test\n\
+             mynetworks = 192.0.2.0/24\n\
+             queue_directory = {d}/spool\n\
+             smtpd_tls_security_level = may\n\
+             smtpd_tls_cert_file = {d}/relay.pem\n\
+             smtpd_tls_key_file = {d}/relay.key\n\
+             smtpd_tls_CAfile = {d}/ca.pem\n\
+             smtpd_tls_ask_ccert = yes\n\
+             smtpd_tls_loglevel = 2\n\
+             relay_clientcerts = hash:{d}/relay_clientcerts\n\
+             smtpd_recipient_restrictions = permit_mynetworks, permit_tls_clientcerts, \
+             reject_unauth_destination\n\
+             {extra}"
+        ),
+    );
+}
+
+fn md5_line(der: &[u8]) -> String {
+    format!("{} laptop\n", Fingerprint::of(DigestKind::Md5, der))
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn listed_md5_certificate_relays_and_the_message_is_spooled() {
+    let (relay, pki) = setup_with(
+        "md5",
+        &|laptop| md5_line(&laptop.der),
+        "smtpd_tls_req_ccert = yes\n",
+        &[""],
+    );
+
+    let (mut s, ehlo) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert!(ehlo.starts_with("250-relay.test"), "{ehlo}");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    let id = s
+        .mail("someone@example.org")
+        .unwrap_or_else(|r| panic!("{r}\n{}", relay.log()));
+    assert_eq!(s.cmd("QUIT"), "221 2.0.0 Bye");
+
+    let msg = relay.spool_file(&format!("{id}.msg"));
+    assert!(
+        msg.starts_with("Received: from laptop.test (unknown [127.0.0.1])"),
+        "{msg}"
+    );
+    assert!(msg.contains(&format!("with ESMTPS id {id}")), "{msg}");
+    assert!(
+        msg.ends_with("Subject: test\r\n\r\nhello from the laptop\r\n"),
+        "{msg}"
+    );
+    let env = relay.spool_file(&format!("{id}.env"));
+    assert!(env.contains("sender: me@laptop.test\n"), "{env}");
+    assert!(env.contains("rcpt: someone@example.org\n"), "{env}");
+    assert!(env.contains("state: pending\n"), "{env}");
+    assert!(env.contains("protocol: ESMTPS\n"), "{env}");
+
+    let md5 = Fingerprint::of(DigestKind::Md5, &pki.laptop.der).to_string();
+    relay.wait_log(&format!("{id}: from=<me@laptop.test>"));
+    let log = relay.log();
+    assert!(
+        log.contains("Trusted TLS connection established from unknown[127.0.0.1]: TLSv1.3"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("fingerprint={md5}")), "{log}");
+    assert!(log.contains("subject_CN=laptop, issuer=Test CA"), "{log}");
+    assert!(
+        log.contains(&format!("{id}: client=unknown[127.0.0.1]")),
+        "{log}"
+    );
+
+    let status = relay.stop();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn self_signed_listed_certificate_relays_unless_a_trusted_one_is_required() {
+    let me = pki::self_signed_client("selfie");
+    let (relay, pki) = setup(
+        "selfsigned",
+        &md5_line(&me.der),
+        "",
+        &["", "smtpd_tls_req_ccert=yes"],
+    );
+    let (mut s, _) = Smtp::start(relay.ports[0], &pki.ca.cert_pem, Some(&me));
+    let r = s.mail("someone@example.org");
+    assert!(r.is_ok(), "{r:?}\n{}", relay.log());
+
+    let (mut s, ehlo) = Smtp::start(relay.ports[1], &pki.ca.cert_pem, Some(&me));
+    assert_eq!(
+        ehlo,
+        "421 4.7.1 relay.test Error: Client certificate not trusted"
+    );
+    assert_eq!(s.line(), "", "the connection closes");
+    let log = relay.log();
+    assert!(
+        log.contains("Untrusted TLS connection established"),
+        "{log}"
+    );
+}
+
+#[test]
+fn no_certificate_with_req_ccert_gets_421() {
+    let (relay, pki) = setup("nocert", "", "smtpd_tls_req_ccert = yes\n", &[""]);
+    let (mut s, ehlo) = Smtp::start(relay.port(), &pki.ca.cert_pem, None);
+    assert_eq!(
+        ehlo,
+        "421 4.7.1 relay.test Error: No client certificate presented"
+    );
+    assert_eq!(s.line(), "");
+    assert!(
+        relay.log().contains("Anonymous TLS connection established"),
+        "{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn unlisted_trusted_certificate_is_denied_relay() {
+    let (relay, pki) = setup("unlisted", "", "smtpd_tls_req_ccert = yes\n", &[""]);
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    let r = s.mail("someone@example.org");
+    assert_eq!(
+        r,
+        Err("554 5.7.1 <someone@example.org>: Relay access denied".to_owned())
+    );
+    relay.wait_log(
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <someone@example.org>: \
+         Relay access denied; from=<me@laptop.test> to=<someone@example.org> proto=ESMTP \
+         helo=<laptop.test>",
+    );
+}
+
+#[test]
+fn mail_before_starttls_at_encrypt_gets_530() {
+    let (relay, _pki) = setup("encrypt", "", "smtpd_tls_security_level = encrypt\n", &[""]);
+    let mut s = Smtp::connect(relay.port());
+    s.reply();
+    s.cmd("EHLO laptop.test");
+    assert_eq!(
+        s.cmd("MAIL FROM:<me@laptop.test>"),
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+}
+
+#[test]
+fn chain_deeper_than_verifydepth_is_untrusted() {
+    let (relay, pki) = setup(
+        "depth",
+        "",
+        "smtpd_tls_req_ccert = yes\nsmtpd_tls_ccert_verifydepth = 1\n",
+        &["", "smtpd_tls_ccert_verifydepth=2"],
+    );
+    let sub = pki.ca.intermediate("Sub CA");
+    let leaf = sub.issue("deep-laptop", &[], true);
+    let chained = Issued {
+        cert_pem: format!("{}{}", leaf.cert_pem, sub.cert_pem),
+        key_pem: leaf.key_pem.clone(),
+        der: leaf.der.clone(),
+    };
+    let (_s, ehlo) = Smtp::start(relay.ports[0], &pki.ca.cert_pem, Some(&chained));
+    assert_eq!(
+        ehlo,
+        "421 4.7.1 relay.test Error: Client certificate not trusted"
+    );
+    relay.wait_log("certificate not trusted: chain is 2 CAs deep, limit 1");
+    // One CA more allowed: the same chain is trusted.
+    let (mut s, ehlo) = Smtp::start(relay.ports[1], &pki.ca.cert_pem, Some(&chained));
+    assert!(ehlo.starts_with("250-relay.test"), "{ehlo}");
+    assert!(s.cmd("MAIL FROM:<me@laptop.test>").starts_with("250"));
+}
+
+#[test]
+fn sha256_and_public_key_entries_match() {
+    let ca = Ca::new("Other CA");
+    let by_cert = ca.issue("by-cert", &[], true);
+    let by_key = ca.issue("by-key", &[], true);
+    let map = format!(
+        "{} cert-entry\n{} key-entry\n",
+        Fingerprint::of(DigestKind::Sha256, &by_cert.der),
+        Fingerprint::of(DigestKind::Sha256, spki_der(&by_key.der).unwrap())
+    );
+    let (relay, pki) = setup("sha256", &map, "", &[""]);
+    for client in [&by_cert, &by_key] {
+        let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(client));
+        let r = s.mail("someone@example.org");
+        assert!(r.is_ok(), "{r:?}\n{}", relay.log());
+    }
+    // The relay's own CA's laptop is not listed.
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert!(s
+        .mail("someone@example.org")
+        .unwrap_err()
+        .starts_with("554 5.7.1"));
+}
+
+#[test]
+fn commands_pipelined_after_starttls_are_not_executed() {
+    let (relay, pki) = setup("pipelined", "", "", &[""]);
+    let mut s = Smtp::connect(relay.port());
+    s.reply();
+    s.cmd("EHLO laptop.test");
+    s.send(b"STARTTLS\r\nNOOP\r\n");
+    assert_eq!(s.reply(), "220 2.0.0 Ready to start TLS");
+    match s.tls(&pki.ca.cert_pem, None) {
+        Ok(()) => {
+            // The first reply inside TLS answers our EHLO, not the NOOP.
+            let ehlo = s.cmd("EHLO laptop.test");
+            assert!(ehlo.starts_with("250-relay.test"), "{ehlo}");
+            relay.wait_log("discarded 6 bytes of plaintext sent after STARTTLS");
+            assert_eq!(s.cmd("QUIT"), "221 2.0.0 Bye");
+            // The session's command counts: no NOOP ran.
+            relay.wait_log("disconnect from unknown[127.0.0.1] ehlo=2 starttls=1 quit=1");
+        }
+        // Had the NOOP arrived after the server's read, it broke the handshake instead:
+        // still never executed.
+        Err(_) => relay.wait_log("TLS handshake failed"),
+    }
+    assert!(!relay.log().contains("noop"), "{}", relay.log());
+}
+
+#[test]
+fn local_mail_needs_no_certificate_on_a_listener_that_allows_it() {
+    let (relay, _pki) = setup(
+        "twolisteners",
+        "",
+        "",
+        &["smtpd_tls_req_ccert=yes", "smtpd_tls_security_level=may"],
+    );
+    // Listener 2: plaintext, mail for mydestination accepted, other mail refused.
+    let mut s = Smtp::connect(relay.ports[1]);
+    s.reply();
+    assert!(s.cmd("EHLO outside.test").starts_with("250-relay.test"));
+    let id = s
+        .mail("user@relay.test")
+        .unwrap_or_else(|r| panic!("{r}\n{}", relay.log()));
+    let env = relay.spool_file(&format!("{id}.env"));
+    assert!(env.contains("protocol: ESMTP\n"), "{env}");
+    assert_eq!(
+        s.mail("someone@example.org"),
+        Err("554 5.7.1 <someone@example.org>: Relay access denied".to_owned())
+    );
+    // Listener 1: TLS first.
+    let mut s = Smtp::connect(relay.ports[0]);
+    s.reply();
+    s.cmd("EHLO outside.test");
+    assert_eq!(
+        s.cmd("MAIL FROM:<me@outside.test>"),
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+}
+
+#[test]
+fn sighup_applies_a_new_map_and_keeps_the_old_one_when_the_new_is_broken() {
+    let (relay, pki) = setup("sighup", "", "", &[""]);
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert!(s
+        .mail("someone@example.org")
+        .unwrap_err()
+        .starts_with("554 5.7.1"));
+    drop(s);
+
+    relay
+        .dir
+        .write("relay_clientcerts", &md5_line(&pki.laptop.der));
+    relay.signal("HUP");
+    relay.wait_log("configuration reloaded");
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
+    drop(s);
+
+    // A map that cannot be read: refused, the old map keeps serving.
+    let missing = relay.dir.path().join("no-such-map");
+    let main = std::fs::read_to_string(relay.dir.path().join("main.cf")).unwrap();
+    relay.dir.write(
+        "main.cf",
+        &format!("{main}relay_clientcerts = hash:{}\n", missing.display()),
+    );
+    relay.signal("HUP");
+    relay.wait_log("configuration not reloaded");
+    // The refusal names the file and line of the parameter, and the missing map.
+    let main_cf = relay.dir.path().join("main.cf");
+    let log = relay.log();
+    let refusal = log
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "error: {}:13: relay_clientcerts",
+                main_cf.display()
+            ))
+        })
+        .unwrap_or_else(|| panic!("no refusal naming main.cf:13 in\n{log}"));
+    assert!(refusal.contains("no-such-map"), "{refusal}");
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
+}
+
+#[test]
+fn too_many_connections_from_one_client_get_421() {
+    let (relay, _pki) = setup(
+        "toomany",
+        "",
+        "smtpd_client_connection_count_limit = 1\n",
+        &[""],
+    );
+    let mut first = Smtp::connect(relay.port());
+    assert!(first.reply().starts_with("220 "));
+    let mut second = Smtp::connect(relay.port());
+    assert_eq!(
+        second.reply(),
+        "421 4.7.0 relay.test Error: too many connections from 127.0.0.1"
+    );
+    assert_eq!(second.line(), "");
+    relay.wait_log("Connection concurrency limit exceeded: 2 from unknown[127.0.0.1]");
+    assert_eq!(first.cmd("QUIT"), "221 2.0.0 Bye");
+    // Once the first session is over, a new one is welcome.
+    let until = Instant::now() + WAIT;
+    loop {
+        let mut third = Smtp::connect(relay.port());
+        let r = third.reply();
+        if r.starts_with("220 ") {
+            break;
+        }
+        assert!(Instant::now() < until, "still refused: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn broken_configuration_refuses_to_start_with_file_and_line() {
+    let dir = TempDir::new("broken");
+    dir.write(
+        "main.cf",
+        "myhostname = relay.test\nsmtpd_tls_ask_ccert = perhaps\n",
+    );
+    let out = Command::new(binary("certrelayd"))
+        .args(["-c", dir.path().to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let main_cf: PathBuf = dir.path().join("main.cf");
+    assert!(
+        err.contains(&format!("error: {}:2:", main_cf.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_lets_the_session_in_progress_finish_and_exits_0() {
+    let (relay, pki) = setup_with("sigterm", &|l| md5_line(&l.der), "", &[""]);
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    relay.signal("TERM");
+    relay.wait_log("terminating on signal 15");
+    // No new connections...
+    let until = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", relay.port())).is_ok() {
+        assert!(Instant::now() < until, "still accepting:\n{}", relay.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...but the session in progress completes its mail.
+    let id = s
+        .mail("someone@example.org")
+        .unwrap_or_else(|r| panic!("{r}"));
+    assert!(relay
+        .spool_file(&format!("{id}.env"))
+        .contains("rcpt: someone@example.org"));
+    assert_eq!(s.cmd("QUIT"), "221 2.0.0 Bye");
+    let status = relay.stop_waiting();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn idle_clients_and_stalled_handshakes_time_out() {
+    let (relay, _pki) = setup("timeout", "", "smtpd_timeout = 1s\n", &[""]);
+    let mut idle = Smtp::connect(relay.port());
+    assert!(idle.reply().starts_with("220 "));
+    assert_eq!(idle.reply(), "421 4.4.2 relay.test Error: timeout exceeded");
+    assert_eq!(idle.line(), "");
+    relay.wait_log("timeout after CONNECT from unknown[127.0.0.1]");
+
+    let mut stalled = Smtp::connect(relay.port());
+    stalled.reply();
+    stalled.cmd("EHLO laptop.test");
+    assert_eq!(stalled.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS");
+    // No ClientHello follows: the relay gives up after smtpd_timeout and closes.
+    assert_eq!(stalled.line(), "");
+    relay.wait_log("TLS handshake failed from unknown[127.0.0.1]: timeout");
+}
