@@ -137,7 +137,10 @@ pub mod pki {
             params.distinguished_name.push(DnType::CommonName, cn);
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             let cert = params.signed_by(&key, &self.issuer).expect("sign");
-            Ca { cert_pem: cert.pem(), issuer: Issuer::new(params, key) }
+            Ca {
+                cert_pem: cert.pem(),
+                issuer: Issuer::new(params, key),
+            }
         }
     }
 
@@ -148,6 +151,10 @@ pub mod pki {
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.self_signed(&key).expect("self-sign");
-        Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
     }
 }
