@@ -3,16 +3,16 @@
 
 use certrelay_core::cert::{parse_certificates, parse_private_key, spki_der};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
+use certrelay_suite::daemon::{free_port, Daemon, WAIT};
 use certrelay_suite::pki::{self, Ca, Issued};
 use certrelay_suite::{binary, TempDir};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(20);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
@@ -190,70 +190,28 @@ impl Smtp {
 // ---------------------------------------------------------------------------------------
 // The relay process.
 
+/// certrelayd running on a directory of its own.
 struct Relay {
-    child: Child,
-    log: Arc<Mutex<String>>,
+    daemon: Daemon,
     dir: TempDir,
     ports: Vec<u16>,
 }
 
+impl std::ops::Deref for Relay {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
 impl Relay {
     fn start(dir: TempDir, ports: Vec<u16>) -> Relay {
-        let mut child = Command::new(binary("certrelayd"))
-            .args(["-c", dir.path().to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start certrelayd");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let relay = Relay {
-            child,
-            log,
-            dir,
-            ports,
-        };
-        relay.wait_log("daemon started");
-        relay
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits until the log contains `needle` (panics with the log after [`WAIT`]).
-    fn wait_log(&self, needle: &str) {
-        self.wait_log_count(needle, 1);
-    }
-
-    fn wait_log_count(&self, needle: &str, count: usize) {
-        let until = Instant::now() + WAIT;
-        while self.log().matches(needle).count() < count {
-            assert!(
-                Instant::now() < until,
-                "no {needle:?} in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        let daemon = Daemon::start(
+            &binary("certrelayd"),
+            &["-c", dir.path().to_str().unwrap()],
+            "daemon started",
+        );
+        Relay { daemon, dir, ports }
     }
 
     fn port(&self) -> u16 {
@@ -265,42 +223,13 @@ impl Relay {
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
-    /// SIGTERM, then the exit status within a bound.
     fn stop(self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        self.stop_waiting()
+        self.daemon.stop()
     }
 
-    /// The exit status, within a bound.
-    fn stop_waiting(mut self) -> std::process::ExitStatus {
-        let until = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < until,
-                "certrelayd did not stop:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn stop_waiting(self) -> std::process::ExitStatus {
+        self.daemon.stop_waiting()
     }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -742,4 +671,66 @@ fn idle_clients_and_stalled_handshakes_time_out() {
     // No ClientHello follows: the relay gives up after smtpd_timeout and closes.
     assert_eq!(stalled.line(), "");
     relay.wait_log("TLS handshake failed from unknown[127.0.0.1]: timeout");
+}
+
+// ---------------------------------------------------------------------------------------
+// Interop with a real peer: swaks (run by .ci/run, which installs it).
+
+/// Runs swaks against the relay with STARTTLS, with or without a client certificate.
+fn swaks(relay: &Relay, cert: Option<(&std::path::Path, &std::path::Path)>) -> String {
+    let port = relay.port().to_string();
+    let server = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "--server",
+        &server,
+        "--tls",
+        "--ehlo",
+        "laptop.test",
+        "--from",
+        "me@laptop.test",
+        "--to",
+        "friend@elsewhere.example",
+        "--timeout",
+        "15",
+    ];
+    let (c, k);
+    if let Some((cert, key)) = cert {
+        c = cert.display().to_string();
+        k = key.display().to_string();
+        args.extend(["--tls-cert", &c, "--tls-key", &k]);
+    }
+    let out = Command::new("swaks")
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("swaks is installed (apt-get install swaks)");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+#[ignore = "interop: needs swaks (installed by .ci/run)"]
+fn interop_swaks_with_a_listed_certificate_relays_and_without_one_is_refused() {
+    let (relay, pki) = setup_with("swaks", &|laptop| md5_line(&laptop.der), "", &[""]);
+    let cert = relay.dir.write("laptop.pem", &pki.laptop.cert_pem);
+    let key = relay.dir.write("laptop.key", &pki.laptop.key_pem);
+
+    let with = swaks(&relay, Some((&cert, &key)));
+    assert!(
+        with.contains("<~  250 2.0.0 Ok: queued as"),
+        "{with}\n{}",
+        relay.log()
+    );
+    assert!(
+        relay.log().contains("Trusted TLS connection established"),
+        "{}",
+        relay.log()
+    );
+
+    let without = swaks(&relay, None);
+    assert!(
+        without.contains("<~* 554 5.7.1 <friend@elsewhere.example>: Relay access denied"),
+        "{without}\n{}",
+        relay.log()
+    );
+    assert!(relay.stop().success());
 }
