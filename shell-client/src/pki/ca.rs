@@ -314,7 +314,10 @@ pub fn keygen(out_dir: &Path, name: &str) -> Result<KeygenFiles, PkiError> {
     files::refuse_existing(&[&key_path, &csr_path, &cert_path])?;
     let key = KeyPair::generate().map_err(generate_error("the key"))?;
     let params = client_params(name, &key);
-    let csr = params
+    // A request carries no serial number: the CA chooses it.
+    let mut request = params.clone();
+    request.serial_number = None;
+    let csr = request
         .serialize_request(&key)
         .and_then(|csr| csr.pem())
         .map_err(generate_error("the signing request"))?;

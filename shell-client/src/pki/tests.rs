@@ -110,7 +110,13 @@ fn map_line_and_chains() {
     let dir = Scratch::new("chain");
     let chain = format!("{VECTOR_PEM}{KEY_PEM}{VECTOR_PEM}");
     let file = dir.write("chain.pem", chain.as_bytes());
-    let got = fingerprint(&[file.clone()], DigestKind::Md5, false, Some(" laptop ")).unwrap();
+    let got = fingerprint(
+        std::slice::from_ref(&file),
+        DigestKind::Md5,
+        false,
+        Some(" laptop "),
+    )
+    .unwrap();
     let line = "DA:E4:BC:B5:63:1D:C2:2F:B1:14:5A:0B:7A:52:EA:C6 laptop";
     let want = format!(
         "# {f}: certificate 1 of 2, CN=vector.test\n{line}\n\
@@ -155,7 +161,7 @@ fn a_file_without_a_certificate_is_named_with_what_it_holds() {
     ];
     for (name, data, want) in cases {
         let path = dir.write(name, data);
-        let err = fingerprint(&[path.clone()], DigestKind::Sha256, false, None)
+        let err = fingerprint(std::slice::from_ref(&path), DigestKind::Sha256, false, None)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with(&path.display().to_string()), "{err}");
