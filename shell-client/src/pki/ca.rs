@@ -155,6 +155,12 @@ fn generate_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> PkiError {
 /// and every extra name (an IP address literal becomes an IP SAN) for server authentication.
 /// Refuses to overwrite any of `ca.pem`, `ca.key`, `relay.pem`, `relay.key`.
 pub fn ca_init(dir: &Path, myhostname: &str, extra_names: &[String]) -> Result<CaFiles, PkiError> {
+    if myhostname.trim().is_empty() {
+        return Err(PkiError::BadName {
+            name: myhostname.to_string(),
+            reason: "the relay needs a host name (myhostname) for its certificate",
+        });
+    }
     let dir = files::absolute_dir(dir)?;
     let out = CaFiles {
         ca_cert: dir.join("ca.pem"),

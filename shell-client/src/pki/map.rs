@@ -216,12 +216,23 @@ mod tests {
         "C8:18:67:93:73:09:17:EF:E4:17:55:01:78:86:01:CA:BD:DF:4F:43:48:8C:79:DE:71:D4:84:13:11:B6:CB:5C";
     const MD5: &str = "9A:A2:08:62:85:79:93:04:88:3A:36:28:76:A3:82:11";
 
-    fn scratch(label: &str) -> PathBuf {
+    /// A directory removed when the guard drops.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A fresh directory and the table path inside it.
+    fn scratch(label: &str) -> (Scratch, PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("certrelay-pki-map-{label}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        dir.join("relay_clientcerts")
+        let table = dir.join("relay_clientcerts");
+        (Scratch(dir), table)
     }
 
     const SEED: &str = "# laptops of the office\n\
@@ -234,7 +245,7 @@ mod tests {
 
     #[test]
     fn allow_appends_canonical_form_and_keeps_the_rest() {
-        let path = scratch("allow");
+        let (_dir, path) = scratch("allow");
         fs::write(&path, SEED.trim_end_matches('\n')).unwrap();
         let lower = SHA256.to_ascii_lowercase().replace(':', "");
         let edit = allow(&path, &lower, "alice").unwrap();
@@ -254,7 +265,7 @@ mod tests {
 
     #[test]
     fn allow_refuses_duplicates_and_bad_input() {
-        let path = scratch("dup");
+        let (_dir, path) = scratch("dup");
         fs::write(&path, SEED).unwrap();
         let md5_lower = MD5.to_ascii_lowercase();
         allow(&path, &md5_lower, "new").unwrap();
@@ -285,14 +296,14 @@ mod tests {
 
     #[test]
     fn allow_creates_a_missing_table() {
-        let path = scratch("fresh");
+        let (_dir, path) = scratch("fresh");
         allow(&path, MD5, "first").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("{MD5} first\n"));
     }
 
     #[test]
     fn revoke_by_name_takes_continuation_lines_and_keeps_comments() {
-        let path = scratch("revoke-name");
+        let (_dir, path) = scratch("revoke-name");
         fs::write(&path, SEED).unwrap();
         let edit = revoke(&path, "bob bob-laptop").unwrap();
         assert_eq!(edit.removed.len(), 2, "{edit:?}");
@@ -310,7 +321,7 @@ mod tests {
 
     #[test]
     fn revoke_by_fingerprint_in_any_spelling() {
-        let path = scratch("revoke-fp");
+        let (_dir, path) = scratch("revoke-fp");
         fs::write(&path, format!("{SEED}{SHA256} a\n{SHA256} again\n")).unwrap();
         let spelled = SHA256.to_ascii_lowercase().replace(':', "");
         let edit = revoke(&path, &spelled).unwrap();
@@ -328,7 +339,7 @@ mod tests {
 
     #[test]
     fn revoke_keeps_a_missing_final_newline() {
-        let path = scratch("revoke-nl");
+        let (_dir, path) = scratch("revoke-nl");
         fs::write(&path, format!("{MD5} a\n# tail")).unwrap();
         revoke(&path, "a").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "# tail");
