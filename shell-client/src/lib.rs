@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod conf;
 pub mod deliver;
+pub mod pki;
 pub mod resolver;
 pub mod route;
 pub mod runner;

@@ -1,0 +1,265 @@
+//! Certificates without openssl: fingerprints, a small private CA, laptop keys, and edits of
+//! the `relay_clientcerts` table.
+//!
+//! What this module does not do: reload a running relay (the caller signals it when a table
+//! edit reports a change), encrypt keys (Postfix wants them unencrypted, so they are written
+//! mode 0600 instead), revoke certificates by CRL (revoking here means removing the
+//! fingerprint from the table, which is what the relay checks), or export PKCS#12.
+//!
+//! Each command is a library function taking plain arguments and returning the text to print,
+//! so the command lines stay thin; the intended command line is in each doc comment.
+
+mod ca;
+mod files;
+mod map;
+
+pub use ca::{ca_init, ca_issue, ca_sign, keygen, CaFiles, IssuedClient, KeygenFiles};
+pub use map::{allow, revoke, MapEdit};
+
+use certrelay_core::cert::{parse_certificates, spki_der, subject_cn, CertError};
+use certrelay_core::fingerprint::{DigestKind, Fingerprint, FingerprintError};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a certificate command failed.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum PkiError {
+    /// Reading or writing a file failed.
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done (`read`, `create`, ...).
+        action: &'static str,
+        /// What the system said.
+        err: io::Error,
+    },
+    /// A file given as a certificate holds none.
+    NotCertificate {
+        /// The file.
+        path: PathBuf,
+        /// What it holds instead.
+        found: String,
+    },
+    /// A file to be written exists already; nothing is overwritten.
+    Exists(PathBuf),
+    /// A name or label that cannot be used.
+    BadName {
+        /// The name as given.
+        name: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// A fingerprint text that does not parse.
+    BadFingerprint {
+        /// The text as given.
+        text: String,
+        /// What is wrong with it.
+        err: FingerprintError,
+    },
+    /// The table already has this fingerprint or name.
+    Duplicate {
+        /// The table file.
+        path: PathBuf,
+        /// The line of the existing entry, from 1.
+        line: usize,
+        /// What is duplicated, for the message (`fingerprint ...`, `name "..."`).
+        what: String,
+    },
+    /// Nothing in the table matches what was to be removed.
+    NotListed {
+        /// The table file.
+        path: PathBuf,
+        /// The name or fingerprint asked for.
+        wanted: String,
+    },
+    /// A key, CA or request file that cannot be used.
+    BadInput {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rcgen refused to make a key, certificate or request.
+    Generate {
+        /// What was being made.
+        what: &'static str,
+        /// rcgen's reason.
+        reason: String,
+    },
+}
+
+impl fmt::Display for PkiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PkiError::Io { path, action, err } => {
+                write!(f, "cannot {action} {}: {err}", path.display())
+            }
+            PkiError::NotCertificate { path, found } => {
+                write!(f, "{}: {found}", path.display())
+            }
+            PkiError::Exists(path) => write!(
+                f,
+                "{} exists already; not overwriting it (move it away first)",
+                path.display()
+            ),
+            PkiError::BadName { name, reason } => write!(f, "name {name:?}: {reason}"),
+            PkiError::BadFingerprint { text, err } => {
+                write!(f, "{text:?} is not a fingerprint: {err}")
+            }
+            PkiError::Duplicate { path, line, what } => write!(
+                f,
+                "{}:{line}: {what} is listed already; nothing changed",
+                path.display()
+            ),
+            PkiError::NotListed { path, wanted } => write!(
+                f,
+                "{}: no entry has the name or fingerprint {wanted:?}; nothing changed",
+                path.display()
+            ),
+            PkiError::BadInput { path, reason } => write!(f, "{}: {reason}", path.display()),
+            PkiError::Generate { what, reason } => write!(f, "cannot make {what}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for PkiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PkiError::Io { err, .. } => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// Fingerprints of every certificate in `files` (PEM with one or more certificates, or one
+/// DER certificate), in file order.
+///
+/// Command line: `certrelay fingerprint [--digest md5|sha1|sha256|sha512] [--pubkey]
+/// [--map-line LABEL] FILE...` (the caller parses the digest with
+/// [`DigestKind::from_config_name`]; sha256 is the sensible default).
+///
+/// Each line is what `openssl x509 -noout -fingerprint -<digest> -in FILE` (OpenSSL 3) prints,
+/// e.g. `sha256 Fingerprint=C8:18:...`. With `pubkey` the digest is of the public key (DER
+/// SubjectPublicKeyInfo) and the line says so: `sha256 Public Key Fingerprint=...`. With a
+/// `map_line_label` each line is a `relay_clientcerts` entry, `<fingerprint> <label>`. When
+/// there is more than one certificate, each line follows a `#` comment naming the file, the
+/// certificate's place in it and its subject CN (a comment, so the output can be pasted into
+/// the table as it is).
+pub fn fingerprint(
+    files: &[PathBuf],
+    digest: DigestKind,
+    pubkey: bool,
+    map_line_label: Option<&str>,
+) -> Result<String, PkiError> {
+    if let Some(label) = map_line_label {
+        check_label(label)?;
+    }
+    let mut found = Vec::new();
+    for path in files {
+        let certs = read_certificates(path)?;
+        let count = certs.len();
+        for (index, der) in certs.into_iter().enumerate() {
+            found.push((path, index + 1, count, der));
+        }
+    }
+    let mut out = String::new();
+    let several = found.len() > 1;
+    for (path, number, count, der) in &found {
+        if several {
+            let cn = subject_cn(der).unwrap_or_else(|| String::from("no CN"));
+            out.push_str(&format!(
+                "# {}: certificate {number} of {count}, CN={cn}\n",
+                path.display()
+            ));
+        }
+        let data: &[u8] = if pubkey {
+            spki_der(der).ok_or_else(|| PkiError::NotCertificate {
+                path: (*path).clone(),
+                found: format!("certificate {number} has no readable public key"),
+            })?
+        } else {
+            der
+        };
+        let print = Fingerprint::of(digest, data);
+        let line = match map_line_label {
+            Some(label) => print.relay_clientcerts_line(label.trim()),
+            None => fingerprint_line(digest, pubkey, &print),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `sha256 Fingerprint=AB:...`, OpenSSL 3's spelling (lower-case digest name).
+fn fingerprint_line(digest: DigestKind, pubkey: bool, print: &Fingerprint) -> String {
+    let what = if pubkey { " Public Key" } else { "" };
+    format!("{}{what} Fingerprint={print}", digest.config_name())
+}
+
+/// The certificates of a file, or an error that names the file and says what it holds.
+fn read_certificates(
+    path: &Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, PkiError> {
+    let data = files::read(path)?;
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Err(PkiError::NotCertificate {
+            path: path.to_path_buf(),
+            found: String::from("empty file, no certificate in it"),
+        });
+    }
+    parse_certificates(&data).map_err(|err| PkiError::NotCertificate {
+        path: path.to_path_buf(),
+        found: describe_cert_error(&err),
+    })
+}
+
+fn describe_cert_error(err: &CertError) -> String {
+    match err {
+        CertError::NotPemOrDer => String::from("neither PEM text nor a DER certificate"),
+        CertError::NoCertificate { found: None } => {
+            String::from("PEM text with no certificate in it")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A label for a table entry: one line of printable text.
+fn check_label(label: &str) -> Result<(), PkiError> {
+    let reason = if label.trim().is_empty() {
+        "a table entry needs a non-empty name"
+    } else if label.chars().any(char::is_control) {
+        "control characters or line breaks cannot be part of a table entry"
+    } else {
+        return Ok(());
+    };
+    Err(PkiError::BadName {
+        name: label.to_string(),
+        reason,
+    })
+}
+
+/// A name that becomes a certificate's CN, a table label and a file name.
+fn check_file_name(name: &str) -> Result<(), PkiError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@');
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name.starts_with(['.', '-']) {
+        "it must not start with '.' or '-' (it becomes a file name)"
+    } else if !name.chars().all(allowed) {
+        "use letters, digits and . - _ @ only (it becomes a file name and a table entry)"
+    } else if name.len() > 64 {
+        "longer than 64 characters, the most a certificate CN may hold"
+    } else {
+        return Ok(());
+    };
+    Err(PkiError::BadName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,488 @@
+//! A small private CA for one relay and its laptops, and keys made on a laptop.
+//!
+//! Everything is ECDSA P-256 (rcgen's default, which webpki and OpenSSL both accept). The CA
+//! may sign end certificates only (path length 0). Keys are PEM, unencrypted, mode 0600.
+
+use super::map::{add_entry, check_not_listed, MapEdit};
+use super::{check_file_name, files, PkiError};
+use certrelay_core::cert::{parse_certificates, spki_der};
+use certrelay_core::fingerprint::{DigestKind, Fingerprint};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber,
+};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Lifetime of the CA and the relay's certificate.
+const CA_YEARS: i32 = 10;
+/// Lifetime of a laptop's certificate.
+const CLIENT_YEARS: i32 = 2;
+
+/// The files `ca_init` wrote, all absolute paths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaFiles {
+    /// The CA certificate (`ca.pem`), also the relay's `smtpd_tls_CAfile`.
+    pub ca_cert: PathBuf,
+    /// The CA key (`ca.key`, mode 0600).
+    pub ca_key: PathBuf,
+    /// The relay's certificate followed by the CA's (`relay.pem`).
+    pub relay_cert: PathBuf,
+    /// The relay's key (`relay.key`, mode 0600).
+    pub relay_key: PathBuf,
+}
+
+impl CaFiles {
+    /// The relay's `main.cf` lines that use these files.
+    pub fn main_cf_lines(&self) -> String {
+        format!(
+            "smtpd_tls_cert_file = {}\n\
+             smtpd_tls_key_file = {}\n\
+             smtpd_tls_CAfile = {}\n",
+            self.relay_cert.display(),
+            self.relay_key.display(),
+            self.ca_cert.display()
+        )
+    }
+}
+
+/// A laptop certificate signed by the CA, and the table entry that lets it relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedClient {
+    /// The laptop's name: the certificate's CN and the table label.
+    pub name: String,
+    /// The certificate file; with `key_included`, the key follows the certificate in it.
+    pub cert_file: PathBuf,
+    /// Whether `cert_file` holds the key too (issued here) or not (signed from a request).
+    pub key_included: bool,
+    /// A copy of the CA certificate, for the laptop's `smtp_tls_CAfile`.
+    pub ca_file: PathBuf,
+    /// SHA-256 fingerprint of the certificate, as listed in the table.
+    pub fingerprint: Fingerprint,
+    /// The table edit.
+    pub map_edit: MapEdit,
+}
+
+impl IssuedClient {
+    /// What to tell the user: the files, the table line, the laptop's `main.cf` lines.
+    pub fn report(&self) -> String {
+        let name = file_name(&self.cert_file);
+        let ca = file_name(&self.ca_file);
+        let mut out = format!(
+            "certificate for {}: {}{}\nCA certificate for the laptop: {}\n{}",
+            self.name,
+            self.cert_file.display(),
+            if self.key_included {
+                " (with its key, mode 0600)"
+            } else {
+                ""
+            },
+            self.ca_file.display(),
+            self.map_edit.report(),
+        );
+        out.push_str("laptop main.cf, after copying the files to /etc/certrelay/ there:\n");
+        out.push_str(&format!("  smtp_tls_cert_file = /etc/certrelay/{name}\n"));
+        if self.key_included {
+            out.push_str("  smtp_tls_key_file = $smtp_tls_cert_file\n");
+        } else {
+            out.push_str(&format!(
+                "  smtp_tls_key_file = /etc/certrelay/{}.key\n",
+                self.name
+            ));
+        }
+        out.push_str(&format!("  smtp_tls_CAfile = /etc/certrelay/{ca}\n"));
+        out
+    }
+}
+
+/// The files `keygen` wrote on the laptop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeygenFiles {
+    /// The private key (`NAME.key`, mode 0600).
+    pub key: PathBuf,
+    /// The signing request for the relay's CA (`NAME.csr`).
+    pub csr: PathBuf,
+    /// A self-signed client certificate (`NAME.pem`), for set-ups that pin fingerprints only.
+    pub cert: PathBuf,
+    /// SHA-256 fingerprint of that certificate.
+    pub fingerprint: Fingerprint,
+    /// SHA-256 fingerprint of the public key; it stays the same when the CA later signs the
+    /// request, so it can be listed instead.
+    pub pubkey_fingerprint: Fingerprint,
+    /// The laptop's name.
+    pub name: String,
+}
+
+impl KeygenFiles {
+    /// What to tell the user: the files, both fingerprints and the relay's table line.
+    pub fn report(&self) -> String {
+        format!(
+            "key: {} (mode 0600, stays on this machine)\n\
+             request for the relay's CA: {}\n\
+             self-signed certificate: {}\n\
+             sha256 Fingerprint={}\n\
+             sha256 Public Key Fingerprint={}\n\
+             relay_clientcerts line (either fingerprint works):\n{}\n",
+            self.key.display(),
+            self.csr.display(),
+            self.cert.display(),
+            self.fingerprint,
+            self.pubkey_fingerprint,
+            self.fingerprint.relay_clientcerts_line(&self.name),
+        )
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn generate_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> PkiError {
+    move |err| PkiError::Generate {
+        what,
+        reason: err.to_string(),
+    }
+}
+
+/// Makes a CA and the relay's certificate in `dir` (created if missing) and returns the
+/// files; [`CaFiles::main_cf_lines`] gives the relay's configuration for them.
+///
+/// Command line: `certrelayd ca init [--dir DIR] [--name NAME]...` (DIR defaults to the
+/// configuration directory, the host name to `myhostname`). The CA is named
+/// `<myhostname> certrelay CA` and lives ten years; the relay certificate names `myhostname`
+/// and every extra name (an IP address literal becomes an IP SAN) for server authentication.
+/// Refuses to overwrite any of `ca.pem`, `ca.key`, `relay.pem`, `relay.key`.
+pub fn ca_init(dir: &Path, myhostname: &str, extra_names: &[String]) -> Result<CaFiles, PkiError> {
+    if myhostname.trim().is_empty() {
+        return Err(PkiError::BadName {
+            name: myhostname.to_string(),
+            reason: "the relay needs a host name (myhostname) for its certificate",
+        });
+    }
+    let dir = files::absolute_dir(dir)?;
+    let out = CaFiles {
+        ca_cert: dir.join("ca.pem"),
+        ca_key: dir.join("ca.key"),
+        relay_cert: dir.join("relay.pem"),
+        relay_key: dir.join("relay.key"),
+    };
+    files::refuse_existing(&[&out.ca_cert, &out.ca_key, &out.relay_cert, &out.relay_key])?;
+
+    let ca_key = KeyPair::generate().map_err(generate_error("the CA key"))?;
+    let mut ca_params = CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{myhostname} certrelay CA"));
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut ca_params, CA_YEARS, &ca_key);
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(generate_error("the CA certificate"))?;
+
+    let mut names = vec![myhostname.to_string()];
+    names.extend(extra_names.iter().filter(|n| **n != myhostname).cloned());
+    let relay_key = KeyPair::generate().map_err(generate_error("the relay key"))?;
+    let mut params =
+        CertificateParams::new(names).map_err(generate_error("the relay certificate"))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, myhostname);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    set_validity(&mut params, CA_YEARS, &relay_key);
+    let issuer = Issuer::new(ca_params, ca_key);
+    let relay_cert = params
+        .signed_by(&relay_key, &issuer)
+        .map_err(generate_error("the relay certificate"))?;
+
+    let chain = format!("{}{}", relay_cert.pem(), ca_cert.pem());
+    files::write_new(
+        &out.ca_key,
+        issuer.key().serialize_pem().as_bytes(),
+        files::PRIVATE,
+    )?;
+    files::write_new(&out.ca_cert, ca_cert.pem().as_bytes(), files::PUBLIC)?;
+    files::write_new(
+        &out.relay_key,
+        relay_key.serialize_pem().as_bytes(),
+        files::PRIVATE,
+    )?;
+    files::write_new(&out.relay_cert, chain.as_bytes(), files::PUBLIC)?;
+    Ok(out)
+}
+
+/// The CA of `dir`: its certificate PEM and an issuer signing with its key.
+fn load_ca(dir: &Path) -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
+    let cert_path = dir.join("ca.pem");
+    let key_path = dir.join("ca.key");
+    let cert_pem = text_file(&cert_path)?;
+    let cert_der = parse_certificates(cert_pem.as_bytes())
+        .map_err(|err| PkiError::BadInput {
+            path: cert_path.clone(),
+            reason: format!("{err} (expected the CA certificate made by `ca init`)"),
+        })?
+        .remove(0);
+    let key = KeyPair::from_pem(&text_file(&key_path)?).map_err(|err| PkiError::BadInput {
+        path: key_path.clone(),
+        reason: format!("not a usable private key: {err}"),
+    })?;
+    if spki_der(&cert_der) != Some(key.subject_public_key_info().as_slice()) {
+        return Err(PkiError::BadInput {
+            path: key_path,
+            reason: format!("this key does not belong to {}", cert_path.display()),
+        });
+    }
+    let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|err| PkiError::BadInput {
+        path: cert_path.clone(),
+        reason: format!("cannot sign with this CA certificate: {err}"),
+    })?;
+    Ok((cert_pem, issuer))
+}
+
+fn text_file(path: &Path) -> Result<String, PkiError> {
+    String::from_utf8(files::read(path)?).map_err(|_| PkiError::BadInput {
+        path: path.to_path_buf(),
+        reason: String::from("not PEM text"),
+    })
+}
+
+/// Parameters of a laptop certificate: CN = name, client authentication only.
+fn client_params(name: &str, key: &impl PublicKeyData) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.is_ca = IsCa::ExplicitNoCa;
+    set_validity(&mut params, CLIENT_YEARS, key);
+    params
+}
+
+/// Issues a laptop certificate with a new key, signed by the CA in `ca_dir`, and lists its
+/// SHA-256 fingerprint in the table at `map_path` with `name` as label.
+///
+/// Command line: `certrelayd ca issue [--dir DIR] [--out OUTDIR] [--map FILE] NAME`. Writes
+/// `OUTDIR/NAME.pem` (certificate then key, mode 0600: usable as `smtp_tls_cert_file` with the
+/// key in the same file) and `OUTDIR/NAME-ca.pem` (the CA certificate, for the laptop's
+/// `smtp_tls_CAfile`). Refuses a name or fingerprint already in the table, and existing files.
+pub fn ca_issue(
+    ca_dir: &Path,
+    name: &str,
+    out_dir: &Path,
+    map_path: &Path,
+) -> Result<IssuedClient, PkiError> {
+    check_file_name(name)?;
+    let (ca_pem, issuer) = load_ca(ca_dir)?;
+    let out_dir = files::absolute_dir(out_dir)?;
+    let cert_file = out_dir.join(format!("{name}.pem"));
+    let ca_file = out_dir.join(format!("{name}-ca.pem"));
+    files::refuse_existing(&[&cert_file, &ca_file])?;
+    let table = files::read_text_or_empty(map_path)?;
+    let key = KeyPair::generate().map_err(generate_error("the laptop key"))?;
+    let cert = client_params(name, &key)
+        .signed_by(&key, &issuer)
+        .map_err(generate_error("the laptop certificate"))?;
+    let print = Fingerprint::of(DigestKind::Sha256, cert.der());
+    check_not_listed(map_path, &table, &print, Some(name))?;
+    let bundle = format!("{}{}", cert.pem(), key.serialize_pem());
+    files::write_new(&cert_file, bundle.as_bytes(), files::PRIVATE)?;
+    files::write_new(&ca_file, ca_pem.as_bytes(), files::PUBLIC)?;
+    let map_edit = add_entry(map_path, &print, name, true)?;
+    Ok(IssuedClient {
+        name: name.to_string(),
+        cert_file,
+        key_included: true,
+        ca_file,
+        fingerprint: print,
+        map_edit,
+    })
+}
+
+/// Makes a key, a signing request and a self-signed client certificate on the laptop, in
+/// `out_dir`: `NAME.key` (mode 0600), `NAME.csr`, `NAME.pem`.
+///
+/// Command line: `certrelay keygen [--out OUTDIR] NAME`. The request goes to the relay's
+/// administrator (`certrelayd ca sign`); the self-signed certificate serves set-ups that only
+/// pin fingerprints (it is for client authentication, not a CA). The key never leaves the
+/// laptop. Refuses existing files.
+pub fn keygen(out_dir: &Path, name: &str) -> Result<KeygenFiles, PkiError> {
+    check_file_name(name)?;
+    let out_dir = files::absolute_dir(out_dir)?;
+    let key_path = out_dir.join(format!("{name}.key"));
+    let csr_path = out_dir.join(format!("{name}.csr"));
+    let cert_path = out_dir.join(format!("{name}.pem"));
+    files::refuse_existing(&[&key_path, &csr_path, &cert_path])?;
+    let key = KeyPair::generate().map_err(generate_error("the key"))?;
+    let params = client_params(name, &key);
+    // A request carries no serial number: the CA chooses it.
+    let mut request = params.clone();
+    request.serial_number = None;
+    let csr = request
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .map_err(generate_error("the signing request"))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(generate_error("the self-signed certificate"))?;
+    files::write_new(&key_path, key.serialize_pem().as_bytes(), files::PRIVATE)?;
+    files::write_new(&csr_path, csr.as_bytes(), files::PUBLIC)?;
+    files::write_new(&cert_path, cert.pem().as_bytes(), files::PUBLIC)?;
+    Ok(KeygenFiles {
+        key: key_path,
+        csr: csr_path,
+        cert: cert_path,
+        fingerprint: Fingerprint::of(DigestKind::Sha256, cert.der()),
+        pubkey_fingerprint: Fingerprint::of(DigestKind::Sha256, &key.subject_public_key_info()),
+        name: name.to_string(),
+    })
+}
+
+/// Reads a signing request (PEM or DER) and checks its signature; only its public key is
+/// used, the names and extensions it asks for are not.
+fn read_request(path: &Path) -> Result<CertificateSigningRequestParams, PkiError> {
+    use rustls_pki_types::pem::{PemObject, SectionKind};
+    let data = files::read(path)?;
+    let bad = |reason: String| PkiError::BadInput {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let der = if data.windows(11).any(|w| w == b"-----BEGIN ") {
+        let sections: Vec<(SectionKind, Vec<u8>)> = <(SectionKind, Vec<u8>)>::pem_slice_iter(&data)
+            .collect::<Result<_, _>>()
+            .map_err(|err| bad(format!("bad PEM: {err}")))?;
+        match sections.iter().find(|(kind, _)| *kind == SectionKind::Csr) {
+            Some((_, der)) => der.clone(),
+            None => {
+                let found = match sections.first().map(|(kind, _)| *kind) {
+                    Some(SectionKind::Certificate) => "a certificate",
+                    Some(SectionKind::PrivateKey)
+                    | Some(SectionKind::EcPrivateKey)
+                    | Some(SectionKind::RsaPrivateKey) => "a private key",
+                    _ => "PEM text with no request",
+                };
+                return Err(bad(format!(
+                    "{found}, not a certificate request (`certrelay keygen` makes NAME.csr)"
+                )));
+            }
+        }
+    } else if data.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad(String::from(
+            "empty file, no certificate request in it",
+        )));
+    } else {
+        data
+    };
+    CertificateSigningRequestParams::from_der(&der.into()).map_err(|err| {
+        bad(match err {
+            rcgen::Error::InvalidCertificationRequestSignature => {
+                String::from("the request's signature does not verify")
+            }
+            rcgen::Error::UnsupportedExtension => String::from(
+                "the request asks for an extension this CA cannot read; make it with \
+                 `certrelay keygen` or without extensions",
+            ),
+            other => format!("not a usable certificate request: {other}"),
+        })
+    })
+}
+
+/// Signs the request at `csr_path` with the CA in `ca_dir` as a laptop certificate for
+/// `name`, writes `OUTDIR/NAME.pem` (certificate only: the key never left the laptop) and
+/// `OUTDIR/NAME-ca.pem`, and lists the certificate's SHA-256 fingerprint under `name`.
+///
+/// Command line: `certrelayd ca sign [--dir DIR] [--out OUTDIR] [--map FILE] CSR NAME`. The
+/// certificate gets CN = NAME and client authentication only, whatever the request asks for.
+/// Refuses a name or fingerprint already in the table, and existing files.
+pub fn ca_sign(
+    ca_dir: &Path,
+    csr_path: &Path,
+    name: &str,
+    out_dir: &Path,
+    map_path: &Path,
+) -> Result<IssuedClient, PkiError> {
+    check_file_name(name)?;
+    let (ca_pem, issuer) = load_ca(ca_dir)?;
+    let mut request = read_request(csr_path)?;
+    let out_dir = files::absolute_dir(out_dir)?;
+    let cert_file = out_dir.join(format!("{name}.pem"));
+    let ca_file = out_dir.join(format!("{name}-ca.pem"));
+    files::refuse_existing(&[&cert_file, &ca_file])?;
+    let table = files::read_text_or_empty(map_path)?;
+    request.params = client_params(name, &request.public_key);
+    let cert = request
+        .signed_by(&issuer)
+        .map_err(generate_error("the laptop certificate"))?;
+    let print = Fingerprint::of(DigestKind::Sha256, cert.der());
+    check_not_listed(map_path, &table, &print, Some(name))?;
+    files::write_new(&cert_file, cert.pem().as_bytes(), files::PUBLIC)?;
+    files::write_new(&ca_file, ca_pem.as_bytes(), files::PUBLIC)?;
+    let map_edit = add_entry(map_path, &print, name, true)?;
+    Ok(IssuedClient {
+        name: name.to_string(),
+        cert_file,
+        key_included: false,
+        ca_file,
+        fingerprint: print,
+        map_edit,
+    })
+}
+
+/// Valid from yesterday (clocks differ) for `years` years, with a serial number drawn from
+/// the key and the time, so re-signing the same key never repeats a serial.
+fn set_validity(params: &mut CertificateParams, years: i32, key: &impl PublicKeyData) {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let today = i64::try_from(since.as_secs() / 86_400).unwrap_or(0);
+    let (y, m, d) = civil_from_days(today - 1);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    params.not_after = rcgen::date_time_ymd(y + years, m, d.min(28));
+    let mut seed = key.der_bytes().to_vec();
+    seed.extend_from_slice(&since.as_nanos().to_be_bytes());
+    seed.extend_from_slice(&std::process::id().to_be_bytes());
+    let hash = Fingerprint::of(DigestKind::Sha256, &seed);
+    let mut serial = hash.as_bytes()[..16].to_vec();
+    // Positive and exactly 16 bytes long.
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (the proleptic Gregorian calendar).
+fn civil_from_days(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year as i32, month as u8, day as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar() {
+        let cases = [
+            (0, (1970, 1, 1)),
+            (59, (1970, 3, 1)),
+            (11_016, (2000, 2, 29)),
+            (19_782, (2024, 2, 29)),
+            (20_000, (2024, 10, 4)),
+            (-1, (1969, 12, 31)),
+        ];
+        for (days, want) in cases {
+            assert_eq!(civil_from_days(days), want, "{days}");
+        }
+    }
+}
