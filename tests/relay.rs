@@ -734,3 +734,75 @@ fn interop_swaks_with_a_listed_certificate_relays_and_without_one_is_refused() {
     );
     assert!(relay.stop().success());
 }
+
+// ---------------------------------------------------------------------------------------
+// Certificates made by certrelayd itself.
+
+fn certrelayd(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["-c", dir.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    Command::new(binary("certrelayd"))
+        .args(&all)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_issued_laptop_relays_and_is_refused_once_revoked() {
+    let dir = TempDir::new("issue-revoke");
+    dir.write("relay_clientcerts", "# laptops\n");
+    write_main(&dir, "");
+    let port = free_port();
+    dir.write(
+        "master.cf",
+        &format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
+    );
+    let d = dir.path().to_str().unwrap().to_owned();
+    let init = certrelayd(&dir, &["ca", "init", "--hostname", "relay.test"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert!(String::from_utf8_lossy(&init.stdout).contains("smtpd_tls_CAfile = "));
+    let relay = Relay::start(dir, vec![port]);
+
+    let issue = certrelayd(&relay.dir, &["ca", "issue", "--out", &d, "bob"]);
+    let said = String::from_utf8_lossy(&issue.stdout).into_owned();
+    assert!(
+        issue.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issue.stderr)
+    );
+    assert!(said.contains("asked the running relay"), "{said}");
+    relay.wait_log("reload");
+    let bundle = std::fs::read_to_string(format!("{d}/bob.pem")).unwrap();
+    let der = parse_certificates(bundle.as_bytes()).unwrap()[0].to_vec();
+    let bob = Issued {
+        cert_pem: bundle.clone(),
+        key_pem: bundle,
+        der,
+    };
+    let ca_pem = std::fs::read_to_string(format!("{d}/ca.pem")).unwrap();
+    let (mut s, _) = Smtp::start(port, &ca_pem, Some(&bob));
+    assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
+    assert!(
+        relay.log().contains("Trusted TLS connection established"),
+        "{}",
+        relay.log()
+    );
+
+    let revoke = certrelayd(&relay.dir, &["revoke", "bob"]);
+    assert!(
+        revoke.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    relay.wait_log_count("reload", 2);
+    let (mut s, _) = Smtp::start(port, &ca_pem, Some(&bob));
+    assert_eq!(
+        s.mail("someone@example.org"),
+        Err("554 5.7.1 <someone@example.org>: Relay access denied".to_owned())
+    );
+}

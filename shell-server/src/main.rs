@@ -1,5 +1,6 @@
 //! `certrelayd`: the relay.
 
+mod admin;
 mod generation;
 mod limits;
 mod listen;
@@ -29,6 +30,10 @@ struct Args {
 enum Command {
     Check(Check),
     Run(Run),
+    Fingerprint(admin::FingerprintCmd),
+    Ca(admin::CaCmd),
+    Allow(admin::AllowCmd),
+    Revoke(admin::RevokeCmd),
 }
 
 /// load main.cf, master.cf, the fingerprint map and the TLS files; print the settings in
@@ -51,6 +56,10 @@ fn main() {
         Some(Command::Check(Check {})) => {
             certrelay_client::conf::run_check(&args.config_dir, certrelay_client::conf::check_relay)
         }
+        Some(Command::Fingerprint(cmd)) => admin::fingerprint(cmd),
+        Some(Command::Ca(cmd)) => admin::ca(&args.config_dir, cmd),
+        Some(Command::Allow(cmd)) => admin::allow(&args.config_dir, cmd),
+        Some(Command::Revoke(cmd)) => admin::revoke(&args.config_dir, cmd),
         Some(Command::Run(Run {})) | None => {
             init_logging();
             serve::run(&args.config_dir)

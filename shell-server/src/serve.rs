@@ -82,6 +82,11 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
+    // `certrelayd allow`, `revoke` and `ca issue` find the running relay through this file.
+    let pid_file = crate::admin::pid_file(Path::new(&generation.queue_directory));
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        log::warn!("{}: cannot write the process id: {e}", pid_file.display());
+    }
     let (wake, runner_rx) = QueueWake::channel();
     // The delivery engine takes `runner_rx` here once it exists.
     let runner = smol::spawn(store::drain_for_later(runner_rx));
@@ -115,6 +120,7 @@ async fn run_async(dir: &Path) -> i32 {
     log::info!("terminating on signal {stop_signal}");
     wait_for_sessions(&relay.sessions).await;
     drop(runner);
+    let _ = std::fs::remove_file(&pid_file);
     0
 }
 

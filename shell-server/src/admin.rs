@@ -1,0 +1,288 @@
+//! The administrator's commands: certificates, the fingerprint map, and reloading a running
+//! relay after a change.
+
+use argh::FromArgs;
+use certrelay_client::pki;
+use certrelay_core::fingerprint::DigestKind;
+use std::path::{Path, PathBuf};
+
+/// print certificate fingerprints as openssl does (`sha256 Fingerprint=...`)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "fingerprint")]
+pub struct FingerprintCmd {
+    /// digest: md5, sha1, sha256 (default) or sha512
+    #[argh(option, default = "String::from(\"sha256\")")]
+    digest: String,
+    /// fingerprint of the public key rather than of the whole certificate
+    #[argh(switch)]
+    pubkey: bool,
+    /// print a relay_clientcerts line with this label
+    #[argh(option)]
+    map_line: Option<String>,
+    /// certificate files, PEM (every certificate of a chain) or DER
+    #[argh(positional)]
+    files: Vec<PathBuf>,
+}
+
+/// a certificate authority for the relay and its laptops
+#[derive(FromArgs)]
+#[argh(subcommand, name = "ca")]
+pub struct CaCmd {
+    #[argh(subcommand)]
+    action: CaAction,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum CaAction {
+    Init(CaInit),
+    Issue(CaIssue),
+    Sign(CaSign),
+}
+
+/// make a CA and the relay's server certificate (ECDSA P-256); prints the main.cf lines
+#[derive(FromArgs)]
+#[argh(subcommand, name = "init")]
+struct CaInit {
+    /// where to write ca.pem, ca.key, relay.pem, relay.key (default: the -c directory)
+    #[argh(option)]
+    dir: Option<PathBuf>,
+    /// the relay's host name (default: myhostname)
+    #[argh(option)]
+    hostname: Option<String>,
+    /// more names (or IP addresses) for the relay's certificate
+    #[argh(option)]
+    name: Vec<String>,
+}
+
+/// issue a client certificate for a laptop and list it in relay_clientcerts
+#[derive(FromArgs)]
+#[argh(subcommand, name = "issue")]
+struct CaIssue {
+    /// the CA's directory (default: the -c directory)
+    #[argh(option)]
+    dir: Option<PathBuf>,
+    /// where to write NAME.pem and NAME-ca.pem (default: current directory)
+    #[argh(option, default = "PathBuf::from(\".\")")]
+    out: PathBuf,
+    /// the fingerprint table (default: the first relay_clientcerts table of main.cf)
+    #[argh(option)]
+    map: Option<PathBuf>,
+    /// the laptop's name: certificate CN and label in the table
+    #[argh(positional)]
+    name: String,
+}
+
+/// sign a laptop's request (from `certrelay keygen`) and list it in relay_clientcerts
+#[derive(FromArgs)]
+#[argh(subcommand, name = "sign")]
+struct CaSign {
+    /// the CA's directory (default: the -c directory)
+    #[argh(option)]
+    dir: Option<PathBuf>,
+    /// where to write NAME.pem and NAME-ca.pem (default: current directory)
+    #[argh(option, default = "PathBuf::from(\".\")")]
+    out: PathBuf,
+    /// the fingerprint table (default: the first relay_clientcerts table of main.cf)
+    #[argh(option)]
+    map: Option<PathBuf>,
+    /// the laptop's name: certificate CN and label in the table
+    #[argh(option)]
+    name: String,
+    /// the certificate signing request (PEM)
+    #[argh(positional)]
+    csr: PathBuf,
+}
+
+/// list a fingerprint in relay_clientcerts and reload the running relay
+#[derive(FromArgs)]
+#[argh(subcommand, name = "allow")]
+pub struct AllowCmd {
+    /// the fingerprint table (default: the first relay_clientcerts table of main.cf)
+    #[argh(option)]
+    map: Option<PathBuf>,
+    /// certificate or public-key fingerprint (MD5, SHA-1, SHA-256 or SHA-512; any case,
+    /// colons optional)
+    #[argh(positional)]
+    fingerprint: String,
+    /// a label for the entry
+    #[argh(positional)]
+    label: String,
+}
+
+/// remove entries by label or fingerprint from relay_clientcerts and reload the running relay
+#[derive(FromArgs)]
+#[argh(subcommand, name = "revoke")]
+pub struct RevokeCmd {
+    /// the fingerprint table (default: the first relay_clientcerts table of main.cf)
+    #[argh(option)]
+    map: Option<PathBuf>,
+    /// a label or a fingerprint
+    #[argh(positional)]
+    what: String,
+}
+
+/// `certrelayd fingerprint`.
+pub fn fingerprint(cmd: FingerprintCmd) -> i32 {
+    let Some(digest) = DigestKind::from_config_name(&cmd.digest) else {
+        eprintln!(
+            "error: --digest {}: use md5, sha1, sha256 or sha512",
+            cmd.digest
+        );
+        return 64;
+    };
+    if cmd.files.is_empty() {
+        eprintln!("error: name at least one certificate file");
+        return 64;
+    }
+    finish(pki::fingerprint(
+        &cmd.files,
+        digest,
+        cmd.pubkey,
+        cmd.map_line.as_deref(),
+    ))
+}
+
+/// `certrelayd ca ...`.
+pub fn ca(config_dir: &Path, cmd: CaCmd) -> i32 {
+    match cmd.action {
+        CaAction::Init(a) => {
+            let dir = a.dir.unwrap_or_else(|| config_dir.to_owned());
+            let host = match a.hostname {
+                Some(h) => h,
+                None => match myhostname(config_dir) {
+                    Ok(h) => h,
+                    Err(code) => return code,
+                },
+            };
+            finish(pki::ca_init(&dir, &host, &a.name).map(|files| {
+                format!(
+                    "made a CA and a certificate for {host} in {}\nput these lines in main.cf:\n{}",
+                    dir.display(),
+                    files.main_cf_lines()
+                )
+            }))
+        }
+        CaAction::Issue(a) => {
+            let dir = a.dir.unwrap_or_else(|| config_dir.to_owned());
+            let Some(map) = map_path(config_dir, a.map) else {
+                return 1;
+            };
+            let code = finish(pki::ca_issue(&dir, &a.name, &a.out, &map).map(|i| i.report()));
+            reload_if(code, config_dir)
+        }
+        CaAction::Sign(a) => {
+            let dir = a.dir.unwrap_or_else(|| config_dir.to_owned());
+            let Some(map) = map_path(config_dir, a.map) else {
+                return 1;
+            };
+            let result = pki::ca_sign(&dir, &a.csr, &a.name, &a.out, &map).map(|i| i.report());
+            reload_if(finish(result), config_dir)
+        }
+    }
+}
+
+/// `certrelayd allow`.
+pub fn allow(config_dir: &Path, cmd: AllowCmd) -> i32 {
+    let Some(map) = map_path(config_dir, cmd.map) else {
+        return 1;
+    };
+    let code = finish(pki::allow(&map, &cmd.fingerprint, &cmd.label).map(|e| e.report()));
+    reload_if(code, config_dir)
+}
+
+/// `certrelayd revoke`.
+pub fn revoke(config_dir: &Path, cmd: RevokeCmd) -> i32 {
+    let Some(map) = map_path(config_dir, cmd.map) else {
+        return 1;
+    };
+    let code = finish(pki::revoke(&map, &cmd.what).map(|e| e.report()));
+    reload_if(code, config_dir)
+}
+
+fn finish(result: Result<String, pki::PkiError>) -> i32 {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn myhostname(config_dir: &Path) -> Result<String, i32> {
+    match certrelay_client::conf::load(config_dir) {
+        Ok(l) => Ok(l.config.text("myhostname").to_owned()),
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            Err(1)
+        }
+    }
+}
+
+/// The table to edit: `--map`, else the first `relay_clientcerts` table of main.cf, else
+/// `DIR/relay_clientcerts`.
+fn map_path(config_dir: &Path, given: Option<PathBuf>) -> Option<PathBuf> {
+    if let Some(p) = given {
+        return Some(p);
+    }
+    let loaded = match certrelay_client::conf::load(config_dir) {
+        Ok(l) => l,
+        Err(msg) => {
+            eprintln!("error: {msg} (or name the table with --map)");
+            return None;
+        }
+    };
+    match loaded.config.tables("relay_clientcerts") {
+        Ok(specs) => Some(
+            specs
+                .first()
+                .map(|s| PathBuf::from(&s.path))
+                .unwrap_or_else(|| config_dir.join("relay_clientcerts")),
+        ),
+        Err(d) => {
+            eprintln!("{d}");
+            None
+        }
+    }
+}
+
+/// After a successful change, asks a running relay to reload (SIGHUP to the pid in its
+/// queue directory); says so either way.
+fn reload_if(code: i32, config_dir: &Path) -> i32 {
+    if code != 0 {
+        return code;
+    }
+    let Ok(loaded) = certrelay_client::conf::load(config_dir) else {
+        return code;
+    };
+    let pid_file = pid_file(Path::new(loaded.config.text("queue_directory")));
+    match std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+    {
+        Some(pid) if signal_hup(pid) => println!("asked the running relay (pid {pid}) to reload"),
+        _ => println!(
+            "no running relay found ({}); it reads the table at start",
+            pid_file.display()
+        ),
+    }
+    code
+}
+
+/// Where a running relay writes its process id.
+pub fn pid_file(queue_directory: &Path) -> PathBuf {
+    queue_directory.join("certrelayd.pid")
+}
+
+fn signal_hup(pid: i32) -> bool {
+    pid > 0
+        && std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
