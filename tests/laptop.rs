@@ -30,8 +30,23 @@ struct Sink {
 }
 
 impl Sink {
+    /// A sink on a fresh port.
+    fn start_any() -> (Sink, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let port = listener.local_addr().unwrap().port();
+        (Sink::with(listener), port)
+    }
+
+    /// A sink on `port` (free until now), retried briefly: a client connection may hold
+    /// the port as its own for a moment.
     fn start(port: u16) -> Sink {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind sink");
+        let listener = wait_until("the sink's port", || {
+            TcpListener::bind(("127.0.0.1", port)).ok()
+        });
+        Sink::with(listener)
+    }
+
+    fn with(listener: TcpListener) -> Sink {
         listener.set_nonblocking(true).unwrap();
         let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -354,8 +369,7 @@ fn relay_down_queues_then_flush_delivers_once() {
 
 #[test]
 fn relay_up_detached_attempt_delivers() {
-    let port = free_port();
-    let sink = Sink::start(port);
+    let (sink, port) = Sink::start_any();
     let laptop = Laptop::new("up", port, "");
     let out = laptop.sendmail(
         &[
@@ -471,8 +485,7 @@ fn per_site(label: &str, value: &str, port: u16) -> Laptop {
 
 #[test]
 fn per_site_none_overrides_enforce_tls() {
-    let port = free_port();
-    let sink = Sink::start(port);
+    let (sink, port) = Sink::start_any();
     let laptop = per_site("none", "NONE", port);
     let out = laptop.sendmail(&["bob@example.org"], b"Subject: plain\n\nx\n");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -483,8 +496,7 @@ fn per_site_none_overrides_enforce_tls() {
 
 #[test]
 fn per_site_may_does_not_weaken_enforce_tls() {
-    let port = free_port();
-    let sink = Sink::start(port);
+    let (sink, port) = Sink::start_any();
     let laptop = per_site("may", "may", port);
     let out = laptop.sendmail(&["bob@example.org"], b"Subject: tls\n\nx\n");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -497,8 +509,7 @@ fn per_site_may_does_not_weaken_enforce_tls() {
 
 #[test]
 fn invalid_per_site_value_defers_with_config_problem() {
-    let port = free_port();
-    let sink = Sink::start(port);
+    let (sink, port) = Sink::start_any();
     let laptop = per_site("invalid", "SOMETIMES", port);
     let out = laptop.sendmail(&["bob@example.org"], b"Subject: tls\n\nx\n");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -509,4 +520,89 @@ fn invalid_per_site_value_defers_with_config_problem() {
         ("4.7.5", "client TLS configuration problem")
     );
     assert!(sink.accepted().is_empty());
+}
+
+#[test]
+fn concurrent_submissions_are_each_delivered_once() {
+    let (sink, port) = Sink::start_any();
+    let laptop = Laptop::new("concurrent", port, "");
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            let mut c = laptop.command(&["sendmail", &format!("r{i}@example.org")]);
+            c.stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            let body = format!("Subject: number {i}\n\nx\n");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
+            child
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    wait_until("six deliveries", || {
+        (sink.accepted().len() >= 6).then_some(())
+    });
+    wait_until("the queue to empty", || {
+        let empty = laptop.queued().is_empty()
+            && text(&laptop.run(&["queue"]).stdout).contains("Mail queue is empty");
+        empty.then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut rcpts: Vec<String> = sink
+        .accepted()
+        .iter()
+        .flat_map(|a| a.recipients.clone())
+        .collect();
+    rcpts.sort();
+    let want: Vec<String> = (0..6).map(|i| format!("r{i}@example.org")).collect();
+    assert_eq!(rcpts, want, "each exactly once; log:\n{}", laptop.log());
+}
+
+#[test]
+fn user_defaults_come_from_xdg_directories() {
+    let is_root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if is_root {
+        eprintln!("skipped: root uses /etc/certrelay and the system spool");
+        return;
+    }
+    let home = TempDir::new("xdg");
+    let config = home.path().join("cfg/certrelay");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("main.cf"),
+        format!(
+            "myhostname = laptop.test\nrelayhost = [127.0.0.1]:{}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new(binary("certrelay"));
+    c.args(["sendmail", "bob@example.org"])
+        .env("USER", "alice")
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("cfg"))
+        .env("XDG_DATA_HOME", home.path().join("data"));
+    let out = run_bounded(c, Some(b"Subject: x\n\ny\n"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let queue = home.path().join("data/certrelay/queue");
+    wait_until("the message in the XDG queue", || {
+        let n = std::fs::read_dir(queue.join("queue"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            + std::fs::read_dir(queue.join("maildrop"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+        (n > 0).then_some(())
+    });
 }
