@@ -59,6 +59,7 @@ pub mod dsn;
 pub mod facts;
 pub mod fingerprint;
 pub mod line;
+pub mod message;
 pub mod net;
 pub mod nexthop;
 pub mod policy;

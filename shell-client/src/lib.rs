@@ -2,11 +2,16 @@
 //! loading.
 pub mod clock;
 pub mod conf;
+pub mod control;
 pub mod deliver;
+pub mod laptop;
+pub mod maildrop;
 pub mod pki;
 pub mod resolver;
 pub mod route;
+pub mod runlock;
 pub mod runner;
+pub mod sendmail;
 pub mod smtp_conn;
 pub mod spool;
 pub mod tls;

@@ -1,56 +1,301 @@
-//! `certrelay`: the laptop side.
+//! `certrelay`: the laptop side. Also answers as `sendmail` and `mailq` (by program name).
 
-use argh::FromArgs;
-use std::path::PathBuf;
+use certrelay_client::control::{self, Deleted, Deliverer, LOCK_WAIT};
+use certrelay_client::laptop::{default_config_dir, Laptop};
+use certrelay_client::runlock::{RunKind, Served};
+use certrelay_client::sendmail::{self, exit, Mode, SendmailArgs};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// certrelay: queues mail and delivers it through the relay with this machine's certificate.
-#[derive(FromArgs)]
-struct Args {
-    /// configuration directory holding main.cf (default $XDG_CONFIG_HOME/certrelay, or
-    /// /etc/certrelay for root)
-    #[argh(option, short = 'c')]
-    config_dir: Option<PathBuf>,
+const HELP: &str = "\
+certrelay: queues mail and delivers it through the relay with this machine's certificate.
 
-    #[argh(subcommand)]
-    command: Command,
-}
+usage: certrelay [-c DIR] COMMAND [ARGS]
 
-#[derive(FromArgs)]
-#[argh(subcommand)]
-enum Command {
-    Check(Check),
-}
+options:
+  -c, --config DIR  configuration directory holding main.cf (default /etc/certrelay for
+                    root, else $XDG_CONFIG_HOME/certrelay or ~/.config/certrelay)
+  -h, --help        this text
 
-/// load main.cf, the per-site table and the TLS files; print the settings in effect and
-/// every problem with file:line; exit 1 on errors
-#[derive(FromArgs)]
-#[argh(subcommand, name = "check")]
-struct Check {}
+commands:
+  check             load main.cf, the per-site table and the TLS files; print the settings
+                    in effect and every problem with file:line; exit 1 on errors
+  sendmail ARGS     sendmail-compatible submission: reads a message on standard input,
+                    queues it and starts delivery in the background (-t -i -oi -f -F -C -v
+                    -bp -q; historic options accepted and ignored). Also run as `sendmail`.
+  flush [--due] [--quiet]
+                    deliver the queue now (every message, or with --due only those due)
+                    and report what happened
+  queue             list the queue: id, size, arrival, sender, recipients, why each waits
+                    and the next attempt (also `sendmail -bp`, `mailq`)
+  delete ID...      remove messages from the queue
+  run               queue runner daemon in the foreground: a run at start and every
+                    queue_run_delay. It has no SMTP listener yet (local SMTP submission
+                    waits for the relay's server driver); submit with `sendmail`.
 
-fn default_config_dir() -> PathBuf {
-    let root = std::env::var_os("USER").is_some_and(|u| u == "root")
-        || std::fs::metadata("/proc/self").is_ok_and(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.uid() == 0
-        });
-    if root {
-        return PathBuf::from("/etc/certrelay");
-    }
-    match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(x) => PathBuf::from(x).join("certrelay"),
-        None => std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(".config/certrelay"))
-            .unwrap_or_else(|| PathBuf::from("/etc/certrelay")),
-    }
-}
+queue_directory defaults to $XDG_DATA_HOME/certrelay/queue (~/.local/share/certrelay/queue)
+for a user when main.cf does not set it.";
 
 fn main() {
-    let args: Args = argh::from_env();
-    let dir = args.config_dir.unwrap_or_else(default_config_dir);
-    let code = match args.command {
-        Command::Check(Check {}) => {
-            certrelay_client::conf::run_check(&dir, certrelay_client::conf::check_laptop)
-        }
+    let mut args = std::env::args_os();
+    let program = args
+        .next()
+        .map(|p| {
+            Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let rest: Vec<OsString> = args.collect();
+    let code = match program.as_str() {
+        "sendmail" => sendmail_main(None, rest),
+        "mailq" => sendmail_main(None, vec!["-bp".into()]),
+        _ => certrelay_main(rest),
     };
     std::process::exit(code);
+}
+
+fn usage_error(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("certrelay: {msg}\nTry certrelay --help.");
+    exit::USAGE
+}
+
+fn certrelay_main(args: Vec<OsString>) -> i32 {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut dir: Option<PathBuf> = None;
+    let command = loop {
+        match p.next() {
+            Ok(Some(Short('c') | Long("config"))) => match p.value() {
+                Ok(v) => dir = Some(v.into()),
+                Err(e) => return usage_error(e),
+            },
+            Ok(Some(Short('h') | Long("help"))) => {
+                println!("{HELP}");
+                return 0;
+            }
+            Ok(Some(Value(v))) => break v.to_string_lossy().into_owned(),
+            Ok(Some(other)) => return usage_error(other.unexpected()),
+            Ok(None) => return usage_error("a command is needed"),
+            Err(e) => return usage_error(e),
+        }
+    };
+    let rest: Vec<OsString> = p.raw_args().map(|r| r.collect()).unwrap_or_default();
+    let dir = dir.unwrap_or_else(default_config_dir);
+    match command.as_str() {
+        "check" if rest.is_empty() => {
+            certrelay_client::conf::run_check(&dir, certrelay_client::conf::check_laptop)
+        }
+        "sendmail" => sendmail_main(Some(dir), rest),
+        "flush" => flush_main(&dir, rest),
+        "queue" if rest.is_empty() => queue_main(&dir),
+        "delete" if !rest.is_empty() => delete_main(&dir, rest),
+        "run" if rest.is_empty() => run_main(&dir),
+        "help" => {
+            println!("{HELP}");
+            0
+        }
+        "check" | "queue" | "run" => usage_error(format!("{command} takes no arguments")),
+        "delete" => usage_error("delete needs queue ids"),
+        other => usage_error(format!("unknown command {other}")),
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "debug" } else { "info" };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .try_init();
+}
+
+fn load(dir: &Path) -> Result<Laptop, i32> {
+    Laptop::load(dir).map_err(|lines| {
+        for l in lines {
+            eprintln!("certrelay: {l}");
+        }
+        exit::CONFIG
+    })
+}
+
+fn deliverer(laptop: &Laptop) -> Result<Deliverer, i32> {
+    let delivery = laptop.delivery().map_err(|diags| {
+        for d in diags {
+            eprintln!("certrelay: {d}");
+        }
+        exit::CONFIG
+    })?;
+    Deliverer::new(laptop, delivery).map_err(|e| {
+        eprintln!(
+            "certrelay: cannot use the queue directory {}: {e}",
+            laptop.queue_dir.display()
+        );
+        exit::CANTCREAT
+    })
+}
+
+fn sendmail_main(dir: Option<PathBuf>, args: Vec<OsString>) -> i32 {
+    let args: SendmailArgs = match sendmail::parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sendmail: {e}\n{}", sendmail::USAGE);
+            return exit::USAGE;
+        }
+    };
+    let dir = args
+        .config_dir
+        .clone()
+        .or(dir)
+        .unwrap_or_else(default_config_dir);
+    match args.mode {
+        Mode::ListQueue => queue_main(&dir),
+        Mode::Flush => flush_main(&dir, Vec::new()),
+        Mode::Smtp => {
+            eprintln!("sendmail: -bs (SMTP on standard input) is not supported yet");
+            exit::USAGE
+        }
+        Mode::Submit => submit_main(&dir, &args),
+    }
+}
+
+fn submit_main(dir: &Path, args: &SendmailArgs) -> i32 {
+    init_logging(args.verbose);
+    let laptop = match load(dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let id = match sendmail::submit(&laptop, args, &mut std::io::stdin().lock()) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return e.exit_code();
+        }
+    };
+    if args.verbose {
+        eprintln!("sendmail: queued as {id}");
+    }
+    // The message is safe; delivery happens in the background, online or not.
+    if let Err(e) = control::spawn_detached(dir, &laptop.queue_dir) {
+        eprintln!("sendmail: queued as {id}, but cannot start delivery now: {e}");
+    }
+    0
+}
+
+fn flush_main(dir: &Path, args: Vec<OsString>) -> i32 {
+    let mut due = false;
+    let mut quiet = false;
+    for a in &args {
+        match a.to_str() {
+            Some("--due") => due = true,
+            Some("--quiet") => quiet = true,
+            _ => return usage_error(format!("flush: unknown option {}", a.to_string_lossy())),
+        }
+    }
+    init_logging(false);
+    let laptop = match load(dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut deliverer = match deliverer(&laptop) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let (kind, wait) = match (due, quiet) {
+        (true, true) => (RunKind::Due, Duration::ZERO),
+        (true, false) => (RunKind::Due, LOCK_WAIT),
+        (false, _) => (RunKind::Flush, LOCK_WAIT),
+    };
+    match deliverer.request(kind, wait) {
+        Ok((Served::Here, stats)) => {
+            if !quiet {
+                println!("{}", control::describe(&stats));
+            }
+            0
+        }
+        Ok((Served::ByHolder, _)) => {
+            if !quiet {
+                println!("another queue run is in progress; it will serve this request");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("certrelay: queue run failed: {e}");
+            exit::TEMPFAIL
+        }
+    }
+}
+
+fn queue_main(dir: &Path) -> i32 {
+    let laptop = match load(dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match control::listing(&laptop.queue_dir) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!(
+                "certrelay: cannot read the queue {}: {e}",
+                laptop.queue_dir.display()
+            );
+            exit::TEMPFAIL
+        }
+    }
+}
+
+fn delete_main(dir: &Path, ids: Vec<OsString>) -> i32 {
+    let laptop = match load(dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut code = 0;
+    for id in ids {
+        let id = id.to_string_lossy();
+        match control::delete(&laptop.queue_dir, &id, LOCK_WAIT) {
+            Ok(Deleted::Removed) => println!("{id}: removed"),
+            Ok(Deleted::NotFound) => {
+                eprintln!("certrelay: {id}: no such message in the queue");
+                code = 1;
+            }
+            Ok(Deleted::Busy) => {
+                eprintln!("certrelay: {id}: a queue run is in progress; try again");
+                code = exit::TEMPFAIL;
+            }
+            Err(e) => {
+                eprintln!("certrelay: {id}: cannot remove: {e}");
+                code = exit::TEMPFAIL;
+            }
+        }
+    }
+    code
+}
+
+fn run_main(dir: &Path) -> i32 {
+    init_logging(false);
+    let laptop = match load(dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut deliverer = match deliverer(&laptop) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let delay = laptop
+        .config()
+        .time("queue_run_delay")
+        .unwrap_or(Duration::from_secs(300));
+    log::info!(
+        "queue runner started for {} (every {}s; no SMTP listener yet)",
+        laptop.queue_dir.display(),
+        delay.as_secs()
+    );
+    match control::serve(&mut deliverer, delay) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("certrelay: {e}");
+            exit::TEMPFAIL
+        }
+    }
 }

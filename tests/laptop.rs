@@ -1,0 +1,608 @@
+//! The laptop side end to end: the real `certrelay` binary submitting with its sendmail
+//! interface, listing, deleting, and delivering to a plaintext SMTP sink on loopback.
+
+use certrelay_core::queue::{Envelope, RecipientState};
+use certrelay_suite::{binary, TempDir};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+// ---- a plaintext SMTP sink ------------------------------------------------------------
+
+/// One message the sink accepted.
+#[derive(Clone, Debug)]
+struct Accepted {
+    sender: String,
+    recipients: Vec<String>,
+    data: String,
+}
+
+/// Accepts every message on 127.0.0.1:port; offers no STARTTLS.
+struct Sink {
+    accepted: Arc<Mutex<Vec<Accepted>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sink {
+    /// A sink on a fresh port.
+    fn start_any() -> (Sink, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let port = listener.local_addr().unwrap().port();
+        (Sink::with(listener), port)
+    }
+
+    /// A sink on `port` (free until now), retried briefly: a client connection may hold
+    /// the port as its own for a moment.
+    fn start(port: u16) -> Sink {
+        let listener = wait_until("the sink's port", || {
+            TcpListener::bind(("127.0.0.1", port)).ok()
+        });
+        Sink::with(listener)
+    }
+
+    fn with(listener: TcpListener) -> Sink {
+        listener.set_nonblocking(true).unwrap();
+        let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (acc, st) = (accepted.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        conn.set_read_timeout(Some(Duration::from_secs(10)))
+                            .unwrap();
+                        let acc = acc.clone();
+                        std::thread::spawn(move || {
+                            let _ = serve(conn, &acc);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Sink {
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn accepted(&self) -> Vec<Accepted> {
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(conn: TcpStream, accepted: &Mutex<Vec<Accepted>>) -> std::io::Result<()> {
+    let mut out = conn.try_clone()?;
+    let mut input = BufReader::new(conn);
+    out.write_all(b"220 sink.test ESMTP\r\n")?;
+    let (mut sender, mut recipients) = (String::new(), Vec::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        let arg = |prefix: usize| {
+            line[prefix..]
+                .trim()
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        };
+        match verb.as_str() {
+            "EHLO" | "HELO" => out.write_all(b"250-sink.test\r\n250 8BITMIME\r\n")?,
+            "MAIL" => {
+                sender = arg(10);
+                recipients.clear();
+                out.write_all(b"250 2.1.0 Ok\r\n")?;
+            }
+            "RCPT" => {
+                recipients.push(arg(8));
+                out.write_all(b"250 2.1.5 Ok\r\n")?;
+            }
+            "DATA" => {
+                out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+                let mut data = String::new();
+                loop {
+                    let mut l = String::new();
+                    if input.read_line(&mut l)? == 0 {
+                        return Ok(());
+                    }
+                    if l == ".\r\n" {
+                        break;
+                    }
+                    data.push_str(&l);
+                }
+                accepted.lock().unwrap().push(Accepted {
+                    sender: sender.clone(),
+                    recipients: std::mem::take(&mut recipients),
+                    data,
+                });
+                out.write_all(b"250 2.0.0 Ok: queued\r\n")?;
+            }
+            "QUIT" => {
+                out.write_all(b"221 2.0.0 Bye\r\n")?;
+                return Ok(());
+            }
+            _ => out.write_all(b"250 2.0.0 Ok\r\n")?,
+        }
+    }
+}
+
+// ---- the laptop's configuration and commands ------------------------------------------
+
+/// A port nothing listens on (for now).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Laptop {
+    dir: TempDir,
+    port: u16,
+}
+
+impl Laptop {
+    /// A configuration directory relaying through `[127.0.0.1]:port`, with `extra` lines.
+    fn new(label: &str, port: u16, extra: &str) -> Laptop {
+        let dir = TempDir::new(label);
+        let queue = dir.path().join("queue");
+        dir.write(
+            "main.cf",
+            &format!(
+                "myhostname = laptop.test\n\
+                 queue_directory = {}\n\
+                 relayhost = [127.0.0.1]:{port}\n\
+                 smtp_connect_timeout = 5s\n\
+                 {extra}\n",
+                queue.display()
+            ),
+        );
+        Laptop { dir, port }
+    }
+
+    fn cfg(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    fn queue_dir(&self) -> PathBuf {
+        self.dir.path().join("queue")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(binary("certrelay"));
+        c.arg("-c").arg(self.dir.path()).args(args);
+        c.env("USER", "alice")
+            .env("HOME", self.dir.path())
+            .env_remove("NAME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run_bounded(self.command(args), None)
+    }
+
+    fn sendmail(&self, args: &[&str], message: &[u8]) -> Output {
+        let mut all = vec!["sendmail"];
+        all.extend_from_slice(args);
+        run_bounded(self.command(&all), Some(message))
+    }
+
+    /// Committed envelopes in the spool (not the maildrop).
+    fn queued(&self) -> Vec<Envelope> {
+        let Ok(dir) = std::fs::read_dir(self.queue_dir().join("queue")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Envelope> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "env"))
+            .filter_map(|p| Envelope::parse(&std::fs::read(p).ok()?).ok())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// The envelopes once the detached attempt has recorded one (bounded wait).
+    fn after_first_attempt(&self) -> Vec<Envelope> {
+        wait_until("the detached delivery attempt", || {
+            let q = self.queued();
+            (!q.is_empty() && q.iter().all(|e| e.attempts > 0)).then_some(q)
+        })
+    }
+
+    fn message_text(&self, id: &str) -> String {
+        let path = self.queue_dir().join("queue").join(format!("{id}.msg"));
+        String::from_utf8(std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.queue_dir().join("delivery.log")).unwrap_or_default()
+    }
+}
+
+/// Runs a command with an optional stdin, killing it after 60 s.
+fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start certrelay");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        // The program may stop reading early (a dot line, a NUL): ignore a broken pipe.
+        let _ = pipe.write_all(bytes);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("certrelay did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Polls `f` every 50 ms for up to 20 s.
+fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const MESSAGE: &[u8] = b"To: Bob <bob@example.org>, carol@example.org\n\
+Cc: undisclosed-recipients:;\n\
+Bcc: dave@example.org\n\
+Subject: hello\n\
+\n\
+first line\n\
+.\n\
+after the dot\n";
+
+// ---- tests ----------------------------------------------------------------------------
+
+#[test]
+fn relay_down_queues_then_flush_delivers_once() {
+    let port = free_port();
+    let laptop = Laptop::new("down", port, "");
+    let started = Instant::now();
+    let out = laptop.sendmail(&["-t"], MESSAGE);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "returns at once"
+    );
+
+    let queued = laptop.after_first_attempt();
+    assert_eq!(queued.len(), 1);
+    let env = &queued[0];
+    assert_eq!(env.sender, "alice@laptop.test");
+    let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
+    assert_eq!(
+        rcpts,
+        ["bob@example.org", "carol@example.org", "dave@example.org"]
+    );
+    assert!(env
+        .recipients
+        .iter()
+        .all(|r| r.state == RecipientState::Deferred && r.reason.contains("Connection refused")));
+
+    let msg = laptop.message_text(env.id.as_str());
+    assert!(!msg.to_ascii_lowercase().contains("bcc:"), "{msg}");
+    assert!(!msg.contains("dave"), "{msg}");
+    for field in [
+        "\r\nDate: ",
+        "\r\nMessage-ID: <",
+        "\r\nFrom: alice@laptop.test\r\n",
+    ] {
+        assert!(msg.contains(field), "{field:?} missing in {msg}");
+    }
+    assert!(msg.starts_with("Received: by laptop.test"), "{msg}");
+    assert!(
+        msg.ends_with("\r\n\r\nfirst line\r\n"),
+        "the dot ends input: {msg}"
+    );
+    assert!(!msg.contains("after the dot"));
+
+    // The listing says why it waits.
+    let listing = text(&laptop.run(&["queue"]).stdout);
+    assert!(listing.contains(env.id.as_str()), "{listing}");
+    assert!(listing.contains("Connection refused"), "{listing}");
+    assert!(listing.contains("next attempt"), "{listing}");
+
+    // The relay comes up: flush delivers it, once.
+    let sink = Sink::start(laptop.port);
+    let out = laptop.run(&["flush"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let got = sink.accepted();
+    assert_eq!(got.len(), 1, "{}", laptop.log());
+    assert_eq!(got[0].sender, "alice@laptop.test");
+    assert_eq!(got[0].recipients.len(), 3);
+    assert!(got[0].data.contains("Subject: hello\r\n"));
+    assert!(laptop.queued().is_empty());
+    let out = laptop.run(&["flush"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(sink.accepted().len(), 1, "delivered only once");
+    let listing = text(&laptop.run(&["queue"]).stdout);
+    assert!(listing.contains("Mail queue is empty"), "{listing}");
+}
+
+#[test]
+fn relay_up_detached_attempt_delivers() {
+    let (sink, port) = Sink::start_any();
+    let laptop = Laptop::new("up", port, "");
+    let out = laptop.sendmail(
+        &[
+            "-i",
+            "-f",
+            "me@laptop.test",
+            "-F",
+            "Me Myself",
+            "bob@example.org",
+        ],
+        b"Subject: detached\n\n.\nstill body\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let got = wait_until("the sink to receive the message", || {
+        let got = sink.accepted();
+        (!got.is_empty()).then_some(got)
+    });
+    assert_eq!(got[0].sender, "me@laptop.test");
+    assert_eq!(got[0].recipients, ["bob@example.org"]);
+    // -i: the lone dot is text (dot-stuffed on the wire).
+    assert!(
+        got[0].data.contains("\r\n..\r\nstill body\r\n"),
+        "{:?}",
+        got[0].data
+    );
+    assert!(got[0].data.contains("From: Me Myself <me@laptop.test>\r\n"));
+    wait_until("the queue to empty", || {
+        laptop.queued().is_empty().then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.accepted().len(), 1);
+}
+
+#[test]
+fn nul_byte_is_refused() {
+    let laptop = Laptop::new("nul", free_port(), "");
+    let out = laptop.sendmail(&["bob@example.org"], b"Subject: x\n\nbad \0 byte\n");
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("NUL"), "{}", text(&out.stderr));
+    let listing = text(&laptop.run(&["queue"]).stdout);
+    assert!(listing.contains("Mail queue is empty"), "{listing}");
+}
+
+#[test]
+fn usage_errors() {
+    let laptop = Laptop::new("usage", free_port(), "");
+    let out = laptop.sendmail(&[], b"Subject: x\n\n");
+    assert_eq!(out.status.code(), Some(64), "no recipient");
+    let out = laptop.sendmail(&["-bz"], b"");
+    assert_eq!(out.status.code(), Some(64));
+    let out = laptop.sendmail(&["-t"], b"Subject: no recipients\n\nx\n");
+    assert_eq!(out.status.code(), Some(65));
+    let out = laptop.run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn listing_and_delete() {
+    let laptop = Laptop::new("delete", free_port(), "");
+    let out = laptop.sendmail(
+        &["-oi", "-oem", "-odb", "-B", "8BITMIME", "carol@example.org"],
+        b"Subject: to delete\n\nx\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let queued = laptop.after_first_attempt();
+    let id = queued[0].id.as_str().to_owned();
+
+    let bp = laptop.sendmail(&["-bp"], b"");
+    let listing = text(&bp.stdout);
+    assert!(
+        listing.contains(&id) && listing.contains("carol@example.org"),
+        "{listing}"
+    );
+    assert!(listing.contains("-- 1 Kbytes in 1 Request."), "{listing}");
+    assert_eq!(listing, text(&laptop.run(&["queue"]).stdout));
+
+    // Invoked as `sendmail` (program name), with -C.
+    let link = laptop.dir.path().join("sendmail");
+    std::os::unix::fs::symlink(binary("certrelay"), &link).unwrap();
+    let mut as_sendmail = Command::new(&link);
+    as_sendmail.args(["-C", &laptop.cfg(), "-bp"]);
+    assert_eq!(text(&run_bounded(as_sendmail, None).stdout), listing);
+
+    let out = laptop.run(&["delete", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(laptop.queued().is_empty());
+    let out = laptop.run(&["delete", &id]);
+    assert_eq!(out.status.code(), Some(1), "already gone");
+    let listing = text(&laptop.run(&["queue"]).stdout);
+    assert!(listing.contains("Mail queue is empty"), "{listing}");
+}
+
+fn per_site(label: &str, value: &str, port: u16) -> Laptop {
+    let laptop = Laptop::new(label, port, "");
+    let table = laptop
+        .dir
+        .write("tls_per_site", &format!("[127.0.0.1]:{port}    {value}\n"));
+    laptop.dir.write(
+        "main.cf",
+        &format!(
+            "myhostname = laptop.test\n\
+             queue_directory = {}\n\
+             relayhost = [127.0.0.1]:{port}\n\
+             smtp_use_tls = yes\n\
+             smtp_enforce_tls = yes\n\
+             smtp_tls_per_site = texthash:{}\n",
+            laptop.queue_dir().display(),
+            table.display()
+        ),
+    );
+    laptop
+}
+
+#[test]
+fn per_site_none_overrides_enforce_tls() {
+    let (sink, port) = Sink::start_any();
+    let laptop = per_site("none", "NONE", port);
+    let out = laptop.sendmail(&["bob@example.org"], b"Subject: plain\n\nx\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_until("plaintext delivery", || {
+        (!sink.accepted().is_empty()).then_some(())
+    });
+}
+
+#[test]
+fn per_site_may_does_not_weaken_enforce_tls() {
+    let (sink, port) = Sink::start_any();
+    let laptop = per_site("may", "may", port);
+    let out = laptop.sendmail(&["bob@example.org"], b"Subject: tls\n\nx\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let queued = laptop.after_first_attempt();
+    let r = &queued[0].recipients[0];
+    assert_eq!(r.dsn, "4.7.4", "{r:?}");
+    assert!(r.reason.contains("TLS is required"), "{r:?}");
+    assert!(sink.accepted().is_empty());
+}
+
+#[test]
+fn invalid_per_site_value_defers_with_config_problem() {
+    let (sink, port) = Sink::start_any();
+    let laptop = per_site("invalid", "SOMETIMES", port);
+    let out = laptop.sendmail(&["bob@example.org"], b"Subject: tls\n\nx\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let queued = laptop.after_first_attempt();
+    let r = &queued[0].recipients[0];
+    assert_eq!(
+        (r.dsn.as_str(), r.reason.as_str()),
+        ("4.7.5", "client TLS configuration problem")
+    );
+    assert!(sink.accepted().is_empty());
+}
+
+#[test]
+fn concurrent_submissions_are_each_delivered_once() {
+    let (sink, port) = Sink::start_any();
+    let laptop = Laptop::new("concurrent", port, "");
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            let mut c = laptop.command(&["sendmail", &format!("r{i}@example.org")]);
+            c.stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            let body = format!("Subject: number {i}\n\nx\n");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
+            child
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    wait_until("six deliveries", || {
+        (sink.accepted().len() >= 6).then_some(())
+    });
+    wait_until("the queue to empty", || {
+        let empty = laptop.queued().is_empty()
+            && text(&laptop.run(&["queue"]).stdout).contains("Mail queue is empty");
+        empty.then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut rcpts: Vec<String> = sink
+        .accepted()
+        .iter()
+        .flat_map(|a| a.recipients.clone())
+        .collect();
+    rcpts.sort();
+    let want: Vec<String> = (0..6).map(|i| format!("r{i}@example.org")).collect();
+    assert_eq!(rcpts, want, "each exactly once; log:\n{}", laptop.log());
+}
+
+#[test]
+fn user_defaults_come_from_xdg_directories() {
+    let is_root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if is_root {
+        eprintln!("skipped: root uses /etc/certrelay and the system spool");
+        return;
+    }
+    let home = TempDir::new("xdg");
+    let config = home.path().join("cfg/certrelay");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("main.cf"),
+        format!(
+            "myhostname = laptop.test\nrelayhost = [127.0.0.1]:{}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new(binary("certrelay"));
+    c.args(["sendmail", "bob@example.org"])
+        .env("USER", "alice")
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("cfg"))
+        .env("XDG_DATA_HOME", home.path().join("data"));
+    let out = run_bounded(c, Some(b"Subject: x\n\ny\n"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let queue = home.path().join("data/certrelay/queue");
+    wait_until("the message in the XDG queue", || {
+        let n = std::fs::read_dir(queue.join("queue"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            + std::fs::read_dir(queue.join("maildrop"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+        (n > 0).then_some(())
+    });
+}
