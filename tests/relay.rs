@@ -5,6 +5,7 @@ use certrelay_core::cert::{parse_certificates, parse_private_key, spki_der};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_suite::daemon::{free_port, Daemon, WAIT};
 use certrelay_suite::pki::{self, Ca, Issued};
+use certrelay_suite::sink::{wait_until, Sink};
 use certrelay_suite::{binary, TempDir};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -283,6 +284,8 @@ fn write_main(dir: &TempDir, extra: &str) {
         &format!(
             "myhostname = relay.test\n\
              mydestination = relay.test\n\
+             relayhost = [127.0.0.1]:9\n\
+             defer_transports = smtp\n\
              mynetworks = 192.0.2.0/24\n\
              queue_directory = {d}/spool\n\
              smtpd_tls_security_level = may\n\
@@ -556,6 +559,7 @@ fn sighup_applies_a_new_map_and_keeps_the_old_one_when_the_new_is_broken() {
     // A map that cannot be read: refused, the old map keeps serving.
     let missing = relay.dir.path().join("no-such-map");
     let main = std::fs::read_to_string(relay.dir.path().join("main.cf")).unwrap();
+    let line = main.lines().count() + 1;
     relay.dir.write(
         "main.cf",
         &format!("{main}relay_clientcerts = hash:{}\n", missing.display()),
@@ -569,11 +573,11 @@ fn sighup_applies_a_new_map_and_keeps_the_old_one_when_the_new_is_broken() {
         .lines()
         .find(|l| {
             l.starts_with(&format!(
-                "error: {}:13: relay_clientcerts",
+                "error: {}:{line}: relay_clientcerts",
                 main_cf.display()
             ))
         })
-        .unwrap_or_else(|| panic!("no refusal naming main.cf:13 in\n{log}"));
+        .unwrap_or_else(|| panic!("no refusal naming main.cf:{line} in\n{log}"));
     assert!(refusal.contains("no-such-map"), "{refusal}");
     let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
     assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
@@ -776,7 +780,7 @@ fn an_issued_laptop_relays_and_is_refused_once_revoked() {
         String::from_utf8_lossy(&issue.stderr)
     );
     assert!(said.contains("asked the running relay"), "{said}");
-    relay.wait_log("reload");
+    relay.wait_log("configuration reloaded");
     let bundle = std::fs::read_to_string(format!("{d}/bob.pem")).unwrap();
     let der = parse_certificates(bundle.as_bytes()).unwrap()[0].to_vec();
     let bob = Issued {
@@ -799,10 +803,107 @@ fn an_issued_laptop_relays_and_is_refused_once_revoked() {
         "{}",
         String::from_utf8_lossy(&revoke.stderr)
     );
-    relay.wait_log_count("reload", 2);
+    relay.wait_log_count("configuration reloaded", 2);
     let (mut s, _) = Smtp::start(port, &ca_pem, Some(&bob));
     assert_eq!(
         s.mail("someone@example.org"),
         Err("554 5.7.1 <someone@example.org>: Relay access denied".to_owned())
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Onward delivery through the queue runner, and what a crash leaves.
+
+/// Lets the relay deliver to the sink on `port` (the fixtures hold mail by default).
+fn deliver_to(port: u16) -> String {
+    format!("relayhost = [127.0.0.1]:{port}\ndefer_transports =\n")
+}
+
+#[test]
+fn accepted_mail_is_delivered_onward_to_the_relayhost() {
+    let (sink, sink_port) = Sink::start_any();
+    let (relay, pki) = setup_with(
+        "onward",
+        &|l| md5_line(&l.der),
+        &deliver_to(sink_port),
+        &[""],
+    );
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    let id = s
+        .mail("friend@elsewhere.example")
+        .unwrap_or_else(|r| panic!("{r}"));
+    let got = wait_until("the sink to receive the message", || sink.accepted().pop());
+    assert_eq!(got.sender, "me@laptop.test");
+    assert_eq!(got.recipients, ["friend@elsewhere.example"]);
+    assert!(
+        got.data.contains(&format!("with ESMTPS id {id}")),
+        "{}",
+        got.data
+    );
+    assert!(
+        got.data.ends_with("hello from the laptop\r\n"),
+        "{}",
+        got.data
+    );
+    relay.wait_log(&format!(
+        "{id}: to=<friend@elsewhere.example>, relay=127.0.0.1[127.0.0.1]:{sink_port}"
+    ));
+    relay.wait_log("status=sent");
+    // Delivered: nothing left in the queue.
+    wait_until("the queue to empty", || {
+        let left = std::fs::read_dir(relay.dir.path().join("spool/queue"))
+            .ok()?
+            .count();
+        (left == 0).then_some(())
+    });
+}
+
+#[test]
+fn a_message_acknowledged_before_a_crash_is_delivered_once_after_restart() {
+    let (sink, sink_port) = Sink::start_any();
+    let (relay, pki) = setup_with("crash-after-250", &|l| md5_line(&l.der), "", &[""]);
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    let id = s
+        .mail("friend@elsewhere.example")
+        .unwrap_or_else(|r| panic!("{r}"));
+    drop(s);
+    relay.signal("KILL");
+    let Relay { daemon, dir, ports } = relay;
+    let _ = daemon.stop_waiting();
+    // The same directory, now allowed to deliver.
+    write_main(&dir, &deliver_to(sink_port));
+    let relay = Relay::start(dir, ports);
+    let got = wait_until("the sink to receive the message", || sink.accepted().pop());
+    assert!(got.data.contains(&format!("id {id}")), "{}", got.data);
+    relay.wait_log("status=sent");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.accepted().len(), 1, "delivered exactly once");
+}
+
+#[test]
+fn a_crash_during_data_delivers_nothing() {
+    let (sink, sink_port) = Sink::start_any();
+    let (relay, pki) = setup_with("crash-in-data", &|l| md5_line(&l.der), "", &[""]);
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert!(s.cmd("MAIL FROM:<me@laptop.test>").starts_with("250"));
+    assert!(s
+        .cmd("RCPT TO:<friend@elsewhere.example>")
+        .starts_with("250"));
+    assert!(s.cmd("DATA").starts_with("354"));
+    s.send(b"Subject: half\r\n\r\nthe first half of a message that never ends\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    relay.signal("KILL");
+    let Relay { daemon, dir, ports } = relay;
+    let _ = daemon.stop_waiting();
+    write_main(&dir, &deliver_to(sink_port));
+    let relay = Relay::start(dir, ports);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        sink.accepted().is_empty(),
+        "nothing was acknowledged, nothing is delivered"
+    );
+    let tmp = std::fs::read_dir(relay.dir.path().join("spool/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp, 0, "the partial file was removed at start");
 }

@@ -6,6 +6,7 @@ pub mod control;
 pub mod deliver;
 pub mod laptop;
 pub mod maildrop;
+pub mod outbound;
 pub mod pki;
 pub mod resolver;
 pub mod route;

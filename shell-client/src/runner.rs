@@ -50,6 +50,8 @@ pub struct RunnerConfig {
     pub concurrency: usize,
     /// The TLS level per server (per-site policy); `None` uses `client.tls_level`.
     pub tls_level: Option<TlsLevelFor>,
+    /// `defer_transports = smtp`: mail waits in the queue until a flush.
+    pub hold: bool,
 }
 
 impl RunnerConfig {
@@ -68,6 +70,7 @@ impl RunnerConfig {
             connect_timeout: Duration::from_secs(30),
             concurrency: 4,
             tls_level: None,
+            hold: false,
         }
     }
 }
@@ -207,8 +210,10 @@ impl QueueRunner {
     pub async fn serve(&self, wakeups: QueueWakeups) {
         let mut flush = false;
         loop {
-            let stats = self.run_once(flush).await;
-            log::debug!("queue run: {stats:?}");
+            if flush || !self.inner.config.hold {
+                let stats = self.run_once(flush).await;
+                log::debug!("queue run: {stats:?}");
+            }
             let delay = self.inner.config.retry.queue_run_delay;
             let woke = future::or(async { wakeups.0.recv().await.ok() }, async {
                 Timer::after(delay).await;

@@ -5,8 +5,11 @@ use crate::generation::{self, Generation, ListenerConf};
 use crate::limits::{Refusal, Sessions};
 use crate::listen::{self, Bound};
 use crate::session::{Clock, Connection};
-use crate::store::{self, QueueWake, Store};
+use crate::store::{QueueWake, Store};
 use async_signal::{Signal, Signals};
+use certrelay_client::outbound::{self, Delivery};
+use certrelay_client::resolver::Resolver;
+use certrelay_client::runner::{wake_channel, QueueRunner};
 use certrelay_client::spool::Spool;
 use certrelay_core::config::{Diagnostic, Severity};
 use certrelay_core::net::list_contains;
@@ -61,7 +64,7 @@ async fn run_async(dir: &Path) -> i32 {
         }
     };
     log_diagnostics(&notes);
-    let mut signals = match Signals::new([Signal::Hup, Signal::Term, Signal::Int]) {
+    let mut signals = match Signals::new([Signal::Hup, Signal::Usr1, Signal::Term, Signal::Int]) {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot watch signals: {e}");
@@ -87,9 +90,34 @@ async fn run_async(dir: &Path) -> i32 {
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
         log::warn!("{}: cannot write the process id: {e}", pid_file.display());
     }
+    let delivery = match onward_delivery(dir) {
+        Ok(d) => d,
+        Err(diags) => {
+            log_diagnostics(&diags);
+            log::error!(
+                "{}: onward delivery settings have errors; not starting",
+                dir.display()
+            );
+            return 1;
+        }
+    };
     let (wake, runner_rx) = QueueWake::channel();
-    // The delivery engine takes `runner_rx` here once it exists.
-    let runner = smol::spawn(store::drain_for_later(runner_rx));
+    let (waker, wakeups) = wake_channel();
+    let runner = QueueRunner::new(
+        spool.clone(),
+        delivery.runner,
+        delivery.tls,
+        Resolver::system(),
+    );
+    let runner_task = smol::spawn(async move { runner.serve(wakeups).await });
+    let forward = {
+        let waker = waker.clone();
+        smol::spawn(async move {
+            while runner_rx.recv().await.is_ok() {
+                waker.new_mail();
+            }
+        })
+    };
     let relay = Arc::new(Relay {
         dir: dir.to_owned(),
         current: RwLock::new(Arc::new(generation)),
@@ -111,6 +139,10 @@ async fn run_async(dir: &Path) -> i32 {
     let stop_signal = loop {
         match signals.next().await {
             Some(Ok(Signal::Hup)) => reload(&relay),
+            Some(Ok(Signal::Usr1)) => {
+                log::info!("flush requested: trying every queued message now");
+                waker.flush();
+            }
             Some(Ok(sig)) => break sig as i32,
             Some(Err(e)) => log::warn!("signal watch: {e}"),
             None => break 0,
@@ -119,7 +151,11 @@ async fn run_async(dir: &Path) -> i32 {
     drop(accepting);
     log::info!("terminating on signal {stop_signal}");
     wait_for_sessions(&relay.sessions).await;
-    drop(runner);
+    // Deliveries in progress end with the process; their messages stay queued and are
+    // tried again at the next start.
+    drop(forward);
+    drop(waker);
+    drop(runner_task);
     let _ = std::fs::remove_file(&pid_file);
     0
 }
@@ -303,4 +339,17 @@ fn log_diagnostics(diags: &[Diagnostic]) {
         };
         log::log!(level, "{}: {}", d.location(), d.message);
     }
+}
+
+/// The relay's onward delivery (relayhost or MX, `smtp_tls_*`, retry times), read once at
+/// start: a change needs a restart.
+fn onward_delivery(dir: &Path) -> Result<Delivery, Vec<Diagnostic>> {
+    let loaded = certrelay_client::conf::load(dir).map_err(|msg| {
+        vec![Diagnostic::error(
+            &certrelay_core::config::Location::new(&dir.join("main.cf").display().to_string(), 0),
+            msg,
+        )]
+    })?;
+    let config = &loaded.config;
+    outbound::delivery(config, config.text("myhostname"))
 }

@@ -18,8 +18,7 @@ const WRITE_BATCH: usize = 128 * 1024;
 
 /// Tells the queue runner that a message was committed.
 ///
-/// The delivery engine (shell-client's queue runner) takes the receiving end; until it is
-/// wired in, [`drain_for_later`] keeps the channel empty and mail stays in the spool.
+/// The relay forwards each one to the queue runner, which tries the message at once.
 #[derive(Clone, Debug)]
 pub struct QueueWake(smol::channel::Sender<QueueId>);
 
@@ -34,13 +33,6 @@ impl QueueWake {
     pub fn queued(&self, id: QueueId) {
         // A closed channel means no runner: the message waits for the next start.
         let _ = self.0.try_send(id);
-    }
-}
-
-/// Stands in for the queue runner: accepted mail stays in the spool until a runner exists.
-pub async fn drain_for_later(rx: smol::channel::Receiver<QueueId>) {
-    while let Ok(id) = rx.recv().await {
-        log::debug!("{id}: waiting in the queue (no delivery engine in this build)");
     }
 }
 

@@ -100,6 +100,7 @@ pub const PARAMS: &[Param] = &[
     ),
     p("relay_domains", "", Kind::List),
     p("relayhost", "", Kind::List),
+    p("defer_transports", "", Kind::List),
     p("relay_clientcerts", "", Kind::List),
     p("mail_owner", "certrelay", Kind::Text),
     p("queue_directory", "/var/spool/certrelay", Kind::Text),
