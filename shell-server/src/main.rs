@@ -1,6 +1,7 @@
 //! `certrelayd`: the relay.
 
 mod admin;
+mod demo;
 mod generation;
 mod limits;
 mod listen;
@@ -34,7 +35,15 @@ enum Command {
     Ca(admin::CaCmd),
     Allow(admin::AllowCmd),
     Revoke(admin::RevokeCmd),
+    Demo(Demo),
 }
+
+/// run the whole system on loopback in a temporary directory: make a CA, the relay's and
+/// two laptops' certificates, start a relay, and send from a listed laptop (delivered) and
+/// an unlisted one (refused); cleans up and exits 0 when both outcomes are as expected
+#[derive(FromArgs)]
+#[argh(subcommand, name = "demo")]
+struct Demo {}
 
 /// load main.cf, master.cf, the fingerprint map and the TLS files; print the settings in
 /// effect and every problem with file:line; exit 1 on errors
@@ -55,6 +64,10 @@ fn main() {
     let code = match args.command {
         Some(Command::Check(Check {})) => {
             certrelay_client::conf::run_check(&args.config_dir, certrelay_client::conf::check_relay)
+        }
+        Some(Command::Demo(Demo {})) => {
+            init_demo_logging();
+            demo::run()
         }
         Some(Command::Fingerprint(cmd)) => admin::fingerprint(cmd),
         Some(Command::Ca(cmd)) => admin::ca(&args.config_dir, cmd),
@@ -82,5 +95,13 @@ fn init_logging() {
             };
             writeln!(buf, "{prefix}{}", record.args())
         })
+        .init();
+}
+
+/// The demo's own lines are printed as they come; the laptop side's log lines get a prefix.
+fn init_demo_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| writeln!(buf, "  laptop  | {}", record.args()))
+        .target(env_logger::Target::Stdout)
         .init();
 }

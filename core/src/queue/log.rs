@@ -126,14 +126,17 @@ pub fn listing_entry(envelope: &Envelope, offset_minutes: i32) -> String {
     }
     out.push('\n');
     let mut last_reason: Option<&str> = None;
+    // A message kept after delivery finished failed for good (a bounce that could not be
+    // sent): show why, marked as failed.
+    let failed = envelope.is_done();
     for r in envelope
         .recipients
         .iter()
-        .filter(|r| r.state.is_remaining())
+        .filter(|r| r.state.is_remaining() || (failed && r.state == RecipientState::Bounced))
     {
         if !r.reason.is_empty() && last_reason != Some(r.reason.as_str()) {
             indent(&mut out);
-            out.push('(');
+            out.push_str(if failed { "(failed: " } else { "(" });
             push_clean(&mut out, &r.reason);
             out.push_str(")\n");
             last_reason = Some(&r.reason);

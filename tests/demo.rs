@@ -1,0 +1,46 @@
+//! The README's first command: `certrelayd demo` relays for the listed laptop, refuses the
+//! unlisted one, and cleans up.
+
+use certrelay_suite::binary;
+use std::process::{Command, Stdio};
+
+#[test]
+fn demo_shows_both_outcomes_and_exits_0() {
+    let out = Command::new(binary("certrelayd"))
+        .arg("demo")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run certrelayd demo");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    // The listed laptop: verified TLS both ways, delivered, arrived at the sink.
+    assert!(
+        text.contains("Trusted TLS connection established from"),
+        "{text}"
+    );
+    assert!(
+        text.contains("status=sent (250 2.0.0 Ok: queued as"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sink    | Subject: hello from alice"),
+        "{text}"
+    );
+    // The unlisted laptop: refused by the relay, reported by the laptop.
+    assert!(
+        text.contains(
+            "554 5.7.1 <friend@elsewhere.example>: Relay access denied; from=<mallory@laptop.demo>"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("status=bounced"), "{text}");
+    assert!(!text.contains("Subject: hello from mallory"), "{text}");
+    // Cleaned up.
+    let dir = text
+        .lines()
+        .find_map(|l| l.strip_prefix("== a CA and the relay's certificate, in "))
+        .expect("the demo names its directory");
+    let root = std::path::Path::new(dir).parent().unwrap();
+    assert!(!root.exists(), "{} was left behind", root.display());
+}
