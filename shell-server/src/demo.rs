@@ -338,11 +338,7 @@ fn sink_session(mut conn: TcpStream, settings: Arc<ServerSettings>, tx: mpsc::Se
         let mut stored = false;
         while let Some(out) = session.poll_output() {
             match out {
-                ServerOutput::Transmit(bytes) => {
-                    if conn.write_all(&bytes).is_err() {
-                        return;
-                    }
-                }
+                ServerOutput::Transmit(bytes) if conn.write_all(&bytes).is_err() => return,
                 ServerOutput::BodyChunk(c) => message.extend_from_slice(&c),
                 ServerOutput::MessageEnd => stored = true,
                 ServerOutput::MessageAbort => message.clear(),
