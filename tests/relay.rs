@@ -907,3 +907,46 @@ fn a_crash_during_data_delivers_nothing() {
         .count();
     assert_eq!(tmp, 0, "the partial file was removed at start");
 }
+
+#[test]
+fn queue_delete_and_flush_commands_act_on_the_running_relay() {
+    let (sink, sink_port) = Sink::start_any();
+    // Held (defer_transports = smtp) until a flush.
+    let hold = format!("relayhost = [127.0.0.1]:{sink_port}\n");
+    let (relay, pki) = setup_with("queue-cmds", &|l| md5_line(&l.der), &hold, &[""]);
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    let first = s.mail("one@elsewhere.example").unwrap();
+    let second = s.mail("two@elsewhere.example").unwrap();
+    drop(s);
+
+    let listing = certrelayd(&relay.dir, &["queue"]);
+    let text = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(text.contains(&first) && text.contains(&second), "{text}");
+    assert!(text.contains("one@elsewhere.example"), "{text}");
+    assert!(text.contains("in 2 Requests"), "{text}");
+
+    let deleted = certrelayd(&relay.dir, &["delete", &first]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let again = certrelayd(&relay.dir, &["delete", &first]);
+    assert_eq!(again.status.code(), Some(1));
+
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        sink.accepted().is_empty(),
+        "held mail left before the flush"
+    );
+    let flushed = certrelayd(&relay.dir, &["flush"]);
+    assert!(
+        flushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flushed.stderr)
+    );
+    let got = wait_until("the flushed message", || sink.accepted().pop());
+    assert_eq!(got.recipients, ["two@elsewhere.example"]);
+    relay.wait_log("status=sent");
+    assert_eq!(sink.accepted().len(), 1, "the deleted message never left");
+}

@@ -104,6 +104,12 @@ impl Spool {
         Ok((spool, rec))
     }
 
+    /// The spool at `root` as another process keeps it: no directory is created and nothing
+    /// is cleaned up (files in `tmp/` may be messages that process is receiving).
+    pub fn attach(root: impl Into<PathBuf>) -> Spool {
+        Spool { root: root.into() }
+    }
+
     /// The spool's root directory.
     pub fn root(&self) -> &Path {
         &self.root

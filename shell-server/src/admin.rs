@@ -122,6 +122,108 @@ pub struct RevokeCmd {
     what: String,
 }
 
+/// list the queue: id, size, arrival, sender, recipients with the reason each waits, and
+/// the next attempt
+#[derive(FromArgs)]
+#[argh(subcommand, name = "queue")]
+pub struct QueueCmd {}
+
+/// ask the running relay to try every queued message now (SIGUSR1)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "flush")]
+pub struct FlushCmd {}
+
+/// remove a message from the queue
+#[derive(FromArgs)]
+#[argh(subcommand, name = "delete")]
+pub struct DeleteCmd {
+    /// the queue id, as `certrelayd queue` shows it
+    #[argh(positional)]
+    id: String,
+}
+
+/// `certrelayd queue`.
+pub fn queue(config_dir: &Path, _cmd: QueueCmd) -> i32 {
+    let Some(dir) = queue_directory(config_dir) else {
+        return 1;
+    };
+    match certrelay_client::control::listing(&dir) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", dir.display());
+            1
+        }
+    }
+}
+
+/// `certrelayd flush`.
+pub fn flush(config_dir: &Path, _cmd: FlushCmd) -> i32 {
+    let Some(dir) = queue_directory(config_dir) else {
+        return 1;
+    };
+    match running_pid(&dir) {
+        Some(pid) if send_signal(pid, "USR1") => {
+            println!("asked the running relay (pid {pid}) to try every queued message now");
+            0
+        }
+        _ => {
+            eprintln!(
+                "error: no running relay ({}); queued mail goes when it starts",
+                pid_file(&dir).display()
+            );
+            1
+        }
+    }
+}
+
+/// `certrelayd delete ID`.
+pub fn delete(config_dir: &Path, cmd: DeleteCmd) -> i32 {
+    let Some(dir) = queue_directory(config_dir) else {
+        return 1;
+    };
+    if certrelay_core::queue::QueueId::parse(&cmd.id).is_none() {
+        eprintln!("error: {:?} is not a queue id", cmd.id);
+        return 64;
+    }
+    // Attach without recovery: a running relay may be receiving into tmp/ right now.
+    let spool = certrelay_client::spool::Spool::attach(&dir);
+    if spool.read_envelope(&cmd.id).is_err() && !spool.message_path(&cmd.id).exists() {
+        eprintln!("error: {}: no such message in {}", cmd.id, dir.display());
+        return 1;
+    }
+    match spool.remove(&cmd.id) {
+        Ok(()) => {
+            println!("{}: removed", cmd.id);
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", cmd.id);
+            1
+        }
+    }
+}
+
+fn queue_directory(config_dir: &Path) -> Option<PathBuf> {
+    match certrelay_client::conf::load(config_dir) {
+        Ok(l) => Some(PathBuf::from(l.config.text("queue_directory"))),
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            None
+        }
+    }
+}
+
+fn running_pid(queue_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(pid_file(queue_dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// `certrelayd fingerprint`.
 pub fn fingerprint(cmd: FingerprintCmd) -> i32 {
     let Some(digest) = DigestKind::from_config_name(&cmd.digest) else {
@@ -259,15 +361,14 @@ fn reload_if(code: i32, config_dir: &Path) -> i32 {
     let Ok(loaded) = certrelay_client::conf::load(config_dir) else {
         return code;
     };
-    let pid_file = pid_file(Path::new(loaded.config.text("queue_directory")));
-    match std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok())
-    {
-        Some(pid) if signal_hup(pid) => println!("asked the running relay (pid {pid}) to reload"),
+    let queue_dir = PathBuf::from(loaded.config.text("queue_directory"));
+    match running_pid(&queue_dir) {
+        Some(pid) if send_signal(pid, "HUP") => {
+            println!("asked the running relay (pid {pid}) to reload")
+        }
         _ => println!(
             "no running relay found ({}); it reads the table at start",
-            pid_file.display()
+            pid_file(&queue_dir).display()
         ),
     }
     code
@@ -278,10 +379,10 @@ pub fn pid_file(queue_directory: &Path) -> PathBuf {
     queue_directory.join("certrelayd.pid")
 }
 
-fn signal_hup(pid: i32) -> bool {
+fn send_signal(pid: i32, name: &str) -> bool {
     pid > 0
         && std::process::Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())

@@ -36,6 +36,9 @@ enum Command {
     Allow(admin::AllowCmd),
     Revoke(admin::RevokeCmd),
     Demo(Demo),
+    Queue(admin::QueueCmd),
+    Flush(admin::FlushCmd),
+    Delete(admin::DeleteCmd),
 }
 
 /// run the whole system on loopback in a temporary directory: make a CA, the relay's and
@@ -70,6 +73,9 @@ fn main() {
             demo::run()
         }
         Some(Command::Fingerprint(cmd)) => admin::fingerprint(cmd),
+        Some(Command::Queue(cmd)) => admin::queue(&args.config_dir, cmd),
+        Some(Command::Flush(cmd)) => admin::flush(&args.config_dir, cmd),
+        Some(Command::Delete(cmd)) => admin::delete(&args.config_dir, cmd),
         Some(Command::Ca(cmd)) => admin::ca(&args.config_dir, cmd),
         Some(Command::Allow(cmd)) => admin::allow(&args.config_dir, cmd),
         Some(Command::Revoke(cmd)) => admin::revoke(&args.config_dir, cmd),
