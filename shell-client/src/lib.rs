@@ -16,3 +16,4 @@ pub mod sendmail;
 pub mod smtp_conn;
 pub mod spool;
 pub mod tls;
+pub mod tools;

@@ -34,6 +34,15 @@ commands:
                     queue_run_delay. It has no SMTP listener yet (local SMTP submission
                     waits for the relay's server driver); submit with `sendmail`.
 
+  fingerprint [--digest md5|sha1|sha256|sha512] [--pubkey] [--map-line LABEL] FILE...
+                    print certificate fingerprints as openssl does, or relay_clientcerts lines
+  keygen [--out DIR] NAME
+                    make this laptop's key (mode 0600), a request for the relay's CA
+                    (certrelayd ca sign) and a self-signed certificate; print its fingerprints
+  explain [DESTINATION...]
+                    which TLS level applies to each destination (default: the relayhost)
+                    and why: the global level, each smtp_tls_per_site lookup, the result
+
 queue_directory defaults to $XDG_DATA_HOME/certrelay/queue (~/.local/share/certrelay/queue)
 for a user when main.cf does not set it.";
 
@@ -93,6 +102,9 @@ fn certrelay_main(args: Vec<OsString>) -> i32 {
         "queue" if rest.is_empty() => queue_main(&dir),
         "delete" if !rest.is_empty() => delete_main(&dir, rest),
         "run" if rest.is_empty() => run_main(&dir),
+        "fingerprint" => certrelay_client::tools::fingerprint_main(rest),
+        "keygen" => certrelay_client::tools::keygen_main(rest),
+        "explain" => certrelay_client::tools::explain_main(&dir, rest),
         "help" => {
             println!("{HELP}");
             0
