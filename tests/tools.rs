@@ -113,3 +113,94 @@ fn fingerprint_and_keygen() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("a private key, not a certificate"));
 }
+
+#[test]
+fn relay_explain_names_the_deciding_rule() {
+    use certrelay_core::fingerprint::{DigestKind, Fingerprint};
+    use certrelay_suite::pki;
+    let dir = TempDir::new("explain-relay");
+    let ca = pki::Ca::new("Test CA");
+    let relay = ca.issue("relay.test", &["relay.test"], false);
+    let listed = ca.issue("listed", &[], true);
+    let unlisted = ca.issue("unlisted", &[], true);
+    let selfie = pki::self_signed_client("selfie");
+    for (name, text) in [
+        ("relay.pem", &relay.cert_pem),
+        ("relay.key", &relay.key_pem),
+        ("ca.pem", &ca.cert_pem),
+        ("listed.pem", &listed.cert_pem),
+        ("unlisted.pem", &unlisted.cert_pem),
+        ("selfie.pem", &selfie.cert_pem),
+    ] {
+        dir.write(name, text);
+    }
+    dir.write(
+        "map",
+        &format!("{} bob\n", Fingerprint::of(DigestKind::Md5, &listed.der)),
+    );
+    let d = dir.path().display().to_string();
+    dir.write(
+        "main.cf",
+        &format!(
+            "myhostname = relay.test\nmydestination = relay.test\nmynetworks = 127.0.0.0/8\n\
+             smtpd_use_tls = yes\nsmtpd_tls_cert_file = {d}/relay.pem\n\
+             smtpd_tls_key_file = {d}/relay.key\nsmtpd_tls_CAfile = {d}/ca.pem\n\
+             smtpd_tls_ask_ccert = yes\nrelay_clientcerts = hash:{d}/map\n"
+        ),
+    );
+    dir.write(
+        "master.cf",
+        "127.0.0.1:2525 inet n - n - - smtpd\n127.0.0.1:2587 inet n - n - - smtpd\n  -o smtpd_tls_req_ccert=yes\n",
+    );
+    let explain = |args: &[&str]| {
+        let mut all = vec!["-c", &d, "explain"];
+        all.extend_from_slice(args);
+        let out = Command::new(binary("certrelayd"))
+            .args(&all)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    let cert = |n: &str| format!("{d}/{n}.pem");
+    let far = ["--rcpt", "friend@elsewhere.example"];
+
+    let t = explain(&[&["--cert", &cert("listed")], &far[..]].concat());
+    assert!(
+        t.contains("listed in relay_clientcerts by its certificate MD5 fingerprint, label \"bob\""),
+        "{t}"
+    );
+    assert!(
+        t.contains("accepted (permit_tls_clientcerts (item 2 of smtpd_recipient_restrictions))"),
+        "{t}"
+    );
+
+    let t = explain(&[&["--cert", &cert("unlisted")], &far[..]].concat());
+    assert!(t.contains("not listed in relay_clientcerts"), "{t}");
+    assert!(
+        t.contains("refused with 554 5.7.1 <friend@elsewhere.example>: Relay access denied"),
+        "{t}"
+    );
+    assert!(t.contains("reject_unauth_destination"), "{t}");
+
+    let t = explain(&[&["--cert", &cert("selfie"), "--port", "2587"], &far[..]].concat());
+    assert!(t.contains("untrusted:"), "{t}");
+    assert!(
+        t.contains("421 4.7.1 relay.test Error: Client certificate not trusted"),
+        "{t}"
+    );
+
+    let t = explain(&["--cert", &cert("unlisted"), "--rcpt", "user@relay.test"]);
+    assert!(
+        t.contains("RCPT TO:<user@relay.test> accepted"),
+        "local destination: {t}"
+    );
+
+    let t = explain(&[&["--client", "127.0.0.1"], &far[..]].concat());
+    assert!(t.contains("accepted (permit_mynetworks"), "{t}");
+}

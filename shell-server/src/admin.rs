@@ -387,3 +387,169 @@ fn send_signal(pid: i32, name: &str) -> bool {
             .status()
             .is_ok_and(|s| s.success())
 }
+
+/// say which restriction would decide a recipient for a client certificate, and why
+#[derive(FromArgs)]
+#[argh(subcommand, name = "explain")]
+pub struct ExplainCmd {
+    /// the client's certificate (PEM chain or DER); without it, as a client with none
+    #[argh(option)]
+    cert: Option<PathBuf>,
+    /// the recipient address
+    #[argh(option)]
+    rcpt: String,
+    /// the sender address (for the log line)
+    #[argh(option, default = "String::from(\"sender@example.org\")")]
+    from: String,
+    /// the client's IP address (default 192.0.2.1, outside any mynetworks)
+    #[argh(option, default = "String::from(\"192.0.2.1\")")]
+    client: String,
+    /// the listener's port (master.cf); default: the first listener
+    #[argh(option)]
+    port: Option<u16>,
+}
+
+/// `certrelayd explain`: the relay's decision for one certificate and recipient, with the
+/// rule that made it.
+pub fn explain(config_dir: &Path, cmd: ExplainCmd) -> i32 {
+    use certrelay_core::facts::{CertVerdict, ClientCert, PeerInfo, TlsFacts};
+    use certrelay_core::policy::{self, RcptFacts, Verdict};
+    let (generation, _) = match crate::generation::load(config_dir) {
+        Ok(g) => g,
+        Err(diags) => {
+            for d in diags.iter().filter(|d| d.is_error()) {
+                eprintln!("{d}");
+            }
+            return 78;
+        }
+    };
+    let listener = match cmd.port {
+        Some(port) => generation
+            .listeners
+            .iter()
+            .find(|l| l.endpoint.port == port),
+        None => generation.listeners.first(),
+    };
+    let Some(listener) = listener else {
+        eprintln!("error: no listener on port {}", cmd.port.unwrap_or(0));
+        return 64;
+    };
+    let Ok(addr) = cmd.client.parse() else {
+        eprintln!("error: --client {}: not an IP address", cmd.client);
+        return 64;
+    };
+    let Ok((recipient, _)) = certrelay_core::address::parse_path(&format!("<{}>", cmd.rcpt)) else {
+        eprintln!("error: --rcpt {}: not a mail address", cmd.rcpt);
+        return 64;
+    };
+    let settings = &listener.settings;
+    println!(
+        "listener {} (smtpd_tls_security_level {:?})",
+        listener.key, settings.tls_level
+    );
+    let client_cert = match &cmd.cert {
+        None => {
+            println!("certificate: none presented");
+            ClientCert::default()
+        }
+        Some(path) => {
+            let chain = match std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    certrelay_core::cert::parse_certificates(&b).map_err(|e| e.to_string())
+                }) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", path.display());
+                    return 1;
+                }
+            };
+            let algs = rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .all;
+            let trust = &listener.trust;
+            let judged = certrelay_core::cert::judge_client_cert(
+                &chain,
+                &trust.anchors,
+                trust.verify_depth,
+                &trust.fingerprints,
+                rustls::pki_types::UnixTime::now(),
+                algs,
+            );
+            let cn = |c: &Option<String>| c.clone().unwrap_or_else(|| "(no CN)".into());
+            println!(
+                "certificate: subject CN {}, issuer CN {}",
+                cn(&judged.subject_cn),
+                cn(&judged.issuer_cn)
+            );
+            match &judged.verdict {
+                CertVerdict::Trusted => println!(
+                    "  trusted: it chains to smtpd_tls_CAfile within smtpd_tls_ccert_verifydepth = {}",
+                    trust.verify_depth
+                ),
+                CertVerdict::Untrusted(why) => println!("  untrusted: {why}"),
+                CertVerdict::Absent => println!("  absent"),
+            }
+            match &judged.listed {
+                Some(m) => println!(
+                    "  listed in relay_clientcerts by its {} {} fingerprint, label {:?}",
+                    if m.public_key {
+                        "public-key"
+                    } else {
+                        "certificate"
+                    },
+                    m.digest,
+                    m.label
+                ),
+                None => println!(
+                    "  not listed in relay_clientcerts (digests looked up: {:?})",
+                    trust.fingerprints.kinds().collect::<Vec<_>>()
+                ),
+            }
+            judged
+        }
+    };
+    if settings.req_ccert && !client_cert.verdict.is_trusted() {
+        let why = if client_cert.verdict.is_present() {
+            "Client certificate not trusted"
+        } else {
+            "No client certificate presented"
+        };
+        println!(
+            "decision: the session ends after STARTTLS: 421 4.7.1 {} Error: {why} \
+             (smtpd_tls_req_ccert = yes)",
+            settings.myhostname
+        );
+        return 0;
+    }
+    let peer = PeerInfo {
+        addr,
+        name: "unknown".into(),
+    };
+    let tls = cmd.cert.as_ref().map(|_| TlsFacts {
+        protocol: "TLSv1.3".into(),
+        cipher: "TLS_AES_256_GCM_SHA384".into(),
+        bits: 256,
+        resumed: false,
+        client_cert,
+    });
+    let decision = policy::check_recipient(
+        settings,
+        &RcptFacts {
+            client: &peer,
+            tls: tls.as_ref(),
+            recipient: &recipient,
+        },
+    );
+    match decision.verdict {
+        Verdict::Permit => println!(
+            "decision: RCPT TO:<{}> accepted ({})",
+            cmd.rcpt, decision.decided_by
+        ),
+        Verdict::Reject(reply) => println!(
+            "decision: RCPT TO:<{}> refused with {reply} ({}); from=<{}>",
+            cmd.rcpt, decision.decided_by, cmd.from
+        ),
+    }
+    0
+}

@@ -39,6 +39,7 @@ enum Command {
     Queue(admin::QueueCmd),
     Flush(admin::FlushCmd),
     Delete(admin::DeleteCmd),
+    Explain(admin::ExplainCmd),
 }
 
 /// run the whole system on loopback in a temporary directory: make a CA, the relay's and
@@ -74,6 +75,7 @@ fn main() {
         }
         Some(Command::Fingerprint(cmd)) => admin::fingerprint(cmd),
         Some(Command::Queue(cmd)) => admin::queue(&args.config_dir, cmd),
+        Some(Command::Explain(cmd)) => admin::explain(&args.config_dir, cmd),
         Some(Command::Flush(cmd)) => admin::flush(&args.config_dir, cmd),
         Some(Command::Delete(cmd)) => admin::delete(&args.config_dir, cmd),
         Some(Command::Ca(cmd)) => admin::ca(&args.config_dir, cmd),
