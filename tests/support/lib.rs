@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: the real binaries, temporary directories, PKI.
 
 pub mod daemon;
+pub mod postfix;
 pub mod sink;
 
 use std::path::{Path, PathBuf};
