@@ -8,6 +8,7 @@ pub mod laptop;
 pub mod maildrop;
 pub mod outbound;
 pub mod pki;
+pub mod probe;
 pub mod resolver;
 pub mod route;
 pub mod runlock;

@@ -43,6 +43,10 @@ commands:
                     which TLS level applies to each destination (default: the relayhost)
                     and why: the global level, each smtp_tls_per_site lookup, the result
 
+  probe HOST:PORT    connect, show the banner, EHLO, STARTTLS, whether the server asks for a
+                    client certificate, its chain with fingerprints, and whether this
+                    laptop's policy would deliver there (exit 0 yes, 1 no)
+
 queue_directory defaults to $XDG_DATA_HOME/certrelay/queue (~/.local/share/certrelay/queue)
 for a user when main.cf does not set it.";
 
@@ -105,6 +109,10 @@ fn certrelay_main(args: Vec<OsString>) -> i32 {
         "fingerprint" => certrelay_client::tools::fingerprint_main(rest),
         "keygen" => certrelay_client::tools::keygen_main(rest),
         "explain" => certrelay_client::tools::explain_main(&dir, rest),
+        "probe" if rest.len() == 1 => {
+            certrelay_client::probe::probe_main(&dir, &rest[0].to_string_lossy())
+        }
+        "probe" => usage_error("probe needs one HOST:PORT"),
         "help" => {
             println!("{HELP}");
             0

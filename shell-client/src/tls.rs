@@ -201,3 +201,21 @@ pub fn client_config(
     cfg.resumption = rustls::client::Resumption::in_memory_sessions(256);
     Ok(Arc::new(cfg))
 }
+
+/// A client configuration whose client certificate comes from `resolver` (`probe` uses it
+/// to learn whether the server asks for one); server certificates are judged afterwards,
+/// as with [`client_config`].
+pub fn client_config_with_resolver(
+    resolver: Arc<dyn rustls::client::ResolvesClientCert>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = provider();
+    let verifier = Arc::new(JudgeServerLater {
+        algs: provider.signature_verification_algorithms,
+    });
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(resolver);
+    Ok(Arc::new(cfg))
+}
