@@ -29,10 +29,11 @@
 //! without master.cf (also for root: port 25 is the system MTA's). A listener without a
 //! host binds `inet_interfaces` when main.cf sets it, else loopback only. Unless main.cf
 //! sets `smtpd_relay_restrictions`, the laptop's are `permit_mynetworks, reject`
-//! ([`LAPTOP_RELAY_RESTRICTIONS`]): with the default `mynetworks` (127.0.0.0/8, [::1]/128)
+//! ([`LAPTOP_RELAY_RESTRICTIONS`]): with the default `mynetworks` (`127.0.0.0/8, [::1]/128`)
 //! only local programs may send, to any domain, and the laptop relays for no one else.
 
 use crate::clock::Clock;
+use crate::conf::Loaded;
 use crate::laptop::Laptop;
 use crate::maildrop::Maildrop;
 use crate::smtpd::accept::accept_loop;
@@ -42,7 +43,7 @@ use crate::smtpd::listener::{ListenerBuilder, ListenerConf};
 use crate::smtpd::session::Connection;
 use crate::smtpd::store::{QueueWake, Store};
 use crate::smtpd::{ListenerSource, Server};
-use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint};
+use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint, Severity};
 use certrelay_core::facts::PeerInfo;
 use certrelay_core::policy::Restriction;
 use certrelay_core::settings::{ServerSettings, ServerTlsLevel};
@@ -74,24 +75,33 @@ pub fn laptop_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
     (settings, diags)
 }
 
-/// The listeners `certrelay run` serves. Every problem, with file:line, on failure.
-pub fn listeners(laptop: &Laptop) -> Result<Vec<Arc<ListenerConf>>, Vec<Diagnostic>> {
-    let loaded = &laptop.loaded;
-    let mut diags = Vec::new();
-    let (_, main_diags) = laptop_settings(&loaded.config);
-    diags.extend(main_diags);
+/// What is wrong or doubtful in the session settings of the listeners (main.cf's, and each
+/// master.cf line's with its `-o` overrides), each problem once; for `check` and `run`.
+pub fn listener_diagnostics(loaded: &Loaded) -> Vec<Diagnostic> {
+    let mut diags = laptop_settings(&loaded.config).1;
     for l in &loaded.listeners {
         let (listener_config, mut more) = loaded.config.with_overrides(&l.override_list());
         more.extend(laptop_settings(&listener_config).1);
-        diags.extend(
-            more.into_iter()
-                .filter(|d| !diags.contains(d))
-                .collect::<Vec<_>>(),
-        );
+        for d in more {
+            if !diags.contains(&d) {
+                diags.push(d);
+            }
+        }
     }
+    diags
+}
+
+/// The listeners `certrelay run` serves. Every error, with file:line, on failure;
+/// warnings go to the log.
+pub fn listeners(laptop: &Laptop) -> Result<Vec<Arc<ListenerConf>>, Vec<Diagnostic>> {
+    let loaded = &laptop.loaded;
+    let mut diags = listener_diagnostics(loaded);
     if config::has_errors(&diags) {
         diags.retain(Diagnostic::is_error);
         return Err(diags);
+    }
+    for d in diags.iter().filter(|d| d.severity == Severity::Warning) {
+        log::warn!("{d}");
     }
     let implicit = [
         Endpoint {
@@ -298,11 +308,11 @@ pub fn serve_stdio(laptop: &Laptop) -> Result<usize, String> {
 mod tests {
     use super::*;
 
-    fn laptop_with(main_cf: &str, master_cf: Option<&str>) -> Laptop {
+    /// A laptop configuration in a fresh directory named after `label`.
+    fn laptop_with(label: &str, main_cf: &str, master_cf: Option<&str>) -> Laptop {
         let dir = std::env::temp_dir().join(format!(
-            "certrelay-laptop-smtpd-{}-{}",
-            std::process::id(),
-            main_cf.len() + master_cf.map_or(0, str::len)
+            "certrelay-laptop-smtpd-{label}-{}",
+            std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -316,7 +326,7 @@ mod tests {
 
     #[test]
     fn default_listeners_are_loopback_2525_and_relay_for_mynetworks_only() {
-        let laptop = laptop_with("", None);
+        let laptop = laptop_with("default", "", None);
         let ls = listeners(&laptop).unwrap();
         let keys: Vec<&str> = ls.iter().map(|l| l.key.as_str()).collect();
         assert_eq!(keys, ["127.0.0.1:2525", "[::1]:2525"]);
@@ -329,6 +339,7 @@ mod tests {
     #[test]
     fn master_cf_lines_and_own_restrictions_are_kept() {
         let laptop = laptop_with(
+            "master",
             "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n",
             Some("127.0.0.1:2600 inet n - n - - smtpd\n"),
         );
@@ -347,6 +358,7 @@ mod tests {
     #[test]
     fn an_open_relay_is_refused() {
         let laptop = laptop_with(
+            "open",
             "smtpd_relay_restrictions = permit\nsmtpd_recipient_restrictions = permit\n",
             None,
         );

@@ -22,7 +22,8 @@ const WRITE_BATCH: usize = 128 * 1024;
 
 /// Tells the queue runner that a message was committed.
 ///
-/// The relay forwards each one to the queue runner, which tries the message at once.
+/// The relay forwards each one to its queue runner, the laptop to the `run` daemon's
+/// delivering thread; either tries the message at once.
 #[derive(Clone, Debug)]
 pub struct QueueWake(smol::channel::Sender<QueueId>);
 
