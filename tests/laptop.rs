@@ -2,10 +2,11 @@
 //! interface, listing, deleting, and delivering to a plaintext SMTP sink on loopback.
 
 use certrelay_core::queue::{Envelope, RecipientState};
+use certrelay_suite::daemon::{self, Daemon};
 use certrelay_suite::sink::{wait_until, Sink};
 use certrelay_suite::{binary, TempDir};
-use std::io::Write;
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -454,4 +455,221 @@ fn user_defaults_come_from_xdg_directories() {
                 .unwrap_or(0);
         (n > 0).then_some(())
     });
+}
+
+// ---- local SMTP: the listener of `run`, and `sendmail -bs` ------------------------------
+
+/// A bounded SMTP dialogue over any pair of byte streams: replies are read whole
+/// (continuation lines included).
+struct Dialogue<R: BufRead, W: Write> {
+    replies: R,
+    commands: W,
+}
+
+impl<R: BufRead, W: Write> Dialogue<R, W> {
+    /// The next reply, all its lines.
+    fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.replies.read_line(&mut line).expect("read a reply");
+            assert!(n > 0, "the server closed after {all:?}");
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    /// Sends `line` and returns the reply, which must start with `code`.
+    fn expect(&mut self, line: &str, code: &str) -> String {
+        self.commands
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+        self.commands.flush().unwrap();
+        let reply = self.reply();
+        assert!(reply.starts_with(code), "{line:?} got {reply:?}");
+        reply
+    }
+
+    /// One message: MAIL, each RCPT, DATA, the text, the end; returns the final reply.
+    fn send(&mut self, from: &str, to: &[&str], text: &str) -> String {
+        self.expect(&format!("MAIL FROM:<{from}>"), "250");
+        for r in to {
+            self.expect(&format!("RCPT TO:<{r}>"), "250");
+        }
+        self.expect("DATA", "354");
+        self.expect(&format!("{text}\r\n."), "250")
+    }
+}
+
+/// The laptop of `sink_port` with a master.cf listener on 127.0.0.1:`smtp_port`.
+fn laptop_listening(label: &str, sink_port: u16, smtp_port: u16) -> Laptop {
+    let laptop = Laptop::new(label, sink_port, "");
+    laptop.dir.write(
+        "master.cf",
+        &format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n"),
+    );
+    laptop
+}
+
+fn connect(port: u16) -> Dialogue<BufReader<TcpStream>, TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut d = Dialogue {
+        replies: BufReader::new(stream.try_clone().unwrap()),
+        commands: stream,
+    };
+    let banner = d.reply();
+    assert!(banner.starts_with("220 "), "{banner:?}");
+    d.expect("EHLO client.laptop.test", "250");
+    d
+}
+
+#[test]
+fn run_listener_takes_mail_from_loopback_for_any_domain_and_delivers_it() {
+    let (sink, sink_port) = Sink::start_any();
+    let smtp_port = daemon::free_port();
+    let laptop = laptop_listening("listen", sink_port, smtp_port);
+    let cfg = laptop.cfg();
+    let run = Daemon::start(
+        &binary("certrelay"),
+        &["-c", &cfg, "run"],
+        &format!("listening on 127.0.0.1:{smtp_port}"),
+    );
+    let mut smtp = connect(smtp_port);
+    let done = smtp.send(
+        "alice@laptop.test",
+        &["bob@example.org", "carol@elsewhere.example"],
+        "Subject: from a mail program\r\n\r\nhello",
+    );
+    assert!(done.contains("queued as"), "{done:?}");
+    smtp.expect("QUIT", "221");
+    let got = wait_until("the sink to receive the message", || {
+        let got = sink.accepted();
+        (!got.is_empty()).then_some(got)
+    });
+    assert_eq!(got[0].sender, "alice@laptop.test");
+    assert_eq!(
+        got[0].recipients,
+        ["bob@example.org", "carol@elsewhere.example"]
+    );
+    assert!(got[0].data.contains("Subject: from a mail program\r\n"));
+    assert!(
+        got[0].data.starts_with("Received: from client.laptop.test"),
+        "{:?}",
+        got[0].data
+    );
+    wait_until("the queue to empty", || {
+        laptop.queued().is_empty().then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.accepted().len(), 1, "{}", run.log());
+}
+
+#[test]
+fn run_listener_and_concurrent_flushes_deliver_each_message_once() {
+    let (sink, sink_port) = Sink::start_any();
+    let smtp_port = daemon::free_port();
+    let laptop = laptop_listening("listen-flush", sink_port, smtp_port);
+    let cfg = laptop.cfg();
+    let run = Daemon::start(
+        &binary("certrelay"),
+        &["-c", &cfg, "run"],
+        &format!("listening on 127.0.0.1:{smtp_port}"),
+    );
+    let mut flushes = Vec::new();
+    let mut smtp = connect(smtp_port);
+    for i in 0..4 {
+        let to = format!("r{i}@example.org");
+        smtp.send(
+            "alice@laptop.test",
+            &[&to],
+            &format!("Subject: {i}\r\n\r\nx"),
+        );
+        // A person's `flush` right after the 250, racing the daemon's own run.
+        let mut flush = laptop.command(&["flush"]);
+        flush.stdout(Stdio::null()).stderr(Stdio::null());
+        flushes.push(flush.spawn().unwrap());
+    }
+    smtp.expect("QUIT", "221");
+    for mut f in flushes {
+        let status = wait_until("a flush to finish", || f.try_wait().unwrap());
+        assert!(status.success());
+    }
+    wait_until("four deliveries", || {
+        (sink.accepted().len() >= 4).then_some(())
+    });
+    wait_until("the queue to empty", || {
+        let empty = laptop.queued().is_empty()
+            && text(&laptop.run(&["queue"]).stdout).contains("Mail queue is empty");
+        empty.then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut rcpts: Vec<String> = sink
+        .accepted()
+        .iter()
+        .flat_map(|a| a.recipients.clone())
+        .collect();
+    rcpts.sort();
+    let want: Vec<String> = (0..4).map(|i| format!("r{i}@example.org")).collect();
+    assert_eq!(rcpts, want, "each exactly once; log:\n{}", run.log());
+}
+
+#[test]
+fn sendmail_bs_queues_a_dialogue_and_delivers_it() {
+    let (sink, port) = Sink::start_any();
+    let laptop = Laptop::new("bs", port, "");
+    let mut cmd = laptop.command(&["sendmail", "-bs"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start sendmail -bs");
+    // Bounded: whatever happens, the dialogue ends within 60 s (blocked reads see EOF).
+    let pid = child.id().to_string();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = finished.clone();
+    std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if watch.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    });
+    let mut bs = Dialogue {
+        replies: BufReader::new(child.stdout.take().unwrap()),
+        commands: child.stdin.take().unwrap(),
+    };
+    let banner = bs.reply();
+    assert!(banner.starts_with("220 laptop.test "), "{banner:?}");
+    bs.expect("EHLO localhost", "250");
+    let done = bs.send(
+        "alice@laptop.test",
+        &["bob@example.org"],
+        "Subject: via -bs\r\n\r\n..dot-stuffed line",
+    );
+    assert!(done.contains("queued as"), "{done:?}");
+    bs.expect("QUIT", "221");
+    drop(bs);
+    let status = wait_until("sendmail -bs to exit", || child.try_wait().unwrap());
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(status.code(), Some(0));
+    let got = wait_until("the sink to receive the message", || {
+        let got = sink.accepted();
+        (!got.is_empty()).then_some(got)
+    });
+    assert_eq!(got[0].sender, "alice@laptop.test");
+    assert_eq!(got[0].recipients, ["bob@example.org"]);
+    assert!(got[0].data.contains("Subject: via -bs\r\n"));
+    // Undone on receipt, stuffed again on the way out.
+    assert!(
+        got[0].data.contains("\r\n..dot-stuffed line\r\n"),
+        "{:?}",
+        got[0].data
+    );
 }

@@ -23,6 +23,11 @@ impl Clock {
         let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         Instant::from_millis(ms)
     }
+
+    /// A core deadline on the system's monotonic clock, for timers.
+    pub fn at(&self, deadline: Instant) -> std::time::Instant {
+        self.origin + std::time::Duration::from_millis(deadline.as_millis())
+    }
 }
 
 impl Default for Clock {

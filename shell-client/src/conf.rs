@@ -235,11 +235,15 @@ pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
     diags
 }
 
-/// Everything `certrelay check` verifies: client settings, relayhost, per-site table and the
-/// TLS files.
+/// Everything `certrelay check` verifies: client settings, relayhost, per-site table, the
+/// TLS files, and the settings of the local SMTP listeners.
 pub fn check_laptop(loaded: &Loaded) -> Vec<Diagnostic> {
     let config = &loaded.config;
     let mut diags = loaded.diagnostics.clone();
+    push_new(
+        &mut diags,
+        crate::laptop_smtpd::listener_diagnostics(loaded),
+    );
     let (_, more) = config::client::client_settings(config);
     push_new(&mut diags, more);
     push_new(&mut diags, config::client::check_tls_maps(config));

@@ -19,6 +19,7 @@ use std::io;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long `flush` and `delete` wait for a run in progress before giving up.
@@ -244,14 +245,32 @@ pub fn spawn_detached(config_dir: &Path, queue_dir: &Path) -> io::Result<()> {
         .map(drop)
 }
 
-/// The `run` daemon: a run now and one every `queue_run_delay`, forever.
-pub fn serve(deliverer: &mut Deliverer, delay: Duration) -> io::Result<()> {
+/// The `run` daemon's delivering loop: a run now, one every `queue_run_delay`, and one
+/// soon after each message the local SMTP listener committed to the maildrop (sent on
+/// `committed`; wake-ups that pile up during a run make one run). Without a listener the
+/// sender is dropped and only the timer runs. Runs until the process ends; failed runs
+/// are logged and tried again.
+pub fn serve(
+    deliverer: &mut Deliverer,
+    delay: Duration,
+    committed: &mpsc::Receiver<()>,
+) -> io::Result<()> {
+    let mut listening = true;
     loop {
+        // Messages committed before this point are in the maildrop: this run picks them up.
+        while committed.try_recv().is_ok() {}
         match deliverer.request(RunKind::Due, Duration::ZERO) {
             Ok((Served::Here, stats)) => log::debug!("queue run: {}", describe(&stats)),
             Ok((Served::ByHolder, _)) => log::debug!("queue run left to another process"),
             Err(e) => log::error!("queue run failed: {e}"),
         }
-        std::thread::sleep(delay);
+        if listening {
+            match committed.recv_timeout(delay) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => listening = false,
+            }
+        } else {
+            std::thread::sleep(delay);
+        }
     }
 }

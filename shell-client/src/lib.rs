@@ -1,10 +1,11 @@
-//! The IO side shared by both binaries: spool, delivery engine, TLS set-up, configuration
-//! loading.
+//! The IO side shared by both binaries: spool, delivery engine, SMTP server driver
+//! ([`smtpd`]), TLS set-up, configuration loading.
 pub mod clock;
 pub mod conf;
 pub mod control;
 pub mod deliver;
 pub mod laptop;
+pub mod laptop_smtpd;
 pub mod maildrop;
 pub mod outbound;
 pub mod pki;
@@ -15,6 +16,7 @@ pub mod runlock;
 pub mod runner;
 pub mod sendmail;
 pub mod smtp_conn;
+pub mod smtpd;
 pub mod spool;
 pub mod tls;
 pub mod tools;

@@ -23,16 +23,20 @@ commands:
                     in effect and every problem with file:line; exit 1 on errors
   sendmail ARGS     sendmail-compatible submission: reads a message on standard input,
                     queues it and starts delivery in the background (-t -i -oi -f -F -C -v
-                    -bp -q; historic options accepted and ignored). Also run as `sendmail`.
+                    -bp -q -bs; historic options accepted and ignored). Also run as
+                    `sendmail`. -bs: one SMTP dialogue on standard input and output.
   flush [--due] [--quiet]
                     deliver the queue now (every message, or with --due only those due)
                     and report what happened
   queue             list the queue: id, size, arrival, sender, recipients, why each waits
                     and the next attempt (also `sendmail -bp`, `mailq`)
   delete ID...      remove messages from the queue
-  run               queue runner daemon in the foreground: a run at start and every
-                    queue_run_delay. It has no SMTP listener yet (local SMTP submission
-                    waits for the relay's server driver); submit with `sendmail`.
+  run               daemon in the foreground: a queue run at start and every
+                    queue_run_delay, and an SMTP listener for mail programs (Thunderbird,
+                    KMail) on master.cf's `inet` smtpd lines, or on 127.0.0.1:2525 and
+                    [::1]:2525 without master.cf (for root too: never port 25). It relays
+                    for mynetworks only (default loopback: smtpd_relay_restrictions =
+                    permit_mynetworks, reject); each accepted message is delivered at once.
 
   fingerprint [--digest md5|sha1|sha256|sha512] [--pubkey] [--map-line LABEL] FILE...
                     print certificate fingerprints as openssl does, or relay_clientcerts lines
@@ -170,10 +174,7 @@ fn sendmail_main(dir: Option<PathBuf>, args: Vec<OsString>) -> i32 {
     match args.mode {
         Mode::ListQueue => queue_main(&dir),
         Mode::Flush => flush_main(&dir, Vec::new()),
-        Mode::Smtp => {
-            eprintln!("sendmail: -bs (SMTP on standard input) is not supported yet");
-            exit::USAGE
-        }
+        Mode::Smtp => smtp_stdio_main(&dir, &args),
         Mode::Submit => submit_main(&dir, &args),
     }
 }
@@ -199,6 +200,31 @@ fn submit_main(dir: &Path, args: &SendmailArgs) -> i32 {
         eprintln!("sendmail: queued as {id}, but cannot start delivery now: {e}");
     }
     0
+}
+
+fn smtp_stdio_main(dir: &Path, args: &SendmailArgs) -> i32 {
+    // Standard output is the SMTP dialogue; the log (stderr) says only what went wrong.
+    let _ = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(if args.verbose { "info" } else { "warn" }),
+    )
+    .try_init();
+    let laptop = match load(dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match certrelay_client::laptop_smtpd::serve_stdio(&laptop) {
+        Ok(0) => 0,
+        Ok(_) => {
+            if let Err(e) = control::spawn_detached(dir, &laptop.queue_dir) {
+                eprintln!("sendmail: mail queued, but cannot start delivery now: {e}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            exit::CONFIG
+        }
+    }
 }
 
 fn flush_main(dir: &Path, args: Vec<OsString>) -> i32 {
@@ -306,12 +332,24 @@ fn run_main(dir: &Path) -> i32 {
         .config()
         .time("queue_run_delay")
         .unwrap_or(Duration::from_secs(300));
+    let (committed, wakeups) = std::sync::mpsc::channel();
+    let listening = certrelay_client::laptop_smtpd::listeners(&laptop)
+        .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+        .and_then(|ls| {
+            certrelay_client::laptop_smtpd::start(&laptop, ls, committed).map_err(|e| vec![e])
+        });
+    if let Err(lines) = listening {
+        for l in lines {
+            eprintln!("certrelay: {l}");
+        }
+        return exit::CONFIG;
+    }
     log::info!(
-        "queue runner started for {} (every {}s; no SMTP listener yet)",
+        "queue runner started for {} (every {}s)",
         laptop.queue_dir.display(),
         delay.as_secs()
     );
-    match control::serve(&mut deliverer, delay) {
+    match control::serve(&mut deliverer, delay, &wakeups) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("certrelay: {e}");

@@ -134,7 +134,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<SendmailArgs, UsageError> {
 
 /// The sendmail usage line.
 pub const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F name] [-C dir] [-v] \
-                         [recipient ...] < message\n       sendmail -bp | -q";
+                         [recipient ...] < message\n       sendmail -bp | -q | -bs";
 
 /// Why a message was not queued, with its exit code.
 #[derive(Debug)]

@@ -53,6 +53,12 @@ impl std::fmt::Display for SpoolError {
 
 impl std::error::Error for SpoolError {}
 
+impl From<io::Error> for SpoolError {
+    fn from(e: io::Error) -> Self {
+        SpoolError::from_io(e)
+    }
+}
+
 /// An open spool directory.
 #[derive(Clone, Debug)]
 pub struct Spool {

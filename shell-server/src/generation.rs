@@ -6,46 +6,14 @@
 //! the `Arc`s of the generation they started under.
 
 use certrelay_client::conf::{self, Loaded};
-use certrelay_client::tls::{server_config, ServerTls};
-use certrelay_core::cert;
-use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint, Listener, Location};
-use certrelay_core::fingerprint::FingerprintMap;
-use certrelay_core::settings::{ServerSettings, ServerTlsLevel};
-use rustls::pki_types::TrustAnchor;
-use std::collections::HashMap;
+use certrelay_client::smtpd::listener::ListenerBuilder;
+pub use certrelay_client::smtpd::listener::ListenerConf;
+use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint, Location};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Sessions allowed at once over all listeners (Postfix's `default_process_limit`).
 pub const DEFAULT_SESSION_LIMIT: usize = 100;
-
-/// What judges a client certificate on one listener.
-#[derive(Debug)]
-pub struct Trust {
-    /// `smtpd_tls_CAfile`.
-    pub anchors: Vec<TrustAnchor<'static>>,
-    /// `smtpd_tls_ccert_verifydepth`.
-    pub verify_depth: u32,
-    /// `relay_clientcerts`.
-    pub fingerprints: Arc<FingerprintMap>,
-}
-
-/// One SMTP listener, ready to serve.
-#[derive(Debug)]
-pub struct ListenerConf {
-    /// The endpoint as text (`127.0.0.1:2525`, `*:25`): how a reload finds the same socket.
-    pub key: String,
-    /// Where it listens.
-    pub endpoint: Endpoint,
-    /// The session settings (main.cf with the listener's `-o` overrides).
-    pub settings: Arc<ServerSettings>,
-    /// The TLS configuration; `None` when TLS is off or has no certificate.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Certificate judgement.
-    pub trust: Arc<Trust>,
-    /// `smtpd_client_connection_count_limit` (0: none).
-    pub client_limit: usize,
-}
 
 /// The whole configuration in effect.
 #[derive(Debug)]
@@ -82,7 +50,7 @@ pub fn load(dir: &Path) -> Result<(Generation, Vec<Diagnostic>), Vec<Diagnostic>
     if config::has_errors(&diags) {
         return Err(diags);
     }
-    let mut builder = Builder::default();
+    let mut builder = ListenerBuilder::default();
     let listeners = match build_listeners(&loaded, &mut builder) {
         Ok(l) => l,
         Err(more) => {
@@ -113,169 +81,14 @@ fn owned_list(config: &Config, name: &str) -> Vec<String> {
 /// without one.
 fn build_listeners(
     loaded: &Loaded,
-    builder: &mut Builder,
+    builder: &mut ListenerBuilder,
 ) -> Result<Vec<Arc<ListenerConf>>, Vec<Diagnostic>> {
-    let implicit;
-    let listeners: &[Listener] = if loaded.listeners.is_empty() {
-        implicit = [Listener {
-            service: "smtp".to_owned(),
-            endpoint: Endpoint {
-                host: None,
-                port: 25,
-            },
-            overrides: Vec::new(),
-            line: 0,
-            file: loaded.dir.join("master.cf").display().to_string(),
-        }];
-        &implicit
-    } else {
-        &loaded.listeners
+    let implicit = Endpoint {
+        host: None,
+        port: 25,
     };
-    let mut out: Vec<Arc<ListenerConf>> = Vec::new();
-    let mut errors = Vec::new();
-    for listener in listeners {
-        let key = listener.endpoint.to_string();
-        if out.iter().any(|l| l.key == key) {
-            let at = Location::new(&listener.file, listener.line);
-            errors.push(Diagnostic::error(
-                &at,
-                format!("a second listener on {key}: each address and port can serve once"),
-            ));
-            continue;
-        }
-        let (config, _) = loaded.config.with_overrides(&listener.override_list());
-        match builder.listener(&config, key, listener.endpoint.clone()) {
-            Ok(l) => out.push(Arc::new(l)),
-            Err(d) => errors.push(d),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
-}
-
-/// Builds listeners, sharing what several of them read alike (one fingerprint map, one TLS
-/// configuration and so one session cache), within one generation.
-#[derive(Default)]
-struct Builder {
-    maps: HashMap<String, Arc<FingerprintMap>>,
-    tls: HashMap<String, Arc<rustls::ServerConfig>>,
-}
-
-impl Builder {
-    fn listener(
-        &mut self,
-        config: &Config,
-        key: String,
-        endpoint: Endpoint,
-    ) -> Result<ListenerConf, Diagnostic> {
-        // check_relay already refused errors in every listener's settings.
-        let (settings, _) = server::server_settings(config);
-        let fingerprints = self.fingerprints(config)?;
-        let anchors = read_anchors(config)?;
-        let verify_depth = config.ccert_verifydepth()?;
-        let tls = if settings.tls_level == ServerTlsLevel::None {
-            None
-        } else {
-            self.tls_config(config, &settings)?
-        };
-        let client_limit = config.number("smtpd_client_connection_count_limit")?;
-        Ok(ListenerConf {
-            key,
-            endpoint,
-            settings: Arc::new(settings),
-            tls,
-            trust: Arc::new(Trust {
-                anchors,
-                verify_depth,
-                fingerprints,
-            }),
-            client_limit: usize::try_from(client_limit).unwrap_or(usize::MAX),
-        })
-    }
-
-    fn fingerprints(&mut self, config: &Config) -> Result<Arc<FingerprintMap>, Diagnostic> {
-        let key = format!(
-            "{}\n{}",
-            config.text("relay_clientcerts"),
-            config.text("smtpd_tls_fingerprint_digest")
-        );
-        if let Some(map) = self.maps.get(&key) {
-            return Ok(map.clone());
-        }
-        let (map, diags) = conf::fingerprint_map(config);
-        if let Some(d) = diags.into_iter().find(Diagnostic::is_error) {
-            return Err(d);
-        }
-        let map = Arc::new(map);
-        self.maps.insert(key, map.clone());
-        Ok(map)
-    }
-
-    fn tls_config(
-        &mut self,
-        config: &Config,
-        settings: &ServerSettings,
-    ) -> Result<Option<Arc<rustls::ServerConfig>>, Diagnostic> {
-        if config.text("smtpd_tls_cert_file").trim().is_empty() {
-            // STARTTLS answers 454; the settings check already warned.
-            return Ok(None);
-        }
-        let ask = settings.ask_ccert || settings.req_ccert;
-        let timeout = config.time("smtpd_tls_session_cache_timeout")?;
-        let key = format!(
-            "{}\n{}\n{}\n{ask}\n{}",
-            config.text("smtpd_tls_cert_file"),
-            config.text("smtpd_tls_key_file"),
-            config.text("smtpd_tls_CAfile"),
-            timeout.as_secs()
-        );
-        if let Some(tls) = self.tls.get(&key) {
-            return Ok(Some(tls.clone()));
-        }
-        let chain = conf::read_chain(config, "smtpd_tls_cert_file")?;
-        let private_key = conf::read_key(config, "smtpd_tls_key_file")?;
-        let tls = server_config(ServerTls {
-            chain,
-            key: private_key,
-            ca_subjects: ca_subjects(config)?,
-            ask_ccert: ask,
-            session_cache_timeout: timeout,
-        })
-        .map_err(|e| {
-            config.problem(
-                "smtpd_tls_cert_file",
-                format!("cannot use this certificate and key: {e}"),
-            )
-        })?;
-        self.tls.insert(key, tls.clone());
-        Ok(Some(tls))
-    }
-}
-
-fn read_ca_file(
-    config: &Config,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Diagnostic> {
-    if config.text("smtpd_tls_CAfile").trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    conf::read_chain(config, "smtpd_tls_CAfile")
-}
-
-fn read_anchors(config: &Config) -> Result<Vec<TrustAnchor<'static>>, Diagnostic> {
-    let cas = read_ca_file(config)?;
-    cert::trust_anchors(&cas).map_err(|e| config.problem("smtpd_tls_CAfile", e))
-}
-
-/// The CA names sent to clients as a hint of which certificate to present.
-fn ca_subjects(config: &Config) -> Result<Vec<rustls::DistinguishedName>, Diagnostic> {
-    let mut store = rustls::RootCertStore::empty();
-    for der in read_ca_file(config)? {
-        store
-            .add(der)
-            .map_err(|e| config.problem("smtpd_tls_CAfile", format!("unusable CA: {e}")))?;
-    }
-    Ok(store.subjects())
+    // check_relay already refused errors in every listener's settings.
+    builder.build_all(loaded, &[implicit], |config| {
+        server::server_settings(config).0
+    })
 }

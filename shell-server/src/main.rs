@@ -1,14 +1,13 @@
 //! `certrelayd`: the relay.
+//!
+//! The SMTP server driver (listeners, sessions, storing into the spool) is shared with the
+//! laptop in `certrelay_client::smtpd`; this binary adds configuration generations with
+//! reload, signals, the pid file and the onward queue runner.
 
 mod admin;
 mod demo;
 mod generation;
-mod limits;
-mod listen;
 mod serve;
-mod session;
-mod store;
-mod tlsinfo;
 
 use argh::FromArgs;
 use std::io::Write as _;

@@ -2,38 +2,32 @@
 //! SIGTERM.
 
 use crate::generation::{self, Generation, ListenerConf};
-use crate::limits::{Refusal, Sessions};
-use crate::listen::{self, Bound};
-use crate::session::{Clock, Connection};
-use crate::store::{QueueWake, Store};
 use async_signal::{Signal, Signals};
+use certrelay_client::clock::Clock;
 use certrelay_client::outbound::{self, Delivery};
 use certrelay_client::resolver::Resolver;
 use certrelay_client::runner::{wake_channel, QueueRunner};
+use certrelay_client::smtpd::accept::{accept_loop, wait_for_sessions};
+use certrelay_client::smtpd::limits::Sessions;
+use certrelay_client::smtpd::listen::{self, Interfaces};
+use certrelay_client::smtpd::store::{QueueWake, Store};
+use certrelay_client::smtpd::{ListenerSource, Server};
 use certrelay_client::spool::Spool;
 use certrelay_core::config::{Diagnostic, Severity};
-use certrelay_core::net::list_contains;
-use smol::io::AsyncWriteExt;
-use smol::net::TcpStream;
 use smol::stream::StreamExt;
-use smol::Timer;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long sessions in progress may run on after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The running relay, shared by the accept loops.
+/// The running relay's configuration, shared by the accept loops.
 struct Relay {
     dir: PathBuf,
     current: RwLock<Arc<Generation>>,
     /// The listener keys that have sockets (fixed at start).
     bound_keys: Vec<String>,
-    sessions: Sessions,
-    store: Store,
-    clock: Clock,
 }
 
 impl Relay {
@@ -42,6 +36,16 @@ impl Relay {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+impl ListenerSource for Relay {
+    fn listener(&self, key: &str) -> Option<Arc<ListenerConf>> {
+        self.current().listener(key).cloned()
+    }
+
+    fn session_limit(&self) -> usize {
+        self.current().session_limit
     }
 }
 
@@ -78,7 +82,11 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
-    let bound = match listen::bind_all(&generation).await {
+    let wildcard = Interfaces {
+        interfaces: &generation.inet_interfaces,
+        protocols: &generation.inet_protocols,
+    };
+    let bound = match listen::bind_all(&generation.listeners, &wildcard).await {
         Ok(b) => b,
         Err(msg) => {
             log::error!("{msg}");
@@ -118,10 +126,12 @@ async fn run_async(dir: &Path) -> i32 {
             }
         })
     };
-    let relay = Arc::new(Relay {
-        dir: dir.to_owned(),
-        current: RwLock::new(Arc::new(generation)),
-        bound_keys: bound.iter().map(|b| b.key.clone()).collect(),
+    let relay = Arc::new(Server {
+        source: Relay {
+            dir: dir.to_owned(),
+            current: RwLock::new(Arc::new(generation)),
+            bound_keys: bound.iter().map(|b| b.key.clone()).collect(),
+        },
         sessions: Sessions::default(),
         store: Store::new(spool, wake),
         clock: Clock::new(),
@@ -138,7 +148,7 @@ async fn run_async(dir: &Path) -> i32 {
     }
     let stop_signal = loop {
         match signals.next().await {
-            Some(Ok(Signal::Hup)) => reload(&relay),
+            Some(Ok(Signal::Hup)) => reload(&relay.source),
             Some(Ok(Signal::Usr1)) => {
                 log::info!("flush requested: trying every queued message now");
                 waker.flush();
@@ -150,7 +160,7 @@ async fn run_async(dir: &Path) -> i32 {
     };
     drop(accepting);
     log::info!("terminating on signal {stop_signal}");
-    wait_for_sessions(&relay.sessions).await;
+    wait_for_sessions(&relay.sessions, STOP_GRACE).await;
     // Deliveries in progress end with the process; their messages stay queued and are
     // tried again at the next start.
     drop(forward);
@@ -176,105 +186,6 @@ async fn open_spool(dir: &str) -> Result<Spool, String> {
         log::warn!("{id}: envelope without message moved to {dir}/corrupt");
     }
     Ok(spool)
-}
-
-/// Lets sessions in progress finish, for at most [`STOP_GRACE`].
-async fn wait_for_sessions(sessions: &Sessions) {
-    let until = Instant::now() + STOP_GRACE;
-    while sessions.active() > 0 {
-        if Instant::now() >= until {
-            log::warn!(
-                "stopping with {} session(s) still open after {}s",
-                sessions.active(),
-                STOP_GRACE.as_secs()
-            );
-            return;
-        }
-        Timer::after(Duration::from_millis(50)).await;
-    }
-}
-
-async fn accept_loop(bound: Bound, relay: Arc<Relay>) {
-    loop {
-        match bound.socket.accept().await {
-            Ok((stream, addr)) => {
-                let relay = relay.clone();
-                let key = bound.key.clone();
-                smol::spawn(async move { connection(relay, &key, stream, addr).await }).detach();
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: wait rather than spin.
-                log::warn!("accept on {}: {e}", bound.local);
-                Timer::after(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-/// Admits one connection within the limits and serves it.
-async fn connection(relay: Arc<Relay>, key: &str, stream: TcpStream, addr: SocketAddr) {
-    let generation = relay.current();
-    let Some(listener) = generation.listener(key).cloned() else {
-        log::warn!("no configuration for listener {key}; closing connection from {addr}");
-        return;
-    };
-    let ip = addr.ip().to_canonical();
-    // Postfix exempts mynetworks from the per-client limit
-    // (smtpd_client_event_limit_exceptions = $mynetworks).
-    let client_limit = if list_contains(&listener.settings.mynetworks, ip) {
-        0
-    } else {
-        listener.client_limit
-    };
-    let slot = match relay
-        .sessions
-        .enter(ip, generation.session_limit, client_limit)
-    {
-        Ok(slot) => slot,
-        Err(refusal) => return refuse(&listener, stream, ip, refusal).await,
-    };
-    let conn = Connection {
-        listener,
-        store: relay.store.clone(),
-        clock: relay.clock,
-    };
-    conn.serve(stream, ip).await;
-    drop(slot);
-}
-
-/// `421 4.7.0 <myhostname> Error: too many connections`, then close.
-async fn refuse(
-    listener: &ListenerConf,
-    mut stream: TcpStream,
-    ip: std::net::IpAddr,
-    why: Refusal,
-) {
-    let host = &listener.settings.myhostname;
-    let reply = match why {
-        Refusal::Client { count } => {
-            log::warn!(
-                "Connection concurrency limit exceeded: {count} from unknown[{ip}] for service {}",
-                listener.key
-            );
-            format!("421 4.7.0 {host} Error: too many connections from {ip}\r\n")
-        }
-        Refusal::Overall { active } => {
-            log::warn!(
-                "too many sessions ({active} running): refusing connection from unknown[{ip}] \
-                 on {}",
-                listener.key
-            );
-            format!("421 4.7.0 {host} Error: too many connections\r\n")
-        }
-    };
-    let send = async {
-        let _ = stream.write_all(reply.as_bytes()).await;
-        let _ = stream.flush().await;
-    };
-    smol::future::or(send, async {
-        Timer::after(Duration::from_secs(5)).await;
-    })
-    .await;
 }
 
 /// SIGHUP: read the configuration again; switch to it only when it has no error.

@@ -1,9 +1,10 @@
 //! Binding the listening sockets: a master.cf endpoint, or every `inet_interfaces` address.
 
-use crate::generation::{Generation, ListenerConf};
+use super::listener::ListenerConf;
 use smol::net::TcpListener;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 /// One bound socket and the key of the listener it serves.
 pub struct Bound {
@@ -15,22 +16,37 @@ pub struct Bound {
     pub local: SocketAddr,
 }
 
-/// Binds every listener of `generation`. Any failure is fatal at start: a relay that does
-/// not listen where it was told to is of no use.
-pub async fn bind_all(generation: &Generation) -> Result<Vec<Bound>, String> {
+/// The addresses a listener without a host binds: `inet_interfaces` and `inet_protocols`.
+#[derive(Clone, Debug)]
+pub struct Interfaces<'a> {
+    /// `inet_interfaces` (`all`, `loopback-only`, addresses or names).
+    pub interfaces: &'a [String],
+    /// `inet_protocols` (`all`, `ipv4`, `ipv6`).
+    pub protocols: &'a [String],
+}
+
+/// Binds every listener. Any failure is fatal at start: a server that does not listen
+/// where it was told to is of no use.
+pub async fn bind_all(
+    listeners: &[Arc<ListenerConf>],
+    wildcard: &Interfaces<'_>,
+) -> Result<Vec<Bound>, String> {
     let mut bound = Vec::new();
-    for listener in &generation.listeners {
-        bound.extend(bind_listener(listener, generation).await?);
+    for listener in listeners {
+        bound.extend(bind_listener(listener, wildcard).await?);
     }
     Ok(bound)
 }
 
-async fn bind_listener(listener: &ListenerConf, g: &Generation) -> Result<Vec<Bound>, String> {
+async fn bind_listener(
+    listener: &ListenerConf,
+    wildcard: &Interfaces<'_>,
+) -> Result<Vec<Bound>, String> {
     let plan = match &listener.endpoint.host {
         Some(host) => Plan::Exact(resolve(host, listener.endpoint.port)?),
         None => interfaces(
-            &g.inet_interfaces,
-            &g.inet_protocols,
+            wildcard.interfaces,
+            wildcard.protocols,
             listener.endpoint.port,
         )?,
     };

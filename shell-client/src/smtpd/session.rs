@@ -1,9 +1,13 @@
-//! One SMTP connection: the socket, the TLS stream, the timers and the spool around a core
+//! One SMTP connection: the socket, the TLS stream, the timers and the store around a core
 //! [`ServerSession`].
+//!
+//! The connection is any byte stream: a TCP socket from a listener, or standard input and
+//! output for `sendmail -bs` ([`crate::laptop_smtpd`]).
 
-use crate::generation::ListenerConf;
-use crate::store::{Receiving, Store};
-use crate::tlsinfo;
+use super::listener::ListenerConf;
+use super::store::{Receiving, Store};
+use super::tlsinfo;
+use crate::clock::Clock;
 use certrelay_core::facts::PeerInfo;
 use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession, TlsHandshake};
 use certrelay_core::settings::ServerTlsLevel;
@@ -19,46 +23,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// The process's clock for the core: milliseconds since start.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    start: std::time::Instant,
-}
-
-impl Clock {
-    /// A clock starting now.
-    pub fn new() -> Clock {
-        Clock {
-            start: std::time::Instant::now(),
-        }
-    }
-
-    /// Now, for the core.
-    pub fn now(&self) -> Instant {
-        Instant::from_millis(self.start.elapsed().as_millis() as u64)
-    }
-
-    /// A core deadline on the system's monotonic clock.
-    fn at(&self, deadline: Instant) -> std::time::Instant {
-        self.start + Duration::from_millis(deadline.as_millis())
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::new()
-    }
-}
-
 /// Plaintext, then TLS after STARTTLS.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+enum Conn<S> {
+    Plain(S),
+    Tls(Box<TlsStream<S>>),
     /// Between the two, and after a failed handshake.
     Gone,
 }
 
-impl AsyncRead for Conn {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -72,7 +45,7 @@ impl AsyncRead for Conn {
     }
 }
 
-impl AsyncWrite for Conn {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -135,6 +108,14 @@ impl Connection {
             addr,
             name: String::from("unknown"),
         };
+        self.serve_stream(stream, peer).await;
+    }
+
+    /// Serves any byte stream whose other end is `peer`, until the session closes.
+    pub async fn serve_stream<S>(self, stream: S, peer: PeerInfo)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let settings = self.listener.settings.clone();
         let mut session = ServerSession::new(settings.clone(), peer.clone(), self.clock.now());
         if settings.tls_level != ServerTlsLevel::None && self.listener.tls.is_none() {
@@ -152,8 +133,8 @@ impl Connection {
     }
 }
 
-struct Driver {
-    conn: Conn,
+struct Driver<S> {
+    conn: Conn<S>,
     out: Vec<u8>,
     message: Option<Receiving>,
     c: Connection,
@@ -161,7 +142,7 @@ struct Driver {
     write_timeout: Duration,
 }
 
-impl Driver {
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     async fn run(&mut self, mut session: ServerSession) {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -256,7 +237,7 @@ impl Driver {
 
     /// Runs the TLS handshake within the session's deadline.
     async fn handshake(&mut self, hs: TlsHandshake) -> Option<ServerSession> {
-        let Conn::Plain(tcp) = std::mem::replace(&mut self.conn, Conn::Gone) else {
+        let Conn::Plain(plain) = std::mem::replace(&mut self.conn, Conn::Gone) else {
             log::error!("STARTTLS inside TLS from {}", self.peer.addr);
             return None;
         };
@@ -268,7 +249,7 @@ impl Driver {
         };
         let accept = async {
             futures_rustls::TlsAcceptor::from(config)
-                .accept(tcp)
+                .accept(plain)
                 .await
                 .map_err(|e| e.to_string())
         };

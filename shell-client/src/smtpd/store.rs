@@ -1,15 +1,19 @@
-//! Writing received messages into the spool, and waking the queue runner once one is
-//! durable.
+//! Writing received messages where they wait for delivery, and waking the queue runner
+//! once one is durable.
 //!
-//! The session's `250` goes out only after [`Receiving::finish`] returned
-//! [`ServerEvent::MessageStored`], that is after the message and its envelope were fsynced and
-//! renamed into `queue/`.
+//! Two places take messages: the spool itself (the relay, whose one process owns it) and
+//! the maildrop (the laptop, whose spool belongs to whoever holds the run lock; the holder
+//! picks the message up at its next run). Either way the session's `250` goes out only
+//! after [`Receiving::finish`] returned [`ServerEvent::MessageStored`], that is after the
+//! message and its envelope were fsynced and renamed into place.
 
-use certrelay_client::spool::{Incoming, Spool, SpoolError};
+use crate::maildrop::{Dropping, Maildrop};
+use crate::spool::{Incoming, Spool, SpoolError};
 use certrelay_core::dsn::rfc5322_date;
 use certrelay_core::facts::TlsFacts;
 use certrelay_core::queue::{ClientFacts, Envelope, QueueId, Recipient};
 use certrelay_core::server::{Envelope as Arrival, ServerEvent};
+use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +22,8 @@ const WRITE_BATCH: usize = 128 * 1024;
 
 /// Tells the queue runner that a message was committed.
 ///
-/// The relay forwards each one to the queue runner, which tries the message at once.
+/// The relay forwards each one to its queue runner, the laptop to the `run` daemon's
+/// delivering thread; either tries the message at once.
 #[derive(Clone, Debug)]
 pub struct QueueWake(smol::channel::Sender<QueueId>);
 
@@ -36,47 +41,117 @@ impl QueueWake {
     }
 }
 
-/// The spool the sessions write to.
+/// Where the sessions write.
+#[derive(Clone, Debug)]
+enum Target {
+    Spool(Spool),
+    Maildrop(Maildrop),
+}
+
+/// A message file being written in one of the two places.
+#[derive(Debug)]
+enum Writer {
+    Spool(Incoming),
+    Maildrop(Dropping),
+}
+
+impl Writer {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        match self {
+            Writer::Spool(inc) => inc.write(bytes),
+            Writer::Maildrop(d) => d.write(bytes).map_err(SpoolError::from),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            Writer::Spool(inc) => inc.size(),
+            Writer::Maildrop(d) => d.size(),
+        }
+    }
+
+    fn commit(self, envelope: &[u8]) -> Result<(), SpoolError> {
+        match self {
+            Writer::Spool(inc) => inc.commit(envelope),
+            Writer::Maildrop(d) => d.commit(envelope).map_err(SpoolError::from),
+        }
+    }
+}
+
+impl Target {
+    fn open(&self, id: &str) -> Result<Writer, SpoolError> {
+        match self {
+            Target::Spool(spool) => spool.incoming(id).map(Writer::Spool),
+            Target::Maildrop(m) => m.create(id).map(Writer::Maildrop).map_err(SpoolError::from),
+        }
+    }
+}
+
+/// Where the sessions store messages, and whom they tell.
 #[derive(Clone, Debug)]
 pub struct Store {
-    spool: Spool,
+    target: Target,
     wake: QueueWake,
 }
+
+/// Fresh ids tried when one is taken (by `sendmail` in the same maildrop).
+const ID_TRIES: usize = 8;
 
 impl Store {
     /// Writes into `spool` and tells `wake` about each committed message.
     pub fn new(spool: Spool, wake: QueueWake) -> Store {
-        Store { spool, wake }
+        Store {
+            target: Target::Spool(spool),
+            wake,
+        }
+    }
+
+    /// Writes into `maildrop` and tells `wake` about each committed message; the holder of
+    /// the run lock moves it into the spool.
+    pub fn maildrop(maildrop: Maildrop, wake: QueueWake) -> Store {
+        Store {
+            target: Target::Maildrop(maildrop),
+            wake,
+        }
     }
 
     /// Opens a queue file for a message whose DATA begins, with its `Received:` header.
     pub async fn begin(&self, arrival: Box<Arrival>) -> Receiving {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let id = QueueId::generate(now.as_secs(), unique(now.subsec_micros()));
-        let header = arrival
-            .received
-            .render(Some(id.as_str()), &rfc5322_date(now.as_secs(), 0));
-        log::info!(
-            "{id}: client={}[{}]",
-            arrival.client.name,
-            arrival.client.addr
-        );
-        let spool = self.spool.clone();
-        let name = id.as_str().to_owned();
-        let opened = smol::unblock(move || spool.incoming(&name)).await;
-        let (incoming, failure) = match opened {
-            Ok(inc) => (Some(inc), None),
-            Err(e) => (None, Some(e)),
-        };
-        Receiving {
-            store: self.clone(),
-            id,
-            arrival,
-            incoming,
-            failure,
-            batch: header.into_bytes(),
+        let mut tries = 0;
+        loop {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let id = QueueId::generate(now.as_secs(), unique(now.subsec_micros()));
+            let target = self.target.clone();
+            let name = id.as_str().to_owned();
+            let opened = smol::unblock(move || target.open(&name)).await;
+            let (writer, failure) = match opened {
+                Ok(w) => (Some(w), None),
+                Err(SpoolError::Write(e))
+                    if e.kind() == io::ErrorKind::AlreadyExists && tries < ID_TRIES =>
+                {
+                    tries += 1;
+                    continue;
+                }
+                Err(e) => (None, Some(e)),
+            };
+            log::info!(
+                "{id}: client={}[{}]",
+                arrival.client.name,
+                arrival.client.addr
+            );
+            let header = arrival
+                .received
+                .render(Some(id.as_str()), &rfc5322_date(now.as_secs(), 0));
+            return Receiving {
+                store: self.clone(),
+                id,
+                arrival,
+                writer,
+                failure,
+                batch: header.into_bytes(),
+            };
         }
     }
 }
@@ -95,7 +170,7 @@ pub struct Receiving {
     store: Store,
     id: QueueId,
     arrival: Box<Arrival>,
-    incoming: Option<Incoming>,
+    writer: Option<Writer>,
     failure: Option<SpoolError>,
     batch: Vec<u8>,
 }
@@ -103,7 +178,7 @@ pub struct Receiving {
 impl Receiving {
     /// Appends message content.
     pub async fn append(&mut self, bytes: &[u8]) {
-        if self.incoming.is_none() {
+        if self.writer.is_none() {
             return;
         }
         self.batch.extend_from_slice(bytes);
@@ -113,17 +188,17 @@ impl Receiving {
     }
 
     async fn write_batch(&mut self) {
-        let Some(mut inc) = self.incoming.take() else {
+        let Some(mut w) = self.writer.take() else {
             return;
         };
         let batch = std::mem::take(&mut self.batch);
-        let (inc, result) = smol::unblock(move || {
-            let r = inc.write(&batch);
-            (inc, r)
+        let (w, result) = smol::unblock(move || {
+            let r = w.write(&batch);
+            (w, r)
         })
         .await;
         match result {
-            Ok(()) => self.incoming = Some(inc),
+            Ok(()) => self.writer = Some(w),
             Err(e) => self.failure = Some(e),
         }
     }
@@ -132,17 +207,17 @@ impl Receiving {
     pub async fn finish(mut self) -> ServerEvent {
         self.write_batch().await;
         let id = self.id.clone();
-        let Some(inc) = self.incoming.take() else {
+        let Some(w) = self.writer.take() else {
             return self.failed();
         };
         let arrival_secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let envelope = queue_envelope(&self.id, &self.arrival, arrival_secs, inc.size());
+        let envelope = queue_envelope(&self.id, &self.arrival, arrival_secs, w.size());
         let nrcpt = envelope.recipients.len();
         let size = envelope.size;
         let record = envelope.to_text().into_bytes();
-        match smol::unblock(move || inc.commit(&record)).await {
+        match smol::unblock(move || w.commit(&record)).await {
             Ok(()) => {
                 log::info!(
                     "{id}: from=<{}>, size={size}, nrcpt={nrcpt} (queue active)",

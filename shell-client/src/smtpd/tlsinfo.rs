@@ -1,6 +1,6 @@
 //! What a finished server handshake established, in the words Postfix logs.
 
-use crate::generation::Trust;
+use super::listener::Trust;
 use certrelay_core::cert::{self, judge_client_cert};
 use certrelay_core::facts::{CertVerdict, PeerInfo, TlsFacts};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};

@@ -1,0 +1,367 @@
+//! The laptop's local SMTP: the listener inside `certrelay run` for mail programs
+//! (Thunderbird, KMail) and `sendmail -bs` (one SMTP dialogue on standard input and output).
+//! Both use the relay's connection driver ([`crate::smtpd`]).
+//!
+//! ## Who may write where
+//!
+//! On the laptop the spool belongs to whichever process holds the run lock
+//! ([`crate::runlock`]): opening it runs recovery, which deletes files that another process
+//! may be writing. A `flush` or the detached attempt after `sendmail` may hold the lock at
+//! any moment, so neither the listener nor `-bs` ever touches the spool. They store each
+//! message in the maildrop ([`crate::maildrop`]), exactly as `sendmail` does: a message
+//! there has files of its own that no run removes, and it counts once its envelope is
+//! renamed into place and the directory synced. That commit is what the `250` stands for.
+//!
+//! ## How it gets delivered, once
+//!
+//! After each commit the listener wakes the `run` daemon's delivering thread
+//! ([`crate::control::serve`]), which asks for a run through the run lock. Whoever holds
+//! the lock then (this daemon, or a concurrent `flush`) moves every committed maildrop
+//! message into the spool and delivers it: the request is left before the lock is tried,
+//! and a holder looks for requests again after unlocking, so none is lost, and the move out
+//! of the maildrop happens under the lock, so no message is picked up twice. A message
+//! committed during a run waits for the next wake-up, which is already queued. `-bs`
+//! starts the same detached attempt as `sendmail` once the dialogue ends.
+//!
+//! ## Who may relay
+//!
+//! The listeners are master.cf's `inet` smtpd lines, or `127.0.0.1:2525` and `[::1]:2525`
+//! without master.cf (also for root: port 25 is the system MTA's). A listener without a
+//! host binds `inet_interfaces` when main.cf sets it, else loopback only. Unless main.cf
+//! sets `smtpd_relay_restrictions`, the laptop's are `permit_mynetworks, reject`
+//! ([`LAPTOP_RELAY_RESTRICTIONS`]): with the default `mynetworks` (`127.0.0.0/8, [::1]/128`)
+//! only local programs may send, to any domain, and the laptop relays for no one else.
+
+use crate::clock::Clock;
+use crate::conf::Loaded;
+use crate::laptop::Laptop;
+use crate::maildrop::Maildrop;
+use crate::smtpd::accept::accept_loop;
+use crate::smtpd::limits::Sessions;
+use crate::smtpd::listen::{self, Bound, Interfaces};
+use crate::smtpd::listener::{ListenerBuilder, ListenerConf};
+use crate::smtpd::session::Connection;
+use crate::smtpd::store::{QueueWake, Store};
+use crate::smtpd::{ListenerSource, Server};
+use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint, Severity};
+use certrelay_core::facts::PeerInfo;
+use certrelay_core::policy::Restriction;
+use certrelay_core::settings::{ServerSettings, ServerTlsLevel};
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::Unblock;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
+
+/// The port of the listeners used without master.cf.
+pub const DEFAULT_PORT: u16 = 2525;
+
+/// Sessions at once over all of the laptop's listeners.
+const SESSION_LIMIT: usize = 20;
+
+/// `smtpd_relay_restrictions` on the laptop when main.cf does not set it.
+pub const LAPTOP_RELAY_RESTRICTIONS: [Restriction; 2] =
+    [Restriction::PermitMynetworks, Restriction::Reject];
+
+/// The session settings of a laptop listener: main.cf's (with the listener's overrides, in
+/// `config`), relaying only for `mynetworks` unless `smtpd_relay_restrictions` is set.
+pub fn laptop_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
+    let (mut settings, diags) = server::server_settings(config);
+    if !config.is_set("smtpd_relay_restrictions") {
+        settings.relay_restrictions = LAPTOP_RELAY_RESTRICTIONS.to_vec();
+    }
+    (settings, diags)
+}
+
+/// What is wrong or doubtful in the session settings of the listeners (main.cf's, and each
+/// master.cf line's with its `-o` overrides), each problem once; for `check` and `run`.
+pub fn listener_diagnostics(loaded: &Loaded) -> Vec<Diagnostic> {
+    let mut diags = laptop_settings(&loaded.config).1;
+    for l in &loaded.listeners {
+        let (listener_config, mut more) = loaded.config.with_overrides(&l.override_list());
+        more.extend(laptop_settings(&listener_config).1);
+        for d in more {
+            if !diags.contains(&d) {
+                diags.push(d);
+            }
+        }
+    }
+    diags
+}
+
+/// The listeners `certrelay run` serves. Every error, with file:line, on failure;
+/// warnings go to the log.
+pub fn listeners(laptop: &Laptop) -> Result<Vec<Arc<ListenerConf>>, Vec<Diagnostic>> {
+    let loaded = &laptop.loaded;
+    let mut diags = listener_diagnostics(loaded);
+    if config::has_errors(&diags) {
+        diags.retain(Diagnostic::is_error);
+        return Err(diags);
+    }
+    for d in diags.iter().filter(|d| d.severity == Severity::Warning) {
+        log::warn!("{d}");
+    }
+    let implicit = [
+        Endpoint {
+            host: Some("127.0.0.1".to_owned()),
+            port: DEFAULT_PORT,
+        },
+        Endpoint {
+            host: Some("::1".to_owned()),
+            port: DEFAULT_PORT,
+        },
+    ];
+    ListenerBuilder::default().build_all(loaded, &implicit, |c| laptop_settings(c).0)
+}
+
+/// The fixed listener set of `run` (the laptop does not reload).
+struct Local(Vec<Arc<ListenerConf>>);
+
+impl ListenerSource for Local {
+    fn listener(&self, key: &str) -> Option<Arc<ListenerConf>> {
+        self.0.iter().find(|l| l.key == key).cloned()
+    }
+
+    fn session_limit(&self) -> usize {
+        SESSION_LIMIT
+    }
+}
+
+/// Binds `listeners` now (so that `run` stops at once when it cannot listen) and serves
+/// them on a thread of their own, storing into the maildrop of `laptop` and sending on
+/// `committed` after each message. Returns the bound addresses.
+///
+/// The implicit pair is forgiving: a machine without IPv6 serves on 127.0.0.1 alone.
+pub fn start(
+    laptop: &Laptop,
+    listeners: Vec<Arc<ListenerConf>>,
+    committed: mpsc::Sender<()>,
+) -> Result<Vec<SocketAddr>, String> {
+    let bound = smol::block_on(bind(laptop, &listeners))?;
+    let maildrop = Maildrop::open(&laptop.queue_dir).map_err(|e| {
+        format!(
+            "cannot use the maildrop in {}: {e}",
+            laptop.queue_dir.display()
+        )
+    })?;
+    let local: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
+    std::thread::Builder::new()
+        .name("smtpd".to_owned())
+        .spawn(move || smol::block_on(serve(bound, listeners, maildrop, committed)))
+        .map_err(|e| format!("cannot start the SMTP listener: {e}"))?;
+    Ok(local)
+}
+
+async fn bind(laptop: &Laptop, listeners: &[Arc<ListenerConf>]) -> Result<Vec<Bound>, String> {
+    let config = laptop.config();
+    let interfaces = if config.is_set("inet_interfaces") {
+        lower_list(config, "inet_interfaces")
+    } else {
+        vec!["loopback-only".to_owned()]
+    };
+    let protocols = lower_list(config, "inet_protocols");
+    let wildcard = Interfaces {
+        interfaces: &interfaces,
+        protocols: &protocols,
+    };
+    let implicit = laptop.loaded.listeners.is_empty();
+    let mut bound = Vec::new();
+    let mut failures = Vec::new();
+    for l in listeners {
+        match listen::bind_all(std::slice::from_ref(l), &wildcard).await {
+            Ok(b) => bound.extend(b),
+            Err(e) if implicit => failures.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    if bound.is_empty() {
+        return Err(failures.join("; "));
+    }
+    for f in failures {
+        log::warn!("{f}");
+    }
+    Ok(bound)
+}
+
+fn lower_list(config: &Config, name: &str) -> Vec<String> {
+    config
+        .list(name)
+        .into_iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect()
+}
+
+async fn serve(
+    bound: Vec<Bound>,
+    listeners: Vec<Arc<ListenerConf>>,
+    maildrop: Maildrop,
+    committed: mpsc::Sender<()>,
+) {
+    let (wake, stored) = QueueWake::channel();
+    let server = Arc::new(Server {
+        source: Local(listeners),
+        sessions: Sessions::default(),
+        store: Store::maildrop(maildrop, wake),
+        clock: Clock::new(),
+    });
+    let mut accepting = Vec::new();
+    for b in bound {
+        log::info!("listening on {} for local SMTP submission", b.local);
+        accepting.push(smol::spawn(accept_loop(b, server.clone())));
+    }
+    while stored.recv().await.is_ok() {
+        if committed.send(()).is_err() {
+            // The delivering thread is gone: the process is ending.
+            break;
+        }
+    }
+}
+
+/// Standard input and output as one stream.
+struct Stdio {
+    input: Unblock<io::Stdin>,
+    output: Unblock<io::Stdout>,
+}
+
+impl AsyncRead for Stdio {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.input).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stdio {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.output).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.output).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.output).poll_close(cx)
+    }
+}
+
+/// `sendmail -bs`: one SMTP session on standard input and output, from a local user
+/// (seen as `localhost[127.0.0.1]`, so inside the default `mynetworks`), storing into the
+/// maildrop. No STARTTLS: the dialogue never leaves the machine. Returns how many messages
+/// were queued; the caller starts their delivery.
+pub fn serve_stdio(laptop: &Laptop) -> Result<usize, String> {
+    let loaded = &laptop.loaded;
+    let (mut settings, diags) = laptop_settings(&loaded.config);
+    if let Some(d) = diags.iter().find(|d| d.is_error()) {
+        return Err(d.to_string());
+    }
+    settings.tls_level = ServerTlsLevel::None;
+    let endpoint = Endpoint {
+        host: None,
+        port: 0,
+    };
+    let listener = ListenerBuilder::default()
+        .listener(
+            &loaded.config,
+            settings,
+            "sendmail -bs".to_owned(),
+            endpoint,
+        )
+        .map_err(|d| d.to_string())?;
+    let maildrop = Maildrop::open(&laptop.queue_dir).map_err(|e| {
+        format!(
+            "cannot use the maildrop in {}: {e}",
+            laptop.queue_dir.display()
+        )
+    })?;
+    let (wake, stored) = QueueWake::channel();
+    let conn = Connection {
+        listener: Arc::new(listener),
+        store: Store::maildrop(maildrop, wake),
+        clock: Clock::new(),
+    };
+    let peer = PeerInfo {
+        addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        name: "localhost".to_owned(),
+    };
+    let stdio = Stdio {
+        input: Unblock::new(io::stdin()),
+        output: Unblock::new(io::stdout()),
+    };
+    smol::block_on(conn.serve_stream(stdio, peer));
+    let mut queued = 0;
+    while stored.try_recv().is_ok() {
+        queued += 1;
+    }
+    Ok(queued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A laptop configuration in a fresh directory named after `label`.
+    fn laptop_with(label: &str, main_cf: &str, master_cf: Option<&str>) -> Laptop {
+        let dir = std::env::temp_dir().join(format!(
+            "certrelay-laptop-smtpd-{label}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let main = format!("queue_directory = {}/q\n{main_cf}", dir.display());
+        std::fs::write(dir.join("main.cf"), main).unwrap();
+        if let Some(m) = master_cf {
+            std::fs::write(dir.join("master.cf"), m).unwrap();
+        }
+        Laptop::load(&dir).unwrap()
+    }
+
+    #[test]
+    fn default_listeners_are_loopback_2525_and_relay_for_mynetworks_only() {
+        let laptop = laptop_with("default", "", None);
+        let ls = listeners(&laptop).unwrap();
+        let keys: Vec<&str> = ls.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["127.0.0.1:2525", "[::1]:2525"]);
+        for l in &ls {
+            assert_eq!(l.settings.relay_restrictions, LAPTOP_RELAY_RESTRICTIONS);
+            assert!(l.tls.is_none());
+        }
+    }
+
+    #[test]
+    fn master_cf_lines_and_own_restrictions_are_kept() {
+        let laptop = laptop_with(
+            "master",
+            "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n",
+            Some("127.0.0.1:2600 inet n - n - - smtpd\n"),
+        );
+        let ls = listeners(&laptop).unwrap();
+        assert_eq!(ls.len(), 1);
+        assert_eq!(ls[0].key, "127.0.0.1:2600");
+        assert_eq!(
+            ls[0].settings.relay_restrictions,
+            [
+                Restriction::PermitMynetworks,
+                Restriction::RejectUnauthDestination
+            ]
+        );
+    }
+
+    #[test]
+    fn an_open_relay_is_refused() {
+        let laptop = laptop_with(
+            "open",
+            "smtpd_relay_restrictions = permit\nsmtpd_recipient_restrictions = permit\n",
+            None,
+        );
+        assert!(listeners(&laptop).is_err());
+    }
+}

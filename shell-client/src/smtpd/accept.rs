@@ -1,0 +1,137 @@
+//! Accepting connections: each one is counted against the session limits, refused with
+//! a `421` beyond them, and served by [`Connection`] with the settings of its listener as
+//! they are at accept time.
+
+use super::limits::{Refusal, Sessions};
+use super::listen::Bound;
+use super::listener::ListenerConf;
+use super::session::Connection;
+use super::store::Store;
+use crate::clock::Clock;
+use certrelay_core::net::list_contains;
+use smol::io::AsyncWriteExt;
+use smol::net::TcpStream;
+use smol::Timer;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where accepted connections find their listener's settings: a relay swaps them on
+/// reload, so they are looked up per connection, by the key of the bound socket.
+pub trait ListenerSource: Send + Sync + 'static {
+    /// The listener configured now for the socket bound as `key`.
+    fn listener(&self, key: &str) -> Option<Arc<ListenerConf>>;
+    /// Sessions allowed at once over all listeners (0: no limit).
+    fn session_limit(&self) -> usize;
+}
+
+/// What the accept loops of one process share.
+pub struct Server<L> {
+    /// The listeners' settings.
+    pub source: L,
+    /// The session counts.
+    pub sessions: Sessions,
+    /// Where messages go.
+    pub store: Store,
+    /// The sessions' clock.
+    pub clock: Clock,
+}
+
+/// Accepts on `bound` forever, serving each connection in its own task.
+pub async fn accept_loop<L: ListenerSource>(bound: Bound, server: Arc<Server<L>>) {
+    loop {
+        match bound.socket.accept().await {
+            Ok((stream, addr)) => {
+                let server = server.clone();
+                let key = bound.key.clone();
+                smol::spawn(async move { connection(server, &key, stream, addr).await }).detach();
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                log::warn!("accept on {}: {e}", bound.local);
+                Timer::after(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Admits one connection within the limits and serves it.
+async fn connection<L: ListenerSource>(
+    server: Arc<Server<L>>,
+    key: &str,
+    stream: TcpStream,
+    addr: SocketAddr,
+) {
+    let Some(listener) = server.source.listener(key) else {
+        log::warn!("no configuration for listener {key}; closing connection from {addr}");
+        return;
+    };
+    let ip = addr.ip().to_canonical();
+    // Postfix exempts mynetworks from the per-client limit
+    // (smtpd_client_event_limit_exceptions = $mynetworks).
+    let client_limit = if list_contains(&listener.settings.mynetworks, ip) {
+        0
+    } else {
+        listener.client_limit
+    };
+    let slot = match server
+        .sessions
+        .enter(ip, server.source.session_limit(), client_limit)
+    {
+        Ok(slot) => slot,
+        Err(refusal) => return refuse(&listener, stream, ip, refusal).await,
+    };
+    let conn = Connection {
+        listener,
+        store: server.store.clone(),
+        clock: server.clock,
+    };
+    conn.serve(stream, ip).await;
+    drop(slot);
+}
+
+/// `421 4.7.0 <myhostname> Error: too many connections`, then close.
+async fn refuse(listener: &ListenerConf, mut stream: TcpStream, ip: IpAddr, why: Refusal) {
+    let host = &listener.settings.myhostname;
+    let reply = match why {
+        Refusal::Client { count } => {
+            log::warn!(
+                "Connection concurrency limit exceeded: {count} from unknown[{ip}] for service {}",
+                listener.key
+            );
+            format!("421 4.7.0 {host} Error: too many connections from {ip}\r\n")
+        }
+        Refusal::Overall { active } => {
+            log::warn!(
+                "too many sessions ({active} running): refusing connection from unknown[{ip}] \
+                 on {}",
+                listener.key
+            );
+            format!("421 4.7.0 {host} Error: too many connections\r\n")
+        }
+    };
+    let send = async {
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.flush().await;
+    };
+    smol::future::or(send, async {
+        Timer::after(Duration::from_secs(5)).await;
+    })
+    .await;
+}
+
+/// Lets sessions in progress finish, for at most `grace`.
+pub async fn wait_for_sessions(sessions: &Sessions, grace: Duration) {
+    let until = Instant::now() + grace;
+    while sessions.active() > 0 {
+        if Instant::now() >= until {
+            log::warn!(
+                "stopping with {} session(s) still open after {}s",
+                sessions.active(),
+                grace.as_secs()
+            );
+            return;
+        }
+        Timer::after(Duration::from_millis(50)).await;
+    }
+}
