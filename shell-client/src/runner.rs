@@ -46,8 +46,10 @@ pub struct RunnerConfig {
     pub smtp_port: u16,
     /// `smtp_connect_timeout`.
     pub connect_timeout: Duration,
-    /// Next hops delivered at once.
+    /// Connections at once over all next hops.
     pub concurrency: usize,
+    /// Connections at once to one next hop (`smtp_destination_concurrency_limit`).
+    pub destination_concurrency: usize,
     /// The TLS level per server (per-site policy); `None` uses `client.tls_level`.
     pub tls_level: Option<TlsLevelFor>,
     /// `defer_transports = smtp`: mail waits in the queue until a flush.
@@ -68,7 +70,8 @@ impl RunnerConfig {
             relayhost: Vec::new(),
             smtp_port: 25,
             connect_timeout: Duration::from_secs(30),
-            concurrency: 4,
+            concurrency: 20,
+            destination_concurrency: 10,
             tls_level: None,
             hold: false,
         }
@@ -187,6 +190,24 @@ type Flights = Arc<Mutex<HashMap<String, InFlight>>>;
 /// The messages of one next hop: (queue id, indexes of its recipients there).
 type Group = Vec<(String, Vec<usize>)>;
 
+/// Messages one connection should carry before another connection to the same destination
+/// is worth opening.
+const MESSAGES_PER_CONNECTION: usize = 10;
+
+/// Spreads a destination's messages over up to `limit` connections, each carrying at least
+/// [`MESSAGES_PER_CONNECTION`] (so a few messages still share one connection).
+fn split_group(dest: Destination, group: Group, limit: usize) -> Vec<(Destination, Group)> {
+    let connections = group
+        .len()
+        .div_ceil(MESSAGES_PER_CONNECTION)
+        .clamp(1, limit);
+    let mut parts: Vec<Group> = (0..connections).map(|_| Vec::new()).collect();
+    for (i, job) in group.into_iter().enumerate() {
+        parts[i % connections].push(job);
+    }
+    parts.into_iter().map(|g| (dest.clone(), g)).collect()
+}
+
 impl QueueRunner {
     /// A runner over `spool`. `tls` should stay the same for the life of the process so
     /// that TLS sessions resume.
@@ -294,8 +315,10 @@ impl QueueRunner {
             flights.lock().expect("flights lock").insert(id, flight);
         }
         let limit = Arc::new(Semaphore::new(self.inner.config.concurrency.max(1)));
+        let per_destination = self.inner.config.destination_concurrency.max(1);
         let tasks: Vec<_> = groups
             .into_iter()
+            .flat_map(|(dest, group)| split_group(dest, group, per_destination))
             .map(|(dest, group)| {
                 let inner = self.inner.clone();
                 let flights = flights.clone();
@@ -643,4 +666,33 @@ fn read_headers(spool: &Spool, id: &str) -> Vec<u8> {
             .read_to_end(&mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    fn group(n: usize) -> Group {
+        (0..n).map(|i| (format!("ID{i}"), vec![0])).collect()
+    }
+
+    #[test]
+    fn a_few_messages_share_one_connection_many_spread_over_several() {
+        let dest = Destination::Domain {
+            domain: "example.org".into(),
+            port: 25,
+        };
+        let sizes = |n, limit| {
+            split_group(dest.clone(), group(n), limit)
+                .iter()
+                .map(|(_, g)| g.len())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(4, 10), [4]);
+        assert_eq!(sizes(10, 10), [10]);
+        assert_eq!(sizes(25, 10), [9, 8, 8]);
+        assert_eq!(sizes(1000, 10).len(), 10);
+        assert_eq!(sizes(1000, 10).iter().sum::<usize>(), 1000);
+        assert_eq!(sizes(0, 10), [0]);
+    }
 }

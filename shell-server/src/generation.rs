@@ -64,7 +64,11 @@ pub fn load(dir: &Path) -> Result<(Generation, Vec<Diagnostic>), Vec<Diagnostic>
         queue_directory: config.text("queue_directory").to_owned(),
         inet_interfaces: owned_list(config, "inet_interfaces"),
         inet_protocols: owned_list(config, "inet_protocols"),
-        session_limit: DEFAULT_SESSION_LIMIT,
+        session_limit: config
+            .number("default_process_limit")
+            .map_or(DEFAULT_SESSION_LIMIT, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
     };
     Ok((generation, diags))
 }

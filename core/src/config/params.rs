@@ -101,6 +101,7 @@ pub const PARAMS: &[Param] = &[
     p("relay_domains", "", Kind::List),
     p("relayhost", "", Kind::List),
     p("defer_transports", "", Kind::List),
+    p("default_process_limit", "100", Kind::Number),
     p("relay_clientcerts", "", Kind::List),
     p("mail_owner", "certrelay", Kind::Text),
     p("queue_directory", "/var/spool/certrelay", Kind::Text),

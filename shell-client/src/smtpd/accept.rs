@@ -42,6 +42,9 @@ pub async fn accept_loop<L: ListenerSource>(bound: Bound, server: Arc<Server<L>>
     loop {
         match bound.socket.accept().await {
             Ok((stream, addr)) => {
+                // Replies are small writes that must leave at once: without this, the first
+                // reply after the TLS handshake waits for the peer's delayed ACK (~40 ms).
+                let _ = stream.set_nodelay(true);
                 let server = server.clone();
                 let key = bound.key.clone();
                 smol::spawn(async move { connection(server, &key, stream, addr).await }).detach();
