@@ -950,3 +950,73 @@ fn queue_delete_and_flush_commands_act_on_the_running_relay() {
     relay.wait_log("status=sent");
     assert_eq!(sink.accepted().len(), 1, "the deleted message never left");
 }
+
+/// A tiny file system mounted for one test, unmounted when dropped.
+struct TinyFs(std::path::PathBuf);
+
+impl TinyFs {
+    fn mount(label: &str, size: &str) -> TinyFs {
+        let dir =
+            std::env::temp_dir().join(format!("certrelay-tinyfs-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ])
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        TinyFs(dir)
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+#[ignore = "needs root: mounts a tmpfs (run by .ci/run)"]
+fn a_full_spool_answers_452_and_never_250() {
+    let fs = TinyFs::mount("full", "256k");
+    let spool = fs.0.join("spool");
+    let extra = format!("queue_directory = {}\n", spool.display());
+    let (relay, pki) = setup_with("full-spool", &|l| md5_line(&l.der), &extra, &[""]);
+    // Leave almost no room.
+    let filler = vec![b'x'; 200 * 1024];
+    let _ = std::fs::write(fs.0.join("filler"), &filler);
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert!(s.cmd("MAIL FROM:<me@laptop.test>").starts_with("250"));
+    assert!(s
+        .cmd("RCPT TO:<friend@elsewhere.example>")
+        .starts_with("250"));
+    assert!(s.cmd("DATA").starts_with("354"));
+    let line = "y".repeat(998) + "\r\n";
+    let mut body = String::from("Subject: big\r\n\r\n");
+    while body.len() < 200 * 1024 {
+        body.push_str(&line);
+    }
+    body.push_str(".\r\n");
+    s.send(body.as_bytes());
+    let reply = s.reply();
+    assert_eq!(
+        reply,
+        "452 4.3.1 Insufficient system storage",
+        "{}",
+        relay.log()
+    );
+    // The session goes on, and nothing is left half-written.
+    assert!(s.cmd("NOOP").starts_with("250"));
+    let queued = std::fs::read_dir(spool.join("queue")).unwrap().count();
+    assert_eq!(queued, 0);
+}
