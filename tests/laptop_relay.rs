@@ -1,0 +1,168 @@
+//! Both binaries together: `certrelay sendmail` on the laptop, `certrelayd` with the
+//! laptop's listed certificate, and a sink behind it; the recipe's TLS policy end to end.
+
+use certrelay_suite::daemon::{free_port, Daemon};
+use certrelay_suite::sink::{wait_until, Sink};
+use certrelay_suite::{binary, TempDir};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn certrelayd(dir: &TempDir, args: &[&str]) {
+    let mut all = vec!["-c", dir.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = Command::new(binary("certrelayd"))
+        .args(&all)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A relay whose certificate names `names`, listing laptop `bob`, forwarding to `sink_port`.
+fn relay(label: &str, names: &[&str], sink_port: u16) -> (TempDir, Daemon, u16) {
+    let dir = TempDir::new(label);
+    let d = dir.path().display().to_string();
+    dir.write("relay_clientcerts", "");
+    let port = free_port();
+    dir.write(
+        "main.cf",
+        &format!(
+            "myhostname = relay.test\nmydestination = relay.test\nmynetworks = 192.0.2.0/24\n\
+             queue_directory = {d}/spool\nrelayhost = [127.0.0.1]:{sink_port}\n\
+             smtpd_use_tls = yes\nsmtpd_tls_cert_file = {d}/relay.pem\n\
+             smtpd_tls_key_file = {d}/relay.key\nsmtpd_tls_CAfile = {d}/ca.pem\n\
+             smtpd_tls_ask_ccert = yes\nsmtpd_tls_req_ccert = yes\nsmtpd_tls_loglevel = 1\n\
+             relay_clientcerts = hash:{d}/relay_clientcerts\n"
+        ),
+    );
+    dir.write(
+        "master.cf",
+        &format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
+    );
+    let mut init = vec!["ca", "init", "--hostname", "relay.test"];
+    for n in names {
+        init.extend(["--name", n]);
+    }
+    certrelayd(&dir, &init);
+    certrelayd(&dir, &["ca", "issue", "--out", &d, "bob"]);
+    let daemon = Daemon::start(&binary("certrelayd"), &["-c", &d], "daemon started");
+    (dir, daemon, port)
+}
+
+/// The recipe's laptop: verify through smtp_enforce_tls, and a per-site entry.
+fn laptop(label: &str, relay_dir: &TempDir, port: u16, site_policy: &str) -> TempDir {
+    let dir = TempDir::new(label);
+    let (d, r) = (
+        dir.path().display().to_string(),
+        relay_dir.path().display().to_string(),
+    );
+    dir.write(
+        "tls_per_site",
+        &format!("[127.0.0.1]:{port} {site_policy}\n"),
+    );
+    dir.write(
+        "main.cf",
+        &format!(
+            "myhostname = laptop.test\nqueue_directory = {d}/queue\n\
+             relayhost = [127.0.0.1]:{port}\nsmtp_tls_cert_file = {r}/bob.pem\n\
+             smtp_tls_CAfile = {r}/bob-ca.pem\nsmtp_use_tls = yes\nsmtp_enforce_tls = yes\n\
+             smtp_tls_per_site = hash:{d}/tls_per_site\n"
+        ),
+    );
+    dir
+}
+
+fn certrelay(dir: &TempDir, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(binary("certrelay"))
+        .arg("-c")
+        .arg(dir.path())
+        .args(args)
+        .env("USER", "bob")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn sendmail_through_certrelayd_keeps_the_message_intact() {
+    let (sink, sink_port) = Sink::start_any();
+    let (relay_dir, relay, port) = relay("chain-relay", &["127.0.0.1"], sink_port);
+    let laptop = laptop("chain-laptop", &relay_dir, port, "MUST");
+    let long = "0123456789".repeat(250);
+    let message = format!(
+        "From: Bob <bob@laptop.test>\nTo: Friend <friend@elsewhere.example>\n\
+         Subject: =?UTF-8?Q?gr=C3=BC=C3=9Fe?=\nContent-Type: text/plain; charset=utf-8\n\
+         Content-Transfer-Encoding: 8bit\n\nGrüße aus dem Zug — ça marche.\n{long}\n.leading dot\n"
+    );
+    let out = certrelay(&laptop, &["sendmail", "-t"], message.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = wait_until("the sink to receive bob's message", || {
+        sink.accepted().pop()
+    });
+    assert_eq!(got.sender, "bob@laptop.test");
+    assert_eq!(got.recipients, ["friend@elsewhere.example"]);
+    let data = &got.data;
+    assert!(
+        data.contains("by relay.test (certrelay) with ESMTPS id"),
+        "{data}"
+    );
+    assert!(
+        data.contains("Subject: =?UTF-8?Q?gr=C3=BC=C3=9Fe?=\r\n"),
+        "{data}"
+    );
+    assert!(
+        data.contains("Grüße aus dem Zug — ça marche.\r\n"),
+        "8-bit body intact: {data}"
+    );
+    assert!(
+        data.contains("\r\n..leading dot\r\n"),
+        "dot-stuffed on the wire: {data}"
+    );
+    assert!(
+        data.lines().all(|l| l.len() <= 998),
+        "no line over 998 octets"
+    );
+    let digits: String = data.chars().filter(|c| c.is_ascii_digit()).collect();
+    assert!(
+        digits.contains(&long),
+        "the long line's content arrives whole, only folded"
+    );
+    relay.wait_log("Trusted TLS connection established");
+}
+
+#[test]
+fn must_refuses_a_name_mismatch_and_must_nopeermatch_accepts_it() {
+    let (sink, sink_port) = Sink::start_any();
+    // The relay's certificate names relay.test only, not 127.0.0.1.
+    let (relay_dir, _relay, port) = relay("nopeer-relay", &[], sink_port);
+    let strict = laptop("nopeer-must", &relay_dir, port, "MUST");
+    let message = b"From: bob@laptop.test\nTo: friend@elsewhere.example\nSubject: x\n\nhello\n";
+    let out = certrelay(&strict, &["sendmail", "-t"], message);
+    assert!(out.status.success());
+    let listing = wait_until("the deferral", || {
+        let out = certrelay(&strict, &["queue"], b"");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("Server certificate not verified")
+            .then_some(text)
+    });
+    assert!(listing.contains("friend@elsewhere.example"), "{listing}");
+    assert!(sink.accepted().is_empty(), "nothing was sent");
+
+    let relaxed = laptop("nopeer-relaxed", &relay_dir, port, "MUST_NOPEERMATCH");
+    let out = certrelay(&relaxed, &["sendmail", "-t"], message);
+    assert!(out.status.success());
+    let got = wait_until("delivery at MUST_NOPEERMATCH", || sink.accepted().pop());
+    assert_eq!(got.recipients, ["friend@elsewhere.example"]);
+}
