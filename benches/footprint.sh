@@ -36,8 +36,8 @@ mkdir "$P"
 
 C=$W/certrelay
 mkdir "$C"
-# mynetworks holds 127.0.0.1 and the per-client limit is off, so only the relay's overall
-# session limit can refuse the idle sessions.
+# mynetworks holds 127.0.0.1, the per-client limit is off and the overall limit is above N,
+# so every idle session is held.
 cat >"$C/main.cf" <<EOF
 myhostname = relay.test
 mydestination = relay.test
@@ -46,6 +46,7 @@ relayhost = [127.0.0.1]:9
 defer_transports = smtp
 queue_directory = $C/spool
 smtpd_client_connection_count_limit = 0
+default_process_limit = $((N + 100))
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = $P/relay.pem
 smtpd_tls_key_file = $P/relay.key
