@@ -363,11 +363,6 @@ impl TextIndex {
             }
         }
     }
-
-    /// Heap bytes held.
-    pub(crate) fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * core::mem::size_of::<(u32, u32)>()
-    }
 }
 
 /// A lookup table read from text; keys match case-insensitively, the first entry for a key
