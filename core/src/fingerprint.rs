@@ -253,21 +253,40 @@ fn parse_well_formed(text: &[u8]) -> Option<Fingerprint> {
     };
     let kind = DigestKind::from_output_len(len)?;
     let mut bytes = [0u8; MAX_LEN];
-    let mut bad = 0u8;
-    for (i, byte) in bytes[..len].iter_mut().enumerate() {
-        let at = i * step;
-        let high = HEX_VALUES[usize::from(text[at])];
-        let low = HEX_VALUES[usize::from(text[at + 1])];
-        bad |= (high | low) & 0xF0;
-        *byte = (high << 4) | (low & 0x0F);
-    }
-    if bad != 0 {
-        return None;
-    }
-    if step == 3 && !text[2..].iter().step_by(3).all(|&b| b == b':') {
+    let decoded = match step {
+        3 => decode_pairs::<3>(text, &mut bytes[..len]),
+        _ => decode_pairs::<2>(text, &mut bytes[..len]),
+    };
+    if !decoded {
         return None;
     }
     Some(Fingerprint { kind, bytes })
+}
+
+/// Decodes `out.len()` pairs of hex digits that start every `STEP` bytes of `text`, with a
+/// colon after each pair but the last when `STEP` is 3; false if anything else is found.
+fn decode_pairs<const STEP: usize>(text: &[u8], out: &mut [u8]) -> bool {
+    let mut bad = 0u8;
+    let mut groups = text.chunks_exact(STEP);
+    for (byte, group) in out.iter_mut().zip(&mut groups) {
+        let high = HEX_VALUES[usize::from(group[0])];
+        let low = HEX_VALUES[usize::from(group[1])];
+        if STEP == 3 {
+            bad |= u8::from(group[STEP - 1] != b':');
+        }
+        bad |= (high | low) & 0xF0;
+        *byte = (high << 4) | (low & 0x0F);
+    }
+    // With colons, the last pair has none after it and is the remainder.
+    if let ([high, low], Some(last)) = (groups.remainder(), out.last_mut()) {
+        let (high, low) = (
+            HEX_VALUES[usize::from(*high)],
+            HEX_VALUES[usize::from(*low)],
+        );
+        bad |= (high | low) & 0xF0;
+        *last = (high << 4) | (low & 0x0F);
+    }
+    bad == 0
 }
 
 /// Checks that every `:`-separated group is one hex pair; returns the number of hex digits.

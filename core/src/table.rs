@@ -204,6 +204,33 @@ fn classify(physical: &str) -> Option<(&str, bool)> {
     Some((body, physical.starts_with(char::is_whitespace)))
 }
 
+/// Splits a line's text at its first whitespace: the key, and the rest without the
+/// whitespace that starts it.
+fn split_key(body: &str) -> (&str, &str) {
+    // Only an ASCII space or control byte, or a byte of a multi-byte character, can start
+    // whitespace. Skip whole blocks free of those first: the test compiles to a few vector
+    // instructions per block, where decoding characters one by one costs many per byte.
+    let may_start_whitespace = |b: u8| b.wrapping_sub(b'!') >= 0x80 - b'!';
+    let mut plain = 0;
+    for block in body.as_bytes().chunks(16) {
+        if block
+            .iter()
+            .fold(false, |any, &b| any | may_start_whitespace(b))
+        {
+            break;
+        }
+        plain += block.len();
+    }
+    // `plain` follows ASCII bytes only, so it is a character boundary.
+    match body[plain..].find(char::is_whitespace) {
+        Some(end) => {
+            let end = plain + end;
+            (&body[..end], body[end..].trim_start())
+        }
+        None => (body, ""),
+    }
+}
+
 /// Streaming reader of table entries; see [`entries`].
 #[derive(Clone, Debug)]
 pub struct Entries<'a> {
@@ -256,10 +283,7 @@ impl<'a> Iterator for Entries<'a> {
                 break (line, body, continues);
             }
         };
-        let (key, first) = match body.find(char::is_whitespace) {
-            Some(end) => (&body[..end], body[end..].trim_start()),
-            None => (body, ""),
-        };
+        let (key, first) = split_key(body);
         let value = self.gather(Cow::Borrowed(first));
         let entry = if value.is_empty() {
             Err(self.warning(line, format!("key \"{key}\" has no value; entry ignored")))
