@@ -573,7 +573,7 @@ impl<const N: usize> Pending<N> {
         for g in 0..starts.len() - 1 {
             let run = &mut out[starts[g] as usize..starts[g + 1] as usize];
             if run.len() > 1 {
-                run.sort_by(|a, b| a.0.cmp(&b.0));
+                run.sort_by_key(|entry| entry.0);
             }
         }
         out
