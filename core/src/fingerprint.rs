@@ -7,12 +7,13 @@
 //! MD5 entries of an old `relay_clientcerts` next to new SHA-256 ones.
 //!
 //! [`FingerprintMap`] is built once per (re)load and then only read. It is laid out for large
-//! maps: per digest kind a sorted array of fixed-size keys, a parallel array of label numbers,
-//! and a prefix index that narrows each binary search to a handful of neighbouring keys.
-//! Labels are stored once each, since many entries usually share one label.
+//! maps: per digest kind an ordered open-addressed table of fixed-size keys, each beside its
+//! label number, so that a lookup reads one place in memory. Labels are stored once each,
+//! since many entries usually share one label.
 
+use crate::config::Diagnostic;
 use crate::facts::CertMatch;
-use alloc::collections::BTreeMap;
+use crate::table::{hash_text, TextIndex};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -174,39 +175,118 @@ impl FromStr for Fingerprint {
 
     /// Parses hex pairs in any case, either all joined by `:` or with no colon at all.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text.is_empty() {
-            return Err(FingerprintError::Empty);
+        match parse_well_formed(text.as_bytes()) {
+            Some(fingerprint) => Ok(fingerprint),
+            None => parse_carefully(text),
         }
-        if let Some((position, ch)) = text
-            .chars()
-            .enumerate()
-            .find(|&(_, ch)| !(ch.is_ascii_hexdigit() || ch == ':'))
-        {
-            return Err(FingerprintError::BadCharacter {
-                ch,
-                position: position + 1,
-            });
-        }
-        // From here on the text is ASCII.
-        let digits = if text.contains(':') {
-            check_colon_groups(text)?
-        } else if text.len() % 2 == 1 {
-            return Err(FingerprintError::OddDigits { digits: text.len() });
-        } else {
-            text.len()
-        };
-        let len = digits / 2;
-        let kind =
-            DigestKind::from_output_len(len).ok_or(FingerprintError::BadLength { bytes: len })?;
-        let mut bytes = [0u8; MAX_LEN];
-        let mut nibbles = text.bytes().filter(|&b| b != b':').map(hex_value);
-        for byte in bytes.iter_mut().take(len) {
-            let high = nibbles.next().unwrap_or(0);
-            let low = nibbles.next().unwrap_or(0);
-            *byte = (high << 4) | low;
-        }
-        Ok(Fingerprint { kind, bytes })
     }
+}
+
+/// Parses any text, telling exactly what is wrong with it.
+fn parse_carefully(text: &str) -> Result<Fingerprint, FingerprintError> {
+    if text.is_empty() {
+        return Err(FingerprintError::Empty);
+    }
+    if let Some((position, ch)) = text
+        .chars()
+        .enumerate()
+        .find(|&(_, ch)| !(ch.is_ascii_hexdigit() || ch == ':'))
+    {
+        return Err(FingerprintError::BadCharacter {
+            ch,
+            position: position + 1,
+        });
+    }
+    // From here on the text is ASCII.
+    let digits = if text.contains(':') {
+        check_colon_groups(text)?
+    } else if text.len() % 2 == 1 {
+        return Err(FingerprintError::OddDigits { digits: text.len() });
+    } else {
+        text.len()
+    };
+    let len = digits / 2;
+    let kind =
+        DigestKind::from_output_len(len).ok_or(FingerprintError::BadLength { bytes: len })?;
+    let mut bytes = [0u8; MAX_LEN];
+    let mut nibbles = text.bytes().filter(|&b| b != b':').map(hex_value);
+    for byte in bytes.iter_mut().take(len) {
+        let high = nibbles.next().unwrap_or(0);
+        let low = nibbles.next().unwrap_or(0);
+        *byte = (high << 4) | low;
+    }
+    Ok(Fingerprint { kind, bytes })
+}
+
+/// The value of each hex digit; `NOT_HEX` for every other byte.
+const HEX_VALUES: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut b = 0;
+    while b < 256 {
+        let digit = b as u8;
+        table[b] = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            b'A'..=b'F' => digit - b'A' + 10,
+            _ => NOT_HEX,
+        };
+        b += 1;
+    }
+    table
+};
+
+const NOT_HEX: u8 = 0xFF;
+
+/// One pass over the usual spellings (`AB:CD:...` or `abcd...` of a digest length); `None`
+/// for anything else, which the careful parser then explains.
+fn parse_well_formed(text: &[u8]) -> Option<Fingerprint> {
+    let (len, step) = match text.len() {
+        47 => (16, 3),
+        59 => (20, 3),
+        95 => (32, 3),
+        191 => (64, 3),
+        32 => (16, 2),
+        40 => (20, 2),
+        64 => (32, 2),
+        128 => (64, 2),
+        _ => return None,
+    };
+    let kind = DigestKind::from_output_len(len)?;
+    let mut bytes = [0u8; MAX_LEN];
+    let decoded = match step {
+        3 => decode_pairs::<3>(text, &mut bytes[..len]),
+        _ => decode_pairs::<2>(text, &mut bytes[..len]),
+    };
+    if !decoded {
+        return None;
+    }
+    Some(Fingerprint { kind, bytes })
+}
+
+/// Decodes `out.len()` pairs of hex digits that start every `STEP` bytes of `text`, with a
+/// colon after each pair but the last when `STEP` is 3; false if anything else is found.
+fn decode_pairs<const STEP: usize>(text: &[u8], out: &mut [u8]) -> bool {
+    let mut bad = 0u8;
+    let mut groups = text.chunks_exact(STEP);
+    for (byte, group) in out.iter_mut().zip(&mut groups) {
+        let high = HEX_VALUES[usize::from(group[0])];
+        let low = HEX_VALUES[usize::from(group[1])];
+        if STEP == 3 {
+            bad |= u8::from(group[STEP - 1] != b':');
+        }
+        bad |= (high | low) & 0xF0;
+        *byte = (high << 4) | (low & 0x0F);
+    }
+    // With colons, the last pair has none after it and is the remainder.
+    if let ([high, low], Some(last)) = (groups.remainder(), out.last_mut()) {
+        let (high, low) = (
+            HEX_VALUES[usize::from(*high)],
+            HEX_VALUES[usize::from(*low)],
+        );
+        bad |= (high | low) & 0xF0;
+        *last = (high << 4) | (low & 0x0F);
+    }
+    bad == 0
 }
 
 /// Checks that every `:`-separated group is one hex pair; returns the number of hex digits.
@@ -327,79 +407,113 @@ impl LabelTable {
     }
 }
 
-/// Sorted keys of one digest length, their label numbers, and a prefix index.
+/// One key and the number of its label, side by side: a hit reads one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Record<const N: usize> {
+    key: [u8; N],
+    label: u32,
+}
+
+/// The label number of a slot that holds no key.
+const VACANT: u32 = u32::MAX;
+
+impl<const N: usize> Record<N> {
+    const VACANT: Record<N> = Record {
+        key: [0; N],
+        label: VACANT,
+    };
+}
+
+/// The first eight bytes of a key, as a number that sorts like the key.
+fn head(key: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&key[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The keys of one digest length in an ordered open-addressed table.
 ///
-/// Digests are uniformly spread, so the first `bits` bits of a key pick a slice of about one
-/// or two keys: a lookup costs the index read plus a very short binary search, instead of
-/// some twenty dependent cache misses over a million keys.
+/// Digests are uniformly spread, so a key's first eight bytes scaled to the table size give
+/// its home slot. Keys are laid out in sorted order, each at its home slot or just after the
+/// keys before it, so a lookup reads the home slot and usually one or two neighbours in the
+/// same cache lines, and stops at a vacant slot or a greater key. No index and no separate
+/// label array: one random memory access per lookup.
 #[derive(Clone, Debug)]
 struct Bucket<const N: usize> {
-    keys: Vec<[u8; N]>,
-    labels: Vec<u32>,
-    /// `index[p]..index[p + 1]` is the range of keys whose prefix is `p`.
-    index: Vec<u32>,
-    bits: u32,
+    /// Records in key order with vacant slots between runs; may extend past `homes`.
+    slots: Vec<Record<N>>,
+    /// Number of home slots.
+    homes: usize,
+    len: usize,
 }
 
 impl<const N: usize> Default for Bucket<N> {
     fn default() -> Self {
         Bucket {
-            keys: Vec::new(),
-            labels: Vec::new(),
-            index: Vec::new(),
-            bits: 0,
+            slots: Vec::new(),
+            homes: 0,
+            len: 0,
         }
     }
 }
 
 impl<const N: usize> Bucket<N> {
-    fn prefix(&self, key: &[u8; N]) -> usize {
-        let head = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
-        (u64::from(head) >> (32 - self.bits)) as usize
+    /// Home slots for `len` keys: about one in six stays vacant, which keeps runs short
+    /// and the table under 44 bytes per SHA-256 entry.
+    fn homes_for(len: usize) -> usize {
+        match len {
+            0 => 0,
+            n => n + n / 5 + 1,
+        }
+    }
+
+    fn home(&self, key: &[u8]) -> usize {
+        ((u128::from(head(key)) * self.homes as u128) >> 64) as usize
     }
 
     /// Builds from keys already sorted and free of duplicates.
-    fn from_sorted(mut keys: Vec<[u8; N]>, mut labels: Vec<u32>) -> Self {
-        // About one key per index slot, so the index costs at most 4 bytes per key.
-        let bits = match keys.len() {
-            0 | 1 => 0,
-            n => (usize::BITS - 1 - n.leading_zeros()).min(24),
-        };
-        keys.shrink_to_fit();
-        labels.shrink_to_fit();
+    fn from_sorted(keys: Vec<[u8; N]>, labels: Vec<u32>) -> Self {
+        let homes = Bucket::<N>::homes_for(keys.len());
         let mut bucket = Bucket {
-            keys,
-            labels,
-            index: Vec::new(),
-            bits,
+            slots: Vec::with_capacity(homes + 8),
+            homes,
+            len: keys.len(),
         };
-        let slots = 1usize << bits;
-        let mut index = Vec::with_capacity(slots + 1);
-        let mut at = 0usize;
-        for slot in 0..slots {
-            while at < bucket.keys.len() && bucket.prefix(&bucket.keys[at]) < slot {
-                at += 1;
+        bucket.slots.resize(homes, Record::VACANT);
+        let mut next = 0;
+        for (key, label) in keys.into_iter().zip(labels) {
+            // `next` is at most the length, so this writes a slot or appends one.
+            let at = bucket.home(&key).max(next);
+            let record = Record { key, label };
+            match bucket.slots.get_mut(at) {
+                Some(slot) => *slot = record,
+                None => bucket.slots.push(record),
             }
-            index.push(at as u32);
+            next = at + 1;
         }
-        index.push(bucket.keys.len() as u32);
-        bucket.index = index;
+        bucket.slots.shrink_to_fit();
         bucket
     }
 
     fn find(&self, key: &[u8]) -> Option<u32> {
         let key: &[u8; N] = key.try_into().ok()?;
-        if self.keys.is_empty() {
+        if self.homes == 0 {
             return None;
         }
-        let slot = self.prefix(key);
-        let (lo, hi) = (self.index[slot] as usize, self.index[slot + 1] as usize);
-        let at = self.keys[lo..hi].binary_search(key).ok()?;
-        Some(self.labels[lo + at])
+        let want = head(key);
+        for record in &self.slots[self.home(key)..] {
+            if record.label == VACANT || head(&record.key) > want {
+                return None;
+            }
+            if record.key == *key {
+                return Some(record.label);
+            }
+        }
+        None
     }
 
     fn heap_bytes(&self) -> usize {
-        self.keys.capacity() * N + self.labels.capacity() * 4 + self.index.capacity() * 4
+        self.slots.capacity() * core::mem::size_of::<Record<N>>()
     }
 }
 
@@ -431,14 +545,47 @@ impl<const N: usize> Pending<N> {
         self.entries.push((key, label, origin));
     }
 
+    /// The entries in key order, equal keys in the order they were added.
+    ///
+    /// Digests are uniformly spread: one counting pass on the leading bits puts every entry
+    /// in a group of about one, and only the groups are then sorted (stably).
+    fn sorted(self) -> Vec<([u8; N], u32, Origin)> {
+        let entries = self.entries;
+        let bits = match entries.len() {
+            0 | 1 => return entries,
+            n => (usize::BITS - (n - 1).leading_zeros()).min(24),
+        };
+        let group = |key: &[u8; N]| (head(key) >> (64 - bits)) as usize;
+        let mut starts = alloc::vec![0u32; (1 << bits) + 1];
+        for (key, _, _) in &entries {
+            starts[group(key) + 1] += 1;
+        }
+        for g in 1..starts.len() {
+            starts[g] += starts[g - 1];
+        }
+        let mut fill = starts.clone();
+        let mut out = alloc::vec![entries[0]; entries.len()];
+        for entry in entries {
+            let at = &mut fill[group(&entry.0)];
+            out[*at as usize] = entry;
+            *at += 1;
+        }
+        for g in 0..starts.len() - 1 {
+            let run = &mut out[starts[g] as usize..starts[g + 1] as usize];
+            if run.len() > 1 {
+                run.sort_by_key(|entry| entry.0);
+            }
+        }
+        out
+    }
+
     /// Sorts, keeps the first of equal keys (table order, then line order) and reports the rest.
-    fn finish(mut self, files: &[String], notes: &mut Vec<MapDiagnostic>) -> Bucket<N> {
-        // A stable sort keeps equal keys in the order they were added.
-        self.entries.sort_by_key(|entry| entry.0);
-        let mut keys: Vec<[u8; N]> = Vec::with_capacity(self.entries.len());
-        let mut labels = Vec::with_capacity(self.entries.len());
+    fn finish(self, files: &[String], notes: &mut Vec<MapDiagnostic>) -> Bucket<N> {
+        let entries = self.sorted();
+        let mut keys: Vec<[u8; N]> = Vec::with_capacity(entries.len());
+        let mut labels = Vec::with_capacity(entries.len());
         let mut kept_origin: Option<Origin> = None;
-        for (key, label, origin) in self.entries {
+        for (key, label, origin) in entries {
             if keys.last() == Some(&key) {
                 if let Some(first) = kept_origin {
                     notes.push(MapDiagnostic {
@@ -484,7 +631,7 @@ impl KindTally {
 pub struct FingerprintMapBuilder {
     fixed: Option<DigestKind>,
     files: Vec<String>,
-    label_numbers: BTreeMap<String, u32>,
+    label_index: TextIndex,
     labels: LabelTable,
     md5: Pending<16>,
     sha1: Pending<20>,
@@ -549,6 +696,26 @@ impl FingerprintMapBuilder {
         self
     }
 
+    /// Adds one table straight from its text source: the load path of the relay, which
+    /// builds no [`crate::table::Table`] on the way.
+    ///
+    /// Lines are read as [`crate::table::entries`] reads them; its warnings (a key with no
+    /// value, ...) are returned. Every entry reaches the map, so a key listed twice, in
+    /// whatever case or spelling, is reported by [`FingerprintMapBuilder::finish`] as a
+    /// duplicate fingerprint and the first one is kept, as [`crate::table::Table`] would.
+    pub fn add_table_text(&mut self, file: &str, text: &str) -> Vec<Diagnostic> {
+        let mut warnings = Vec::new();
+        let entries = crate::table::entries(file, text).filter_map(|entry| match entry {
+            Ok(entry) => Some((entry.key, entry.value, entry.line as usize)),
+            Err(warning) => {
+                warnings.push(warning);
+                None
+            }
+        });
+        self.add_table(file, entries);
+        warnings
+    }
+
     fn note(&mut self, file: &str, line: usize, message: String) {
         self.notes.push(MapDiagnostic {
             file: String::from(file),
@@ -600,13 +767,15 @@ impl FingerprintMapBuilder {
     }
 
     fn intern(&mut self, label: &str) -> u32 {
-        if let Some(&number) = self.label_numbers.get(label) {
+        let hash = hash_text(label.as_bytes(), false);
+        let labels = &self.labels;
+        if let Some(number) = self.label_index.find(hash, |n| labels.get(n) == label) {
             return number;
         }
         let number = self.labels.ends.len() as u32;
         self.labels.text.push_str(label);
         self.labels.ends.push(self.labels.text.len() as u32);
-        self.label_numbers.insert(String::from(label), number);
+        self.label_index.insert(hash, number);
         number
     }
 
@@ -660,7 +829,7 @@ impl FingerprintMap {
 
     /// Number of distinct fingerprints.
     pub fn len(&self) -> usize {
-        self.md5.keys.len() + self.sha1.keys.len() + self.sha256.keys.len() + self.sha512.keys.len()
+        self.md5.len + self.sha1.len + self.sha256.len + self.sha512.len
     }
 
     /// True when nothing is listed.
@@ -682,10 +851,10 @@ impl FingerprintMap {
 
     fn count(&self, kind: DigestKind) -> usize {
         match kind {
-            DigestKind::Md5 => self.md5.keys.len(),
-            DigestKind::Sha1 => self.sha1.keys.len(),
-            DigestKind::Sha256 => self.sha256.keys.len(),
-            DigestKind::Sha512 => self.sha512.keys.len(),
+            DigestKind::Md5 => self.md5.len,
+            DigestKind::Sha1 => self.sha1.len,
+            DigestKind::Sha256 => self.sha256.len,
+            DigestKind::Sha512 => self.sha512.len,
         }
     }
 
@@ -1124,6 +1293,76 @@ gKV5Xny7NwX5PpGkl/M=
         }
     }
 
+    #[test]
+    fn table_text_goes_straight_into_the_map() {
+        let (_, md5) = CERT_VECTORS[0];
+        let (_, sha256) = CERT_VECTORS[2];
+        let text = format!(
+            "# relay_clientcerts\n{sha256} laptop\n\n{} again\nlonely\n{md5}\n  old laptop\n",
+            sha256.to_ascii_lowercase()
+        );
+        let mut builder = FingerprintMap::builder();
+        let warnings = builder.add_table_text("rc", &text);
+        let (map, notes) = builder.finish();
+        let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            ["rc:5: warning: key \"lonely\" has no value; entry ignored"]
+        );
+        let notes: Vec<String> = notes.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            notes,
+            [
+                "rc:6: weak digest: 1 MD5 fingerprint(s) in this table (first here); prefer \
+                 SHA-256",
+                "rc:4: duplicate fingerprint, first listed at rc:2; this entry is ignored",
+            ]
+        );
+        let cert = cert_der();
+        assert_eq!(map.len(), 2);
+        assert_eq!(map.find(&sha256.parse().unwrap()), Some("laptop"));
+        assert_eq!(map.find(&md5.parse().unwrap()), Some("old laptop"));
+        assert!(map.lookup_cert(&cert, b"").is_some());
+    }
+
+    #[test]
+    fn near_misses_of_the_usual_spellings_fail_as_before() {
+        let (_, text) = CERT_VECTORS[2];
+        let cases = [
+            (
+                text.replacen(':', ";", 1),
+                FingerprintError::BadCharacter {
+                    ch: ';',
+                    position: 3,
+                },
+            ),
+            (
+                text.replacen(':', "A", 1),
+                FingerprintError::BadGroup {
+                    group: 1,
+                    digits: 5,
+                },
+            ),
+            (
+                format!("{}G", &text[..94]),
+                FingerprintError::BadCharacter {
+                    ch: 'G',
+                    position: 95,
+                },
+            ),
+            (
+                text.replace(':', "").replacen('B', "é", 1),
+                FingerprintError::BadCharacter {
+                    ch: 'é',
+                    position: 1,
+                },
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(text.parse::<Fingerprint>(), Err(want), "{text}");
+        }
+    }
+
     /// A cheap, repeatable stream of pseudo-random keys (xorshift).
     fn pseudo_random_keys<const N: usize>(count: usize, seed: u64) -> Vec<[u8; N]> {
         let mut state = seed;
@@ -1172,6 +1411,85 @@ gKV5Xny7NwX5PpGkl/M=
             prop_assert!(!text.bytes().any(|b| b.is_ascii_lowercase()));
             prop_assert_eq!(text.parse::<Fingerprint>(), Ok(fingerprint));
             prop_assert_eq!(text.to_ascii_lowercase().replace(':', "").parse::<Fingerprint>(), Ok(fingerprint));
+        }
+
+        #[test]
+        fn one_pass_parser_agrees_with_careful_one(
+            kind_index in 0usize..4,
+            bytes in proptest::collection::vec(any::<u8>(), 64),
+            colons in any::<bool>(),
+            lower in any::<bool>(),
+            flip in proptest::option::of((0usize..191, prop_oneof![Just(b':'), Just(b'g'), Just(b'0'), Just(b' ')])),
+        ) {
+            let kind = DigestKind::STRONGEST_FIRST[kind_index];
+            let fingerprint = Fingerprint::from_bytes(&bytes[..kind.output_len()]).unwrap();
+            let mut text = fingerprint.to_string();
+            if !colons {
+                text = text.replace(':', "");
+            }
+            if lower {
+                text = text.to_ascii_lowercase();
+            }
+            let mut text = text.into_bytes();
+            if let Some((at, b)) = flip {
+                let at = at % text.len();
+                text[at] = b;
+            }
+            let text = String::from_utf8(text).unwrap();
+            let fast = parse_well_formed(text.as_bytes());
+            let careful = parse_carefully(&text);
+            prop_assert_eq!(text.parse::<Fingerprint>(), careful.clone());
+            if let Some(fast) = fast {
+                prop_assert_eq!(Ok(fast), careful.clone());
+            }
+            if flip.is_none() {
+                prop_assert_eq!(careful, Ok(fingerprint));
+            }
+        }
+
+        #[test]
+        fn builder_keeps_the_first_of_equal_keys(
+            picks in proptest::collection::vec((0usize..40, any::<bool>()), 0..200),
+            shared_head in any::<bool>(),
+        ) {
+            // Keys drawn from a small pool, so many repeat; optionally all with one head.
+            let pool: Vec<[u8; 16]> = pseudo_random_keys::<16>(40, 77)
+                .into_iter()
+                .map(|mut key| {
+                    if shared_head {
+                        key[..8].copy_from_slice(&[9; 8]);
+                    }
+                    key
+                })
+                .collect();
+            let mut builder = FingerprintMap::builder();
+            let mut first: alloc::collections::BTreeMap<[u8; 16], String> = Default::default();
+            let mut tables: [Vec<(String, String, usize)>; 2] = Default::default();
+            for (i, &(pick, second_table)) in picks.iter().enumerate() {
+                let label = alloc::format!("l{}", i % 7);
+                tables[usize::from(second_table)].push((
+                    Fingerprint::from_bytes(&pool[pick]).unwrap().to_string(),
+                    label,
+                    i + 1,
+                ));
+            }
+            for (t, entries) in tables.iter().enumerate() {
+                for (key, label, _) in entries {
+                    let key: Fingerprint = key.parse().unwrap();
+                    let mut bytes = [0u8; 16];
+                    bytes.copy_from_slice(key.as_bytes());
+                    first.entry(bytes).or_insert_with(|| label.clone());
+                }
+                builder.add_table(if t == 0 { "a" } else { "b" }, entries.iter().cloned());
+            }
+            let (map, notes) = builder.finish();
+            prop_assert_eq!(map.len(), first.len());
+            let duplicates = notes.iter().filter(|n| n.message.starts_with("duplicate")).count();
+            prop_assert_eq!(duplicates, picks.len() - first.len());
+            for key in &pool {
+                let want = first.get(key).map(String::as_str);
+                prop_assert_eq!(map.find(&Fingerprint::from_bytes(key).unwrap()), want);
+            }
         }
 
         #[test]

@@ -45,7 +45,7 @@ impl<const N: usize> LineBuffer<N> {
         if self.complete {
             self.clear();
         }
-        let (chunk, consumed, ended) = match input.iter().position(|&b| b == b'\n') {
+        let (chunk, consumed, ended) = match memchr::memchr(b'\n', input) {
             Some(i) => (&input[..i], i + 1, true),
             None => (input, input.len(), false),
         };
@@ -67,6 +67,27 @@ impl<const N: usize> LineBuffer<N> {
         }
         self.complete = true;
         (consumed, Push::Line)
+    }
+
+    /// The whole line at the start of `input`, read in place when no line is under way
+    /// (nothing held, nothing being discarded) and it fits: how many bytes it took, LF
+    /// included, and the line without its CR LF, borrowed from `input`.
+    ///
+    /// `None` when that is not the case; nothing was taken then, and [`LineBuffer::push`]
+    /// does the rest. Either way the lines found are the same.
+    pub fn whole_line<'a>(&mut self, input: &'a [u8]) -> Option<(usize, &'a [u8])> {
+        if self.complete {
+            self.clear();
+        }
+        if self.overflowed || !self.buf.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', input)?;
+        if end > N {
+            return None;
+        }
+        let line = &input[..end];
+        Some((end + 1, line.strip_suffix(b"\r").unwrap_or(line)))
     }
 
     /// The complete line, without its CR LF (empty unless `push` just returned `Line`).
@@ -148,6 +169,51 @@ mod tests {
             "CR counts while the line is open"
         );
         assert_eq!(lines::<5>(b"ABCD\r\n", 1), [Ok(b"ABCD".to_vec())]);
+    }
+
+    /// Like `lines`, but reading whole lines in place first, as the server session does.
+    fn lines_in_place<const N: usize>(
+        input: &[u8],
+        chunk: usize,
+    ) -> std::vec::Vec<Result<std::vec::Vec<u8>, ()>> {
+        let mut lb = LineBuffer::<N>::new();
+        let mut out = std::vec::Vec::new();
+        for piece in input.chunks(chunk) {
+            let mut rest = piece;
+            while !rest.is_empty() {
+                if let Some((n, line)) = lb.whole_line(rest) {
+                    assert_eq!(lb.pending(), 0);
+                    out.push(Ok(line.to_vec()));
+                    rest = &rest[n..];
+                    continue;
+                }
+                let (n, found) = lb.push(rest);
+                rest = &rest[n..];
+                match found {
+                    Push::Line => out.push(Ok(lb.line().to_vec())),
+                    Push::TooLong => out.push(Err(())),
+                    Push::NeedMore => {}
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn reading_in_place_finds_the_same_lines(
+            input in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b'\r'),
+                    proptest::strategy::Just(b'\n'),
+                    proptest::strategy::Just(b'a'),
+                ],
+                0..80,
+            ),
+            chunk in 1usize..20,
+        ) {
+            proptest::prop_assert_eq!(lines_in_place::<6>(&input, chunk), lines::<6>(&input, chunk));
+        }
     }
 
     #[test]

@@ -5,8 +5,7 @@
 //! shell reads the file; this module turns its text into a [`Table`].
 
 use crate::config::diagnostic::{Diagnostic, Location};
-use crate::config::lines::logical_lines;
-use alloc::collections::BTreeMap;
+use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -126,13 +125,277 @@ pub struct TableEntry {
     pub line: u32,
 }
 
+/// One entry read straight from table text by [`entries`], borrowing from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEntry<'a> {
+    /// The key as written.
+    pub key: &'a str,
+    /// The value; owned only when continuation lines had to be joined.
+    pub value: Cow<'a, str>,
+    /// The 1-based line the entry starts on.
+    pub line: u32,
+}
+
+/// Reads the entries of table text in file order, without building a [`Table`].
+///
+/// Lines are read as [`Table::parse`] reads them (comments, blank lines, continuation lines).
+/// An `Err` item is a warning and reading goes on: a key with no value (the entry is
+/// skipped) or a first line that starts with whitespace. Unlike [`Table::parse`], equal keys
+/// are all handed out: the caller decides which one wins (the fingerprint map does, for keys
+/// that differ only in case or colons).
+pub fn entries<'a>(file: &'a str, text: &'a str) -> Entries<'a> {
+    Entries {
+        file,
+        at: Cursor {
+            rest: text,
+            line: 1,
+            done: false,
+        },
+        held: None,
+    }
+}
+
+/// Where [`Entries`] stands in the text.
+#[derive(Clone, Copy, Debug)]
+struct Cursor<'a> {
+    rest: &'a str,
+    /// The number of the next physical line.
+    line: u32,
+    /// The last physical line (the one with no LF after it) has been read.
+    done: bool,
+}
+
+impl<'a> Cursor<'a> {
+    /// The next physical line without its LF and at most one CR before it.
+    fn physical(&mut self) -> Option<(u32, &'a str)> {
+        if self.done {
+            return None;
+        }
+        let number = self.line;
+        self.line = self.line.saturating_add(1);
+        let raw = match memchr::memchr(b'\n', self.rest.as_bytes()) {
+            Some(end) => {
+                let raw = &self.rest[..end];
+                self.rest = &self.rest[end + 1..];
+                raw
+            }
+            None => {
+                self.done = true;
+                self.rest
+            }
+        };
+        Some((number, raw.strip_suffix('\r').unwrap_or(raw)))
+    }
+
+    /// True when the next physical line surely starts a new entry, told from its first byte
+    /// alone: the common case, which needs no scan for the line's end.
+    fn starts_entry_next(&self) -> bool {
+        matches!(self.rest.as_bytes().first(), Some(&b) if b > b' ' && b < 0x80 && b != b'#')
+    }
+}
+
+/// A physical line's text without surrounding whitespace, and whether it continues the
+/// entry before it; `None` for blank and comment lines.
+fn classify(physical: &str) -> Option<(&str, bool)> {
+    let body = physical.trim();
+    if body.is_empty() || body.starts_with('#') {
+        return None;
+    }
+    Some((body, physical.starts_with(char::is_whitespace)))
+}
+
+/// Splits a line's text at its first whitespace: the key, and the rest without the
+/// whitespace that starts it.
+fn split_key(body: &str) -> (&str, &str) {
+    // Only an ASCII space or control byte, or a byte of a multi-byte character, can start
+    // whitespace. Skip whole blocks free of those first: the test compiles to a few vector
+    // instructions per block, where decoding characters one by one costs many per byte.
+    let may_start_whitespace = |b: u8| b.wrapping_sub(b'!') >= 0x80 - b'!';
+    let mut plain = 0;
+    for block in body.as_bytes().chunks(16) {
+        if block
+            .iter()
+            .fold(false, |any, &b| any | may_start_whitespace(b))
+        {
+            break;
+        }
+        plain += block.len();
+    }
+    // `plain` follows ASCII bytes only, so it is a character boundary.
+    match body[plain..].find(char::is_whitespace) {
+        Some(end) => {
+            let end = plain + end;
+            (&body[..end], body[end..].trim_start())
+        }
+        None => (body, ""),
+    }
+}
+
+/// Streaming reader of table entries; see [`entries`].
+#[derive(Clone, Debug)]
+pub struct Entries<'a> {
+    file: &'a str,
+    at: Cursor<'a>,
+    /// The entry read together with a warning about its first line, handed out next.
+    held: Option<Result<RawEntry<'a>, Diagnostic>>,
+}
+
+impl<'a> Entries<'a> {
+    /// Joins the continuation lines that follow onto `value`, stopping before the next entry.
+    fn gather(&mut self, mut value: Cow<'a, str>) -> Cow<'a, str> {
+        while !self.at.starts_entry_next() {
+            let before = self.at;
+            let Some((_, physical)) = self.at.physical() else {
+                break;
+            };
+            match classify(physical) {
+                None => {}
+                Some((body, true)) if value.is_empty() => value = Cow::Borrowed(body),
+                Some((body, true)) => {
+                    let joined = value.to_mut();
+                    joined.push(' ');
+                    joined.push_str(body);
+                }
+                Some((_, false)) => {
+                    self.at = before;
+                    break;
+                }
+            }
+        }
+        value
+    }
+
+    fn warning(&self, line: u32, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::warning(&Location::new(self.file, line), message)
+    }
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Result<RawEntry<'a>, Diagnostic>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(held) = self.held.take() {
+            return Some(held);
+        }
+        let (line, body, continues) = loop {
+            let (line, physical) = self.at.physical()?;
+            if let Some((body, continues)) = classify(physical) {
+                break (line, body, continues);
+            }
+        };
+        let (key, first) = split_key(body);
+        let value = self.gather(Cow::Borrowed(first));
+        let entry = if value.is_empty() {
+            Err(self.warning(line, format!("key \"{key}\" has no value; entry ignored")))
+        } else {
+            Ok(RawEntry { key, value, line })
+        };
+        // Continuation lines are taken with the entry they continue, so only the first
+        // entry of the text can start with whitespace.
+        if continues {
+            self.held = Some(entry);
+            return Some(Err(self.warning(
+                line,
+                "line starts with whitespace but continues nothing; read as a new entry",
+            )));
+        }
+        Some(entry)
+    }
+}
+
+/// A hash of `text`, the same for texts that differ only in ASCII case when `fold_case`.
+pub(crate) fn hash_text(text: &[u8], fold_case: bool) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut hash = (text.len() as u64).wrapping_mul(K);
+    let mut chunks = text.chunks_exact(8);
+    let mut mix = |word: [u8; 8]| {
+        let word = if fold_case {
+            word.map(|b| b.to_ascii_lowercase())
+        } else {
+            word
+        };
+        hash = (hash ^ u64::from_le_bytes(word))
+            .wrapping_mul(K)
+            .rotate_left(29);
+    };
+    for chunk in &mut chunks {
+        mix(chunk.try_into().unwrap_or([0; 8]));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(tail);
+    hash ^ (hash >> 32)
+}
+
+/// An open-addressed index of numbered texts kept elsewhere (table keys, map labels): a
+/// lookup hashes the text once and compares it with one or two candidates, with no
+/// allocation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TextIndex {
+    /// `(number, low bits of the hash)`; `EMPTY` marks a free slot. The length is 0 or a
+    /// power of two.
+    slots: Vec<(u32, u32)>,
+    len: usize,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+impl TextIndex {
+    /// The number whose text `is_text` accepts, among those stored with `hash`.
+    pub(crate) fn find(&self, hash: u64, mut is_text: impl FnMut(u32) -> bool) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            let (number, low) = self.slots[at];
+            if number == EMPTY {
+                return None;
+            }
+            if low == hash as u32 && is_text(number) {
+                return Some(number);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Stores `number` (not yet stored) under `hash`.
+    pub(crate) fn insert(&mut self, hash: u64, number: u32) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        self.place(hash as u32, number);
+        self.len += 1;
+    }
+
+    fn place(&mut self, low: u32, number: u32) {
+        let mask = self.slots.len() - 1;
+        let mut at = low as usize & mask;
+        while self.slots[at].0 != EMPTY {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = (number, low);
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(16);
+        let old = core::mem::replace(&mut self.slots, alloc::vec![(EMPTY, 0); size]);
+        for (number, low) in old {
+            if number != EMPTY {
+                self.place(low, number);
+            }
+        }
+    }
+}
+
 /// A lookup table read from text; keys match case-insensitively, the first entry for a key
 /// wins.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Table {
     file: String,
     entries: Vec<TableEntry>,
-    index: BTreeMap<String, usize>,
+    index: TextIndex,
 }
 
 impl Table {
@@ -146,47 +409,42 @@ impl Table {
             ..Table::default()
         };
         let mut diagnostics = Vec::new();
-        let (lines, orphans) = logical_lines(text);
-        for line in orphans {
-            diagnostics.push(Diagnostic::warning(
-                &Location::new(file, line),
-                "line starts with whitespace but continues nothing; read as a new entry",
-            ));
-        }
-        for line in lines {
-            let at = Location::new(file, line.line);
-            let (key, value) = match line.text.split_once(char::is_whitespace) {
-                Some((k, v)) => (k, v.trim()),
-                None => (line.text.as_str(), ""),
-            };
-            if value.is_empty() {
-                diagnostics.push(Diagnostic::warning(
-                    &at,
-                    format!("key \"{key}\" has no value; entry ignored"),
-                ));
-                continue;
+        for entry in entries(file, text) {
+            match entry {
+                Ok(entry) => table.insert(entry, &mut diagnostics),
+                Err(warning) => diagnostics.push(warning),
             }
-            table.insert(key, value, &at, &mut diagnostics);
         }
         (table, diagnostics)
     }
 
-    fn insert(&mut self, key: &str, value: &str, at: &Location, diags: &mut Vec<Diagnostic>) {
-        let folded = key.to_ascii_lowercase();
-        if let Some(&first) = self.index.get(&folded) {
-            let earlier = self.entries[first].line;
+    fn insert(&mut self, entry: RawEntry<'_>, diags: &mut Vec<Diagnostic>) {
+        let hash = hash_text(entry.key.as_bytes(), true);
+        if let Some(first) = self.find(hash, entry.key) {
+            let earlier = first.line;
             diags.push(Diagnostic::warning(
-                at,
-                format!("duplicate key \"{key}\" ignored; the entry at line {earlier} is used"),
+                &Location::new(&self.file, entry.line),
+                format!(
+                    "duplicate key \"{}\" ignored; the entry at line {earlier} is used",
+                    entry.key
+                ),
             ));
             return;
         }
-        self.index.insert(folded, self.entries.len());
+        self.index.insert(hash, self.entries.len() as u32);
         self.entries.push(TableEntry {
-            key: key.to_string(),
-            value: value.to_string(),
-            line: at.line,
+            key: entry.key.to_string(),
+            value: entry.value.into_owned(),
+            line: entry.line,
         });
+    }
+
+    fn find(&self, hash: u64, key: &str) -> Option<&TableEntry> {
+        let entries = &self.entries;
+        let number = self
+            .index
+            .find(hash, |n| entries[n as usize].key.eq_ignore_ascii_case(key))?;
+        entries.get(number as usize)
     }
 
     /// The value for `key`, compared case-insensitively.
@@ -196,8 +454,7 @@ impl Table {
 
     /// The whole entry for `key` (with its line number), compared case-insensitively.
     pub fn lookup_entry(&self, key: &str) -> Option<&TableEntry> {
-        let i = *self.index.get(&key.to_ascii_lowercase())?;
-        self.entries.get(i)
+        self.find(hash_text(key.as_bytes(), true), key)
     }
 
     /// All entries in file order.
@@ -316,6 +573,127 @@ mod tests {
         );
         assert_eq!(t.file(), "rc");
         assert_eq!(t.len(), 3);
+    }
+
+    /// The parser as it was before [`entries`]: logical lines first, then key and value.
+    fn reference_parse(file: &str, text: &str) -> (Vec<(String, String, u32)>, Vec<Diagnostic>) {
+        use crate::config::lines::logical_lines;
+        let mut kept: Vec<(String, String, u32)> = Vec::new();
+        let mut diagnostics = Vec::new();
+        let (lines, orphans) = logical_lines(text);
+        for line in orphans {
+            diagnostics.push(Diagnostic::warning(
+                &Location::new(file, line),
+                "line starts with whitespace but continues nothing; read as a new entry",
+            ));
+        }
+        for line in lines {
+            let at = Location::new(file, line.line);
+            let (key, value) = match line.text.split_once(char::is_whitespace) {
+                Some((k, v)) => (k, v.trim()),
+                None => (line.text.as_str(), ""),
+            };
+            if value.is_empty() {
+                diagnostics.push(Diagnostic::warning(
+                    &at,
+                    format!("key \"{key}\" has no value; entry ignored"),
+                ));
+                continue;
+            }
+            if let Some(first) = kept.iter().find(|e| e.0.eq_ignore_ascii_case(key)) {
+                diagnostics.push(Diagnostic::warning(
+                    &at,
+                    format!(
+                        "duplicate key \"{key}\" ignored; the entry at line {} is used",
+                        first.2
+                    ),
+                ));
+                continue;
+            }
+            kept.push((key.to_string(), value.to_string(), line.line));
+        }
+        (kept, diagnostics)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_agrees_with_logical_lines(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(&[
+                    "a", "B", "b", "k1", " ", "\t", "\n", "\r", "\r\n", "#", ":", "\u{a0}", "é",
+                ][..]),
+                0..40,
+            ),
+        ) {
+            let text: String = pieces.concat();
+            let (table, diagnostics) = Table::parse("t", &text);
+            let (want, want_diagnostics) = reference_parse("t", &text);
+            let got: Vec<(String, String, u32)> = table
+                .entries()
+                .map(|e| (e.key.clone(), e.value.clone(), e.line))
+                .collect();
+            proptest::prop_assert_eq!(&got, &want);
+            proptest::prop_assert_eq!(diagnostics, want_diagnostics);
+            for (key, value, _) in &want {
+                proptest::prop_assert_eq!(table.lookup(&key.to_ascii_uppercase()), Some(value.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn entries_borrow_unless_lines_are_joined() {
+        let text = "k1 v1\nk2\n  v2\nk3 a\n # note\n\tb\nk4\n";
+        let got: Vec<Result<RawEntry<'_>, String>> = entries("t", text)
+            .map(|e| e.map_err(|d| d.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Ok(RawEntry {
+                    key: "k1",
+                    value: Cow::Borrowed("v1"),
+                    line: 1
+                }),
+                Ok(RawEntry {
+                    key: "k2",
+                    value: Cow::Borrowed("v2"),
+                    line: 2
+                }),
+                Ok(RawEntry {
+                    key: "k3",
+                    value: Cow::Owned("a b".into()),
+                    line: 4
+                }),
+                Err("t:7: warning: key \"k4\" has no value; entry ignored".into()),
+            ]
+        );
+        assert!(matches!(
+            got[0],
+            Ok(RawEntry {
+                value: Cow::Borrowed(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            got[1],
+            Ok(RawEntry {
+                value: Cow::Borrowed(_),
+                ..
+            })
+        ));
+        let orphan: Vec<bool> = entries("t", "  k v\nk2 w\n").map(|e| e.is_ok()).collect();
+        assert_eq!(orphan, [false, true, true]);
+    }
+
+    #[test]
+    fn many_keys_stay_findable() {
+        let text: String = (0..5000).map(|i| format!("Key{i} v{i}\n")).collect();
+        let (t, d) = Table::parse("t", &text);
+        assert!(d.is_empty());
+        for i in (0..5000).step_by(7) {
+            assert_eq!(t.lookup(&format!("kEY{i}")), Some(format!("v{i}").as_str()));
+        }
+        assert_eq!(t.lookup("key5000"), None);
     }
 
     #[test]

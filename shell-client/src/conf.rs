@@ -103,21 +103,30 @@ fn read_table(spec: &TableSpec) -> Result<String, String> {
 
 /// Builds the fingerprint map from `relay_clientcerts` (with the digest rule of
 /// `smtpd_tls_fingerprint_digest`).
+///
+/// The table texts go straight into the map builder, with no `Table` on the way: a key
+/// listed twice is reported once, as a duplicate fingerprint.
 pub fn fingerprint_map(config: &Config) -> (FingerprintMap, Vec<Diagnostic>) {
-    let (tables, mut diags) = read_tables(config, "relay_clientcerts");
+    const NAME: &str = "relay_clientcerts";
+    let digest = config.fingerprint_digest();
     let mut builder = FingerprintMapBuilder::new();
-    match config.fingerprint_digest() {
-        Ok(Some(kind)) => builder = builder.fixed_digest(kind),
-        Ok(None) => {}
+    if let Ok(Some(kind)) = digest {
+        builder = builder.fixed_digest(kind);
+    }
+    let mut diags = Vec::new();
+    match config.tables(NAME) {
+        Ok(specs) => {
+            for spec in specs {
+                match read_table(&spec) {
+                    Ok(text) => diags.extend(builder.add_table_text(&spec.path, &text)),
+                    Err(msg) => diags.push(config.problem(NAME, msg)),
+                }
+            }
+        }
         Err(d) => diags.push(d),
     }
-    for table in &tables {
-        builder.add_table(
-            table.file(),
-            table
-                .entries()
-                .map(|e| (e.key.as_str(), e.value.as_str(), e.line as usize)),
-        );
+    if let Err(d) = digest {
+        diags.push(d);
     }
     let (map, map_diags) = builder.finish();
     for d in map_diags {

@@ -90,11 +90,25 @@ impl DataReceiver {
 
     /// Scans `input`, calling `emit` with each full chunk and, once the end is found, with
     /// the last partial one. Stops right after the end marker.
+    ///
+    /// Inside a line, everything up to the next CR or LF is plain content and is taken in
+    /// one piece; the octet-by-octet state machine runs only at CR, LF and line starts.
     pub fn feed(&mut self, input: &[u8], emit: &mut dyn FnMut(Vec<u8>)) -> Fed {
         let had_problem = self.problem.is_some();
         let mut fed = Fed::default();
-        for &b in input {
-            fed.consumed += 1;
+        let mut at = 0;
+        while let Some(&b) = input.get(at) {
+            // A plain octet: content whatever follows, and never a line start.
+            let plain = match self.scan {
+                Scan::InLine => !matches!(b, b'\r' | b'\n'),
+                Scan::LineStart => !matches!(b, b'.' | b'\r' | b'\n'),
+                Scan::Dot | Scan::Cr | Scan::DotCr => false,
+            };
+            if plain {
+                at = self.take_run(input, at, emit);
+                continue;
+            }
+            at += 1;
             if self.step(b, emit) {
                 fed.ended = true;
                 if self.problem.is_none() && !self.chunk.is_empty() {
@@ -103,8 +117,33 @@ impl DataReceiver {
                 break;
             }
         }
+        fed.consumed = at;
         fed.newly_failed = !had_problem && self.problem.is_some();
         fed
+    }
+
+    /// Takes the plain octets of a line from `input[at..]` (at least one), up to its next CR
+    /// or LF, and
+    /// that CR LF too when both are there and no size limit can be crossed (then the CR LF
+    /// is counted and kept exactly as [`DataReceiver::step`] would). Returns where it
+    /// stopped.
+    fn take_run(&mut self, input: &[u8], at: usize, emit: &mut dyn FnMut(Vec<u8>)) -> usize {
+        let rest = &input[at..];
+        let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+        let with_crlf = end + 2;
+        if rest.get(end..with_crlf) == Some(b"\r\n") && self.room_for(with_crlf) {
+            self.content_run(&rest[..with_crlf], emit);
+            self.scan = Scan::LineStart;
+            return at + with_crlf;
+        }
+        self.content_run(&rest[..end], emit);
+        self.scan = Scan::InLine;
+        at + end
+    }
+
+    /// True when `len` more content octets stay within the size limit.
+    fn room_for(&self, len: usize) -> bool {
+        self.limit == 0 || self.size.saturating_add(len as u64) <= self.limit
     }
 
     /// One octet; true when it completed the end marker.
@@ -164,20 +203,45 @@ impl DataReceiver {
         }
     }
 
-    /// Content octets: counted, and kept unless the message is already refused.
+    /// Content octets that count as one: all kept, or none if they cross the size limit.
     fn content(&mut self, bytes: &[u8], emit: &mut dyn FnMut(Vec<u8>)) {
         self.size = self.size.saturating_add(bytes.len() as u64);
         if self.limit > 0 && self.size > self.limit {
             self.fail(DataProblem::TooBig);
         }
-        if self.problem.is_some() {
-            return;
+        if self.problem.is_none() {
+            self.keep(bytes, emit);
         }
-        for &b in bytes {
+    }
+
+    /// Content octets that count one by one, as if each went through
+    /// [`DataReceiver::content`] alone: those within the size limit are kept, the first one
+    /// past it refuses the message.
+    fn content_run(&mut self, bytes: &[u8], emit: &mut dyn FnMut(Vec<u8>)) {
+        let fits = match self.limit {
+            0 => bytes.len(),
+            limit => usize::try_from(limit.saturating_sub(self.size))
+                .unwrap_or(usize::MAX)
+                .min(bytes.len()),
+        };
+        self.size = self.size.saturating_add(bytes.len() as u64);
+        if self.problem.is_none() {
+            self.keep(&bytes[..fits], emit);
+        }
+        if fits < bytes.len() {
+            self.fail(DataProblem::TooBig);
+        }
+    }
+
+    /// Appends to the chunk, handing out each chunk as it fills.
+    fn keep(&mut self, mut bytes: &[u8], emit: &mut dyn FnMut(Vec<u8>)) {
+        while !bytes.is_empty() {
             if self.chunk.capacity() == 0 {
                 self.chunk.reserve_exact(CHUNK_SIZE);
             }
-            self.chunk.push(b);
+            let take = (CHUNK_SIZE - self.chunk.len()).min(bytes.len());
+            self.chunk.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
             if self.chunk.len() == CHUNK_SIZE {
                 emit(core::mem::take(&mut self.chunk));
             }
@@ -305,6 +369,24 @@ mod tests {
     }
 
     #[test]
+    fn crlf_counts_as_one_against_the_limit() {
+        // The CR would complete a chunk, but CR LF together cross the limit: nothing is
+        // handed out, whether the line arrives whole or octet by octet.
+        let mut input = vec![b'x'; CHUNK_SIZE - 1];
+        input.extend_from_slice(b"\r\n.\r\n");
+        for piece in [1, 7, CHUNK_SIZE - 1, CHUNK_SIZE, input.len()] {
+            for limit in [CHUNK_SIZE as u64, CHUNK_SIZE as u64 + 1] {
+                let (calls, problem, _, _) =
+                    trace(&input, piece, BareNewline::Reject, limit, false);
+                let chunks: usize = calls.iter().map(|(_, c)| c.len()).sum();
+                let fits = limit > CHUNK_SIZE as u64;
+                assert_eq!(chunks, 2 * usize::from(fits), "piece {piece} limit {limit}");
+                assert_eq!(problem.is_none(), fits, "piece {piece} limit {limit}");
+            }
+        }
+    }
+
+    #[test]
     fn long_lines_pass_in_bounded_chunks() {
         let mut input = vec![b'x'; 3 * CHUNK_SIZE + 17];
         input.extend_from_slice(b"\r\n.\r\n");
@@ -313,7 +395,106 @@ mod tests {
         assert_eq!(body.len(), 3 * CHUNK_SIZE + 19);
     }
 
+    /// The receiver as it was before runs were taken whole: every octet through `step`.
+    fn feed_octet_by_octet(
+        rx: &mut DataReceiver,
+        input: &[u8],
+        emit: &mut dyn FnMut(Vec<u8>),
+    ) -> Fed {
+        let had_problem = rx.problem.is_some();
+        let mut fed = Fed::default();
+        for &b in input {
+            fed.consumed += 1;
+            if rx.step(b, emit) {
+                fed.ended = true;
+                if rx.problem.is_none() && !rx.chunk.is_empty() {
+                    emit(core::mem::take(&mut rx.chunk));
+                }
+                break;
+            }
+        }
+        fed.newly_failed = !had_problem && rx.problem.is_some();
+        fed
+    }
+
+    /// Every output of a receiver fed `input` in `piece`-octet reads: each call's `Fed` and
+    /// chunks, then the problem, the size and what is held.
+    type Trace = (Vec<(Fed, Vec<Vec<u8>>)>, Option<DataProblem>, u64, Vec<u8>);
+
+    fn trace(input: &[u8], piece: usize, bare: BareNewline, limit: u64, reference: bool) -> Trace {
+        let mut rx = DataReceiver::new(limit, bare);
+        let mut calls = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let read = &rest[..piece.min(rest.len())];
+            let mut chunks = Vec::new();
+            let mut emit = |c: Vec<u8>| chunks.push(c);
+            let fed = if reference {
+                feed_octet_by_octet(&mut rx, read, &mut emit)
+            } else {
+                rx.feed(read, &mut emit)
+            };
+            rest = &rest[fed.consumed..];
+            let ended = fed.ended;
+            calls.push((fed, chunks));
+            if ended {
+                break;
+            }
+        }
+        (calls, rx.problem, rx.size, rx.chunk.clone())
+    }
+
+    /// Message-like input: lines of `(length, first octet, line end)`, where the first
+    /// octet may be a dot and the end may be bare.
+    fn wire(lines: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(len, first, end) in lines {
+            out.push(first);
+            out.extend(core::iter::repeat_n(b'x', len));
+            match end {
+                0 => out.extend_from_slice(b"\r\n"),
+                1 => out.push(b'\n'),
+                2 => out.push(b'\r'),
+                _ => out.extend_from_slice(b"\r\n.\r\n"),
+            }
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn runs_taken_whole_match_octet_by_octet(
+            input in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a'), Just(b'b')], 0..200),
+            piece in 1usize..40,
+            normalize in any::<bool>(),
+            limit in prop_oneof![Just(0u64), 1u64..150],
+        ) {
+            let mode = if normalize { BareNewline::Normalize } else { BareNewline::Reject };
+            prop_assert_eq!(
+                trace(&input, piece, mode, limit, false),
+                trace(&input, piece, mode, limit, true)
+            );
+        }
+
+        #[test]
+        fn long_messages_cut_chunks_and_limits_alike(
+            lines in proptest::collection::vec(
+                (0usize..3000, prop_oneof![Just(b'.'), Just(b'y')], prop_oneof![3 => Just(0u8), 1 => 0u8..4]),
+                1..40,
+            ),
+            piece in prop_oneof![Just(16 * 1024), 1usize..9000],
+            normalize in any::<bool>(),
+            limit in prop_oneof![Just(0u64), 1u64..60_000, (1u64..8).prop_map(|k| k * CHUNK_SIZE as u64 + 1)],
+        ) {
+            let mode = if normalize { BareNewline::Normalize } else { BareNewline::Reject };
+            let input = wire(&lines);
+            prop_assert_eq!(
+                trace(&input, piece, mode, limit, false),
+                trace(&input, piece, mode, limit, true)
+            );
+        }
+
         #[test]
         fn chunking_never_matters(
             input in proptest::collection::vec(

@@ -31,6 +31,9 @@ pub const MAX_PENDING: usize = 64 * 1024;
 /// Line buffer capacity: the CR counts while a line is open, the LF never does.
 const LINE_CAPACITY: usize = MAX_COMMAND_LINE - 1;
 
+/// A command line copied out of the line buffer, on the stack.
+type CommandCopy = heapless::Vec<u8, LINE_CAPACITY>;
+
 /// What survives STARTTLS: who the client is, and its record so far.
 #[derive(Debug)]
 struct Connection {
@@ -39,11 +42,13 @@ struct Connection {
     tls_unavailable: bool,
     errors: u32,
     stats: CommandStats,
+    /// `name[addr]`, written once: most log lines name the client.
+    client_name: String,
 }
 
 impl Connection {
-    fn client(&self) -> ClientName<'_> {
-        ClientName(&self.peer)
+    fn client(&self) -> &str {
+        &self.client_name
     }
 }
 
@@ -96,17 +101,22 @@ pub struct ServerSession {
     last: &'static str,
     /// Plaintext that followed STARTTLS.
     discarded: usize,
+    /// The rule that permitted the last recipient, and its text for the log: usually the
+    /// same rule permits every recipient of a transaction.
+    permitted_by: Option<(policy::DecidedBy, String)>,
 }
 
 impl ServerSession {
     /// A new session on a connection just accepted; the greeting is queued.
     pub fn new(settings: Arc<ServerSettings>, peer: PeerInfo, now: Instant) -> Self {
+        let client_name = ClientName(&peer).to_string();
         let conn = Connection {
             settings,
             peer,
             tls_unavailable: false,
             errors: 0,
             stats: CommandStats::default(),
+            client_name,
         };
         let mut s = ServerSession::fresh(conn, None, now);
         s.log(
@@ -139,6 +149,7 @@ impl ServerSession {
             ccert_due: false,
             last: "CONNECT",
             discarded: 0,
+            permitted_by: None,
         }
     }
 
@@ -252,13 +263,21 @@ impl ServerSession {
         while !rest.is_empty() {
             match &mut self.mode {
                 Mode::Command => {
+                    // Pipelined commands usually arrive whole: read them in place.
+                    if let Some((n, line)) = self.lines.whole_line(rest) {
+                        rest = &rest[n..];
+                        self.on_line(line);
+                        continue;
+                    }
                     let (n, found) = self.lines.push(rest);
                     rest = &rest[n..];
                     match found {
                         Push::NeedMore => {}
                         Push::TooLong => self.refuse(ServerError::LineTooLong),
                         Push::Line => {
-                            let line = self.lines.line().to_vec();
+                            // A complete line always fits the buffer, hence the copy.
+                            let line =
+                                CommandCopy::from_slice(self.lines.line()).unwrap_or_default();
                             self.on_line(&line);
                         }
                     }
@@ -359,11 +378,11 @@ impl ServerSession {
             Verb::Rset => {
                 no_args(args, "RSET")?;
                 self.txn = None;
-                self.transmit(&ok("2.0.0 Ok"));
+                self.transmit_ok("2.0.0 Ok");
                 Ok(())
             }
             Verb::Noop => {
-                self.transmit(&ok("2.0.0 Ok"));
+                self.transmit_ok("2.0.0 Ok");
                 Ok(())
             }
             Verb::Vrfy => self.vrfy(args),
@@ -445,7 +464,7 @@ impl ServerSession {
             recipients: Vec::new(),
             refused: 0,
         });
-        self.transmit(&ok("2.1.0 Ok"));
+        self.transmit_ok("2.1.0 Ok");
         Ok(())
     }
 
@@ -456,7 +475,6 @@ impl ServerSession {
         if limit > 0 && txn.recipients.len() >= limit {
             return Err(ServerError::TooManyRecipients);
         }
-        let sender = txn.mail.sender.to_string();
         let facts = RcptFacts {
             client: &self.conn.peer,
             tls: self.tls.as_ref(),
@@ -468,19 +486,20 @@ impl ServerSession {
                 txn.refused += 1;
             }
             let e = ServerError::Policy(reply);
+            let sender = self
+                .txn
+                .as_ref()
+                .map(|t| t.mail.sender.to_string())
+                .unwrap_or_default();
             self.log_reject("RCPT", &e, &sender, Some(&rcpt));
             return Err(e);
         }
-        let why = format!(
-            "RCPT from {}: <{rcpt}> permitted by {}",
-            self.conn.client(),
-            decision.decided_by
-        );
+        let why = self.permitted_line(&rcpt, decision.decided_by);
         self.log(log::Level::Debug, why);
         if let Some(txn) = self.txn.as_mut() {
             txn.recipients.push(rcpt);
         }
-        self.transmit(&ok("2.1.5 Ok"));
+        self.transmit_ok("2.1.5 Ok");
         Ok(())
     }
 
@@ -662,9 +681,41 @@ impl ServerSession {
         self.pending = Vec::new();
     }
 
+    /// `RCPT from name[ip]: <rcpt> permitted by <rule>`, in one allocation, with the rule's
+    /// text written once per rule rather than once per recipient.
+    fn permitted_line(&mut self, rcpt: &Path, decided_by: policy::DecidedBy) -> String {
+        use core::fmt::Write as _;
+        let rule = match &mut self.permitted_by {
+            Some((last, text)) if *last == decided_by => text,
+            cache => {
+                let text = decided_by.to_string();
+                &cache.insert((decided_by, text)).1
+            }
+        };
+        let client = &self.conn.client_name;
+        let mut line = String::with_capacity(client.len() + rule.len() + 80);
+        line.push_str("RCPT from ");
+        line.push_str(client);
+        // Writing to a String cannot fail.
+        let _ = write!(line, ": <{rcpt}> permitted by ");
+        line.push_str(rule);
+        line
+    }
+
     fn transmit(&mut self, reply: &Reply) {
-        self.outputs
-            .push_back(ServerOutput::Transmit(reply.to_bytes()));
+        let size = reply.lines.iter().map(|line| line.len() + 6).sum();
+        let mut bytes = Vec::with_capacity(size);
+        reply.write_to(&mut bytes);
+        self.outputs.push_back(ServerOutput::Transmit(bytes));
+    }
+
+    /// A one-line `250` reply, written straight to the wire form.
+    fn transmit_ok(&mut self, text: &str) {
+        let mut bytes = Vec::with_capacity(text.len() + 6);
+        bytes.extend_from_slice(b"250 ");
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.outputs.push_back(ServerOutput::Transmit(bytes));
     }
 
     fn log(&mut self, level: log::Level, text: String) {
@@ -788,8 +839,4 @@ fn no_args(args: &str, usage: &'static str) -> Result<(), ServerError> {
     } else {
         Err(ServerError::Syntax(usage))
     }
-}
-
-fn ok(text: &str) -> Reply {
-    Reply::new(250, text)
 }

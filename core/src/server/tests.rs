@@ -929,3 +929,39 @@ fn data_after_every_recipient_was_refused_says_no_valid_recipients() {
          S: 554 5.5.1 Error: no valid recipients",
     );
 }
+
+#[test]
+fn each_accepted_recipient_names_its_own_rule() {
+    // Rules alternate between recipients: the log text of one must never leak into the next.
+    let recipients = [
+        "you@far.example",
+        "Postmaster",
+        "u@relay.example",
+        "me@far.example",
+        "postmaster@relay.example",
+        "them@far.example",
+    ];
+    let mut sh = Shell::new(settings(), insider());
+    sh.feed(b"EHLO a\r\nMAIL FROM:<a@b.example>\r\n");
+    for rcpt in recipients {
+        sh.feed(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+    }
+    let settings = settings();
+    let peer = insider();
+    let mut rules = alloc::collections::BTreeSet::new();
+    for rcpt in recipients {
+        let (path, _) = crate::address::parse_path(&format!("<{rcpt}>")).unwrap();
+        let facts = crate::policy::RcptFacts {
+            client: &peer,
+            tls: None,
+            recipient: &path,
+        };
+        let rule = crate::policy::check_recipient(&settings, &facts)
+            .decided_by
+            .to_string();
+        let want = format!("RCPT from localhost[127.0.0.1]: <{path}> permitted by {rule}");
+        assert!(sh.logs.contains(&want), "{want} not in {:?}", sh.logs);
+        rules.insert(rule);
+    }
+    assert!(rules.len() >= 2, "{rules:?}");
+}
