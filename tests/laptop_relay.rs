@@ -3,24 +3,9 @@
 
 use certrelay_suite::daemon::{free_port, Daemon};
 use certrelay_suite::sink::{wait_until, Sink};
-use certrelay_suite::{binary, TempDir};
+use certrelay_suite::{binary, certrelayd_ok, TempDir};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
-
-fn certrelayd(dir: &TempDir, args: &[&str]) {
-    let mut all = vec!["-c", dir.path().to_str().unwrap()];
-    all.extend_from_slice(args);
-    let out = Command::new(binary("certrelayd"))
-        .args(&all)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A relay whose certificate names `names`, listing laptop `bob`, forwarding to `sink_port`.
 fn relay(label: &str, names: &[&str], sink_port: u16) -> (TempDir, Daemon, u16) {
@@ -47,8 +32,8 @@ fn relay(label: &str, names: &[&str], sink_port: u16) -> (TempDir, Daemon, u16) 
     for n in names {
         init.extend(["--name", n]);
     }
-    certrelayd(&dir, &init);
-    certrelayd(&dir, &["ca", "issue", "--out", &d, "bob"]);
+    certrelayd_ok(dir.path(), &init);
+    certrelayd_ok(dir.path(), &["ca", "issue", "--out", &d, "bob"]);
     let daemon = Daemon::start(&binary("certrelayd"), &["-c", &d], "daemon started");
     (dir, daemon, port)
 }

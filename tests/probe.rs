@@ -1,23 +1,8 @@
 //! `certrelay probe` against a real certrelayd: what it reports, and its verdict.
 
 use certrelay_suite::daemon::{free_port, Daemon};
-use certrelay_suite::{binary, TempDir};
+use certrelay_suite::{binary, certrelayd_ok, TempDir};
 use std::process::{Command, Stdio};
-
-fn certrelayd(dir: &TempDir, args: &[&str]) {
-    let mut all = vec!["-c", dir.path().to_str().unwrap()];
-    all.extend_from_slice(args);
-    let out = Command::new(binary("certrelayd"))
-        .args(&all)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn probe_reports_the_relay_and_the_verdict_of_the_laptop_policy() {
@@ -38,8 +23,8 @@ fn probe_reports_the_relay_and_the_verdict_of_the_laptop_policy() {
         "master.cf",
         &format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
     );
-    certrelayd(
-        &relay,
+    certrelayd_ok(
+        relay.path(),
         &[
             "ca",
             "init",
@@ -49,7 +34,7 @@ fn probe_reports_the_relay_and_the_verdict_of_the_laptop_policy() {
             "127.0.0.1",
         ],
     );
-    certrelayd(&relay, &["ca", "issue", "--out", &d, "bob"]);
+    certrelayd_ok(relay.path(), &["ca", "issue", "--out", &d, "bob"]);
     let _daemon = Daemon::start(&binary("certrelayd"), &["-c", &d], "daemon started");
 
     let laptop = TempDir::new("probe-laptop");
@@ -94,8 +79,8 @@ fn probe_reports_the_relay_and_the_verdict_of_the_laptop_policy() {
 
     // The same relay judged against the wrong CA: verify would not deliver.
     let other = TempDir::new("probe-other-ca");
-    certrelayd(
-        &other,
+    certrelayd_ok(
+        other.path(),
         &[
             "ca",
             "init",

@@ -743,13 +743,7 @@ fn interop_swaks_with_a_listed_certificate_relays_and_without_one_is_refused() {
 // Certificates made by certrelayd itself.
 
 fn certrelayd(dir: &TempDir, args: &[&str]) -> std::process::Output {
-    let mut all = vec!["-c", dir.path().to_str().unwrap()];
-    all.extend_from_slice(args);
-    Command::new(binary("certrelayd"))
-        .args(&all)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    certrelay_suite::certrelayd(dir.path(), args)
 }
 
 #[test]

@@ -162,3 +162,25 @@ pub mod pki {
         }
     }
 }
+
+/// Runs `certrelayd -c DIR ARGS...` and returns its output.
+pub fn certrelayd(dir: &Path, args: &[&str]) -> Output {
+    Command::new(binary("certrelayd"))
+        .arg("-c")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run certrelayd")
+}
+
+/// As [`certrelayd`], failing the test unless it succeeds.
+pub fn certrelayd_ok(dir: &Path, args: &[&str]) -> Output {
+    let out = certrelayd(dir, args);
+    assert!(
+        out.status.success(),
+        "certrelayd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
