@@ -94,7 +94,6 @@ impl RunLock {
         }
     }
 
-    #[allow(clippy::incompatible_msrv)]
     fn try_lock(&self) -> io::Result<Option<File>> {
         let file = OpenOptions::new()
             .create(true)
