@@ -186,14 +186,7 @@ impl ProducesTickets for Generation {
 pub fn client_config(
     cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let provider = provider();
-    let verifier = Arc::new(JudgeServerLater {
-        algs: provider.signature_verification_algorithms,
-    });
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
+    let builder = client_builder()?;
     let mut cfg = match cert {
         Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
         None => builder.with_no_client_auth(),
@@ -202,20 +195,29 @@ pub fn client_config(
     Ok(Arc::new(cfg))
 }
 
+/// TLS 1.2 and 1.3 with ring, server certificates judged after the handshake: everything
+/// of a client configuration but the client certificate.
+fn client_builder() -> Result<
+    rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    rustls::Error,
+> {
+    let provider = provider();
+    let verifier = Arc::new(JudgeServerLater {
+        algs: provider.signature_verification_algorithms,
+    });
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier))
+}
+
 /// A client configuration whose client certificate comes from `resolver` (`probe` uses it
 /// to learn whether the server asks for one); server certificates are judged afterwards,
 /// as with [`client_config`].
 pub fn client_config_with_resolver(
     resolver: Arc<dyn rustls::client::ResolvesClientCert>,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let provider = provider();
-    let verifier = Arc::new(JudgeServerLater {
-        algs: provider.signature_verification_algorithms,
-    });
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_cert_resolver(resolver);
-    Ok(Arc::new(cfg))
+    Ok(Arc::new(
+        client_builder()?.with_client_cert_resolver(resolver),
+    ))
 }
