@@ -670,6 +670,78 @@ fn idle_clients_and_stalled_handshakes_time_out() {
     relay.wait_log("TLS handshake failed from unknown[127.0.0.1]: timeout");
 }
 
+#[test]
+fn hundreds_of_idle_connections_leave_room_for_a_client_that_sends_mail() {
+    let (relay, pki) = setup_with(
+        "idle300",
+        &|l| md5_line(&l.der),
+        "default_process_limit = 400\nsmtpd_client_connection_count_limit = 0\n",
+        &[""],
+    );
+    let mut idle = Vec::new();
+    for i in 0..300 {
+        let mut s = Smtp::connect(relay.port());
+        assert!(s.reply().starts_with("220 "), "{}", relay.log());
+        // A third of them sit inside TLS, which costs the relay more.
+        if i % 3 == 0 {
+            s.cmd("EHLO idle.test");
+            assert_eq!(s.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS");
+            s.tls(&pki.ca.cert_pem, None).expect("idle handshake");
+        }
+        idle.push(s);
+    }
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    let id = s
+        .mail("someone@example.org")
+        .unwrap_or_else(|r| panic!("{r}\n{}", relay.log()));
+    assert!(relay
+        .spool_file(&format!("{id}.env"))
+        .contains("rcpt: someone@example.org"));
+    // The idle ones were not pushed out to make room.
+    for s in idle.iter_mut().step_by(25) {
+        assert_eq!(s.cmd("NOOP"), "250 2.0.0 Ok");
+    }
+}
+
+#[test]
+fn when_every_session_is_taken_idle_clients_give_way_and_working_ones_stay() {
+    let (relay, pki) = setup_with(
+        "stress",
+        &|l| md5_line(&l.der),
+        "default_process_limit = 20\nsmtpd_client_connection_count_limit = 0\n",
+        &[""],
+    );
+    let mut idle = Vec::new();
+    for _ in 0..19 {
+        let mut s = Smtp::connect(relay.port());
+        assert!(s.reply().starts_with("220 "));
+        idle.push(s);
+    }
+    let mut working = Smtp::connect(relay.port());
+    assert!(working.reply().starts_with("220 "));
+    let mut refused = Smtp::connect(relay.port());
+    assert_eq!(
+        refused.reply(),
+        "421 4.7.0 relay.test Error: too many connections"
+    );
+    relay.wait_log("all 20 sessions in use");
+    // Under stress a session may wait 10 s for a command (smtpd_timeout is 300 s): the
+    // client that keeps working is not cut off meanwhile.
+    let stressed = Instant::now();
+    while stressed.elapsed() < Duration::from_secs(12) {
+        assert_eq!(working.cmd("NOOP"), "250 2.0.0 Ok");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    for s in &mut idle {
+        assert_eq!(s.reply(), "421 4.4.2 relay.test Error: timeout exceeded");
+        assert_eq!(s.line(), "");
+    }
+    relay.wait_log("timeout after CONNECT from unknown[127.0.0.1]");
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
+    assert_eq!(working.cmd("QUIT"), "221 2.0.0 Bye");
+}
+
 // ---------------------------------------------------------------------------------------
 // Interop with a real peer: swaks (run by .ci/run, which installs it).
 

@@ -20,6 +20,7 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::time::Duration;
 
 /// Longest command line, CR LF included (RFC 5321 section 4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -95,6 +96,10 @@ pub struct ServerSession {
     pending: Vec<u8>,
     outputs: VecDeque<ServerOutput>,
     deadline: Option<Instant>,
+    /// When the deadline was last armed: a shortened timeout counts from there.
+    armed_at: Instant,
+    /// A shorter timeout than `smtpd_timeout` while the shell is under stress.
+    timeout_cap: Option<Duration>,
     /// `req_ccert`: the certificate is judged at the first command after the handshake.
     ccert_due: bool,
     /// The last command seen, for `timeout after RCPT`-style logs.
@@ -146,6 +151,8 @@ impl ServerSession {
             pending: Vec::new(),
             outputs: VecDeque::new(),
             deadline,
+            armed_at: now,
+            timeout_cap: None,
             ccert_due: false,
             last: "CONNECT",
             discarded: 0,
@@ -168,7 +175,7 @@ impl ServerSession {
         // a time. DATA extends it on any progress.
         let continues_command = matches!(self.mode, Mode::Command) && self.lines.pending() > 0;
         if !input.is_empty() && !continues_command {
-            self.deadline = Some(now + self.conn.settings.timeout);
+            self.arm(now);
         }
         self.consume(input);
     }
@@ -192,7 +199,7 @@ impl ServerSession {
         self.transmit(&reply);
         self.txn = None;
         self.mode = Mode::Command;
-        self.deadline = Some(now + self.conn.settings.timeout);
+        self.arm(now);
         let held = core::mem::take(&mut self.pending);
         self.consume(&held);
     }
@@ -207,6 +214,29 @@ impl ServerSession {
             );
             self.refuse(ServerError::Timeout);
         }
+    }
+
+    /// Caps the command and DATA timeout below `smtpd_timeout` (`None`: no cap), counted
+    /// from the last time the client made progress. The shell caps it while it holds as
+    /// many sessions as it may, so that idle clients give way to working ones.
+    pub fn cap_timeout(&mut self, cap: Option<Duration>) {
+        if cap == self.timeout_cap {
+            return;
+        }
+        self.timeout_cap = cap;
+        if self.deadline.is_some() {
+            self.deadline = Some(self.armed_at + self.timeout());
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        let full = self.conn.settings.timeout;
+        self.timeout_cap.map_or(full, |cap| cap.min(full))
+    }
+
+    fn arm(&mut self, now: Instant) {
+        self.armed_at = now;
+        self.deadline = Some(now + self.timeout());
     }
 
     /// The next output, in order; `None` when there is nothing more to do now.

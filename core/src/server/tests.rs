@@ -516,6 +516,43 @@ fn too_many_errors_closes() {
 }
 
 #[test]
+fn capped_timeout_counts_from_the_last_progress() {
+    let mut sh = Shell::new(settings(), outsider());
+    sh.now = T0 + Duration::from_secs(4);
+    sh.feed(b"EHLO a\r\n");
+    let armed = sh.now;
+    sh.now = T0 + Duration::from_secs(6);
+    sh.s().cap_timeout(Some(Duration::from_secs(10)));
+    assert_eq!(sh.s().poll_timeout(), Some(armed + Duration::from_secs(10)));
+    // Lifting the cap gives back the whole smtpd_timeout, from the same instant.
+    sh.s().cap_timeout(None);
+    assert_eq!(
+        sh.s().poll_timeout(),
+        Some(armed + Duration::from_secs(300))
+    );
+    // A cap above smtpd_timeout changes nothing.
+    sh.s().cap_timeout(Some(Duration::from_secs(900)));
+    assert_eq!(
+        sh.s().poll_timeout(),
+        Some(armed + Duration::from_secs(300))
+    );
+    sh.s().cap_timeout(Some(Duration::from_secs(10)));
+    // A new command re-arms with the cap in force.
+    sh.now = T0 + Duration::from_secs(9);
+    sh.feed(b"NOOP\r\n");
+    let deadline = sh.now + Duration::from_secs(10);
+    assert_eq!(sh.s().poll_timeout(), Some(deadline));
+    sh.take_wire();
+    sh.s().handle_timeout(deadline);
+    sh.drain();
+    assert_eq!(
+        sh.take_wire(),
+        "421 4.4.2 relay.example Error: timeout exceeded\r\n"
+    );
+    assert!(sh.closed);
+}
+
+#[test]
 fn idle_timeout() {
     let mut sh = Shell::new(settings(), outsider());
     let deadline = T0 + Duration::from_secs(300);

@@ -89,7 +89,7 @@ async fn connection<L: ListenerSource>(
         store: server.store.clone(),
         clock: server.clock,
     };
-    conn.serve(stream, ip).await;
+    conn.serve(stream, ip, server.sessions.clone()).await;
     drop(slot);
 }
 

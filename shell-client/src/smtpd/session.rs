@@ -4,6 +4,7 @@
 //! The connection is any byte stream: a TCP socket from a listener, or standard input and
 //! output for `sendmail -bs` ([`crate::laptop_smtpd`]).
 
+use super::limits::Sessions;
 use super::listener::ListenerConf;
 use super::store::{Receiving, Store};
 use super::tlsinfo;
@@ -79,6 +80,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
 enum Wake {
     Read(io::Result<usize>),
     Timeout,
+    /// The server entered or left stress: the deadline changes.
+    Stress,
 }
 
 /// Waits until `deadline`, or forever without one.
@@ -102,17 +105,25 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Serves `stream` from `addr` until the session closes.
-    pub async fn serve(self, stream: TcpStream, addr: IpAddr) {
+    /// Serves `stream` from `addr` until the session closes, with shorter timeouts while
+    /// `sessions` is under stress.
+    pub async fn serve(self, stream: TcpStream, addr: IpAddr, sessions: Sessions) {
         let peer = PeerInfo {
             addr,
             name: String::from("unknown"),
         };
-        self.serve_stream(stream, peer).await;
+        self.serve_with(stream, peer, Some(sessions)).await;
     }
 
     /// Serves any byte stream whose other end is `peer`, until the session closes.
     pub async fn serve_stream<S>(self, stream: S, peer: PeerInfo)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.serve_with(stream, peer, None).await;
+    }
+
+    async fn serve_with<S>(self, stream: S, peer: PeerInfo, sessions: Option<Sessions>)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -128,6 +139,7 @@ impl Connection {
             c: self,
             peer,
             write_timeout: settings.timeout,
+            sessions,
         };
         driver.run(session).await;
     }
@@ -140,6 +152,7 @@ struct Driver<S> {
     c: Connection,
     peer: PeerInfo,
     write_timeout: Duration,
+    sessions: Option<Sessions>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -161,6 +174,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 log::warn!("session with {} stalled; closing", self.peer.addr);
                 return;
             }
+            // Listen before reading the state, so that no change slips between the two. A
+            // session keeps the cap once it had it, as a Postfix process started under
+            // stress does: the clients that caused the stress are the ones still idle.
+            let stress_changed = self.sessions.as_ref().map(|s| {
+                let changed = s.stress_changed();
+                if let Some(cap) = s.timeout_cap() {
+                    session.cap_timeout(Some(cap));
+                }
+                changed
+            });
             let deadline = session.poll_timeout();
             let clock = self.c.clock;
             let wake = if session.wants_read() {
@@ -170,7 +193,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     sleep_until(clock, deadline).await;
                     Wake::Timeout
                 };
-                smol::future::or(read, timer).await
+                let stress = async {
+                    match stress_changed {
+                        Some(changed) => changed.await,
+                        None => std::future::pending().await,
+                    }
+                    Wake::Stress
+                };
+                smol::future::or(read, smol::future::or(timer, stress)).await
             } else {
                 sleep_until(clock, deadline).await;
                 Wake::Timeout
@@ -184,6 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     session.handle_event(ServerEvent::ConnectionLost, now);
                 }
                 Wake::Timeout => session.handle_timeout(now),
+                Wake::Stress => {}
             }
         }
     }
