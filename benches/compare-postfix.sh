@@ -103,6 +103,7 @@ mkdir "$C"
 {
     printf '%s\n' "${COMMON[@]}"
     echo "queue_directory = $C/spool"
+    echo "mail_owner = nobody" # started as root, it drops to nobody as Postfix drops to postfix
 } >"$C/main.cf"
 echo "127.0.0.1:$CR_PORT inet n - n - - smtpd" >"$C/master.cf"
 "$RELAY" -c "$C" check >"$W/certrelayd-check.out" 2>&1 || {

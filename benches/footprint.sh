@@ -18,6 +18,7 @@ RELAY=$PWD/target/release/certrelayd
 LOAD=$PWD/$LOAD
 
 W=$(mktemp -d /tmp/certrelay-footprint.XXXXXX)
+chmod 755 "$W" # started as root, certrelayd runs as nobody and must reach its spool
 PIDS=()
 cleanup() {
     set +e
@@ -40,6 +41,7 @@ mkdir "$C"
 # so every idle session is held.
 cat >"$C/main.cf" <<EOF
 myhostname = relay.test
+mail_owner = nobody
 mydestination = relay.test
 mynetworks = 127.0.0.0/8
 relayhost = [127.0.0.1]:9

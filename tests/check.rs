@@ -24,6 +24,7 @@ fn relay_check_accepts_the_recipe_with_real_files() {
         "main.cf",
         &format!(
             "myhostname = relay.test\n\
+             mail_owner = nobody\n\
              smtpd_use_tls = yes\n\
              smtpd_tls_cert_file = {}\n\
              smtpd_tls_key_file = {}\n\

@@ -60,6 +60,7 @@ fn start_certrelayd(pki: &Pki, port: u16, sink_port: u16) -> (Daemon, TempDir) {
         "main.cf",
         &format!(
             "myhostname = relay.test\n\
+             mail_owner = nobody\n\
              mydestination = relay.test\n\
              relayhost = [127.0.0.1]:{sink_port}\n\
              defer_transports =\n\

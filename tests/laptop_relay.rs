@@ -16,7 +16,7 @@ fn relay(label: &str, names: &[&str], sink_port: u16) -> (TempDir, Daemon, u16) 
     dir.write(
         "main.cf",
         &format!(
-            "myhostname = relay.test\nmydestination = relay.test\nmynetworks = 192.0.2.0/24\n\
+            "myhostname = relay.test\nmail_owner = nobody\nmydestination = relay.test\nmynetworks = 192.0.2.0/24\n\
              queue_directory = {d}/spool\nrelayhost = [127.0.0.1]:{sink_port}\n\
              smtpd_use_tls = yes\nsmtpd_tls_cert_file = {d}/relay.pem\n\
              smtpd_tls_key_file = {d}/relay.key\nsmtpd_tls_CAfile = {d}/ca.pem\n\

@@ -13,7 +13,7 @@ fn probe_reports_the_relay_and_the_verdict_of_the_laptop_policy() {
     relay.write(
         "main.cf",
         &format!(
-            "myhostname = relay.test\nqueue_directory = {d}/spool\nrelayhost = [127.0.0.1]:9\n\
+            "myhostname = relay.test\nmail_owner = nobody\nqueue_directory = {d}/spool\nrelayhost = [127.0.0.1]:9\n\
              defer_transports = smtp\nsmtpd_use_tls = yes\nsmtpd_tls_cert_file = {d}/relay.pem\n\
              smtpd_tls_key_file = {d}/relay.key\nsmtpd_tls_CAfile = {d}/ca.pem\n\
              smtpd_tls_ask_ccert = yes\nrelay_clientcerts = hash:{d}/relay_clientcerts\n"

@@ -283,6 +283,7 @@ fn write_main(dir: &TempDir, extra: &str) {
         "main.cf",
         &format!(
             "myhostname = relay.test\n\
+             mail_owner = nobody\n\
              mydestination = relay.test\n\
              relayhost = [127.0.0.1]:9\n\
              defer_transports = smtp\n\
@@ -740,6 +741,96 @@ fn when_every_session_is_taken_idle_clients_give_way_and_working_ones_stay() {
     let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
     assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
     assert_eq!(working.cmd("QUIT"), "221 2.0.0 Bye");
+}
+
+/// The `Uid:` or `Gid:` line of a process: real, effective, saved, filesystem.
+fn proc_ids(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn assert_root() {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    assert_eq!(
+        uid, 0,
+        "this test starts certrelayd as root: run it as root"
+    );
+}
+
+#[test]
+#[ignore = "needs root: drops to mail_owner (run by .ci/run)"]
+fn started_as_root_the_relay_serves_as_mail_owner_and_reloads_with_its_root_only_key() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_root();
+    let (relay, pki) = setup("owner", "", "", &[""]);
+    relay.wait_log("running as mail_owner nobody (uid 65534, gid 65534)");
+    let pid = relay.pid();
+    assert_eq!(proc_ids(pid, "Uid:"), "65534 65534 65534 65534");
+    assert_eq!(proc_ids(pid, "Gid:"), "65534 65534 65534 65534");
+    assert_eq!(proc_ids(pid, "Groups:"), "65534");
+    let spool = relay.dir.path().join("spool");
+    assert_eq!(std::fs::metadata(&spool).unwrap().uid(), 65534);
+
+    // The key becomes root's alone; a reload as mail_owner adds a fingerprint and keeps
+    // the key read at start.
+    let key = relay.dir.path().join("relay.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    relay
+        .dir
+        .write("relay_clientcerts", &md5_line(&pki.laptop.der));
+    relay.signal("HUP");
+    relay.wait_log("configuration reloaded");
+    relay.wait_log(&format!(
+        "{}: Permission denied (os error 13); keeping the copy read at start",
+        key.display()
+    ));
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    let id = s
+        .mail("someone@example.org")
+        .unwrap_or_else(|r| panic!("{r}\n{}", relay.log()));
+    let env = spool.join(format!("queue/{id}.env"));
+    assert_eq!(std::fs::metadata(&env).unwrap().uid(), 65534);
+}
+
+#[test]
+#[ignore = "needs root: looks mail_owner up (run by .ci/run)"]
+fn started_as_root_without_the_mail_owner_account_the_relay_refuses_to_start() {
+    assert_root();
+    for (owner, says) in [
+        (
+            "no-such-account",
+            "mail_owner = no-such-account: no such account",
+        ),
+        ("root", "mail_owner = root: user id 0"),
+    ] {
+        let dir = TempDir::new("noowner");
+        write_main(&dir, &format!("mail_owner = {owner}\n"));
+        dir.write("relay_clientcerts", "");
+        let ca = Ca::new("Test CA");
+        let server = ca.issue("relay.test", &["relay.test"], false);
+        dir.write("relay.pem", &server.cert_pem);
+        dir.write("relay.key", &server.key_pem);
+        dir.write("ca.pem", &ca.cert_pem);
+        dir.write(
+            "master.cf",
+            &format!("127.0.0.1:{} inet n - n - - smtpd\n", free_port()),
+        );
+        let out = Command::new(binary("certrelayd"))
+            .args(["-c", dir.path().to_str().unwrap()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ fn relay_explain_names_the_deciding_rule() {
     dir.write(
         "main.cf",
         &format!(
-            "myhostname = relay.test\nmydestination = relay.test\nmynetworks = 127.0.0.0/8\n\
+            "myhostname = relay.test\nmail_owner = nobody\nmydestination = relay.test\nmynetworks = 127.0.0.0/8\n\
              smtpd_use_tls = yes\nsmtpd_tls_cert_file = {d}/relay.pem\n\
              smtpd_tls_key_file = {d}/relay.key\nsmtpd_tls_CAfile = {d}/ca.pem\n\
              smtpd_tls_ask_ccert = yes\nrelay_clientcerts = hash:{d}/map\n"

@@ -7,8 +7,10 @@ use certrelay_core::cert;
 use certrelay_core::config::{self, master_cf, Config, Diagnostic, Listener, Severity};
 use certrelay_core::fingerprint::{FingerprintMap, FingerprintMapBuilder};
 use certrelay_core::table::{Table, TableSpec};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A configuration directory, read and parsed.
 #[derive(Debug)]
@@ -141,6 +143,41 @@ pub fn fingerprint_map(config: &Config) -> (FingerprintMap, Vec<Diagnostic>) {
     (map, diags)
 }
 
+/// Certificate and key files as last read, by path, once [`keep_tls_files`] was called.
+static KEPT_TLS_FILES: Mutex<Option<HashMap<String, Vec<u8>>>> = Mutex::new(None);
+
+/// From now on, remember every certificate and key file read, and when one can no longer be
+/// read for lack of permission, use the copy read last. The relay calls this before it
+/// drops root: keys are usually readable by root only, and a reload as `mail_owner` keeps
+/// the keys read at start (a restart reads new ones).
+pub fn keep_tls_files() {
+    let mut kept = KEPT_TLS_FILES.lock().unwrap_or_else(|e| e.into_inner());
+    kept.get_or_insert_with(HashMap::new);
+}
+
+fn read_tls_file(path: &str) -> std::io::Result<Vec<u8>> {
+    let mut kept = KEPT_TLS_FILES.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(kept) = kept.as_mut() else {
+        return std::fs::read(path);
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            kept.insert(path.to_owned(), bytes.clone());
+            Ok(bytes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => match kept.get(path) {
+            Some(bytes) => {
+                log::warn!(
+                    "{path}: {e}; keeping the copy read at start (restart to load a new one)"
+                );
+                Ok(bytes.clone())
+            }
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads the certificate chain named by parameter `name`.
 pub fn read_chain(
     config: &Config,
@@ -148,7 +185,7 @@ pub fn read_chain(
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Diagnostic> {
     let path = config.text(name);
     let bytes =
-        std::fs::read(path).map_err(|e| config.problem(name, format!("cannot read: {e}")))?;
+        read_tls_file(path).map_err(|e| config.problem(name, format!("cannot read: {e}")))?;
     cert::parse_certificates(&bytes).map_err(|e| config.problem(name, e))
 }
 
@@ -159,7 +196,7 @@ pub fn read_key(
 ) -> Result<rustls::pki_types::PrivateKeyDer<'static>, Diagnostic> {
     let path = config.text(name);
     let bytes =
-        std::fs::read(path).map_err(|e| config.problem(name, format!("cannot read: {e}")))?;
+        read_tls_file(path).map_err(|e| config.problem(name, format!("cannot read: {e}")))?;
     cert::parse_private_key(&bytes).map_err(|e| config.problem(name, e))
 }
 

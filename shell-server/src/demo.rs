@@ -122,6 +122,8 @@ impl Demo {
         let main_cf = format!(
             "# The classic recipe, as certrelayd reads it.\n\
              myhostname = relay.demo\n\
+             # Started as root, certrelayd becomes this account once its sockets are bound.\n\
+             mail_owner = nobody\n\
              mydestination = relay.demo\n\
              mynetworks = 127.0.0.2/32\n\
              queue_directory = {d}/spool\n\

@@ -28,6 +28,8 @@ pub struct Generation {
     pub inet_protocols: Vec<String>,
     /// Sessions at once over all listeners.
     pub session_limit: usize,
+    /// `mail_owner`: the account the relay becomes when started as root.
+    pub mail_owner: String,
 }
 
 impl Generation {
@@ -46,7 +48,7 @@ pub fn load(dir: &Path) -> Result<(Generation, Vec<Diagnostic>), Vec<Diagnostic>
             msg,
         )]
     })?;
-    let mut diags = conf::check_relay(&loaded);
+    let mut diags = crate::privilege::check(&loaded);
     if config::has_errors(&diags) {
         return Err(diags);
     }
@@ -62,6 +64,7 @@ pub fn load(dir: &Path) -> Result<(Generation, Vec<Diagnostic>), Vec<Diagnostic>
     let generation = Generation {
         listeners,
         queue_directory: config.text("queue_directory").to_owned(),
+        mail_owner: config.text("mail_owner").to_owned(),
         inet_interfaces: owned_list(config, "inet_interfaces"),
         inet_protocols: owned_list(config, "inet_protocols"),
         session_limit: config

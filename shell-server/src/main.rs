@@ -7,6 +7,7 @@
 mod admin;
 mod demo;
 mod generation;
+mod privilege;
 mod serve;
 
 use argh::FromArgs;
@@ -66,7 +67,7 @@ fn main() {
     let args: Args = argh::from_env();
     let code = match args.command {
         Some(Command::Check(Check {})) => {
-            certrelay_client::conf::run_check(&args.config_dir, certrelay_client::conf::check_relay)
+            certrelay_client::conf::run_check(&args.config_dir, privilege::check)
         }
         Some(Command::Demo(Demo {})) => {
             init_demo_logging();

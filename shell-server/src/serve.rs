@@ -2,6 +2,7 @@
 //! SIGTERM.
 
 use crate::generation::{self, Generation, ListenerConf};
+use crate::privilege;
 use async_signal::{Signal, Signals};
 use certrelay_client::clock::Clock;
 use certrelay_client::outbound::{self, Delivery};
@@ -55,6 +56,10 @@ pub fn run(dir: &Path) -> i32 {
 }
 
 async fn run_async(dir: &Path) -> i32 {
+    let as_root = privilege::is_root();
+    if as_root {
+        certrelay_client::conf::keep_tls_files();
+    }
     let (generation, notes) = match generation::load(dir) {
         Ok(loaded) => loaded,
         Err(diags) => {
@@ -68,6 +73,18 @@ async fn run_async(dir: &Path) -> i32 {
         }
     };
     log_diagnostics(&notes);
+    let owner = if as_root {
+        match privilege::mail_owner(&generation.mail_owner) {
+            Ok(user) => Some(user),
+            Err(msg) => {
+                // Checked with the configuration; the account went away since.
+                log::error!("mail_owner = {}: {msg}", generation.mail_owner);
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
     let mut signals = match Signals::new([Signal::Hup, Signal::Usr1, Signal::Term, Signal::Int]) {
         Ok(s) => s,
         Err(e) => {
@@ -109,6 +126,17 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
+    // Everything that needs root is done: listeners bound, keys read, spool open.
+    if let Some(user) = owner {
+        match privilege::drop_to(&user, Path::new(&generation.queue_directory)) {
+            Ok(said) => log::info!("{said}"),
+            Err(msg) => {
+                log::error!("{msg}; not starting");
+                let _ = std::fs::remove_file(&pid_file);
+                return 1;
+            }
+        }
+    }
     let (wake, runner_rx) = QueueWake::channel();
     let (waker, wakeups) = wake_channel();
     let runner = QueueRunner::new(
@@ -211,6 +239,12 @@ fn reload(relay: &Relay) {
             "queue_directory changed to {}: the spool stays {} until a restart",
             next.queue_directory,
             old.queue_directory
+        );
+    }
+    if next.mail_owner != old.mail_owner {
+        log::warn!(
+            "mail_owner changed to {}: takes effect at the next restart",
+            next.mail_owner
         );
     }
     if next.inet_interfaces != old.inet_interfaces || next.inet_protocols != old.inet_protocols {
