@@ -42,6 +42,9 @@ commands:
                     [::1]:2525 without master.cf (for root too: never port 25). It relays
                     for mynetworks only (default loopback: smtpd_relay_restrictions =
                     permit_mynetworks, reject); each accepted message is delivered at once.
+                    A change of network address retries the queue at once; SIGUSR1
+                    flushes; SIGTERM or SIGINT stops accepting, lets sessions finish
+                    (at most 10 s) and exits 0.
 
   fingerprint [--digest md5|sha1|sha256|sha512] [--pubkey] [--map-line LABEL] FILE...
                     print certificate fingerprints as openssl does, or relay_clientcerts lines
