@@ -8,7 +8,9 @@ use certrelay_suite::{binary, TempDir};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---- the laptop's configuration and commands ------------------------------------------
@@ -416,16 +418,25 @@ fn concurrent_submissions_are_each_delivered_once() {
     assert_eq!(rcpts, want, "each exactly once; log:\n{}", laptop.log());
 }
 
+/// The user `nobody` (uid and gid 65534), as which the root-run test submits.
+const NOBODY: u32 = 65534;
+
+/// Gives `path` and everything under it to `nobody`.
+fn give_to_nobody(path: &std::path::Path) {
+    std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            give_to_nobody(&entry.unwrap().path());
+        }
+    }
+}
+
 #[test]
 fn user_defaults_come_from_xdg_directories() {
     let is_root = std::fs::metadata("/proc/self").is_ok_and(|m| {
         use std::os::unix::fs::MetadataExt;
         m.uid() == 0
     });
-    if is_root {
-        eprintln!("skipped: root uses /etc/certrelay and the system spool");
-        return;
-    }
     let home = TempDir::new("xdg");
     let config = home.path().join("cfg/certrelay");
     std::fs::create_dir_all(&config).unwrap();
@@ -437,7 +448,20 @@ fn user_defaults_come_from_xdg_directories() {
         ),
     )
     .unwrap();
-    let mut c = Command::new(binary("certrelay"));
+    let mut c = if is_root {
+        // Root's defaults are /etc/certrelay and the system spool: the user defaults are
+        // seen by submitting as an ordinary user, `nobody`, from a copy of the binary that
+        // user can run (the build directory may be closed to others).
+        let exe = home.path().join("certrelay");
+        std::fs::copy(binary("certrelay"), &exe).unwrap();
+        give_to_nobody(home.path());
+        let mut c = Command::new(exe);
+        std::os::unix::process::CommandExt::uid(&mut c, NOBODY);
+        std::os::unix::process::CommandExt::gid(&mut c, NOBODY);
+        c
+    } else {
+        Command::new(binary("certrelay"))
+    };
     c.args(["sendmail", "bob@example.org"])
         .env("USER", "alice")
         .env("HOME", home.path())
@@ -618,23 +642,23 @@ fn run_listener_and_concurrent_flushes_deliver_each_message_once() {
     assert_eq!(rcpts, want, "each exactly once; log:\n{}", run.log());
 }
 
-#[test]
-fn sendmail_bs_queues_a_dialogue_and_delivers_it() {
-    let (sink, port) = Sink::start_any();
-    let laptop = Laptop::new("bs", port, "");
+type BsDialogue = Dialogue<BufReader<ChildStdout>, ChildStdin>;
+
+/// Runs `sendmail -bs` for `laptop`, talks to it with `talk`, and returns its exit status.
+/// Bounded: whatever happens, the process is killed after 60 s (blocked reads see EOF).
+fn sendmail_bs(laptop: &Laptop, talk: impl FnOnce(&mut BsDialogue)) -> ExitStatus {
     let mut cmd = laptop.command(&["sendmail", "-bs"]);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start sendmail -bs");
-    // Bounded: whatever happens, the dialogue ends within 60 s (blocked reads see EOF).
     let pid = child.id().to_string();
-    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
     let watch = finished.clone();
     std::thread::spawn(move || {
         let until = Instant::now() + Duration::from_secs(60);
         while Instant::now() < until {
-            if watch.load(std::sync::atomic::Ordering::Relaxed) {
+            if watch.load(Ordering::Relaxed) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -645,19 +669,29 @@ fn sendmail_bs_queues_a_dialogue_and_delivers_it() {
         replies: BufReader::new(child.stdout.take().unwrap()),
         commands: child.stdin.take().unwrap(),
     };
-    let banner = bs.reply();
-    assert!(banner.starts_with("220 laptop.test "), "{banner:?}");
-    bs.expect("EHLO localhost", "250");
-    let done = bs.send(
-        "alice@laptop.test",
-        &["bob@example.org"],
-        "Subject: via -bs\r\n\r\n..dot-stuffed line",
-    );
-    assert!(done.contains("queued as"), "{done:?}");
-    bs.expect("QUIT", "221");
+    talk(&mut bs);
     drop(bs);
     let status = wait_until("sendmail -bs to exit", || child.try_wait().unwrap());
-    finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    finished.store(true, Ordering::Relaxed);
+    status
+}
+
+#[test]
+fn sendmail_bs_queues_a_dialogue_and_delivers_it() {
+    let (sink, port) = Sink::start_any();
+    let laptop = Laptop::new("bs", port, "");
+    let status = sendmail_bs(&laptop, |bs| {
+        let banner = bs.reply();
+        assert!(banner.starts_with("220 laptop.test "), "{banner:?}");
+        bs.expect("EHLO localhost", "250");
+        let done = bs.send(
+            "alice@laptop.test",
+            &["bob@example.org"],
+            "Subject: via -bs\r\n\r\n..dot-stuffed line",
+        );
+        assert!(done.contains("queued as"), "{done:?}");
+        bs.expect("QUIT", "221");
+    });
     assert_eq!(status.code(), Some(0));
     let got = wait_until("the sink to receive the message", || {
         let got = sink.accepted();
@@ -672,4 +706,249 @@ fn sendmail_bs_queues_a_dialogue_and_delivers_it() {
         "{:?}",
         got[0].data
     );
+}
+
+/// The header section of a message as the sink got it.
+fn header_of(data: &str) -> &str {
+    data.split_once("\r\n\r\n").map_or(data, |(h, _)| h)
+}
+
+#[test]
+fn local_smtp_submissions_are_completed_like_sendmail_ones() {
+    let (sink, sink_port) = Sink::start_any();
+    let smtp_port = daemon::free_port();
+    let laptop = laptop_listening("complete", sink_port, smtp_port);
+    let cfg = laptop.cfg();
+    let run = Daemon::start(
+        &binary("certrelay"),
+        &["-c", &cfg, "run"],
+        &format!("listening on 127.0.0.1:{smtp_port}"),
+    );
+    let mut smtp = connect(smtp_port);
+    smtp.send("alice", &["bob"], "Subject: bare\r\n\r\nbody");
+    smtp.send(
+        "alice@laptop.test",
+        &["carol@example.org"],
+        "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <kept@x>\r\n\
+         From: Carol <c@x>\r\nSubject: whole\r\n\r\nbody",
+    );
+    // No header at all: the body's first line is not a header line.
+    smtp.send("alice", &["dave@example.org"], "just a body line");
+    smtp.expect("QUIT", "221");
+    let status = sendmail_bs(&laptop, |bs| {
+        bs.reply();
+        bs.expect("HELO localhost", "250");
+        bs.send(
+            "erin",
+            &["frank@example.org"],
+            "Subject: bs bare\r\n\r\nbody",
+        );
+        bs.expect("QUIT", "221");
+    });
+    assert_eq!(status.code(), Some(0));
+    let got = wait_until("four deliveries", || {
+        let got = sink.accepted();
+        (got.len() >= 4).then_some(got)
+    });
+    let by_rcpt = |r: &str| {
+        got.iter()
+            .find(|a| a.recipients == [r])
+            .unwrap_or_else(|| panic!("no message to {r}: {got:?}\n{}", run.log()))
+    };
+
+    let bare = by_rcpt("bob@laptop.test");
+    assert_eq!(bare.sender, "alice@laptop.test", "qualified with myorigin");
+    let head = header_of(&bare.data);
+    assert!(head.contains("\r\nSubject: bare\r\nDate: "), "{head}");
+    assert!(head.contains("\r\nMessage-ID: <"), "{head}");
+    assert!(
+        head.contains("@laptop.test>\r\nFrom: alice@laptop.test"),
+        "{head}"
+    );
+    assert!(bare.data.ends_with("\r\n\r\nbody\r\n"), "{:?}", bare.data);
+
+    let whole = by_rcpt("carol@example.org");
+    let head = header_of(&whole.data);
+    for (field, value) in [
+        ("Date:", "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"),
+        ("Message-ID:", "Message-ID: <kept@x>\r\n"),
+        ("From:", "From: Carol <c@x>\r\n"),
+    ] {
+        assert_eq!(head.matches(field).count(), 1, "{head}");
+        assert!(whole.data.contains(value), "{head}");
+    }
+
+    let headless = by_rcpt("dave@example.org");
+    assert!(
+        headless
+            .data
+            .contains("\r\nFrom: alice@laptop.test\r\n\r\njust a body line\r\n"),
+        "an empty line separates the added fields from the body: {:?}",
+        headless.data
+    );
+
+    let bs = by_rcpt("frank@example.org");
+    assert_eq!(bs.sender, "erin@laptop.test");
+    let head = header_of(&bs.data);
+    assert!(head.contains("\r\nDate: "), "{head}");
+    assert!(head.contains("\r\nMessage-ID: <"), "{head}");
+    assert!(head.contains("\r\nFrom: erin@laptop.test"), "{head}");
+}
+
+#[test]
+fn run_drains_sessions_on_sigterm_and_keeps_the_queue() {
+    let relay_port = free_port();
+    let smtp_port = daemon::free_port();
+    let laptop = laptop_listening("sigterm", relay_port, smtp_port);
+    let cfg = laptop.cfg();
+    let run = Daemon::start(
+        &binary("certrelay"),
+        &["-c", &cfg, "run"],
+        &format!("listening on 127.0.0.1:{smtp_port}"),
+    );
+    // The relay is down: the first message is tried and deferred.
+    let mut smtp = connect(smtp_port);
+    smtp.send(
+        "alice@laptop.test",
+        &["bob@example.org"],
+        "Subject: first\r\n\r\nx",
+    );
+    smtp.expect("QUIT", "221");
+    run.wait_log("status=deferred");
+
+    // A second session is in the middle of its DATA when SIGTERM comes.
+    let mut late = connect(smtp_port);
+    late.expect("MAIL FROM:<alice@laptop.test>", "250");
+    late.expect("RCPT TO:<carol@example.org>", "250");
+    late.expect("DATA", "354");
+    late.commands
+        .write_all(b"Subject: during the drain\r\n\r\n")
+        .unwrap();
+    run.signal("TERM");
+    run.wait_log("local SMTP closed; waiting up to 10s for 1 session(s)");
+    assert!(
+        TcpStream::connect(("127.0.0.1", smtp_port)).is_err(),
+        "no new sessions once stopping"
+    );
+    let done = late.expect("finished after the signal\r\n.", "250");
+    assert!(done.contains("queued as"), "{done:?}");
+    late.expect("QUIT", "221");
+    drop(late);
+    let quit = Instant::now();
+    let status = run.stop_waiting();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        quit.elapsed() < Duration::from_secs(5),
+        "exits promptly once the session is over: {:?}",
+        quit.elapsed()
+    );
+
+    // Nothing lost: both wait in the queue, and once the relay is up a flush (which
+    // needs the run lock) delivers them.
+    let listing = text(&laptop.run(&["queue"]).stdout);
+    assert!(listing.contains("bob@example.org"), "{listing}");
+    assert!(listing.contains("carol@example.org"), "{listing}");
+    let sink = Sink::start(relay_port);
+    let out = laptop.run(&["flush"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("2 attempted"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut rcpts: Vec<String> = sink
+        .accepted()
+        .iter()
+        .flat_map(|a| a.recipients.clone())
+        .collect();
+    rcpts.sort();
+    assert_eq!(rcpts, ["bob@example.org", "carol@example.org"]);
+}
+
+#[test]
+fn run_flushes_at_once_on_sigusr1() {
+    let relay_port = free_port();
+    let smtp_port = daemon::free_port();
+    let laptop = laptop_listening("sigusr1", relay_port, smtp_port);
+    let cfg = laptop.cfg();
+    let run = Daemon::start(
+        &binary("certrelay"),
+        &["-c", &cfg, "run"],
+        &format!("listening on 127.0.0.1:{smtp_port}"),
+    );
+    let mut smtp = connect(smtp_port);
+    smtp.send(
+        "alice@laptop.test",
+        &["bob@example.org"],
+        "Subject: usr1\r\n\r\nx",
+    );
+    smtp.expect("QUIT", "221");
+    run.wait_log("status=deferred");
+    // The next scheduled attempt is minutes away (minimal_backoff_time, queue_run_delay).
+    let sink = Sink::start(relay_port);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(sink.accepted().is_empty(), "nothing goes before the signal");
+    run.signal("USR1");
+    wait_until("delivery after SIGUSR1", || {
+        (!sink.accepted().is_empty()).then_some(())
+    });
+    run.wait_log("flush requested");
+}
+
+/// An address on `lo` for the length of a test (root only).
+struct LoopbackAlias(&'static str);
+
+impl LoopbackAlias {
+    fn add(cidr: &'static str) -> LoopbackAlias {
+        let out = Command::new("ip")
+            .args(["addr", "add", cidr, "dev", "lo"])
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip addr add {cidr} dev lo: {}",
+            text(&out.stderr)
+        );
+        LoopbackAlias(cidr)
+    }
+}
+
+impl Drop for LoopbackAlias {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", self.0, "dev", "lo"])
+            .output();
+    }
+}
+
+#[test]
+#[ignore = "needs root: adds 203.0.113.77/32 to lo with `ip addr add` (CI runs it as root)"]
+fn run_retries_at_once_when_the_network_changes() {
+    let relay_port = free_port();
+    let smtp_port = daemon::free_port();
+    let laptop = laptop_listening("netchange", relay_port, smtp_port);
+    let cfg = laptop.cfg();
+    let run = Daemon::start(
+        &binary("certrelay"),
+        &["-c", &cfg, "run"],
+        &format!("listening on 127.0.0.1:{smtp_port}"),
+    );
+    let mut smtp = connect(smtp_port);
+    smtp.send(
+        "alice@laptop.test",
+        &["bob@example.org"],
+        "Subject: moved\r\n\r\nx",
+    );
+    smtp.expect("QUIT", "221");
+    run.wait_log("status=deferred");
+    let sink = Sink::start(relay_port);
+    // More than one look at the network (every 5 s) with nothing changed: no retry.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(sink.accepted().is_empty(), "{}", run.log());
+    assert!(!run.log().contains("network changed"), "{}", run.log());
+    let _alias = LoopbackAlias::add("203.0.113.77/32");
+    run.wait_log("network changed (added 203.0.113.77");
+    wait_until("delivery after the change", || {
+        (!sink.accepted().is_empty()).then_some(())
+    });
 }

@@ -493,6 +493,56 @@ pub fn from_value(full_name: &str, address: &str) -> String {
     alloc::format!("{quoted}\" <{address}>")
 }
 
+/// `address` with `@myorigin` appended when it has no domain (Postfix's
+/// `append_at_myorigin`); the null sender stays empty.
+pub fn qualify(address: &str, myorigin: &str) -> String {
+    if address.is_empty() || address.contains('@') {
+        String::from(address)
+    } else {
+        alloc::format!("{address}@{myorigin}")
+    }
+}
+
+/// What a message submitted on this machine is completed with when it lacks the fields:
+/// the facts of its arrival.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalOrigin<'a> {
+    /// Arrival, Unix seconds (UTC).
+    pub unix: u64,
+    /// Its queue id (part of the `Message-ID:`).
+    pub queue_id: &'a str,
+    /// `myhostname` (the right side of the `Message-ID:`).
+    pub myhostname: &'a str,
+    /// The envelope sender, qualified; empty for the null sender.
+    pub sender: &'a str,
+    /// The submitter's full name for a `From:` that is added (may be empty).
+    pub full_name: &'a str,
+}
+
+/// Adds `Date:`, `Message-ID:` and `From:` (from the envelope sender) when missing, at the
+/// end of the section. Postfix adds them for its local clients only, because a message
+/// from a remote client that lacks them is that client's business, not this machine's.
+pub fn add_missing_origin(header: &mut HeaderSection, origin: &LocalOrigin<'_>) {
+    if !header.has("Date") {
+        header.append(Field::new(
+            "Date",
+            &crate::dsn::rfc5322_date(origin.unix, 0),
+        ));
+    }
+    if !header.has("Message-ID") {
+        let id = message_id(origin.unix, origin.queue_id, origin.myhostname);
+        header.append(Field::new("Message-ID", &id));
+    }
+    if !header.has("From") {
+        let from = if origin.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            origin.sender
+        };
+        header.append(Field::new("From", &from_value(origin.full_name, from)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,6 +686,47 @@ mod tests {
             b"Received: by me\r\nTo: a@x\r\nSubject: hi\r\nDate: now\r\n".to_vec()
         );
         assert_eq!(h.len(), out.len());
+    }
+
+    #[test]
+    fn missing_origin_fields_are_added_present_ones_kept() {
+        let origin = LocalOrigin {
+            unix: 1_700_000_000,
+            queue_id: "ABC",
+            myhostname: "laptop.example",
+            sender: "a@x",
+            full_name: "Al",
+        };
+        let mut h = HeaderSection::parse(b"Subject: hi\r\n");
+        add_missing_origin(&mut h, &origin);
+        let mut out = Vec::new();
+        h.write_to(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Subject: hi\r\nDate: Tue, 14 Nov 2023 22:13:20 +0000\r\n\
+             Message-ID: <20231114221320.ABC@laptop.example>\r\nFrom: Al <a@x>\r\n"
+        );
+        let text = b"date: then\r\nMESSAGE-ID: <m@x>\r\nFrom: b@y\r\n";
+        let mut h = HeaderSection::parse(text);
+        add_missing_origin(&mut h, &origin);
+        assert_eq!(h, HeaderSection::parse(text));
+        let mut h = HeaderSection::default();
+        add_missing_origin(
+            &mut h,
+            &LocalOrigin {
+                sender: "",
+                full_name: "",
+                ..origin
+            },
+        );
+        assert_eq!(h.fields()[2].value(), "MAILER-DAEMON");
+    }
+
+    #[test]
+    fn qualify_appends_myorigin_to_bare_local_parts() {
+        assert_eq!(qualify("alice", "example.org"), "alice@example.org");
+        assert_eq!(qualify("a@b", "example.org"), "a@b");
+        assert_eq!(qualify("", "example.org"), "");
     }
 
     #[test]

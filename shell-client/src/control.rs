@@ -50,6 +50,11 @@ impl Deliverer {
         })
     }
 
+    /// `relayhost`, parsed (empty: delivery by MX).
+    pub fn relayhost(&self) -> &[crate::route::NextHop] {
+        &self.delivery.runner.relayhost
+    }
+
     /// Asks for a run and does it (and those asked for meanwhile) unless another process
     /// holds the lock past `wait`. Returns what this process did.
     pub fn request(&mut self, kind: RunKind, wait: Duration) -> io::Result<(Served, RunStats)> {
@@ -245,32 +250,49 @@ pub fn spawn_detached(config_dir: &Path, queue_dir: &Path) -> io::Result<()> {
         .map(drop)
 }
 
+/// What the `run` daemon's delivering loop is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DaemonWake {
+    /// The local SMTP listener committed a message to the maildrop: deliver what is due.
+    NewMail,
+    /// Try every message now, due or not (SIGUSR1, a change of network).
+    Flush,
+    /// Return once no run is in progress (SIGTERM, SIGINT).
+    Stop,
+}
+
 /// The `run` daemon's delivering loop: a run now, one every `queue_run_delay`, and one
-/// soon after each message the local SMTP listener committed to the maildrop (sent on
-/// `committed`; wake-ups that pile up during a run make one run). Without a listener the
-/// sender is dropped and only the timer runs. Runs until the process ends; failed runs
-/// are logged and tried again.
+/// soon after each wake-up on `wakeups` (wake-ups that pile up during a run make one run,
+/// a flush when any asked for one). Returns on [`DaemonWake::Stop`], or when every sender
+/// is gone, always between runs, so the run lock is free then. Failed runs are logged and
+/// tried again.
 pub fn serve(
     deliverer: &mut Deliverer,
     delay: Duration,
-    committed: &mpsc::Receiver<()>,
+    wakeups: &mpsc::Receiver<DaemonWake>,
 ) -> io::Result<()> {
-    let mut listening = true;
+    let mut kind = RunKind::Due;
     loop {
-        // Messages committed before this point are in the maildrop: this run picks them up.
-        while committed.try_recv().is_ok() {}
-        match deliverer.request(RunKind::Due, Duration::ZERO) {
+        // Wake-ups sent before this point are served by this run: the messages committed
+        // before them are in the maildrop already.
+        loop {
+            match wakeups.try_recv() {
+                Ok(DaemonWake::Stop) | Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
+                Ok(DaemonWake::Flush) => kind = RunKind::Flush,
+                Ok(DaemonWake::NewMail) => {}
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        match deliverer.request(kind, Duration::ZERO) {
             Ok((Served::Here, stats)) => log::debug!("queue run: {}", describe(&stats)),
             Ok((Served::ByHolder, _)) => log::debug!("queue run left to another process"),
             Err(e) => log::error!("queue run failed: {e}"),
         }
-        if listening {
-            match committed.recv_timeout(delay) {
-                Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => listening = false,
-            }
-        } else {
-            std::thread::sleep(delay);
+        kind = RunKind::Due;
+        match wakeups.recv_timeout(delay) {
+            Ok(DaemonWake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            Ok(DaemonWake::Flush) => kind = RunKind::Flush,
+            Ok(DaemonWake::NewMail) | Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
 }

@@ -104,11 +104,7 @@ impl Laptop {
     /// `address`, with `@myorigin` appended when it has no domain (Postfix's
     /// `append_at_myorigin`); the null sender stays empty.
     pub fn qualify(&self, address: &str) -> String {
-        if address.is_empty() || address.contains('@') {
-            address.to_owned()
-        } else {
-            format!("{address}@{}", self.myorigin)
-        }
+        certrelay_core::message::qualify(address, &self.myorigin)
     }
 
     /// The delivery settings; every problem found, with file:line, on failure.

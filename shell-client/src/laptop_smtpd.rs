@@ -15,7 +15,8 @@
 //! ## How it gets delivered, once
 //!
 //! After each commit the listener wakes the `run` daemon's delivering thread
-//! ([`crate::control::serve`]), which asks for a run through the run lock. Whoever holds
+//! ([`crate::control::serve`], with [`DaemonWake::NewMail`]), which asks for a run
+//! through the run lock. Whoever holds
 //! the lock then (this daemon, or a concurrent `flush`) moves every committed maildrop
 //! message into the spool and delivers it: the request is left before the lock is tried,
 //! and a holder looks for requests again after unlocking, so none is lost, and the move out
@@ -31,17 +32,30 @@
 //! sets `smtpd_relay_restrictions`, the laptop's are `permit_mynetworks, reject`
 //! ([`LAPTOP_RELAY_RESTRICTIONS`]): with the default `mynetworks` (`127.0.0.0/8, [::1]/128`)
 //! only local programs may send, to any domain, and the laptop relays for no one else.
+//!
+//! ## What is added to what they send
+//!
+//! Both store as local submissions ([`LocalSubmission`]), as `sendmail` does: envelope
+//! addresses without a domain get `@myorigin`, and a message from loopback lacking
+//! `Date:`, `Message-ID:` or `From:` gets them. The relay's listeners do neither.
+//!
+//! ## Stopping
+//!
+//! [`LocalSmtp::stop`] closes the listening sockets at once and lets the sessions in
+//! progress finish, for at most [`STOP_GRACE`]; what they commit meanwhile stays in the
+//! maildrop for the next run.
 
 use crate::clock::Clock;
 use crate::conf::Loaded;
+use crate::control::DaemonWake;
 use crate::laptop::Laptop;
 use crate::maildrop::Maildrop;
-use crate::smtpd::accept::accept_loop;
+use crate::smtpd::accept::{accept_loop, wait_for_sessions};
 use crate::smtpd::limits::Sessions;
 use crate::smtpd::listen::{self, Bound, Interfaces};
 use crate::smtpd::listener::{ListenerBuilder, ListenerConf};
 use crate::smtpd::session::Connection;
-use crate::smtpd::store::{QueueWake, Store};
+use crate::smtpd::store::{LocalSubmission, QueueWake, Store};
 use crate::smtpd::{ListenerSource, Server};
 use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint, Severity};
 use certrelay_core::facts::PeerInfo;
@@ -54,12 +68,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// The port of the listeners used without master.cf.
 pub const DEFAULT_PORT: u16 = 2525;
 
 /// Sessions at once over all of the laptop's listeners.
 const SESSION_LIMIT: usize = 20;
+
+/// How long sessions in progress may go on once `run` is asked to stop (the relay's
+/// grace too).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// `smtpd_relay_restrictions` on the laptop when main.cf does not set it.
 pub const LAPTOP_RELAY_RESTRICTIONS: [Restriction; 2] =
@@ -129,16 +149,44 @@ impl ListenerSource for Local {
     }
 }
 
+/// The running listener of `run`.
+#[derive(Debug)]
+pub struct LocalSmtp {
+    /// The bound addresses.
+    pub local: Vec<SocketAddr>,
+    stop: smol::channel::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl LocalSmtp {
+    /// Stops accepting at once, then waits for the sessions in progress (at most
+    /// [`STOP_GRACE`]).
+    pub fn stop(self) {
+        let _ = self.stop.try_send(());
+        if self.thread.join().is_err() {
+            log::error!("the SMTP listener thread panicked");
+        }
+    }
+}
+
+/// What both of the laptop's SMTP entry points complete messages with.
+fn local_submission(laptop: &Laptop) -> LocalSubmission {
+    LocalSubmission {
+        myhostname: laptop.myhostname.clone(),
+        myorigin: laptop.myorigin.clone(),
+    }
+}
+
 /// Binds `listeners` now (so that `run` stops at once when it cannot listen) and serves
-/// them on a thread of their own, storing into the maildrop of `laptop` and sending on
-/// `committed` after each message. Returns the bound addresses.
+/// them on a thread of their own, storing into the maildrop of `laptop` and sending
+/// [`DaemonWake::NewMail`] on `committed` after each message.
 ///
 /// The implicit pair is forgiving: a machine without IPv6 serves on 127.0.0.1 alone.
 pub fn start(
     laptop: &Laptop,
     listeners: Vec<Arc<ListenerConf>>,
-    committed: mpsc::Sender<()>,
-) -> Result<Vec<SocketAddr>, String> {
+    committed: mpsc::Sender<DaemonWake>,
+) -> Result<LocalSmtp, String> {
     let bound = smol::block_on(bind(laptop, &listeners))?;
     let maildrop = Maildrop::open(&laptop.queue_dir).map_err(|e| {
         format!(
@@ -147,11 +195,21 @@ pub fn start(
         )
     })?;
     let local: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
-    std::thread::Builder::new()
+    let submission = local_submission(laptop);
+    let (stop, stopped) = smol::channel::bounded(1);
+    let thread = std::thread::Builder::new()
         .name("smtpd".to_owned())
-        .spawn(move || smol::block_on(serve(bound, listeners, maildrop, committed)))
+        .spawn(move || {
+            smol::block_on(serve(
+                bound, listeners, maildrop, submission, committed, stopped,
+            ))
+        })
         .map_err(|e| format!("cannot start the SMTP listener: {e}"))?;
-    Ok(local)
+    Ok(LocalSmtp {
+        local,
+        stop,
+        thread,
+    })
 }
 
 async fn bind(laptop: &Laptop, listeners: &[Arc<ListenerConf>]) -> Result<Vec<Bound>, String> {
@@ -197,13 +255,15 @@ async fn serve(
     bound: Vec<Bound>,
     listeners: Vec<Arc<ListenerConf>>,
     maildrop: Maildrop,
-    committed: mpsc::Sender<()>,
+    submission: LocalSubmission,
+    committed: mpsc::Sender<DaemonWake>,
+    stop: smol::channel::Receiver<()>,
 ) {
     let (wake, stored) = QueueWake::channel();
     let server = Arc::new(Server {
         source: Local(listeners),
         sessions: Sessions::default(),
-        store: Store::maildrop(maildrop, wake),
+        store: Store::maildrop(maildrop, wake).with_local_submission(submission),
         clock: Clock::new(),
     });
     let mut accepting = Vec::new();
@@ -211,12 +271,27 @@ async fn serve(
         log::info!("listening on {} for local SMTP submission", b.local);
         accepting.push(smol::spawn(accept_loop(b, server.clone())));
     }
-    while stored.recv().await.is_ok() {
-        if committed.send(()).is_err() {
-            // The delivering thread is gone: the process is ending.
-            break;
+    let forward = async {
+        while stored.recv().await.is_ok() {
+            if committed.send(DaemonWake::NewMail).is_err() {
+                // The delivering thread is gone: the process is ending.
+                break;
+            }
         }
-    }
+    };
+    smol::future::or(forward, async {
+        let _ = stop.recv().await;
+    })
+    .await;
+    // Dropping the accept loops closes the listening sockets: new clients are refused
+    // by the kernel rather than left waiting for a banner that never comes.
+    drop(accepting);
+    log::info!(
+        "local SMTP closed; waiting up to {}s for {} session(s) in progress",
+        STOP_GRACE.as_secs(),
+        server.sessions.active()
+    );
+    wait_for_sessions(&server.sessions, STOP_GRACE).await;
 }
 
 /// Standard input and output as one stream.
@@ -285,7 +360,7 @@ pub fn serve_stdio(laptop: &Laptop) -> Result<usize, String> {
     let (wake, stored) = QueueWake::channel();
     let conn = Connection {
         listener: Arc::new(listener),
-        store: Store::maildrop(maildrop, wake),
+        store: Store::maildrop(maildrop, wake).with_local_submission(local_submission(laptop)),
         clock: Clock::new(),
     };
     let peer = PeerInfo {

@@ -7,6 +7,7 @@ pub mod deliver;
 pub mod laptop;
 pub mod laptop_smtpd;
 pub mod maildrop;
+pub mod netwatch;
 pub mod outbound;
 pub mod pki;
 pub mod probe;

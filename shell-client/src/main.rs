@@ -1,11 +1,16 @@
 //! `certrelay`: the laptop side. Also answers as `sendmail` and `mailq` (by program name).
 
-use certrelay_client::control::{self, Deleted, Deliverer, LOCK_WAIT};
+use async_signal::{Signal, Signals};
+use certrelay_client::control::{self, DaemonWake, Deleted, Deliverer, LOCK_WAIT};
 use certrelay_client::laptop::{default_config_dir, Laptop};
+use certrelay_client::laptop_smtpd::STOP_GRACE;
+use certrelay_client::netwatch::{self, NetWatch, SystemAddresses};
 use certrelay_client::runlock::{RunKind, Served};
 use certrelay_client::sendmail::{self, exit, Mode, SendmailArgs};
+use smol::stream::StreamExt;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Duration;
 
 const HELP: &str = "\
@@ -37,6 +42,9 @@ commands:
                     [::1]:2525 without master.cf (for root too: never port 25). It relays
                     for mynetworks only (default loopback: smtpd_relay_restrictions =
                     permit_mynetworks, reject); each accepted message is delivered at once.
+                    A change of network address retries the queue at once; SIGUSR1
+                    flushes; SIGTERM or SIGINT stops accepting, lets sessions finish
+                    (at most 10 s) and exits 0.
 
   fingerprint [--digest md5|sha1|sha256|sha512] [--pubkey] [--map-line LABEL] FILE...
                     print certificate fingerprints as openssl does, or relay_clientcerts lines
@@ -320,6 +328,15 @@ fn delete_main(dir: &Path, ids: Vec<OsString>) -> i32 {
 
 fn run_main(dir: &Path) -> i32 {
     init_logging(false);
+    // Watched from the start: until then SIGTERM would end the process as the default
+    // action does, which loses nothing but skips the drain.
+    let mut signals = match Signals::new([Signal::Usr1, Signal::Term, Signal::Int]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("certrelay: cannot watch signals: {e}");
+            return exit::SOFTWARE;
+        }
+    };
     let laptop = match load(dir) {
         Ok(l) => l,
         Err(code) => return code,
@@ -332,28 +349,92 @@ fn run_main(dir: &Path) -> i32 {
         .config()
         .time("queue_run_delay")
         .unwrap_or(Duration::from_secs(300));
-    let (committed, wakeups) = std::sync::mpsc::channel();
+    let (wake, wakeups) = mpsc::channel();
     let listening = certrelay_client::laptop_smtpd::listeners(&laptop)
         .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())
         .and_then(|ls| {
-            certrelay_client::laptop_smtpd::start(&laptop, ls, committed).map_err(|e| vec![e])
+            certrelay_client::laptop_smtpd::start(&laptop, ls, wake.clone()).map_err(|e| vec![e])
         });
-    if let Err(lines) = listening {
-        for l in lines {
-            eprintln!("certrelay: {l}");
+    let smtp = match listening {
+        Ok(smtp) => smtp,
+        Err(lines) => {
+            for l in lines {
+                eprintln!("certrelay: {l}");
+            }
+            return exit::CONFIG;
         }
-        return exit::CONFIG;
-    }
+    };
+    watch_network(netwatch::probes(deliverer.relayhost()), wake.clone());
     log::info!(
         "queue runner started for {} (every {}s)",
         laptop.queue_dir.display(),
         delay.as_secs()
     );
-    match control::serve(&mut deliverer, delay, &wakeups) {
-        Ok(()) => 0,
-        Err(e) => {
+    let (ended_tx, ended) = mpsc::channel();
+    let delivering = std::thread::Builder::new()
+        .name("deliver".to_owned())
+        .spawn(move || {
+            let result = control::serve(&mut deliverer, delay, &wakeups);
+            let _ = ended_tx.send(result);
+        });
+    if let Err(e) = delivering {
+        eprintln!("certrelay: cannot start the queue runner: {e}");
+        return exit::SOFTWARE;
+    }
+    let stop_signal = smol::block_on(async {
+        loop {
+            match signals.next().await {
+                Some(Ok(Signal::Usr1)) => {
+                    log::info!("flush requested: trying every queued message now");
+                    let _ = wake.send(DaemonWake::Flush);
+                }
+                Some(Ok(sig)) => break Some(sig as i32),
+                Some(Err(e)) => log::warn!("signal watch: {e}"),
+                None => break None,
+            }
+        }
+    });
+    log::info!(
+        "terminating on signal {}",
+        stop_signal.map_or("(none)".to_owned(), |s| s.to_string())
+    );
+    smtp.stop();
+    let _ = wake.send(DaemonWake::Stop);
+    // A run in progress finishes first, within the grace; one that takes longer (a slow
+    // relay) ends with the process: every spool change is a rename, so its messages stay
+    // queued, and the kernel releases the run lock.
+    match ended.recv_timeout(STOP_GRACE) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
             eprintln!("certrelay: {e}");
             exit::TEMPFAIL
         }
+        Err(_) => {
+            log::warn!("stopping during a queue run; its messages stay queued for the next start");
+            0
+        }
+    }
+}
+
+/// Looks at the network every [`netwatch::CHECK_EVERY`] on a thread of its own and asks
+/// for a flush when it changed: mail deferred while offline goes as soon as the laptop
+/// is online again.
+fn watch_network(probes: Vec<std::net::IpAddr>, wake: mpsc::Sender<DaemonWake>) {
+    let spawned = std::thread::Builder::new()
+        .name("netwatch".to_owned())
+        .spawn(move || {
+            let mut watch = NetWatch::new(SystemAddresses, probes);
+            loop {
+                std::thread::sleep(netwatch::CHECK_EVERY);
+                if let Some(change) = watch.poll() {
+                    log::info!("network changed ({change}): trying every queued message now");
+                    if wake.send(DaemonWake::Flush).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot watch the network (no retry on a change of address): {e}");
     }
 }

@@ -5,7 +5,7 @@ use crate::laptop::{self, Laptop};
 use crate::maildrop::{Dropping, Maildrop};
 use certrelay_core::dsn;
 use certrelay_core::message::{
-    self, find_header_end, Field, HeaderSection, LineNormalizer, MessageError, Status,
+    self, find_header_end, Field, HeaderSection, LineNormalizer, LocalOrigin, MessageError, Status,
 };
 use certrelay_core::queue::{ClientFacts, Envelope, QueueId, Recipient};
 use std::ffi::OsString;
@@ -327,26 +327,19 @@ fn complete_header(
         laptop::user_id()
     );
     header.prepend(Field::new("Received", &received));
-    if !header.has("Date") {
-        header.append(Field::new("Date", &date));
-    }
-    if !header.has("Message-ID") {
-        let id = message::message_id(now, queue_id, &laptop.myhostname);
-        header.append(Field::new("Message-ID", &id));
-    }
-    if !header.has("From") {
-        let name = args
-            .full_name
-            .clone()
-            .or_else(|| std::env::var("NAME").ok())
-            .unwrap_or_default();
-        let from = if sender.is_empty() {
-            "MAILER-DAEMON".to_owned()
-        } else {
-            sender.to_owned()
-        };
-        header.append(Field::new("From", &message::from_value(&name, &from)));
-    }
+    let full_name = args
+        .full_name
+        .clone()
+        .or_else(|| std::env::var("NAME").ok())
+        .unwrap_or_default();
+    let origin = LocalOrigin {
+        unix: now,
+        queue_id,
+        myhostname: &laptop.myhostname,
+        sender,
+        full_name: &full_name,
+    };
+    message::add_missing_origin(header, &origin);
 }
 
 /// The user submitting: `$USER` (`$LOGNAME`), else the uid.

@@ -51,7 +51,7 @@ mod tests;
 pub use command::{BodyType, Verb};
 pub use data::CHUNK_SIZE;
 pub use error::ServerError;
-pub use received::Received;
+pub use received::{Received, ReceivedFacts};
 pub use session::{ServerSession, TlsHandshake, MAX_COMMAND_LINE, MAX_PENDING};
 
 use crate::address::Path;

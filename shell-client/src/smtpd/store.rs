@@ -6,15 +6,20 @@
 //! picks the message up at its next run). Either way the session's `250` goes out only
 //! after [`Receiving::finish`] returned [`ServerEvent::MessageStored`], that is after the
 //! message and its envelope were fsynced and renamed into place.
+//!
+//! The laptop's stores also treat its own programs as Postfix treats local submissions
+//! ([`LocalSubmission`]); the relay's store keeps every message as it came.
 
 use crate::maildrop::{Dropping, Maildrop};
 use crate::spool::{Incoming, Spool, SpoolError};
 use certrelay_core::dsn::rfc5322_date;
 use certrelay_core::facts::TlsFacts;
+use certrelay_core::message::{self, find_header_end, HeaderSection, LocalOrigin};
 use certrelay_core::queue::{ClientFacts, Envelope, QueueId, Recipient};
 use certrelay_core::server::{Envelope as Arrival, ServerEvent};
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Body bytes gathered before one write on the blocking pool.
@@ -92,7 +97,27 @@ impl Target {
 pub struct Store {
     target: Target,
     wake: QueueWake,
+    local: Option<Arc<LocalSubmission>>,
 }
+
+/// How the laptop completes what its own mail programs submit, as Postfix does for
+/// local submissions: envelope addresses without a domain get `@myorigin`, and a client
+/// on loopback gets `Date:`, `Message-ID:` and `From:` added when its message lacks them.
+///
+/// Loopback is what Postfix's default `local_header_rewrite_clients`
+/// (`permit_inet_interfaces`) covers for a listener on loopback; a message from another
+/// host keeps its header as sent.
+#[derive(Clone, Debug)]
+pub struct LocalSubmission {
+    /// `myhostname`: the right side of an added `Message-ID:`.
+    pub myhostname: String,
+    /// `myorigin`: the domain of unqualified addresses.
+    pub myorigin: String,
+}
+
+/// Largest header section held while looking for its end; what follows is body, as in
+/// Postfix (`header_size_limit`).
+const HEADER_LIMIT: usize = 102_400;
 
 /// Fresh ids tried when one is taken (by `sendmail` in the same maildrop).
 const ID_TRIES: usize = 8;
@@ -103,6 +128,7 @@ impl Store {
         Store {
             target: Target::Spool(spool),
             wake,
+            local: None,
         }
     }
 
@@ -112,7 +138,14 @@ impl Store {
         Store {
             target: Target::Maildrop(maildrop),
             wake,
+            local: None,
         }
+    }
+
+    /// The same store, completing messages as local submissions (the laptop only).
+    pub fn with_local_submission(mut self, local: LocalSubmission) -> Store {
+        self.local = Some(Arc::new(local));
+        self
     }
 
     /// Opens a queue file for a message whose DATA begins, with its `Received:` header.
@@ -144,6 +177,15 @@ impl Store {
             let header = arrival
                 .received
                 .render(Some(id.as_str()), &rfc5322_date(now.as_secs(), 0));
+            let completing = self.local.as_ref().filter(|_| {
+                // The client's own address, also when it came as ::ffff:127.0.0.1.
+                arrival.client.addr.to_canonical().is_loopback()
+            });
+            let head = completing.map(|local| PendingHead {
+                local: local.clone(),
+                unix: now.as_secs(),
+                text: Vec::new(),
+            });
             return Receiving {
                 store: self.clone(),
                 id,
@@ -151,6 +193,7 @@ impl Store {
                 writer,
                 failure,
                 batch: header.into_bytes(),
+                head,
             };
         }
     }
@@ -173,6 +216,16 @@ pub struct Receiving {
     writer: Option<Writer>,
     failure: Option<SpoolError>,
     batch: Vec<u8>,
+    /// The header section, held until its end is known, of a message to complete.
+    head: Option<PendingHead>,
+}
+
+/// The start of a local submission's content, until the header section has ended.
+#[derive(Debug)]
+struct PendingHead {
+    local: Arc<LocalSubmission>,
+    unix: u64,
+    text: Vec<u8>,
 }
 
 impl Receiving {
@@ -181,10 +234,43 @@ impl Receiving {
         if self.writer.is_none() {
             return;
         }
-        self.batch.extend_from_slice(bytes);
+        match self.head.as_mut() {
+            Some(head) => {
+                head.text.extend_from_slice(bytes);
+                let complete = head.text.len() > HEADER_LIMIT;
+                if find_header_end(&head.text, complete).is_some() {
+                    self.complete_head();
+                }
+            }
+            None => self.batch.extend_from_slice(bytes),
+        }
         if self.batch.len() >= WRITE_BATCH {
             self.write_batch().await;
         }
+    }
+
+    /// Writes the held header section with the fields it lacks, then what followed it.
+    /// The session's content has CR LF line ends (the core rejects or normalises bare
+    /// ones), which is what the header parser reads.
+    fn complete_head(&mut self) {
+        let Some(head) = self.head.take() else {
+            return;
+        };
+        let end = find_header_end(&head.text, true).expect("complete input has an end");
+        let mut header = HeaderSection::parse(&head.text[..end.header_len]);
+        let sender = envelope_address(&self.arrival.sender.to_string(), Some(head.local.as_ref()));
+        let origin = LocalOrigin {
+            unix: head.unix,
+            queue_id: self.id.as_str(),
+            myhostname: &head.local.myhostname,
+            sender: &sender,
+            full_name: "",
+        };
+        message::add_missing_origin(&mut header, &origin);
+        header.write_to(&mut self.batch);
+        // The empty line is the text's own, or supplied when the body began without one.
+        self.batch.extend_from_slice(b"\r\n");
+        self.batch.extend_from_slice(&head.text[end.body_start..]);
     }
 
     async fn write_batch(&mut self) {
@@ -205,6 +291,9 @@ impl Receiving {
 
     /// Makes the message durable and says how it went, for the session.
     pub async fn finish(mut self) -> ServerEvent {
+        if self.writer.is_some() {
+            self.complete_head();
+        }
         self.write_batch().await;
         let id = self.id.clone();
         let Some(w) = self.writer.take() else {
@@ -213,7 +302,8 @@ impl Receiving {
         let arrival_secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let envelope = queue_envelope(&self.id, &self.arrival, arrival_secs, w.size());
+        let local = self.store.local.as_deref();
+        let envelope = queue_envelope(&self.id, &self.arrival, arrival_secs, w.size(), local);
         let nrcpt = envelope.recipients.len();
         let size = envelope.size;
         let record = envelope.to_text().into_bytes();
@@ -250,14 +340,29 @@ impl Receiving {
     }
 }
 
+/// An envelope address as queued: qualified for a local submission, else as received.
+fn envelope_address(address: &str, local: Option<&LocalSubmission>) -> String {
+    match local {
+        Some(l) => message::qualify(address, &l.myorigin),
+        None => address.to_owned(),
+    }
+}
+
 /// The envelope record of a message just received.
-fn queue_envelope(id: &QueueId, a: &Arrival, arrival_secs: u64, size: u64) -> Envelope {
+fn queue_envelope(
+    id: &QueueId,
+    a: &Arrival,
+    arrival_secs: u64,
+    size: u64,
+    local: Option<&LocalSubmission>,
+) -> Envelope {
     let recipients = a
         .recipients
         .iter()
-        .map(|r| Recipient::new(r.to_string()))
+        .map(|r| Recipient::new(envelope_address(&r.to_string(), local)))
         .collect();
-    let mut env = Envelope::new(id.clone(), a.sender.to_string(), arrival_secs, recipients);
+    let sender = envelope_address(&a.sender.to_string(), local);
+    let mut env = Envelope::new(id.clone(), sender, arrival_secs, recipients);
     env.size = size;
     env.is_bounce = a.sender.is_null();
     env.client = ClientFacts {
@@ -276,4 +381,120 @@ pub fn tls_summary(t: &TlsFacts) -> String {
         "{} with cipher {} ({}/{} bits)",
         t.protocol, t.cipher, t.bits, t.bits
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certrelay_core::address::parse_path;
+    use certrelay_core::facts::PeerInfo;
+    use certrelay_core::server::{BodyType, Received, ReceivedFacts};
+    use std::net::IpAddr;
+
+    fn arrival(from: &str, to: &str, client: IpAddr) -> Box<Arrival> {
+        let peer = PeerInfo {
+            addr: client,
+            name: "unknown".to_owned(),
+        };
+        let received = Received::new(&ReceivedFacts {
+            peer: &peer,
+            helo: Some("client"),
+            protocol: "ESMTP",
+            tls: None,
+            tls_details: false,
+            asked_ccert: false,
+            myhostname: "relay.test",
+            recipients: &[to.to_owned()],
+        });
+        Box::new(Arrival {
+            sender: parse_path(from).unwrap().0,
+            recipients: vec![parse_path(to).unwrap().0],
+            size_hint: None,
+            body: BodyType::SevenBit,
+            client: peer,
+            helo: Some("client".to_owned()),
+            protocol: "ESMTP",
+            tls: None,
+            received,
+        })
+    }
+
+    /// Stores one message (content given in two chunks) and returns its text and envelope.
+    fn store(local: bool, client: IpAddr, chunks: &[&str]) -> (String, Envelope) {
+        let dir = std::env::temp_dir().join(format!(
+            "certrelay-store-{local}-{client}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (spool, _) = Spool::open(&dir).unwrap();
+        let (wake, _rx) = QueueWake::channel();
+        let mut store = Store::new(spool.clone(), wake);
+        if local {
+            store = store.with_local_submission(LocalSubmission {
+                myhostname: "laptop.test".to_owned(),
+                myorigin: "example.org".to_owned(),
+            });
+        }
+        let event = smol::block_on(async {
+            let mut r = store.begin(arrival("<alice>", "<bob>", client)).await;
+            for c in chunks {
+                r.append(c.as_bytes()).await;
+            }
+            r.finish().await
+        });
+        let ServerEvent::MessageStored { queue_id } = event else {
+            panic!("not stored: {event:?}");
+        };
+        let text = std::fs::read_to_string(spool.message_path(&queue_id)).unwrap();
+        let envelope = Envelope::parse(&spool.read_envelope(&queue_id).unwrap()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (text, envelope)
+    }
+
+    const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const CHUNKS: [&str; 2] = ["Subject: hi\r\nX-Long: a\r\n", " b\r\n\r\nbody\r\n"];
+
+    #[test]
+    fn the_relays_store_keeps_messages_as_they_came() {
+        let (text, env) = store(false, LOOPBACK, &CHUNKS);
+        let content = text.split_once("Subject:").unwrap().1;
+        assert_eq!(content, " hi\r\nX-Long: a\r\n b\r\n\r\nbody\r\n");
+        assert_eq!(env.sender, "alice");
+        assert_eq!(env.recipients[0].address, "bob");
+    }
+
+    #[test]
+    fn local_submissions_are_completed_and_qualified() {
+        let (text, env) = store(true, LOOPBACK, &CHUNKS);
+        assert_eq!(env.sender, "alice@example.org");
+        assert_eq!(env.recipients[0].address, "bob@example.org");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("Received: from "), "{head}");
+        assert!(
+            head.contains("\r\nSubject: hi\r\nX-Long: a\r\n b\r\nDate: "),
+            "{head}"
+        );
+        assert!(head.contains("\r\nMessage-ID: <"), "{head}");
+        assert!(
+            head.ends_with("@laptop.test>\r\nFrom: alice@example.org"),
+            "{head}"
+        );
+        assert_eq!(body, "body\r\n");
+    }
+
+    #[test]
+    fn a_remote_clients_header_is_left_alone_on_the_laptop() {
+        let (text, env) = store(true, IpAddr::from([192, 0, 2, 9]), &CHUNKS);
+        assert!(!text.contains("Date:"), "{text}");
+        assert_eq!(env.sender, "alice@example.org");
+    }
+
+    #[test]
+    fn a_message_ending_inside_its_header_is_completed_at_the_end() {
+        let (text, _) = store(true, LOOPBACK, &["Subject: only a header\r\n"]);
+        assert!(
+            text.ends_with("\r\nFrom: alice@example.org\r\n\r\n"),
+            "{text}"
+        );
+    }
 }
