@@ -1001,6 +1001,44 @@ fn accepted_mail_is_delivered_onward_to_the_relayhost() {
 }
 
 #[test]
+fn sighup_applies_new_onward_delivery_settings() {
+    // Held at first (defer_transports = smtp, relayhost the discard port).
+    let (relay, pki) = setup_with("onward-reload", &|l| md5_line(&l.der), "", &[""]);
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    let id = s
+        .mail("friend@elsewhere.example")
+        .unwrap_or_else(|r| panic!("{r}"));
+    drop(s);
+    let (sink, sink_port) = Sink::start_any();
+    // A broken relayhost is refused and changes nothing.
+    let main = std::fs::read_to_string(relay.dir.path().join("main.cf")).unwrap();
+    relay.dir.write(
+        "main.cf",
+        &format!("{main}relayhost = [127.0.0.1]:notaport\n"),
+    );
+    relay.signal("HUP");
+    relay.wait_log("configuration not reloaded (onward delivery settings)");
+    assert!(relay.log().contains("relayhost"), "{}", relay.log());
+    // A new relayhost and no more hold: the queued message leaves without a flush.
+    relay
+        .dir
+        .write("main.cf", &format!("{main}{}", deliver_to(sink_port)));
+    relay.signal("HUP");
+    relay.wait_log("new sessions and deliveries use it");
+    let got = wait_until("the sink to receive the held message", || {
+        sink.accepted().pop()
+    });
+    assert!(
+        got.data.contains(&format!("with ESMTPS id {id}")),
+        "{}",
+        got.data
+    );
+    relay.wait_log(&format!(
+        "{id}: to=<friend@elsewhere.example>, relay=127.0.0.1[127.0.0.1]:{sink_port}"
+    ));
+}
+
+#[test]
 fn a_message_acknowledged_before_a_crash_is_delivered_once_after_restart() {
     let (sink, sink_port) = Sink::start_any();
     let (relay, pki) = setup_with("crash-after-250", &|l| md5_line(&l.der), "", &[""]);

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// How the runner delivers.
@@ -163,10 +163,16 @@ pub struct QueueRunner {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    spool: Spool,
+/// What a reload can change: read at the start of each use, so a delivery in progress
+/// keeps the settings it started with.
+struct Settings {
     config: RunnerConfig,
     tls: ClientTls,
+}
+
+struct Inner {
+    spool: Spool,
+    settings: RwLock<Arc<Settings>>,
     resolver: Resolver,
     clock: Clock,
     unique: AtomicU32,
@@ -216,8 +222,7 @@ impl QueueRunner {
         QueueRunner {
             inner: Arc::new(Inner {
                 spool,
-                config,
-                tls,
+                settings: RwLock::new(Arc::new(Settings { config, tls })),
                 resolver,
                 clock: Clock::new(),
                 unique: AtomicU32::new(seed),
@@ -226,16 +231,28 @@ impl QueueRunner {
         }
     }
 
+    /// New delivery settings (a reload): runs and connections that start from now on use
+    /// them; those in progress finish with the old ones. A new `tls` starts without the
+    /// old one's TLS sessions.
+    pub fn reconfigure(&self, config: RunnerConfig, tls: ClientTls) {
+        let next = Arc::new(Settings { config, tls });
+        *self
+            .inner
+            .settings
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = next;
+    }
+
     /// Runs until every waker is dropped: a run at start, then one per wake-up and one
     /// every `queue_run_delay`.
     pub async fn serve(&self, wakeups: QueueWakeups) {
         let mut flush = false;
         loop {
-            if flush || !self.inner.config.hold {
+            if flush || !self.inner.settings().config.hold {
                 let stats = self.run_once(flush).await;
                 log::debug!("queue run: {stats:?}");
             }
-            let delay = self.inner.config.retry.queue_run_delay;
+            let delay = self.inner.settings().config.retry.queue_run_delay;
             let woke = future::or(async { wakeups.0.recv().await.ok() }, async {
                 Timer::after(delay).await;
                 Some(Wake::NewMail)
@@ -314,8 +331,9 @@ impl QueueRunner {
             };
             flights.lock().expect("flights lock").insert(id, flight);
         }
-        let limit = Arc::new(Semaphore::new(self.inner.config.concurrency.max(1)));
-        let per_destination = self.inner.config.destination_concurrency.max(1);
+        let settings = self.inner.settings();
+        let limit = Arc::new(Semaphore::new(settings.config.concurrency.max(1)));
+        let per_destination = settings.config.destination_concurrency.max(1);
         let tasks: Vec<_> = groups
             .into_iter()
             .flat_map(|(dest, group)| split_group(dest, group, per_destination))
@@ -382,7 +400,8 @@ impl QueueRunner {
     /// relayhost to take it) bounces at once.
     fn route(&self, envelope: &mut Envelope) -> Vec<(Destination, Vec<usize>)> {
         let remaining: Vec<usize> = envelope.remaining().collect();
-        let config = &self.inner.config;
+        let settings = self.inner.settings();
+        let config = &settings.config;
         if !config.relayhost.is_empty() {
             return vec![(Destination::Relayhost(config.relayhost.clone()), remaining)];
         }
@@ -412,6 +431,13 @@ impl QueueRunner {
 }
 
 impl Inner {
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Delivers one next hop's messages and writes the results back.
     async fn deliver_group(
         self: Arc<Self>,
@@ -420,8 +446,10 @@ impl Inner {
         flights: Flights,
     ) -> (RunStats, Vec<String>) {
         let jobs = self.jobs(&group, &flights);
-        let fates = match candidates(&dest, &self.resolver, &self.config.myhostname).await {
-            Ok(servers) => deliver(&servers, &jobs, &self.context()).await,
+        let settings = self.settings();
+        let myhostname = &settings.config.myhostname;
+        let fates = match candidates(&dest, &self.resolver, myhostname).await {
+            Ok(servers) => deliver(&servers, &jobs, &self.context(&settings)).await,
             Err(e) => {
                 log::info!("{dest}: {e}");
                 let status = if e.is_permanent() {
@@ -452,12 +480,12 @@ impl Inner {
         (stats, bounces)
     }
 
-    fn context(&self) -> DeliveryContext {
+    fn context(&self, s: &Settings) -> DeliveryContext {
         DeliveryContext {
-            settings: self.config.client.clone(),
-            tls: self.tls.clone(),
-            connect_timeout: self.config.connect_timeout,
-            tls_level: self.config.tls_level.clone(),
+            settings: s.config.client.clone(),
+            tls: s.tls.clone(),
+            connect_timeout: s.config.connect_timeout,
+            tls_level: s.config.tls_level.clone(),
             clock: self.clock,
         }
     }
@@ -535,7 +563,7 @@ impl Inner {
         let mut bounces = Vec::new();
         let now = unix_secs();
         let id = envelope.id.as_str().to_owned();
-        match envelope.finish_attempt(now, &self.config.retry) {
+        match envelope.finish_attempt(now, &self.settings().config.retry) {
             AttemptEnd::RetryAt(_) => {
                 self.write_back(&envelope).await;
                 stats.deferred += 1;
@@ -596,7 +624,7 @@ impl Inner {
         let id = self.new_queue_id(now);
         let spool = self.spool.clone();
         let original = envelope.clone();
-        let myhostname = self.config.myhostname.clone();
+        let myhostname = self.settings().config.myhostname.clone();
         let bounce_id = id.clone();
         smol::unblock(move || {
             let headers = read_headers(&spool, original.id.as_str());

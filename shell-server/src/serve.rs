@@ -145,7 +145,10 @@ async fn run_async(dir: &Path) -> i32 {
         delivery.tls,
         Resolver::system(),
     );
-    let runner_task = smol::spawn(async move { runner.serve(wakeups).await });
+    let runner_task = {
+        let runner = runner.clone();
+        smol::spawn(async move { runner.serve(wakeups).await })
+    };
     let forward = {
         let waker = waker.clone();
         smol::spawn(async move {
@@ -176,7 +179,12 @@ async fn run_async(dir: &Path) -> i32 {
     }
     let stop_signal = loop {
         match signals.next().await {
-            Some(Ok(Signal::Hup)) => reload(&relay.source),
+            Some(Ok(Signal::Hup)) => {
+                if reload(&relay.source, &runner) {
+                    // Mail held by the old settings (defer_transports) may go now.
+                    waker.new_mail();
+                }
+            }
             Some(Ok(Signal::Usr1)) => {
                 log::info!("flush requested: trying every queued message now");
                 waker.flush();
@@ -216,8 +224,9 @@ async fn open_spool(dir: &str) -> Result<Spool, String> {
     Ok(spool)
 }
 
-/// SIGHUP: read the configuration again; switch to it only when it has no error.
-fn reload(relay: &Relay) {
+/// SIGHUP: read the configuration again; switch to it only when it has no error. True
+/// when it switched.
+fn reload(relay: &Relay, runner: &QueueRunner) -> bool {
     log::info!(
         "reload -- version {}, configuration {}",
         env!("CARGO_PKG_VERSION"),
@@ -228,7 +237,18 @@ fn reload(relay: &Relay) {
         Err(diags) => {
             log_diagnostics(&diags);
             log::error!("configuration not reloaded: the running configuration stays in effect");
-            return;
+            return false;
+        }
+    };
+    let delivery = match onward_delivery(&relay.dir) {
+        Ok(d) => d,
+        Err(diags) => {
+            log_diagnostics(&diags);
+            log::error!(
+                "configuration not reloaded (onward delivery settings): the running \
+                 configuration stays in effect"
+            );
+            return false;
         }
     };
     log_diagnostics(&notes);
@@ -252,7 +272,11 @@ fn reload(relay: &Relay) {
     }
     let listeners = next.listeners.len();
     *relay.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-    log::info!("configuration reloaded: {listeners} listener(s); new sessions use it");
+    runner.reconfigure(delivery.runner, delivery.tls);
+    log::info!(
+        "configuration reloaded: {listeners} listener(s); new sessions and deliveries use it"
+    );
+    true
 }
 
 /// Sockets are bound once: a listener gone from master.cf keeps serving with its old
@@ -286,8 +310,8 @@ fn log_diagnostics(diags: &[Diagnostic]) {
     }
 }
 
-/// The relay's onward delivery (relayhost or MX, `smtp_tls_*`, retry times), read once at
-/// start: a change needs a restart.
+/// The relay's onward delivery (relayhost or MX, `smtp_tls_*`, retry times), read at start
+/// and at each reload.
 fn onward_delivery(dir: &Path) -> Result<Delivery, Vec<Diagnostic>> {
     let loaded = certrelay_client::conf::load(dir).map_err(|msg| {
         vec![Diagnostic::error(
