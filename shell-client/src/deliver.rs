@@ -9,8 +9,12 @@
 //! - A TLS handshake that fails at level `may` ([`Closing::RetryWithoutTls`]) is retried
 //!   once in plaintext on the same server.
 //! - Messages no server took are deferred with the last failure.
+//! - With a [`ConnectionCache`], a connection left idle goes there, and the next delivery
+//!   to the same server takes it; one the server closed meanwhile is replaced by a new
+//!   one, at no message's cost.
 
 use crate::clock::Clock;
+use crate::conn_cache::ConnectionCache;
 use crate::route::Candidate;
 use crate::smtp_conn::{ClientTls, SendError, ServerAddr, SmtpConnection};
 use certrelay_core::client::{ClientError, Closing, DeliveryStatus, Envelope, Outcome};
@@ -55,6 +59,8 @@ pub struct DeliveryContext {
     pub tls_level: Option<TlsLevelFor>,
     /// The sessions' clock.
     pub clock: Clock,
+    /// Where idle connections wait for the next delivery; `None`: QUIT at once.
+    pub cache: Option<ConnectionCache>,
 }
 
 impl DeliveryContext {
@@ -126,48 +132,60 @@ async fn use_server(
     let server = &candidate.server;
     let mut settings = ctx.settings_for(candidate);
     let mut plaintext_retried = false;
+    let mut cache = ctx.cache.as_ref();
     while !queue.is_empty() {
-        let mut conn = match SmtpConnection::open(
-            server,
-            settings.clone(),
-            &ctx.tls,
-            ctx.connect_timeout,
-            ctx.clock,
-        )
-        .await
-        {
-            Ok(conn) => conn,
-            Err(e) => {
-                log::info!("{e}");
-                return Err(Failure {
-                    outcome: e.outcome(),
-                    server: None,
-                });
-            }
+        let key = format!("{server} {:?}", settings.tls_level);
+        let cached = match cache {
+            Some(cache) => take_live(cache, &key).await,
+            None => None,
         };
-        match conn.ready().await {
-            Ok(()) => {}
-            Err(Closing::RetryWithoutTls(o)) if !plaintext_retried => {
-                log::info!("{server}: {}; trying again without TLS", o.reason);
-                settings.tls_level = TlsLevel::None;
-                plaintext_retried = true;
-                continue;
-            }
-            Err(closing) => return Err(failed(closing, server)),
-        }
+        let (mut conn, reused) = match cached {
+            Some(conn) => (conn, true),
+            None => match open_ready(server, &settings, ctx).await {
+                Ok(conn) => (conn, false),
+                Err(Ok(Closing::RetryWithoutTls(o))) if !plaintext_retried => {
+                    log::info!("{server}: {}; trying again without TLS", o.reason);
+                    settings.tls_level = TlsLevel::None;
+                    plaintext_retried = true;
+                    continue;
+                }
+                Err(Ok(closing)) => return Err(failed(closing, server)),
+                // Not reached: logged with `relay=none`.
+                Err(Err(outcome)) => {
+                    return Err(Failure {
+                        outcome,
+                        server: None,
+                    })
+                }
+            },
+        };
+        let mut sent_here = 0;
         // Messages through this connection until the queue is empty or the server drops us.
         loop {
             let Some(i) = queue.pop_front() else {
-                conn.quit().await;
+                match cache {
+                    Some(cache) => cache.park(key, conn),
+                    None => {
+                        conn.quit().await;
+                    }
+                }
                 return Ok(());
             };
             match send_one(&mut conn, &jobs[i]).await {
                 Ok(fates) => results[i] = Some(fates),
+                Err(closing) if reused && sent_here == 0 => {
+                    // Closed while it waited in the cache: a new connection, no blame.
+                    log::debug!("{server}: cached connection gone ({closing:?}); reconnecting");
+                    queue.push_front(i);
+                    cache = None;
+                    break;
+                }
                 Err(closing) => {
                     queue.push_front(i);
                     return Err(failed(closing, server));
                 }
             }
+            sent_here += 1;
             match conn.ready().await {
                 Ok(()) => {}
                 Err(Closing::Dropped(o)) => {
@@ -179,6 +197,39 @@ async fn use_server(
         }
     }
     Ok(())
+}
+
+/// A cached connection for `key` that the server has not closed meanwhile.
+async fn take_live(cache: &ConnectionCache, key: &str) -> Option<SmtpConnection> {
+    while let Some(mut conn) = cache.take(key) {
+        if conn.still_open().await {
+            return Some(conn);
+        }
+    }
+    None
+}
+
+/// A new connection to `server`, through its greeting, EHLO and TLS. `Err(Err)`: the
+/// server could not be reached; `Err(Ok)`: the session ended before it was ready.
+async fn open_ready(
+    server: &ServerAddr,
+    settings: &ClientSettings,
+    ctx: &DeliveryContext,
+) -> Result<SmtpConnection, Result<Closing, Outcome>> {
+    let mut conn = SmtpConnection::open(
+        server,
+        settings.clone(),
+        &ctx.tls,
+        ctx.connect_timeout,
+        ctx.clock,
+    )
+    .await
+    .map_err(|e| {
+        log::info!("{e}");
+        Err(e.outcome())
+    })?;
+    conn.ready().await.map_err(Ok)?;
+    Ok(conn)
 }
 
 /// One message over an open, ready connection. `Err` only when the connection ended

@@ -2,6 +2,7 @@
 //! ([`smtpd`]), TLS set-up, configuration loading.
 pub mod clock;
 pub mod conf;
+pub mod conn_cache;
 pub mod control;
 pub mod deliver;
 pub mod laptop;

@@ -8,6 +8,7 @@
 //! have answered.
 
 use crate::clock::{unix_millis, unix_secs, Clock};
+use crate::conn_cache::ConnectionCache;
 use crate::deliver::{deliver, DeliveryContext, DeliveryJob, RecipientFate, TlsLevelFor};
 use crate::resolver::Resolver;
 use crate::route::{candidates, Destination, NextHop};
@@ -172,6 +173,8 @@ struct Settings {
 
 struct Inner {
     spool: Spool,
+    /// Idle connections between deliveries, for a long-running runner.
+    cache: Option<ConnectionCache>,
     settings: RwLock<Arc<Settings>>,
     resolver: Resolver,
     clock: Clock,
@@ -222,12 +225,30 @@ impl QueueRunner {
         QueueRunner {
             inner: Arc::new(Inner {
                 spool,
+                cache: None,
                 settings: RwLock::new(Arc::new(Settings { config, tls })),
                 resolver,
                 clock: Clock::new(),
                 unique: AtomicU32::new(seed),
                 run_lock: AsyncMutex::new(()),
             }),
+        }
+    }
+
+    /// Keeps idle connections for a moment after each delivery, for the next one to the
+    /// same server. For runners that live on (the relay, `certrelay run`); a one-shot run
+    /// would leave its idle connections without a QUIT when the process ends.
+    pub fn keep_connections(mut self) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.cache = Some(ConnectionCache::default());
+        }
+        self
+    }
+
+    /// Says QUIT on the idle connections kept (at shutdown).
+    pub async fn close_idle_connections(&self) {
+        if let Some(cache) = &self.inner.cache {
+            cache.close_all().await;
         }
     }
 
@@ -486,6 +507,7 @@ impl Inner {
             tls: s.tls.clone(),
             connect_timeout: s.config.connect_timeout,
             tls_level: s.config.tls_level.clone(),
+            cache: self.cache.clone(),
             clock: self.clock,
         }
     }

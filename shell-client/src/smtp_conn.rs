@@ -225,6 +225,19 @@ impl SmtpConnection {
         &self.server
     }
 
+    /// Whether an idle connection still looks usable. An idle client is owed nothing, so
+    /// any byte from the server (a `421` before it hangs up) or the end of the stream
+    /// means it is done with us. Does not wait.
+    pub async fn still_open(&mut self) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
+        let mut probe = [0u8; 256];
+        future::poll_once(self.stream.read(&mut probe))
+            .await
+            .is_none()
+    }
+
     /// True once TLS is established.
     pub fn is_tls(&self) -> bool {
         matches!(self.stream, Stream::Tls(_))

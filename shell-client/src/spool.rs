@@ -145,11 +145,14 @@ impl Spool {
 
     /// Removes a message that needs no more delivery (envelope first: a crash in between
     /// leaves an orphan message file, which the next start removes).
+    ///
+    /// The directory is not synced: should a crash undo the removal, the message is
+    /// delivered once more, which SMTP's at-least-once promise allows, and each delivery
+    /// saves a journal commit.
     pub fn remove(&self, id: &str) -> io::Result<()> {
         let queue = self.root.join("queue");
         remove_if_exists(&queue.join(format!("{id}.env")))?;
-        remove_if_exists(&queue.join(format!("{id}.msg")))?;
-        sync_dir(&queue)
+        remove_if_exists(&queue.join(format!("{id}.msg")))
     }
 
     /// Moves both files of `id` to `corrupt/`, for a person to look at.

@@ -199,6 +199,63 @@ fn messages_to_one_next_hop_share_connections() {
 }
 
 #[test]
+fn a_long_running_runner_reuses_its_idle_connection_in_the_next_run() {
+    let sink = Sink::start(SinkOptions::default());
+    let t = temp_spool("cache");
+    let r = runner(
+        &t.spool,
+        config(vec![bracketed(sink.port())], TlsLevel::None),
+        client_tls(None),
+    )
+    .keep_connections();
+    for i in 0..3 {
+        queue(
+            &t.spool,
+            "alice@example.org",
+            &[&format!("r{i}@example.org")],
+            BODY,
+        );
+        let stats = run(r.run_once(false));
+        assert_eq!(stats.removed, 1, "{stats:?}");
+    }
+    assert_eq!(sink.messages().len(), 3);
+    assert_eq!(sink.connection_count(), 1, "one connection for three runs");
+    // Idle beyond the cache time, it is closed; the next run connects anew.
+    std::thread::sleep(certrelay_client::conn_cache::CACHE_TIME + Duration::from_millis(500));
+    queue(&t.spool, "alice@example.org", &["late@example.org"], BODY);
+    assert_eq!(run(r.run_once(false)).removed, 1);
+    assert_eq!(sink.connection_count(), 2);
+}
+
+#[test]
+fn a_cached_connection_the_server_closed_costs_no_message() {
+    let sink = Sink::start(SinkOptions {
+        hang_up_after_message: true,
+        ..SinkOptions::default()
+    });
+    let t = temp_spool("cache-gone");
+    let r = runner(
+        &t.spool,
+        config(vec![bracketed(sink.port())], TlsLevel::None),
+        client_tls(None),
+    )
+    .keep_connections();
+    for i in 0..3 {
+        queue(
+            &t.spool,
+            "alice@example.org",
+            &[&format!("r{i}@example.org")],
+            BODY,
+        );
+        let stats = run(r.run_once(false));
+        assert_eq!((stats.removed, stats.deferred), (1, 0), "{stats:?}");
+    }
+    assert_eq!(sink.messages().len(), 3);
+    assert_eq!(sink.connection_count(), 3);
+    assert!(t.spool.ids().unwrap().is_empty());
+}
+
+#[test]
 fn relayhost_failover_to_the_second_entry() {
     let sink = Sink::start(SinkOptions::default());
     let t = temp_spool("failover");

@@ -144,7 +144,8 @@ async fn run_async(dir: &Path) -> i32 {
         delivery.runner,
         delivery.tls,
         Resolver::system(),
-    );
+    )
+    .keep_connections();
     let runner_task = {
         let runner = runner.clone();
         smol::spawn(async move { runner.serve(wakeups).await })
@@ -202,6 +203,7 @@ async fn run_async(dir: &Path) -> i32 {
     drop(forward);
     drop(waker);
     drop(runner_task);
+    runner.close_idle_connections().await;
     let _ = std::fs::remove_file(&pid_file);
     0
 }

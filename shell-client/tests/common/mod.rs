@@ -41,6 +41,9 @@ pub struct SinkOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Say 220 to STARTTLS, then hang up instead of doing the handshake.
     pub broken_tls: bool,
+    /// Close the connection right after accepting a message (a server that cuts idle
+    /// clients off).
+    pub hang_up_after_message: bool,
 }
 
 impl Default for SinkOptions {
@@ -51,6 +54,7 @@ impl Default for SinkOptions {
             data_reply: None,
             tls: None,
             broken_tls: false,
+            hang_up_after_message: false,
         }
     }
 }
@@ -206,6 +210,9 @@ impl Sink {
                 "502 5.5.2 Error: command not recognized".into()
             };
             write(&mut r, &format!("{reply}\r\n")).await?;
+            if options.hang_up_after_message && reply.starts_with("250 2.0.0 Ok: queued") {
+                return None;
+            }
         }
     }
 }
