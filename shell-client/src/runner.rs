@@ -25,7 +25,7 @@ use smol::channel::{Receiver, Sender, TryRecvError};
 use smol::future;
 use smol::lock::{Mutex as AsyncMutex, Semaphore};
 use smol::Timer;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -173,6 +173,8 @@ struct Settings {
 
 struct Inner {
     spool: Spool,
+    /// Messages a pass is working on: other passes leave them alone.
+    claimed: Mutex<HashSet<String>>,
     /// Idle connections between deliveries, for a long-running runner.
     cache: Option<ConnectionCache>,
     settings: RwLock<Arc<Settings>>,
@@ -198,6 +200,43 @@ type Flights = Arc<Mutex<HashMap<String, InFlight>>>;
 
 /// The messages of one next hop: (queue id, indexes of its recipients there).
 type Group = Vec<(String, Vec<usize>)>;
+
+/// Batches of new mail delivered at once by [`QueueRunner::serve_with_fresh`].
+pub const FRESH_PASSES: usize = 4;
+
+/// The messages one pass holds; released when it is dropped.
+struct Claims<'a> {
+    inner: &'a Inner,
+    ids: Vec<String>,
+}
+
+impl<'a> Claims<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        Claims {
+            inner,
+            ids: Vec::new(),
+        }
+    }
+
+    /// False when another pass holds `id`.
+    fn claim(&mut self, id: &str) -> bool {
+        let mut claimed = self.inner.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        if !claimed.insert(id.to_owned()) {
+            return false;
+        }
+        self.ids.push(id.to_owned());
+        true
+    }
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        let mut claimed = self.inner.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            claimed.remove(id);
+        }
+    }
+}
 
 /// Messages one connection should carry before another connection to the same destination
 /// is worth opening.
@@ -225,6 +264,7 @@ impl QueueRunner {
         QueueRunner {
             inner: Arc::new(Inner {
                 spool,
+                claimed: Mutex::default(),
                 cache: None,
                 settings: RwLock::new(Arc::new(Settings { config, tls })),
                 resolver,
@@ -297,7 +337,7 @@ impl QueueRunner {
         let _running = self.inner.run_lock.lock().await;
         let mut stats = RunStats::default();
         let spool = self.inner.spool.clone();
-        let mut ids = match smol::unblock(move || spool.ids()).await {
+        let ids = match smol::unblock(move || spool.ids()).await {
             Ok(ids) => ids,
             Err(e) => {
                 log::error!(
@@ -307,9 +347,52 @@ impl QueueRunner {
                 return stats;
             }
         };
-        // A bounce is never bounced, so two rounds suffice; the third is a safety net.
+        stats.add(&self.rounds(ids, flush).await);
+        stats
+    }
+
+    /// Delivers messages just queued without a queue run: no scan of the queue, and no
+    /// wait for a run in progress (a message another pass holds is left to it). Nothing
+    /// goes while the transport is held (`defer_transports`).
+    pub async fn deliver_new(&self, ids: Vec<String>) -> RunStats {
+        if self.inner.settings().config.hold {
+            return RunStats::default();
+        }
+        self.rounds(ids, false).await
+    }
+
+    /// As [`QueueRunner::serve`], and each message id that arrives on `fresh` goes at
+    /// once through [`QueueRunner::deliver_new`], up to [`FRESH_PASSES`] batches at a time
+    /// (ids that arrive meanwhile wait and form the next batch).
+    pub async fn serve_with_fresh(&self, wakeups: QueueWakeups, fresh: Receiver<QueueId>) {
+        let passes = Arc::new(Semaphore::new(FRESH_PASSES));
+        let me = self.clone();
+        let fresh_loop = smol::spawn(async move {
+            while let Ok(first) = fresh.recv().await {
+                let permit = passes.acquire_arc().await;
+                let mut ids = vec![first.as_str().to_owned()];
+                while let Ok(more) = fresh.try_recv() {
+                    ids.push(more.as_str().to_owned());
+                }
+                let runner = me.clone();
+                smol::spawn(async move {
+                    let stats = runner.deliver_new(ids).await;
+                    log::debug!("new mail: {stats:?}");
+                    drop(permit);
+                })
+                .detach();
+            }
+        });
+        self.serve(wakeups).await;
+        drop(fresh_loop);
+    }
+
+    /// A pass over `ids`, then over the bounces it queued. A bounce is never bounced, so
+    /// two rounds suffice; the third is a safety net.
+    async fn rounds(&self, mut ids: Vec<String>, force: bool) -> RunStats {
+        let mut stats = RunStats::default();
         for round in 0..3 {
-            let (round_stats, bounces) = self.pass(ids, flush || round > 0).await;
+            let (round_stats, bounces) = self.pass(ids, force || round > 0).await;
             stats.add(&round_stats);
             if bounces.is_empty() {
                 break;
@@ -327,7 +410,11 @@ impl QueueRunner {
         let now = unix_secs();
         let flights: Flights = Arc::default();
         let mut groups: HashMap<Destination, Group> = HashMap::new();
+        let mut claims = Claims::new(&self.inner);
         for id in ids {
+            if !claims.claim(&id) {
+                continue;
+            }
             let Some(mut envelope) = self.load(&id, &mut stats).await else {
                 continue;
             };
@@ -373,6 +460,7 @@ impl QueueRunner {
             stats.add(&s);
             bounces.extend(b);
         }
+        drop(claims);
         (stats, bounces)
     }
 

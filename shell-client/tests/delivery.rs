@@ -256,6 +256,48 @@ fn a_cached_connection_the_server_closed_costs_no_message() {
 }
 
 #[test]
+fn new_mail_and_a_queue_run_together_deliver_each_message_once() {
+    let sink = Sink::start(SinkOptions::default());
+    let t = temp_spool("fresh");
+    let ids: Vec<String> = (0..30)
+        .map(|i| {
+            queue(
+                &t.spool,
+                "alice@example.org",
+                &[&format!("r{i}@example.org")],
+                BODY,
+            )
+        })
+        .collect();
+    let r = runner(
+        &t.spool,
+        config(vec![bracketed(sink.port())], TlsLevel::None),
+        client_tls(None),
+    );
+    let (fresh, full) = run(smol::future::zip(
+        r.deliver_new(ids.clone()),
+        r.run_once(true),
+    ));
+    assert_eq!(fresh.removed + full.removed, 30, "{fresh:?} {full:?}");
+    assert_eq!(sink.messages().len(), 30, "each message once");
+    assert!(t.spool.ids().unwrap().is_empty());
+}
+
+#[test]
+fn new_mail_waits_while_the_transport_is_held() {
+    let sink = Sink::start(SinkOptions::default());
+    let t = temp_spool("fresh-hold");
+    let id = queue(&t.spool, "alice@example.org", &["bob@example.org"], BODY);
+    let mut c = config(vec![bracketed(sink.port())], TlsLevel::None);
+    c.hold = true;
+    let r = runner(&t.spool, c, client_tls(None));
+    let stats = run(r.deliver_new(vec![id.clone()]));
+    assert_eq!(stats.attempted, 0);
+    assert!(sink.messages().is_empty());
+    assert_eq!(t.spool.ids().unwrap(), [id]);
+}
+
+#[test]
 fn relayhost_failover_to_the_second_entry() {
     let sink = Sink::start(SinkOptions::default());
     let t = temp_spool("failover");

@@ -146,17 +146,10 @@ async fn run_async(dir: &Path) -> i32 {
         Resolver::system(),
     )
     .keep_connections();
+    // Each accepted message goes at once, in a pass of its own; queue runs retry the rest.
     let runner_task = {
         let runner = runner.clone();
-        smol::spawn(async move { runner.serve(wakeups).await })
-    };
-    let forward = {
-        let waker = waker.clone();
-        smol::spawn(async move {
-            while runner_rx.recv().await.is_ok() {
-                waker.new_mail();
-            }
-        })
+        smol::spawn(async move { runner.serve_with_fresh(wakeups, runner_rx).await })
     };
     let relay = Arc::new(Server {
         source: Relay {
@@ -200,7 +193,6 @@ async fn run_async(dir: &Path) -> i32 {
     wait_for_sessions(&relay.sessions, STOP_GRACE).await;
     // Deliveries in progress end with the process; their messages stay queued and are
     // tried again at the next start.
-    drop(forward);
     drop(waker);
     drop(runner_task);
     runner.close_idle_connections().await;
