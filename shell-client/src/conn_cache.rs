@@ -5,9 +5,8 @@
 
 use crate::smtp_conn::SmtpConnection;
 use smol::Timer;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long an idle connection is kept.
 pub const CACHE_TIME: Duration = Duration::from_secs(2);
@@ -17,59 +16,81 @@ const CAPACITY: usize = 32;
 
 struct Parked {
     key: String,
-    token: u64,
+    since: Instant,
     conn: SmtpConnection,
+}
+
+#[derive(Default)]
+struct State {
+    parked: Vec<Parked>,
+    /// Whether a sweeper task is running (one at most, only while something is parked).
+    sweeping: bool,
 }
 
 /// The shared cache. Cloning shares it.
 #[derive(Clone, Default)]
 pub struct ConnectionCache {
-    parked: Arc<Mutex<Vec<Parked>>>,
-    tokens: Arc<AtomicU64>,
+    state: Arc<Mutex<State>>,
 }
 
 impl ConnectionCache {
     /// An idle connection for `key` (server and TLS level), the most recently parked
     /// first: it is the least likely to have been closed by the server.
     pub fn take(&self, key: &str) -> Option<SmtpConnection> {
-        let mut parked = self.lock();
-        let at = parked.iter().rposition(|p| p.key == key)?;
-        Some(parked.remove(at).conn)
+        let mut state = self.lock();
+        let at = state.parked.iter().rposition(|p| p.key == key)?;
+        Some(state.parked.remove(at).conn)
     }
 
-    /// Keeps `conn`, ready for a message, for [`CACHE_TIME`]; then it says QUIT.
+    /// Keeps `conn`, ready for a message, for about [`CACHE_TIME`]; then it says QUIT.
     pub fn park(&self, key: String, conn: SmtpConnection) {
-        let token = self.tokens.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut parked = self.lock();
-            if parked.len() >= CAPACITY {
-                drop(parked);
-                smol::spawn(async move {
-                    conn.quit().await;
-                })
-                .detach();
+        let mut state = self.lock();
+        if state.parked.len() >= CAPACITY {
+            drop(state);
+            smol::spawn(async move {
+                conn.quit().await;
+            })
+            .detach();
+            return;
+        }
+        state.parked.push(Parked {
+            key,
+            since: Instant::now(),
+            conn,
+        });
+        if !state.sweeping {
+            state.sweeping = true;
+            smol::spawn(self.clone().sweep()).detach();
+        }
+    }
+
+    /// Closes connections idle for [`CACHE_TIME`], checking a few times per period, and
+    /// ends when nothing is left: one task for the whole cache, not one per connection.
+    async fn sweep(self) {
+        loop {
+            Timer::after(CACHE_TIME / 4).await;
+            let (expired, done): (Vec<Parked>, bool) = {
+                let mut state = self.lock();
+                let (old, keep) = std::mem::take(&mut state.parked)
+                    .into_iter()
+                    .partition(|p| p.since.elapsed() >= CACHE_TIME);
+                state.parked = keep;
+                // A later park starts a new sweeper.
+                state.sweeping = !state.parked.is_empty();
+                (old, !state.sweeping)
+            };
+            for p in expired {
+                p.conn.quit().await;
+            }
+            if done {
                 return;
             }
-            parked.push(Parked { key, token, conn });
         }
-        let cache = self.clone();
-        smol::spawn(async move {
-            Timer::after(CACHE_TIME).await;
-            let expired = {
-                let mut parked = cache.lock();
-                let at = parked.iter().position(|p| p.token == token);
-                at.map(|at| parked.remove(at).conn)
-            };
-            if let Some(conn) = expired {
-                conn.quit().await;
-            }
-        })
-        .detach();
     }
 
     /// Says QUIT on every idle connection (at shutdown).
     pub async fn close_all(&self) {
-        let all: Vec<Parked> = std::mem::take(&mut *self.lock());
+        let all: Vec<Parked> = std::mem::take(&mut self.lock().parked);
         for p in all {
             p.conn.quit().await;
         }
@@ -77,7 +98,7 @@ impl ConnectionCache {
 
     /// Idle connections held now.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().parked.len()
     }
 
     /// True when none is held.
@@ -85,7 +106,7 @@ impl ConnectionCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
-        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
