@@ -797,6 +797,13 @@ fn started_as_root_the_relay_serves_as_mail_owner_and_reloads_with_its_root_only
         .unwrap_or_else(|r| panic!("{r}\n{}", relay.log()));
     let env = spool.join(format!("queue/{id}.env"));
     assert_eq!(std::fs::metadata(&env).unwrap().uid(), 65534);
+
+    // A table only root can read cannot be reloaded: refused, with what to do.
+    let table = relay.dir.path().join("relay_clientcerts");
+    std::fs::set_permissions(&table, std::fs::Permissions::from_mode(0o600)).unwrap();
+    relay.signal("HUP");
+    relay.wait_log("configuration not reloaded");
+    relay.wait_log("make the table readable by that account");
 }
 
 #[test]

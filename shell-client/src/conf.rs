@@ -99,8 +99,23 @@ fn read_table(spec: &TableSpec) -> Result<String, String> {
             let db_exists = Path::new(&format!("{}.db", spec.path)).exists();
             Err(spec.missing_source_message(db_exists))
         }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && tls_files_kept() => {
+            Err(format!(
+                "{}: cannot read: {e} (after its start the relay reads tables as mail_owner: \
+                 make the table readable by that account)",
+                spec.path
+            ))
+        }
         Err(e) => Err(format!("{}: cannot read: {e}", spec.path)),
     }
+}
+
+/// True in a relay that started as root (see [`keep_tls_files`]).
+fn tls_files_kept() -> bool {
+    KEPT_TLS_FILES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some()
 }
 
 /// Builds the fingerprint map from `relay_clientcerts` (with the digest rule of
