@@ -47,7 +47,10 @@ pub fn check(loaded: &Loaded) -> Vec<Diagnostic> {
 /// Gives the spool to `user` and becomes `user` for good (supplementary groups, group and
 /// user). Returns what to log.
 pub fn drop_to(user: &User, queue_directory: &Path) -> Result<String, String> {
-    chown_tree(queue_directory, user.uid, user.gid).map_err(|e| {
+    // The queue directory itself may be a symbolic link to the real one.
+    let queue_directory = std::fs::canonicalize(queue_directory)
+        .map_err(|e| format!("queue_directory {}: {e}", queue_directory.display()))?;
+    chown_tree(&queue_directory, user.uid, user.gid).map_err(|e| {
         format!(
             "queue_directory {}: cannot give it to mail_owner {}: {e}",
             queue_directory.display(),
