@@ -867,11 +867,12 @@ fn run_drains_sessions_on_sigterm_and_keeps_the_queue() {
     assert_eq!(rcpts, ["bob@example.org", "carol@example.org"]);
 }
 
-#[test]
-fn run_flushes_at_once_on_sigusr1() {
+/// `certrelay run` with one message submitted over its listener while the relay is down,
+/// tried and deferred. Returns the laptop, the running daemon and the relay's port.
+fn run_with_a_deferred_message(label: &str) -> (Laptop, Daemon, u16) {
     let relay_port = free_port();
     let smtp_port = daemon::free_port();
-    let laptop = laptop_listening("sigusr1", relay_port, smtp_port);
+    let laptop = laptop_listening(label, relay_port, smtp_port);
     let cfg = laptop.cfg();
     let run = Daemon::start(
         &binary("certrelay"),
@@ -882,10 +883,16 @@ fn run_flushes_at_once_on_sigusr1() {
     smtp.send(
         "alice@laptop.test",
         &["bob@example.org"],
-        "Subject: usr1\r\n\r\nx",
+        &format!("Subject: {label}\r\n\r\nx"),
     );
     smtp.expect("QUIT", "221");
     run.wait_log("status=deferred");
+    (laptop, run, relay_port)
+}
+
+#[test]
+fn run_flushes_at_once_on_sigusr1() {
+    let (_laptop, run, relay_port) = run_with_a_deferred_message("sigusr1");
     // The next scheduled attempt is minutes away (minimal_backoff_time, queue_run_delay).
     let sink = Sink::start(relay_port);
     std::thread::sleep(Duration::from_secs(1));
@@ -926,23 +933,7 @@ impl Drop for LoopbackAlias {
 #[test]
 #[ignore = "needs root: adds 203.0.113.77/32 to lo with `ip addr add` (CI runs it as root)"]
 fn run_retries_at_once_when_the_network_changes() {
-    let relay_port = free_port();
-    let smtp_port = daemon::free_port();
-    let laptop = laptop_listening("netchange", relay_port, smtp_port);
-    let cfg = laptop.cfg();
-    let run = Daemon::start(
-        &binary("certrelay"),
-        &["-c", &cfg, "run"],
-        &format!("listening on 127.0.0.1:{smtp_port}"),
-    );
-    let mut smtp = connect(smtp_port);
-    smtp.send(
-        "alice@laptop.test",
-        &["bob@example.org"],
-        "Subject: moved\r\n\r\nx",
-    );
-    smtp.expect("QUIT", "221");
-    run.wait_log("status=deferred");
+    let (_laptop, run, relay_port) = run_with_a_deferred_message("netchange");
     let sink = Sink::start(relay_port);
     // More than one look at the network (every 5 s) with nothing changed: no retry.
     std::thread::sleep(Duration::from_secs(7));
