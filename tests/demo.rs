@@ -19,6 +19,17 @@ fn demo_shows_both_outcomes_and_exits_0() {
         text.contains("Trusted TLS connection established from"),
         "{text}"
     );
+    // The laptop's side in the shape Postfix's client logs (protocol and cipher as OpenSSL
+    // names them).
+    let verified = text
+        .lines()
+        .find(|l| l.contains("Verified TLS connection established to 127.0.0.1[127.0.0.1]:"))
+        .unwrap_or_else(|| panic!("no verified connection in\n{text}"));
+    assert!(
+        verified.contains(": TLSv1.3 with cipher TLS_AES_"),
+        "{verified}"
+    );
+    assert!(verified.ends_with(" bits)"), "{verified}");
     assert!(
         text.contains("status=sent (250 2.0.0 Ok: queued as"),
         "{text}"

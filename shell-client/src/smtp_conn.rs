@@ -8,6 +8,7 @@
 //! STARTTLS, so nothing read before the handshake can reach the TLS dialogue.
 
 use crate::clock::Clock;
+use crate::smtpd::tlsinfo;
 use certrelay_core::cert;
 use certrelay_core::client::{
     ClientError, ClientEvent, ClientOutput, ClientSession, Closing, DeliveryStatus, Envelope,
@@ -465,15 +466,17 @@ fn log_established(server: &ServerAddr, tls: &TlsStream<TcpStream>, verdict: Ser
         ServerCertVerdict::Verified => "Verified",
         ServerCertVerdict::NotVerified => "Untrusted",
     };
-    let proto = conn
-        .protocol_version()
-        .and_then(|v| v.as_str())
-        .unwrap_or("TLS");
-    let cipher = conn
+    // Named as the relay's own logs and Postfix's name them (OpenSSL's names).
+    let proto = tlsinfo::protocol_name(conn.protocol_version());
+    let (cipher, bits) = conn
         .negotiated_cipher_suite()
-        .and_then(|s| s.suite().as_str())
-        .unwrap_or("unknown");
-    log::info!("{kind} TLS connection established to {server}: {proto} with cipher {cipher}");
+        .map_or((String::from("unknown"), 0), |s| {
+            tlsinfo::cipher_name(s.suite())
+        });
+    log::info!(
+        "{kind} TLS connection established to {server}: {proto} with cipher {cipher} \
+         ({bits}/{bits} bits)"
+    );
 }
 
 /// `fut`, or `None` once `limit` has passed.

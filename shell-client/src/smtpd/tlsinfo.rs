@@ -81,7 +81,7 @@ fn log_peer_cert(peer: &PeerInfo, leaf: &CertificateDer<'_>, facts: &TlsFacts, t
 }
 
 /// `TLSv1.3`, `TLSv1.2`.
-fn protocol_name(v: Option<ProtocolVersion>) -> String {
+pub fn protocol_name(v: Option<ProtocolVersion>) -> String {
     match v {
         Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
         Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
@@ -91,7 +91,7 @@ fn protocol_name(v: Option<ProtocolVersion>) -> String {
 }
 
 /// The cipher as OpenSSL (and so Postfix's logs) names it, and its secret bits.
-fn cipher_name(suite: CipherSuite) -> (String, u16) {
+pub fn cipher_name(suite: CipherSuite) -> (String, u16) {
     let name = match suite {
         CipherSuite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
         CipherSuite::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
