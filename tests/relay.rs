@@ -960,6 +960,88 @@ fn an_issued_laptop_relays_and_is_refused_once_revoked() {
     );
 }
 
+#[test]
+fn a_laptop_csr_signed_with_ca_sign_and_a_fingerprint_given_to_allow_both_relay() {
+    let dir = TempDir::new("sign-allow");
+    dir.write("relay_clientcerts", "# laptops\n");
+    write_main(&dir, "");
+    let port = free_port();
+    dir.write(
+        "master.cf",
+        &format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
+    );
+    let d = dir.path().to_str().unwrap().to_owned();
+    let init = certrelayd(&dir, &["ca", "init", "--hostname", "relay.test"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let relay = Relay::start(dir, vec![port]);
+    let ca_pem = std::fs::read_to_string(format!("{d}/ca.pem")).unwrap();
+    let keygen = |name: &str| {
+        let out = Command::new(binary("certrelay"))
+            .args(["keygen", "--out", &d, name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key_pem = std::fs::read_to_string(format!("{d}/{name}.key")).unwrap();
+        let self_signed = std::fs::read_to_string(format!("{d}/{name}.pem")).unwrap();
+        (key_pem, self_signed)
+    };
+    let laptop = |cert_pem: String, key_pem: String| Issued {
+        der: parse_certificates(cert_pem.as_bytes()).unwrap()[0].to_vec(),
+        cert_pem,
+        key_pem,
+    };
+
+    // The laptop keeps its key; the relay signs its request.
+    let (alice_key, _) = keygen("alice");
+    let signed_dir = TempDir::new("sign-allow-out");
+    let out_dir = signed_dir.path().to_str().unwrap();
+    let csr = format!("{d}/alice.csr");
+    let sign = certrelayd(
+        &relay.dir,
+        &["ca", "sign", "--out", out_dir, "--name", "alice", &csr],
+    );
+    assert!(
+        sign.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sign.stderr)
+    );
+    relay.wait_log("configuration reloaded");
+    let alice_cert = std::fs::read_to_string(format!("{out_dir}/alice.pem")).unwrap();
+    let alice = laptop(alice_cert, alice_key);
+    let (mut s, _) = Smtp::start(port, &ca_pem, Some(&alice));
+    assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
+    relay.wait_log("Trusted TLS connection established");
+
+    // A self-signed laptop certificate, listed by its fingerprint.
+    let (carol_key, carol_cert) = keygen("carol");
+    let carol = laptop(carol_cert, carol_key);
+    let (mut s, _) = Smtp::start(port, &ca_pem, Some(&carol));
+    assert!(s
+        .mail("someone@example.org")
+        .unwrap_err()
+        .starts_with("554 5.7.1"));
+    let fp = Fingerprint::of(DigestKind::Sha256, &carol.der).to_string();
+    let allow = certrelayd(&relay.dir, &["allow", &fp, "carol"]);
+    assert!(
+        allow.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allow.stderr)
+    );
+    relay.wait_log_count("configuration reloaded", 2);
+    let table = std::fs::read_to_string(format!("{d}/relay_clientcerts")).unwrap();
+    assert!(table.contains(&format!("{fp} carol")), "{table}");
+    let (mut s, _) = Smtp::start(port, &ca_pem, Some(&carol));
+    assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
+}
+
 // ---------------------------------------------------------------------------------------
 // Onward delivery through the queue runner, and what a crash leaves.
 
