@@ -284,6 +284,7 @@ fn write_main(dir: &TempDir, extra: &str) {
         &format!(
             "myhostname = relay.test\n\
              mail_owner = nobody\n\
+             smtpd_peername_lookup = no\n\
              mydestination = relay.test\n\
              relayhost = [127.0.0.1]:9\n\
              defer_transports = smtp\n\
@@ -359,6 +360,38 @@ fn listed_md5_certificate_relays_and_the_message_is_spooled() {
 
     let status = relay.stop();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn the_client_name_comes_from_the_hosts_file_when_it_leads_back() {
+    // What a system resolver reading files first answers for 127.0.0.1.
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let name = hosts
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("127.0.0.1")).then(|| f.next()).flatten()
+        })
+        .expect("this test needs a name for 127.0.0.1 in /etc/hosts")
+        .to_ascii_lowercase();
+    let (relay, pki) = setup_with(
+        "peername",
+        &|l| md5_line(&l.der),
+        "smtpd_peername_lookup = yes\n",
+        &[""],
+    );
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    let id = s
+        .mail("someone@example.org")
+        .unwrap_or_else(|r| panic!("{r}"));
+    relay.wait_log(&format!("connect from {name}[127.0.0.1]"));
+    relay.wait_log(&format!("{id}: client={name}[127.0.0.1]"));
+    let msg = relay.spool_file(&format!("{id}.msg"));
+    assert!(
+        msg.starts_with(&format!("Received: from laptop.test ({name} [127.0.0.1])")),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub enum QueryType {
     Aaaa,
     /// Mail exchangers.
     Mx,
+    /// The names of an address (under `in-addr.arpa` or `ip6.arpa`, see [`reverse_name`]).
+    Ptr,
 }
 
 impl QueryType {
@@ -42,6 +44,7 @@ impl QueryType {
             QueryType::A => "A",
             QueryType::Aaaa => "AAAA",
             QueryType::Mx => "MX",
+            QueryType::Ptr => "PTR",
         }
     }
 
@@ -50,6 +53,7 @@ impl QueryType {
             QueryType::A => 1,
             QueryType::Aaaa => 28,
             QueryType::Mx => 15,
+            QueryType::Ptr => 12,
         }
     }
 }
@@ -145,10 +149,34 @@ pub enum Answer {
     Mx(Vec<MxRecord>),
     /// Addresses (for an A or AAAA query), in answer order; never empty.
     Addresses(Vec<IpAddr>),
+    /// Host names (for a PTR query), lower case, in answer order; never empty.
+    Names(Vec<String>),
     /// The name exists but has no record of the type asked for.
     NoData,
     /// The name does not exist.
     NxDomain,
+}
+
+/// The name under which the DNS keeps the names of `addr`: `4.3.2.1.in-addr.arpa` for
+/// 1.2.3.4, one label per hexadecimal digit, last first, under `ip6.arpa` for IPv6.
+pub fn reverse_name(addr: IpAddr) -> String {
+    use core::fmt::Write as _;
+    let mut name = String::new();
+    match addr {
+        IpAddr::V4(v4) => {
+            for octet in v4.octets().iter().rev() {
+                let _ = write!(name, "{octet}.");
+            }
+            name.push_str("in-addr.arpa");
+        }
+        IpAddr::V6(v6) => {
+            for byte in v6.octets().iter().rev() {
+                let _ = write!(name, "{:x}.{:x}.", byte & 0xf, byte >> 4);
+            }
+            name.push_str("ip6.arpa");
+        }
+    }
+    name
 }
 
 /// One question to a name server, ready to send.
@@ -273,6 +301,17 @@ fn collect(found: Vec<&Data>) -> Answer {
         mx.sort_by_key(|m| m.preference);
         return Answer::Mx(mx);
     }
+    if let Some(Data::Ptr(_)) = found.first() {
+        return Answer::Names(
+            found
+                .into_iter()
+                .filter_map(|d| match d {
+                    Data::Ptr(name) => Some(name.clone()),
+                    _ => None,
+                })
+                .collect(),
+        );
+    }
     Answer::Addresses(
         found
             .into_iter()
@@ -294,6 +333,7 @@ enum Data {
     Cname(String),
     Mx(u16, String),
     Address(IpAddr),
+    Ptr(String),
 }
 
 impl Data {
@@ -301,6 +341,7 @@ impl Data {
         matches!(
             (self, qtype),
             (Data::Mx(..), QueryType::Mx)
+                | (Data::Ptr(_), QueryType::Ptr)
                 | (Data::Address(IpAddr::V4(_)), QueryType::A)
                 | (Data::Address(IpAddr::V6(_)), QueryType::Aaaa)
         )
@@ -318,6 +359,7 @@ impl Record {
             sd::rdata::RData::MX(mx) => Data::Mx(mx.preference, name_text(&mx.exchange)?),
             sd::rdata::RData::A(a) => Data::Address(IpAddr::V4(Ipv4Addr::from(a.address))),
             sd::rdata::RData::AAAA(a) => Data::Address(IpAddr::V6(Ipv6Addr::from(a.address))),
+            sd::rdata::RData::PTR(p) => Data::Ptr(name_text(&p.0)?),
             _ => return None,
         };
         Some(Record {
@@ -374,6 +416,7 @@ fn build_query(id: u16, name: &str, qtype: QueryType) -> Result<Vec<u8>, NameErr
         QueryType::A => sd::TYPE::A,
         QueryType::Aaaa => sd::TYPE::AAAA,
         QueryType::Mx => sd::TYPE::MX,
+        QueryType::Ptr => sd::TYPE::PTR,
     };
     packet.questions.push(sd::Question::new(
         qname,
@@ -493,7 +536,9 @@ pub fn mx_hosts(domain: &str, answer: &Answer, myhostname: &str) -> Result<Vec<S
     let records = match answer {
         Answer::NxDomain => return Err(MxFailure::NotFound(domain)),
         Answer::Mx(records) if !records.is_empty() => records,
-        Answer::Mx(_) | Answer::NoData | Answer::Addresses(_) => return Ok(alloc::vec![domain]),
+        Answer::Mx(_) | Answer::NoData | Answer::Addresses(_) | Answer::Names(_) => {
+            return Ok(alloc::vec![domain])
+        }
     };
     let mut usable: Vec<&MxRecord> = records.iter().filter(|r| !r.exchange.is_empty()).collect();
     usable.sort_by_key(|r| r.preference);
@@ -537,6 +582,7 @@ mod tests {
             QueryType::A => sd::TYPE::A,
             QueryType::Aaaa => sd::TYPE::AAAA,
             QueryType::Mx => sd::TYPE::MX,
+            QueryType::Ptr => sd::TYPE::PTR,
         };
         let qname = sd::Name::new(q.name()).unwrap().into_owned();
         p.questions.push(sd::Question::new(
@@ -574,6 +620,42 @@ mod tests {
 
     fn bytes(p: &sd::Packet<'_>) -> Vec<u8> {
         p.build_bytes_vec_compressed().unwrap()
+    }
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(
+            reverse_name("192.0.2.10".parse().unwrap()),
+            "10.2.0.192.in-addr.arpa"
+        );
+        assert_eq!(
+            reverse_name("2001:db8::567:89ab".parse().unwrap()),
+            "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+        );
+    }
+
+    #[test]
+    fn ptr_answer_gives_the_names() {
+        let owner = reverse_name("192.0.2.10".parse().unwrap());
+        let q = Query::new(7, &owner, QueryType::Ptr).unwrap();
+        let ptr = |n: &'static str| RData::PTR(sd::rdata::PTR(name(n)));
+        let r = reply(
+            &q,
+            vec![
+                (owner.as_str(), ptr("Laptop.Example.NET")),
+                (owner.as_str(), ptr("b.example")),
+            ],
+        );
+        assert_eq!(
+            q.handle_answer(&bytes(&r)),
+            Ok(Answer::Names(vec![
+                "laptop.example.net".to_string(),
+                "b.example".to_string()
+            ]))
+        );
+        // Records of another type are not names.
+        let r = reply(&q, vec![(owner.as_str(), a([192, 0, 2, 1]))]);
+        assert_eq!(q.handle_answer(&bytes(&r)), Ok(Answer::NoData));
     }
 
     #[test]

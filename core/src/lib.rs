@@ -58,6 +58,7 @@ pub mod dns;
 pub mod dsn;
 pub mod facts;
 pub mod fingerprint;
+pub mod hosts;
 pub mod line;
 pub mod message;
 pub mod net;

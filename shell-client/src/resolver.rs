@@ -174,6 +174,14 @@ impl Resolver {
         }
     }
 
+    /// The names the DNS gives for `addr` (PTR records); empty when it has none.
+    pub async fn names_of(&self, addr: IpAddr) -> Result<Vec<String>, LookupError> {
+        match self.query(&dns::reverse_name(addr), QueryType::Ptr).await? {
+            Answer::Names(names) => Ok(names),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// One server, one try: UDP, then TCP if the answer was cut short.
     async fn ask(&self, query: &Query, server: SocketAddr) -> Result<Answer, Asked> {
         match self.ask_udp(query, server).await {

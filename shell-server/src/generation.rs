@@ -53,6 +53,7 @@ pub fn load(dir: &Path) -> Result<(Generation, Vec<Diagnostic>), Vec<Diagnostic>
         return Err(diags);
     }
     let mut builder = ListenerBuilder::default();
+    builder.look_up_names = true;
     let listeners = match build_listeners(&loaded, &mut builder) {
         Ok(l) => l,
         Err(more) => {

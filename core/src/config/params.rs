@@ -134,6 +134,7 @@ pub const PARAMS: &[Param] = &[
     p("smtpd_error_sleep_time", "1s", SECONDS),
     p("smtpd_forbid_bare_newline", "reject", Kind::Text),
     p("smtpd_client_connection_count_limit", "50", Kind::Number),
+    p("smtpd_peername_lookup", "yes", Kind::Bool),
     // Client.
     p("smtp_helo_name", "$myhostname", Kind::Text),
     p("smtp_use_tls", "no", Kind::Bool),

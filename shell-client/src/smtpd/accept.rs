@@ -5,6 +5,7 @@
 use super::limits::{Refusal, Sessions};
 use super::listen::Bound;
 use super::listener::ListenerConf;
+use super::peername::{self, NameSources};
 use super::session::Connection;
 use super::store::Store;
 use crate::clock::Clock;
@@ -84,12 +85,17 @@ async fn connection<L: ListenerSource>(
         Ok(slot) => slot,
         Err(refusal) => return refuse(&listener, stream, ip, refusal).await,
     };
+    let name = if listener.peername_lookup {
+        peername::client_name(ip, &NameSources::system().await).await
+    } else {
+        peername::UNKNOWN.to_owned()
+    };
     let conn = Connection {
         listener,
         store: server.store.clone(),
         clock: server.clock,
     };
-    conn.serve(stream, ip, server.sessions.clone()).await;
+    conn.serve(stream, ip, name, server.sessions.clone()).await;
     drop(slot);
 }
 

@@ -40,6 +40,8 @@ pub struct ListenerConf {
     pub trust: Arc<Trust>,
     /// `smtpd_client_connection_count_limit` (0: none).
     pub client_limit: usize,
+    /// Look the client's name up before the greeting (`smtpd_peername_lookup`, relay only).
+    pub peername_lookup: bool,
 }
 
 /// Builds listeners, sharing what several of them read alike (one fingerprint map, one TLS
@@ -48,6 +50,9 @@ pub struct ListenerConf {
 pub struct ListenerBuilder {
     maps: HashMap<String, Arc<FingerprintMap>>,
     tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// Whether `smtpd_peername_lookup` applies: the relay's listeners, not the laptop's,
+    /// whose clients are local programs that should not wait on an absent network's DNS.
+    pub look_up_names: bool,
 }
 
 impl ListenerBuilder {
@@ -120,6 +125,7 @@ impl ListenerBuilder {
             self.tls_config(config, &settings)?
         };
         let client_limit = config.number("smtpd_client_connection_count_limit")?;
+        let peername_lookup = self.look_up_names && config.bool("smtpd_peername_lookup")?;
         Ok(ListenerConf {
             key,
             endpoint,
@@ -131,6 +137,7 @@ impl ListenerBuilder {
                 fingerprints,
             }),
             client_limit: usize::try_from(client_limit).unwrap_or(usize::MAX),
+            peername_lookup,
         })
     }
 

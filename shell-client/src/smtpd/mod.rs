@@ -15,6 +15,7 @@ pub mod accept;
 pub mod limits;
 pub mod listen;
 pub mod listener;
+pub mod peername;
 pub mod session;
 pub mod store;
 pub mod tlsinfo;

@@ -105,13 +105,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Serves `stream` from `addr` until the session closes, with shorter timeouts while
-    /// `sessions` is under stress.
-    pub async fn serve(self, stream: TcpStream, addr: IpAddr, sessions: Sessions) {
-        let peer = PeerInfo {
-            addr,
-            name: String::from("unknown"),
-        };
+    /// Serves `stream` from `addr` (whose host name is `name`, or `unknown`) until the
+    /// session closes, with shorter timeouts while `sessions` is under stress.
+    pub async fn serve(self, stream: TcpStream, addr: IpAddr, name: String, sessions: Sessions) {
+        let peer = PeerInfo { addr, name };
         self.serve_with(stream, peer, Some(sessions)).await;
     }
 
