@@ -89,7 +89,11 @@ mod tests {
         let name = |ip: &str| smol::block_on(client_name(ip.parse().unwrap(), &s));
         assert_eq!(name("127.0.0.1"), "localhost");
         assert_eq!(name("192.0.2.7"), "laptop.example.net");
-        assert_eq!(name("::ffff:192.0.2.7"), UNKNOWN, "the caller passes canonical addresses");
+        assert_eq!(
+            name("::ffff:192.0.2.7"),
+            UNKNOWN,
+            "the caller passes canonical addresses"
+        );
         assert_eq!(name("192.0.2.8"), UNKNOWN);
     }
 }
