@@ -746,11 +746,16 @@ fn when_every_session_is_taken_idle_clients_give_way_and_working_ones_stay() {
         &[""],
     );
     let mut idle = Vec::new();
-    for _ in 0..19 {
+    for _ in 0..18 {
         let mut s = Smtp::connect(relay.port());
         assert!(s.reply().starts_with("220 "));
         idle.push(s);
     }
+    // One stalls inside the TLS handshake: no ClientHello after the 220 to STARTTLS.
+    let mut stalled = Smtp::connect(relay.port());
+    assert!(stalled.reply().starts_with("220 "));
+    stalled.cmd("EHLO stalled.test");
+    assert_eq!(stalled.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS");
     let mut working = Smtp::connect(relay.port());
     assert!(working.reply().starts_with("220 "));
     let mut refused = Smtp::connect(relay.port());
@@ -771,6 +776,8 @@ fn when_every_session_is_taken_idle_clients_give_way_and_working_ones_stay() {
         assert_eq!(s.line(), "");
     }
     relay.wait_log("timeout after CONNECT from unknown[127.0.0.1]");
+    assert_eq!(stalled.line(), "", "the stalled handshake is closed too");
+    relay.wait_log("TLS handshake failed from unknown[127.0.0.1]: timeout");
     let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
     assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
     assert_eq!(working.cmd("QUIT"), "221 2.0.0 Bye");

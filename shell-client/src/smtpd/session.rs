@@ -282,7 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 .map_err(|e| e.to_string())
         };
         let timer = async {
-            sleep_until(self.c.clock, hs.poll_timeout()).await;
+            handshake_deadline(self.c.clock, hs.poll_timeout(), self.sessions.as_ref()).await;
             Err(String::from("timeout"))
         };
         match smol::future::or(accept, timer).await {
@@ -318,6 +318,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             conn.flush().await
         })
         .await
+    }
+}
+
+/// Waits out a TLS handshake's time: its session deadline, or under stress (now or once it
+/// begins) at most the stress timeout from then, so that a client that stalls inside the
+/// handshake gives way like an idle one.
+async fn handshake_deadline(clock: Clock, deadline: Option<Instant>, sessions: Option<&Sessions>) {
+    let Some(sessions) = sessions else {
+        return sleep_until(clock, deadline).await;
+    };
+    let mut deadline = deadline;
+    loop {
+        let changed = sessions.stress_changed();
+        if let Some(cap) = sessions.timeout_cap() {
+            let capped = clock.now() + cap;
+            deadline = Some(deadline.map_or(capped, |d| d.min(capped)));
+        }
+        let expired = async {
+            sleep_until(clock, deadline).await;
+            true
+        };
+        let stress = async {
+            changed.await;
+            false
+        };
+        if smol::future::or(expired, stress).await {
+            return;
+        }
     }
 }
 
