@@ -73,6 +73,8 @@ for _ in $(seq 100); do grep -q "daemon started" "$W/certrelayd.log" && break; s
 grep -q "daemon started" "$W/certrelayd.log" || { cat "$W/certrelayd.log" >&2; exit 1; }
 sleep 1
 read -r IDLE_RSS IDLE_PSS <<<"$(mem "$PID")"
+# Of the idle RSS: the process's own pages, and file pages (code, shared libraries).
+read -r IDLE_ANON IDLE_FILE <<<"$(awk '/^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} END {print a, f}' "/proc/$PID/status")"
 
 "$LOAD" --idle "$N" --hold "$HOLD" --target "127.0.0.1:$PORT" --cert "$P/laptop.pem" \
     --key "$P/laptop.pem" --ca "$P/ca.pem" >"$W/idle.out" 2>&1 &
@@ -91,6 +93,7 @@ echo
 echo "certrelayd footprint ($(uname -m), $(nproc) cores; $(file -b "$RELAY" | grep -o 'stripped\|not stripped'))"
 printf "  release binary:            %d B = %s MiB\n" "$SIZE" "$(mib $((SIZE / 1024)))"
 printf "  idle after start:          RSS %s MiB, PSS %s MiB\n" "$(mib "$IDLE_RSS")" "$(mib "$IDLE_PSS")"
+printf "    of which anonymous %s MiB, file-backed %s MiB\n" "$(mib "$IDLE_ANON")" "$(mib "$IDLE_FILE")"
 printf "  holding %s of %s TLS sessions: RSS %s MiB, PSS %s MiB (%s refused, %s still open after %s s)\n" \
     "$OPEN" "$N" "$(mib "$HELD_RSS")" "$(mib "$HELD_PSS")" "$FAILED" "$ALIVE" "$HOLD"
 grep '^idle: error' "$W/idle.out" | sed 's/^/    /' || true

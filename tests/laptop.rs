@@ -2,11 +2,11 @@
 //! interface, listing, deleting, and delivering to a plaintext SMTP sink on loopback.
 
 use certrelay_core::queue::{Envelope, RecipientState};
-use certrelay_suite::daemon::{self, Daemon};
+use certrelay_suite::daemon::{free_port, Daemon};
 use certrelay_suite::sink::{wait_until, Sink};
 use certrelay_suite::{binary, TempDir};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,15 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---- the laptop's configuration and commands ------------------------------------------
-
-/// A port nothing listens on (for now).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Laptop {
     dir: TempDir,
@@ -537,6 +528,19 @@ fn laptop_listening(label: &str, sink_port: u16, smtp_port: u16) -> Laptop {
     laptop
 }
 
+/// `certrelay run` on a laptop whose relay is on `relay_port` and whose local SMTP
+/// listener gets a port of its own. Returns the laptop, the daemon and that port.
+fn start_run(label: &str, relay_port: u16) -> (Laptop, Daemon, u16) {
+    let smtp_port = free_port();
+    let laptop = laptop_listening(label, relay_port, smtp_port);
+    let run = Daemon::start(
+        &binary("certrelay"),
+        &["-c", &laptop.cfg(), "run"],
+        &format!("listening on 127.0.0.1:{smtp_port}"),
+    );
+    (laptop, run, smtp_port)
+}
+
 fn connect(port: u16) -> Dialogue<BufReader<TcpStream>, TcpStream> {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the listener");
     stream
@@ -555,14 +559,7 @@ fn connect(port: u16) -> Dialogue<BufReader<TcpStream>, TcpStream> {
 #[test]
 fn run_listener_takes_mail_from_loopback_for_any_domain_and_delivers_it() {
     let (sink, sink_port) = Sink::start_any();
-    let smtp_port = daemon::free_port();
-    let laptop = laptop_listening("listen", sink_port, smtp_port);
-    let cfg = laptop.cfg();
-    let run = Daemon::start(
-        &binary("certrelay"),
-        &["-c", &cfg, "run"],
-        &format!("listening on 127.0.0.1:{smtp_port}"),
-    );
+    let (laptop, run, smtp_port) = start_run("listen", sink_port);
     let mut smtp = connect(smtp_port);
     let done = smtp.send(
         "alice@laptop.test",
@@ -596,14 +593,7 @@ fn run_listener_takes_mail_from_loopback_for_any_domain_and_delivers_it() {
 #[test]
 fn run_listener_and_concurrent_flushes_deliver_each_message_once() {
     let (sink, sink_port) = Sink::start_any();
-    let smtp_port = daemon::free_port();
-    let laptop = laptop_listening("listen-flush", sink_port, smtp_port);
-    let cfg = laptop.cfg();
-    let run = Daemon::start(
-        &binary("certrelay"),
-        &["-c", &cfg, "run"],
-        &format!("listening on 127.0.0.1:{smtp_port}"),
-    );
+    let (laptop, run, smtp_port) = start_run("listen-flush", sink_port);
     let mut flushes = Vec::new();
     let mut smtp = connect(smtp_port);
     for i in 0..4 {
@@ -716,14 +706,7 @@ fn header_of(data: &str) -> &str {
 #[test]
 fn local_smtp_submissions_are_completed_like_sendmail_ones() {
     let (sink, sink_port) = Sink::start_any();
-    let smtp_port = daemon::free_port();
-    let laptop = laptop_listening("complete", sink_port, smtp_port);
-    let cfg = laptop.cfg();
-    let run = Daemon::start(
-        &binary("certrelay"),
-        &["-c", &cfg, "run"],
-        &format!("listening on 127.0.0.1:{smtp_port}"),
-    );
+    let (laptop, run, smtp_port) = start_run("complete", sink_port);
     let mut smtp = connect(smtp_port);
     smtp.send("alice", &["bob"], "Subject: bare\r\n\r\nbody");
     smtp.send(
@@ -798,14 +781,7 @@ fn local_smtp_submissions_are_completed_like_sendmail_ones() {
 #[test]
 fn run_drains_sessions_on_sigterm_and_keeps_the_queue() {
     let relay_port = free_port();
-    let smtp_port = daemon::free_port();
-    let laptop = laptop_listening("sigterm", relay_port, smtp_port);
-    let cfg = laptop.cfg();
-    let run = Daemon::start(
-        &binary("certrelay"),
-        &["-c", &cfg, "run"],
-        &format!("listening on 127.0.0.1:{smtp_port}"),
-    );
+    let (laptop, run, smtp_port) = start_run("sigterm", relay_port);
     // The relay is down: the first message is tried and deferred.
     let mut smtp = connect(smtp_port);
     smtp.send(
@@ -871,14 +847,7 @@ fn run_drains_sessions_on_sigterm_and_keeps_the_queue() {
 /// tried and deferred. Returns the laptop, the running daemon and the relay's port.
 fn run_with_a_deferred_message(label: &str) -> (Laptop, Daemon, u16) {
     let relay_port = free_port();
-    let smtp_port = daemon::free_port();
-    let laptop = laptop_listening(label, relay_port, smtp_port);
-    let cfg = laptop.cfg();
-    let run = Daemon::start(
-        &binary("certrelay"),
-        &["-c", &cfg, "run"],
-        &format!("listening on 127.0.0.1:{smtp_port}"),
-    );
+    let (laptop, run, smtp_port) = start_run(label, relay_port);
     let mut smtp = connect(smtp_port);
     smtp.send(
         "alice@laptop.test",

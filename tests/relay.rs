@@ -6,7 +6,7 @@ use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_suite::daemon::{free_port, Daemon, WAIT};
 use certrelay_suite::pki::{self, Ca, Issued};
 use certrelay_suite::sink::{wait_until, Sink};
-use certrelay_suite::{binary, TempDir};
+use certrelay_suite::{binary, run_ok, TempDir};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -945,9 +945,14 @@ fn certrelayd(dir: &TempDir, args: &[&str]) -> std::process::Output {
     certrelay_suite::certrelayd(dir.path(), args)
 }
 
-#[test]
-fn an_issued_laptop_relays_and_is_refused_once_revoked() {
-    let dir = TempDir::new("issue-revoke");
+fn certrelayd_ok(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    certrelay_suite::certrelayd_ok(dir.path(), args)
+}
+
+/// A relay whose CA, certificate and key `certrelayd ca init` made, with an empty
+/// `relay_clientcerts`. Returns the relay, its port and its directory as text.
+fn relay_with_its_own_ca(label: &str) -> (Relay, u16, String) {
+    let dir = TempDir::new(label);
     dir.write("relay_clientcerts", "# laptops\n");
     write_main(&dir, "");
     let port = free_port();
@@ -956,42 +961,36 @@ fn an_issued_laptop_relays_and_is_refused_once_revoked() {
         &format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
     );
     let d = dir.path().to_str().unwrap().to_owned();
-    let init = certrelayd(&dir, &["ca", "init", "--hostname", "relay.test"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    let init = certrelayd_ok(&dir, &["ca", "init", "--hostname", "relay.test"]);
     assert!(String::from_utf8_lossy(&init.stdout).contains("smtpd_tls_CAfile = "));
-    let relay = Relay::start(dir, vec![port]);
+    (Relay::start(dir, vec![port]), port, d)
+}
 
-    let issue = certrelayd(&relay.dir, &["ca", "issue", "--out", &d, "bob"]);
+/// A laptop identity from PEM files: the first certificate of `cert_file`, the key of
+/// `key_file` (they may be one file).
+fn laptop_from_files(cert_file: &str, key_file: &str) -> Issued {
+    let cert_pem = std::fs::read_to_string(cert_file).unwrap();
+    Issued {
+        der: parse_certificates(cert_pem.as_bytes()).unwrap()[0].to_vec(),
+        key_pem: std::fs::read_to_string(key_file).unwrap(),
+        cert_pem,
+    }
+}
+
+#[test]
+fn an_issued_laptop_relays_and_is_refused_once_revoked() {
+    let (relay, port, d) = relay_with_its_own_ca("issue-revoke");
+    let issue = certrelayd_ok(&relay.dir, &["ca", "issue", "--out", &d, "bob"]);
     let said = String::from_utf8_lossy(&issue.stdout).into_owned();
-    assert!(
-        issue.status.success(),
-        "{}",
-        String::from_utf8_lossy(&issue.stderr)
-    );
     assert!(said.contains("asked the running relay"), "{said}");
     relay.wait_log("configuration reloaded");
-    let bundle = std::fs::read_to_string(format!("{d}/bob.pem")).unwrap();
-    let der = parse_certificates(bundle.as_bytes()).unwrap()[0].to_vec();
-    let bob = Issued {
-        cert_pem: bundle.clone(),
-        key_pem: bundle,
-        der,
-    };
+    let bob = laptop_from_files(&format!("{d}/bob.pem"), &format!("{d}/bob.pem"));
     let ca_pem = std::fs::read_to_string(format!("{d}/ca.pem")).unwrap();
     let (mut s, _) = Smtp::start(port, &ca_pem, Some(&bob));
     assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
     relay.wait_log("Trusted TLS connection established");
 
-    let revoke = certrelayd(&relay.dir, &["revoke", "bob"]);
-    assert!(
-        revoke.status.success(),
-        "{}",
-        String::from_utf8_lossy(&revoke.stderr)
-    );
+    certrelayd_ok(&relay.dir, &["revoke", "bob"]);
     relay.wait_log_count("configuration reloaded", 2);
     let (mut s, _) = Smtp::start(port, &ca_pem, Some(&bob));
     assert_eq!(
@@ -1002,79 +1001,36 @@ fn an_issued_laptop_relays_and_is_refused_once_revoked() {
 
 #[test]
 fn a_laptop_csr_signed_with_ca_sign_and_a_fingerprint_given_to_allow_both_relay() {
-    let dir = TempDir::new("sign-allow");
-    dir.write("relay_clientcerts", "# laptops\n");
-    write_main(&dir, "");
-    let port = free_port();
-    dir.write(
-        "master.cf",
-        &format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
-    );
-    let d = dir.path().to_str().unwrap().to_owned();
-    let init = certrelayd(&dir, &["ca", "init", "--hostname", "relay.test"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let relay = Relay::start(dir, vec![port]);
+    let (relay, port, d) = relay_with_its_own_ca("sign-allow");
     let ca_pem = std::fs::read_to_string(format!("{d}/ca.pem")).unwrap();
-    let keygen = |name: &str| {
-        let out = Command::new(binary("certrelay"))
-            .args(["keygen", "--out", &d, name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let key_pem = std::fs::read_to_string(format!("{d}/{name}.key")).unwrap();
-        let self_signed = std::fs::read_to_string(format!("{d}/{name}.pem")).unwrap();
-        (key_pem, self_signed)
-    };
-    let laptop = |cert_pem: String, key_pem: String| Issued {
-        der: parse_certificates(cert_pem.as_bytes()).unwrap()[0].to_vec(),
-        cert_pem,
-        key_pem,
-    };
+    // certrelay keygen: NAME.key, NAME.csr and a self-signed NAME.pem.
+    let keygen = |name: &str| run_ok("certrelay", &["keygen", "--out", &d, name]);
 
     // The laptop keeps its key; the relay signs its request.
-    let (alice_key, _) = keygen("alice");
+    keygen("alice");
     let signed_dir = TempDir::new("sign-allow-out");
     let out_dir = signed_dir.path().to_str().unwrap();
     let csr = format!("{d}/alice.csr");
-    let sign = certrelayd(
+    certrelayd_ok(
         &relay.dir,
         &["ca", "sign", "--out", out_dir, "--name", "alice", &csr],
     );
-    assert!(
-        sign.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sign.stderr)
-    );
     relay.wait_log("configuration reloaded");
-    let alice_cert = std::fs::read_to_string(format!("{out_dir}/alice.pem")).unwrap();
-    let alice = laptop(alice_cert, alice_key);
+    let alice = laptop_from_files(&format!("{out_dir}/alice.pem"), &format!("{d}/alice.key"));
     let (mut s, _) = Smtp::start(port, &ca_pem, Some(&alice));
     assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
     relay.wait_log("Trusted TLS connection established");
 
     // A self-signed laptop certificate, listed by its fingerprint.
-    let (carol_key, carol_cert) = keygen("carol");
-    let carol = laptop(carol_cert, carol_key);
+    keygen("carol");
+    let carol = laptop_from_files(&format!("{d}/carol.pem"), &format!("{d}/carol.key"));
     let (mut s, _) = Smtp::start(port, &ca_pem, Some(&carol));
     assert!(s
         .mail("someone@example.org")
         .unwrap_err()
         .starts_with("554 5.7.1"));
     let fp = Fingerprint::of(DigestKind::Sha256, &carol.der).to_string();
-    let allow = certrelayd(&relay.dir, &["allow", &fp, "carol"]);
-    assert!(
-        allow.status.success(),
-        "{}",
-        String::from_utf8_lossy(&allow.stderr)
-    );
+    certrelayd_ok(&relay.dir, &["allow", &fp, "carol"]);
     relay.wait_log_count("configuration reloaded", 2);
     let table = std::fs::read_to_string(format!("{d}/relay_clientcerts")).unwrap();
     assert!(table.contains(&format!("{fp} carol")), "{table}");

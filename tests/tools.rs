@@ -1,6 +1,6 @@
 //! The laptop's helper commands through the real `certrelay` binary.
 
-use certrelay_suite::{binary, workspace_root, TempDir};
+use certrelay_suite::{binary, run_ok, workspace_root, TempDir};
 use std::process::{Command, Output, Stdio};
 
 fn certrelay(args: &[&str]) -> Output {
@@ -155,17 +155,7 @@ fn relay_explain_names_the_deciding_rule() {
     let explain = |args: &[&str]| {
         let mut all = vec!["-c", &d, "explain"];
         all.extend_from_slice(args);
-        let out = Command::new(binary("certrelayd"))
-            .args(&all)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout(&out)
+        stdout(&run_ok("certrelayd", &all))
     };
     let cert = |n: &str| format!("{d}/{n}.pem");
     let far = ["--rcpt", "friend@elsewhere.example"];

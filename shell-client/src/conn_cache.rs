@@ -96,16 +96,6 @@ impl ConnectionCache {
         }
     }
 
-    /// Idle connections held now.
-    pub fn len(&self) -> usize {
-        self.lock().parked.len()
-    }
-
-    /// True when none is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -143,15 +143,15 @@ async fn use_server(
             Some(conn) => (conn, true),
             None => match open_ready(server, &settings, ctx).await {
                 Ok(conn) => (conn, false),
-                Err(Ok(Closing::RetryWithoutTls(o))) if !plaintext_retried => {
+                Err(NotReady::Ended(Closing::RetryWithoutTls(o))) if !plaintext_retried => {
                     log::info!("{server}: {}; trying again without TLS", o.reason);
                     settings.tls_level = TlsLevel::None;
                     plaintext_retried = true;
                     continue;
                 }
-                Err(Ok(closing)) => return Err(failed(closing, server)),
-                // Not reached: logged with `relay=none`.
-                Err(Err(outcome)) => {
+                Err(NotReady::Ended(closing)) => return Err(failed(closing, server)),
+                // Logged with `relay=none`: no server answered.
+                Err(NotReady::Unreachable(outcome)) => {
                     return Err(Failure {
                         outcome,
                         server: None,
@@ -159,7 +159,8 @@ async fn use_server(
                 }
             },
         };
-        let mut sent_here = 0;
+        // A cached connection is only known to be alive once it carried a message.
+        let mut untried_reuse = reused;
         // Messages through this connection until the queue is empty or the server drops us.
         loop {
             let Some(i) = queue.pop_front() else {
@@ -173,7 +174,7 @@ async fn use_server(
             };
             match send_one(&mut conn, &jobs[i]).await {
                 Ok(fates) => results[i] = Some(fates),
-                Err(closing) if reused && sent_here == 0 => {
+                Err(closing) if untried_reuse => {
                     // Closed while it waited in the cache: a new connection, no blame.
                     log::debug!("{server}: cached connection gone ({closing:?}); reconnecting");
                     queue.push_front(i);
@@ -185,7 +186,7 @@ async fn use_server(
                     return Err(failed(closing, server));
                 }
             }
-            sent_here += 1;
+            untried_reuse = false;
             match conn.ready().await {
                 Ok(()) => {}
                 Err(Closing::Dropped(o)) => {
@@ -209,13 +210,20 @@ async fn take_live(cache: &ConnectionCache, key: &str) -> Option<SmtpConnection>
     None
 }
 
-/// A new connection to `server`, through its greeting, EHLO and TLS. `Err(Err)`: the
-/// server could not be reached; `Err(Ok)`: the session ended before it was ready.
+/// Why a new connection is not ready for mail.
+enum NotReady {
+    /// No TCP connection.
+    Unreachable(Outcome),
+    /// The session ended before it was ready (greeting, EHLO, TLS).
+    Ended(Closing),
+}
+
+/// A new connection to `server`, through its greeting, EHLO and TLS.
 async fn open_ready(
     server: &ServerAddr,
     settings: &ClientSettings,
     ctx: &DeliveryContext,
-) -> Result<SmtpConnection, Result<Closing, Outcome>> {
+) -> Result<SmtpConnection, NotReady> {
     let mut conn = SmtpConnection::open(
         server,
         settings.clone(),
@@ -226,9 +234,9 @@ async fn open_ready(
     .await
     .map_err(|e| {
         log::info!("{e}");
-        Err(e.outcome())
+        NotReady::Unreachable(e.outcome())
     })?;
-    conn.ready().await.map_err(Ok)?;
+    conn.ready().await.map_err(NotReady::Ended)?;
     Ok(conn)
 }
 

@@ -50,7 +50,7 @@ use crate::conf::Loaded;
 use crate::control::DaemonWake;
 use crate::laptop::Laptop;
 use crate::maildrop::Maildrop;
-use crate::smtpd::accept::{accept_loop, wait_for_sessions};
+use crate::smtpd::accept::{accept_loop, wait_for_sessions, STOP_GRACE};
 use crate::smtpd::limits::Sessions;
 use crate::smtpd::listen::{self, Bound, Interfaces};
 use crate::smtpd::listener::{ListenerBuilder, ListenerConf};
@@ -69,17 +69,12 @@ use std::pin::Pin;
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// The port of the listeners used without master.cf.
 pub const DEFAULT_PORT: u16 = 2525;
 
 /// Sessions at once over all of the laptop's listeners.
 const SESSION_LIMIT: usize = 20;
-
-/// How long sessions in progress may go on once `run` is asked to stop (the relay's
-/// grace too).
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// `smtpd_relay_restrictions` on the laptop when main.cf does not set it.
 pub const LAPTOP_RELAY_RESTRICTIONS: [Restriction; 2] =

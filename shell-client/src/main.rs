@@ -3,10 +3,10 @@
 use async_signal::{Signal, Signals};
 use certrelay_client::control::{self, DaemonWake, Deleted, Deliverer, LOCK_WAIT};
 use certrelay_client::laptop::{default_config_dir, Laptop};
-use certrelay_client::laptop_smtpd::STOP_GRACE;
 use certrelay_client::netwatch::{self, NetWatch, SystemAddresses};
 use certrelay_client::runlock::{RunKind, Served};
 use certrelay_client::sendmail::{self, exit, Mode, SendmailArgs};
+use certrelay_client::smtpd::accept::STOP_GRACE;
 use smol::stream::StreamExt;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -222,7 +222,9 @@ impl Resolver {
                 dns::tcp_frame(query.bytes()).ok_or(Asked::NoAnswer("query too long".into()))?;
             tcp.write_all(&frame).await.map_err(Asked::io)?;
             let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
+            // On the heap: an array here would make every future that may look a name up
+            // (each relay connection's task, for its whole life) 4 KiB larger.
+            let mut chunk = vec![0u8; 4096];
             loop {
                 if let Some((message, _)) = dns::tcp_unframe(&buf) {
                     return match query.handle_answer(message) {

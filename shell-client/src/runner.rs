@@ -279,9 +279,9 @@ impl QueueRunner {
     /// same server. For runners that live on (the relay, `certrelay run`); a one-shot run
     /// would leave its idle connections without a QUIT when the process ends.
     pub fn keep_connections(mut self) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.cache = Some(ConnectionCache::default());
-        }
+        Arc::get_mut(&mut self.inner)
+            .expect("keep_connections is called on a runner not yet shared")
+            .cache = Some(ConnectionCache::default());
         self
     }
 
@@ -460,7 +460,7 @@ impl QueueRunner {
             stats.add(&s);
             bounces.extend(b);
         }
-        drop(claims);
+        // `claims` is dropped on return: the messages are free for the next pass.
         (stats, bounces)
     }
 

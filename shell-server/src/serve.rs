@@ -8,7 +8,7 @@ use certrelay_client::clock::Clock;
 use certrelay_client::outbound::{self, Delivery};
 use certrelay_client::resolver::Resolver;
 use certrelay_client::runner::{wake_channel, QueueRunner};
-use certrelay_client::smtpd::accept::{accept_loop, wait_for_sessions};
+use certrelay_client::smtpd::accept::{accept_loop, wait_for_sessions, STOP_GRACE};
 use certrelay_client::smtpd::limits::Sessions;
 use certrelay_client::smtpd::listen::{self, Interfaces};
 use certrelay_client::smtpd::store::{QueueWake, Store};
@@ -18,10 +18,6 @@ use certrelay_core::config::{Diagnostic, Severity};
 use smol::stream::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
-/// How long sessions in progress may run on after SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The running relay's configuration, shared by the accept loops.
 struct Relay {

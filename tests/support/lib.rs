@@ -43,6 +43,17 @@ pub fn run(name: &str, args: &[&str]) -> Output {
         .expect("start binary")
 }
 
+/// As [`run`], failing the test unless the binary succeeds.
+pub fn run_ok(name: &str, args: &[&str]) -> Output {
+    let out = run(name, args);
+    assert!(
+        out.status.success(),
+        "{name} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub struct TempDir(PathBuf);
 

@@ -98,7 +98,7 @@ pub struct ServerSession {
     deadline: Option<Instant>,
     /// When the deadline was last armed: a shortened timeout counts from there.
     armed_at: Instant,
-    /// A shorter timeout than `smtpd_timeout` while the shell is under stress.
+    /// A shorter timeout than `smtpd_timeout` once the shell was under stress.
     timeout_cap: Option<Duration>,
     /// `req_ccert`: the certificate is judged at the first command after the handshake.
     ccert_due: bool,
@@ -216,14 +216,16 @@ impl ServerSession {
         }
     }
 
-    /// Caps the command and DATA timeout below `smtpd_timeout` (`None`: no cap), counted
-    /// from the last time the client made progress. The shell caps it while it holds as
-    /// many sessions as it may, so that idle clients give way to working ones.
-    pub fn cap_timeout(&mut self, cap: Option<Duration>) {
-        if cap == self.timeout_cap {
+    /// Caps the command and DATA timeout at `cap` for the rest of the session, counted
+    /// from the last time the client made progress; a cap only ever lowers it. The shell
+    /// caps it while it holds as many sessions as it may, so that idle clients give way to
+    /// working ones.
+    pub fn cap_timeout(&mut self, cap: Duration) {
+        let cap = self.timeout_cap.map_or(cap, |old| old.min(cap));
+        if Some(cap) == self.timeout_cap {
             return;
         }
-        self.timeout_cap = cap;
+        self.timeout_cap = Some(cap);
         if self.deadline.is_some() {
             self.deadline = Some(self.armed_at + self.timeout());
         }

@@ -129,6 +129,10 @@ async fn refuse(listener: &ListenerConf, mut stream: TcpStream, ip: IpAddr, why:
     .await;
 }
 
+/// How long sessions in progress may run on once the relay or `certrelay run` is asked
+/// to stop.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Lets sessions in progress finish, for at most `grace`.
 pub async fn wait_for_sessions(sessions: &Sessions, grace: Duration) {
     let until = Instant::now() + grace;

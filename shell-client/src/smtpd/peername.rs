@@ -25,13 +25,12 @@ pub struct NameSources {
 impl NameSources {
     /// The system's: `/etc/hosts` and `/etc/resolv.conf`, read now.
     pub async fn system() -> NameSources {
-        let hosts = smol::unblock(|| std::fs::read_to_string("/etc/hosts"))
-            .await
-            .unwrap_or_default();
-        NameSources {
-            hosts,
+        // Both are file reads: off the executor, together.
+        smol::unblock(|| NameSources {
+            hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
             resolver: Resolver::system(),
-        }
+        })
+        .await
     }
 }
 

@@ -177,7 +177,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let stress_changed = self.sessions.as_ref().map(|s| {
                 let changed = s.stress_changed();
                 if let Some(cap) = s.timeout_cap() {
-                    session.cap_timeout(Some(cap));
+                    session.cap_timeout(cap);
                 }
                 changed
             });

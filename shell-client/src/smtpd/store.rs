@@ -421,9 +421,12 @@ mod tests {
 
     /// Stores one message (content given in two chunks) and returns its text and envelope.
     fn store(local: bool, client: IpAddr, chunks: &[&str]) -> (String, Envelope) {
+        // One directory per call: tests with the same arguments run side by side.
+        static CALLS: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "certrelay-store-{local}-{client}-{}",
-            std::process::id()
+            "certrelay-store-{}-{}",
+            std::process::id(),
+            CALLS.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let (spool, _) = Spool::open(&dir).unwrap();
