@@ -389,21 +389,36 @@ impl fmt::Display for MapDiagnostic {
 #[derive(Clone, Debug, Default)]
 struct LabelTable {
     text: String,
-    ends: Vec<u32>,
+    /// Where each label starts in `text`, then where the last one ends: empty, or a 0
+    /// followed by one end per label.
+    bounds: Vec<u32>,
 }
 
 impl LabelTable {
+    #[inline]
     fn get(&self, number: u32) -> &str {
         let number = number as usize;
-        let start = match number {
-            0 => 0,
-            _ => self.ends[number - 1] as usize,
-        };
-        &self.text[start..self.ends[number] as usize]
+        &self.text[self.bounds[number] as usize..self.bounds[number + 1] as usize]
+    }
+
+    /// Adds a label and returns its number.
+    fn push(&mut self, label: &str) -> u32 {
+        if self.bounds.is_empty() {
+            self.bounds.push(0);
+        }
+        let number = (self.bounds.len() - 1) as u32;
+        self.text.push_str(label);
+        self.bounds.push(self.text.len() as u32);
+        number
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.bounds.shrink_to_fit();
     }
 
     fn heap_bytes(&self) -> usize {
-        self.text.capacity() + self.ends.capacity() * 4
+        self.text.capacity() + self.bounds.capacity() * 4
     }
 }
 
@@ -772,9 +787,7 @@ impl FingerprintMapBuilder {
         if let Some(number) = self.label_index.find(hash, |n| labels.get(n) == label) {
             return number;
         }
-        let number = self.labels.ends.len() as u32;
-        self.labels.text.push_str(label);
-        self.labels.ends.push(self.labels.text.len() as u32);
+        let number = self.labels.push(label);
         self.label_index.insert(hash, number);
         number
     }
@@ -784,8 +797,7 @@ impl FingerprintMapBuilder {
         let mut notes = self.notes;
         let files = self.files;
         let mut labels = self.labels;
-        labels.text.shrink_to_fit();
-        labels.ends.shrink_to_fit();
+        labels.shrink_to_fit();
         let map = FingerprintMap {
             fixed: self.fixed,
             md5: self.md5.finish(&files, &mut notes),
@@ -1285,7 +1297,7 @@ gKV5Xny7NwX5PpGkl/M=
             })
             .collect();
         let (map, _) = FingerprintMap::from_table("t", entries);
-        assert_eq!(map.labels.ends.len(), 2);
+        assert_eq!(map.labels.bounds, [0, 4, 7]);
         assert_eq!(map.labels.text, "evenodd");
         for i in 0u32..100 {
             let label = map.find(&Fingerprint::of(DigestKind::Sha256, &i.to_le_bytes()));
