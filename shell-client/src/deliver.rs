@@ -22,6 +22,7 @@ use certrelay_core::settings::ClientSettings;
 use certrelay_core::tls_policy::TlsLevel;
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +31,56 @@ use std::time::Duration;
 pub struct DeliveryJob {
     /// Sender and the recipients at this next hop.
     pub envelope: Envelope,
-    /// The message file (read in chunks while sending).
-    pub message: PathBuf,
+    /// The message content.
+    pub message: MessageSource,
+}
+
+/// Where a job's message content is read from.
+#[derive(Clone, Debug)]
+pub enum MessageSource {
+    /// The spool's message file (read in chunks while sending).
+    File(PathBuf),
+    /// The content just received, still in memory (the same bytes the spool file holds).
+    Memory(Arc<HeldBody>),
+}
+
+/// Most bytes of message content held in memory at once for [`MessageSource::Memory`]:
+/// past it, new messages are read back from their spool files.
+pub const MEMORY_BODY_BUDGET: usize = 16 * 1024 * 1024;
+
+/// Bytes held by every [`HeldBody`] alive.
+static MEMORY_BODIES: AtomicUsize = AtomicUsize::new(0);
+
+/// A message's content kept in memory after it was written to the spool, so that its
+/// first delivery reads no file. Counted against [`MEMORY_BODY_BUDGET`] while alive.
+#[derive(Debug)]
+pub struct HeldBody {
+    bytes: Vec<u8>,
+}
+
+impl HeldBody {
+    /// Holds `bytes` if the budget allows, else gives them back.
+    pub fn keep(bytes: Vec<u8>) -> Result<Arc<HeldBody>, Vec<u8>> {
+        let len = bytes.len();
+        let taken = MEMORY_BODIES.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            (held + len <= MEMORY_BODY_BUDGET).then_some(held + len)
+        });
+        match taken {
+            Ok(_) => Ok(Arc::new(HeldBody { bytes })),
+            Err(_) => Err(bytes),
+        }
+    }
+
+    /// The content.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for HeldBody {
+    fn drop(&mut self) {
+        MEMORY_BODIES.fetch_sub(self.bytes.len(), Ordering::AcqRel);
+    }
 }
 
 /// What happened to one recipient of a job, and at which server.
@@ -247,19 +296,30 @@ async fn send_one(
     job: &DeliveryJob,
 ) -> Result<Vec<RecipientFate>, Closing> {
     let server = conn.server().clone();
-    let path = job.message.clone();
-    let mut file = match smol::unblock(move || std::fs::File::open(path)).await {
-        // Not smol::fs::File: it reads through an 8 MiB pipe per open file, which cost
-        // an 8 MiB allocation per message delivered.
-        Ok(file) => smol::Unblock::with_capacity(BODY_CHUNK, file),
-        Err(e) => {
-            let reason = format!("cannot read message file {}: {e}", job.message.display());
-            log::error!("{reason}");
-            let outcome = Outcome::local(DeliveryStatus::Deferred, "4.3.0", reason);
-            return Ok(same_fate(job, &outcome, None));
+    let sent = match &job.message {
+        MessageSource::Memory(body) => {
+            let mut bytes = body.bytes();
+            conn.send(job.envelope.clone(), &mut bytes).await
+        }
+        MessageSource::File(path) => {
+            let owned = path.clone();
+            match smol::unblock(move || std::fs::File::open(owned)).await {
+                // Not smol::fs::File: it reads through an 8 MiB pipe per open file, which
+                // cost an 8 MiB allocation per message delivered.
+                Ok(file) => {
+                    let mut file = smol::Unblock::with_capacity(BODY_CHUNK, file);
+                    conn.send(job.envelope.clone(), &mut file).await
+                }
+                Err(e) => {
+                    let reason = format!("cannot read message file {}: {e}", path.display());
+                    log::error!("{reason}");
+                    let outcome = Outcome::local(DeliveryStatus::Deferred, "4.3.0", reason);
+                    return Ok(same_fate(job, &outcome, None));
+                }
+            }
         }
     };
-    match conn.send(job.envelope.clone(), &mut file).await {
+    match sent {
         Ok(report) => Ok(report
             .recipients
             .into_iter()

@@ -9,7 +9,9 @@
 
 use crate::clock::{unix_millis, unix_secs, Clock};
 use crate::conn_cache::ConnectionCache;
-use crate::deliver::{deliver, DeliveryContext, DeliveryJob, RecipientFate, TlsLevelFor};
+use crate::deliver::{
+    deliver, DeliveryContext, DeliveryJob, HeldBody, MessageSource, RecipientFate, TlsLevelFor,
+};
 use crate::resolver::Resolver;
 use crate::route::{candidates, Destination, NextHop};
 use crate::smtp_conn::ClientTls;
@@ -174,7 +176,7 @@ struct Settings {
 struct Inner {
     spool: Spool,
     /// Messages a pass is working on: other passes leave them alone.
-    claimed: Mutex<HashSet<String>>,
+    claimed: ClaimSet,
     /// Idle connections between deliveries, for a long-running runner.
     cache: Option<ConnectionCache>,
     settings: RwLock<Arc<Settings>>,
@@ -190,9 +192,11 @@ impl fmt::Debug for QueueRunner {
     }
 }
 
-/// A message being delivered: its record, and how many next hops have yet to answer.
+/// A message being delivered: its record, its content when held in memory, and how many
+/// next hops have yet to answer.
 struct InFlight {
     envelope: Envelope,
+    body: Option<Arc<HeldBody>>,
     outstanding: usize,
 }
 
@@ -204,38 +208,106 @@ type Group = Vec<(String, Vec<usize>)>;
 /// Batches of new mail delivered at once by [`QueueRunner::serve_with_fresh`].
 pub const FRESH_PASSES: usize = 4;
 
+/// The ids of the messages some pass holds, shared with the [`Handoff`].
+type ClaimSet = Arc<Mutex<HashSet<String>>>;
+
+/// One message held: no other pass takes it until this is dropped.
+#[derive(Debug)]
+pub struct Claim {
+    set: ClaimSet,
+    id: String,
+}
+
+impl Claim {
+    /// Holds `id`; `None` when another pass holds it.
+    fn take(set: &ClaimSet, id: &str) -> Option<Claim> {
+        let mut claimed = set.lock().unwrap_or_else(|e| e.into_inner());
+        claimed.insert(id.to_owned()).then(|| Claim {
+            set: set.clone(),
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut claimed = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        claimed.remove(&self.id);
+    }
+}
+
 /// The messages one pass holds; released when it is dropped.
 struct Claims<'a> {
     inner: &'a Inner,
-    ids: Vec<String>,
+    held: Vec<Claim>,
 }
 
 impl<'a> Claims<'a> {
     fn new(inner: &'a Inner) -> Self {
         Claims {
             inner,
-            ids: Vec::new(),
+            held: Vec::new(),
         }
     }
 
     /// False when another pass holds `id`.
     fn claim(&mut self, id: &str) -> bool {
-        let mut claimed = self.inner.claimed.lock().unwrap_or_else(|e| e.into_inner());
-        if !claimed.insert(id.to_owned()) {
-            return false;
+        match Claim::take(&self.inner.claimed, id) {
+            Some(claim) => {
+                self.held.push(claim);
+                true
+            }
+            None => false,
         }
-        self.ids.push(id.to_owned());
-        true
+    }
+
+    /// Keeps a claim taken before the pass began.
+    fn adopt(&mut self, claim: Claim) {
+        self.held.push(claim);
     }
 }
 
-impl Drop for Claims<'_> {
-    fn drop(&mut self) {
-        let mut claimed = self.inner.claimed.lock().unwrap_or_else(|e| e.into_inner());
-        for id in &self.ids {
-            claimed.remove(id);
-        }
+/// A message just committed to the spool by the relay's sessions, handed straight to the
+/// runner with what the session already holds: the envelope record as written and, when
+/// the budget allows, the content, so that its first delivery reads no file.
+#[derive(Debug)]
+pub struct Fresh {
+    /// Its queue id.
+    pub id: QueueId,
+    /// The envelope record, as written to the spool.
+    pub envelope: Envelope,
+    /// The content as written to the spool, when held in memory.
+    pub body: Option<Arc<HeldBody>>,
+    /// Taken before the message became visible in `queue/`, so that no queue run takes it
+    /// while it waits for its first pass.
+    pub claim: Option<Claim>,
+}
+
+/// Where the sessions hand their committed messages to a runner
+/// ([`QueueRunner::fresh_channel`]).
+#[derive(Clone, Debug)]
+pub struct Handoff {
+    claimed: ClaimSet,
+    tx: Sender<Fresh>,
+}
+
+impl Handoff {
+    /// Holds message `id` for its first pass; to be called before it is committed.
+    pub fn claim(&self, id: &str) -> Option<Claim> {
+        Claim::take(&self.claimed, id)
     }
+
+    /// Hands a committed message over. A closed channel means no runner: the message
+    /// waits for the next start (its claim is released on the way).
+    pub fn committed(&self, fresh: Fresh) {
+        let _ = self.tx.try_send(fresh);
+    }
+}
+
+/// A message for a pass: found in the spool, or handed over fresh.
+enum Candidate {
+    Listed(String),
+    Fresh(Box<Fresh>),
 }
 
 /// Messages one connection should carry before another connection to the same destination
@@ -264,7 +336,7 @@ impl QueueRunner {
         QueueRunner {
             inner: Arc::new(Inner {
                 spool,
-                claimed: Mutex::default(),
+                claimed: ClaimSet::default(),
                 cache: None,
                 settings: RwLock::new(Arc::new(Settings { config, tls })),
                 resolver,
@@ -347,36 +419,49 @@ impl QueueRunner {
                 return stats;
             }
         };
-        stats.add(&self.rounds(ids, flush).await);
+        let listed = ids.into_iter().map(Candidate::Listed).collect();
+        stats.add(&self.rounds(listed, flush).await);
         stats
     }
 
     /// Delivers messages just queued without a queue run: no scan of the queue, and no
     /// wait for a run in progress (a message another pass holds is left to it). Nothing
     /// goes while the transport is held (`defer_transports`).
-    pub async fn deliver_new(&self, ids: Vec<String>) -> RunStats {
+    pub async fn deliver_new(&self, fresh: Vec<Fresh>) -> RunStats {
         if self.inner.settings().config.hold {
             return RunStats::default();
         }
-        self.rounds(ids, false).await
+        let fresh = fresh.into_iter().map(|f| Candidate::Fresh(Box::new(f)));
+        self.rounds(fresh.collect(), false).await
     }
 
-    /// As [`QueueRunner::serve`], and each message id that arrives on `fresh` goes at
-    /// once through [`QueueRunner::deliver_new`], up to [`FRESH_PASSES`] batches at a time
-    /// (ids that arrive meanwhile wait and form the next batch).
-    pub async fn serve_with_fresh(&self, wakeups: QueueWakeups, fresh: Receiver<QueueId>) {
+    /// Where sessions hand over what they commit (see [`Fresh`]); give the receiver to
+    /// [`QueueRunner::serve_with_fresh`].
+    pub fn fresh_channel(&self) -> (Handoff, Receiver<Fresh>) {
+        let (tx, rx) = smol::channel::unbounded();
+        let handoff = Handoff {
+            claimed: self.inner.claimed.clone(),
+            tx,
+        };
+        (handoff, rx)
+    }
+
+    /// As [`QueueRunner::serve`], and each message that arrives on `fresh` goes at once
+    /// through [`QueueRunner::deliver_new`], up to [`FRESH_PASSES`] batches at a time
+    /// (messages that arrive meanwhile wait and form the next batch).
+    pub async fn serve_with_fresh(&self, wakeups: QueueWakeups, fresh: Receiver<Fresh>) {
         let passes = Arc::new(Semaphore::new(FRESH_PASSES));
         let me = self.clone();
         let fresh_loop = smol::spawn(async move {
             while let Ok(first) = fresh.recv().await {
                 let permit = passes.acquire_arc().await;
-                let mut ids = vec![first.as_str().to_owned()];
+                let mut batch = vec![first];
                 while let Ok(more) = fresh.try_recv() {
-                    ids.push(more.as_str().to_owned());
+                    batch.push(more);
                 }
                 let runner = me.clone();
                 smol::spawn(async move {
-                    let stats = runner.deliver_new(ids).await;
+                    let stats = runner.deliver_new(batch).await;
                     log::debug!("new mail: {stats:?}");
                     drop(permit);
                 })
@@ -389,34 +474,48 @@ impl QueueRunner {
 
     /// A pass over `ids`, then over the bounces it queued. A bounce is never bounced, so
     /// two rounds suffice; the third is a safety net.
-    async fn rounds(&self, mut ids: Vec<String>, force: bool) -> RunStats {
+    async fn rounds(&self, mut candidates: Vec<Candidate>, force: bool) -> RunStats {
         let mut stats = RunStats::default();
         for round in 0..3 {
-            let (round_stats, bounces) = self.pass(ids, force || round > 0).await;
+            let (round_stats, bounces) = self.pass(candidates, force || round > 0).await;
             stats.add(&round_stats);
             if bounces.is_empty() {
                 break;
             }
-            ids = bounces;
+            candidates = bounces.into_iter().map(Candidate::Listed).collect();
         }
         stats
     }
 
-    /// Loads, groups and delivers the messages `ids`; returns the stats and the ids of
-    /// the bounces queued.
-    async fn pass(&self, ids: Vec<String>, force: bool) -> (RunStats, Vec<String>) {
+    /// Loads, groups and delivers the `candidates`; returns the stats and the ids of the
+    /// bounces queued.
+    async fn pass(&self, candidates: Vec<Candidate>, force: bool) -> (RunStats, Vec<String>) {
         let mut stats = RunStats::default();
         let mut bounces = Vec::new();
         let now = unix_secs();
         let flights: Flights = Arc::default();
         let mut groups: HashMap<Destination, Group> = HashMap::new();
         let mut claims = Claims::new(&self.inner);
-        for id in ids {
-            if !claims.claim(&id) {
-                continue;
-            }
-            let Some(mut envelope) = self.load(&id, &mut stats).await else {
-                continue;
+        for candidate in candidates {
+            let (id, mut envelope, body) = match candidate {
+                Candidate::Listed(id) => {
+                    if !claims.claim(&id) {
+                        continue;
+                    }
+                    let Some(envelope) = self.load(&id, &mut stats).await else {
+                        continue;
+                    };
+                    (id, envelope, None)
+                }
+                Candidate::Fresh(fresh) => {
+                    let id = fresh.id.as_str().to_owned();
+                    match fresh.claim {
+                        Some(claim) => claims.adopt(claim),
+                        None if !claims.claim(&id) => continue,
+                        None => {}
+                    }
+                    (id, fresh.envelope, fresh.body)
+                }
             };
             if envelope.is_done() || !(force || envelope.is_due(now)) {
                 continue;
@@ -435,6 +534,7 @@ impl QueueRunner {
             }
             let flight = InFlight {
                 envelope,
+                body,
                 outstanding,
             };
             flights.lock().expect("flights lock").insert(id, flight);
@@ -605,7 +705,8 @@ impl Inner {
         group
             .iter()
             .map(|(id, indexes)| {
-                let e = &flights[id].envelope;
+                let flight = &flights[id];
+                let e = &flight.envelope;
                 DeliveryJob {
                     envelope: client::Envelope {
                         sender: e.sender.clone(),
@@ -616,7 +717,10 @@ impl Inner {
                         body_size: Some(e.size),
                         eight_bit: false,
                     },
-                    message: self.spool.message_path(id),
+                    message: match &flight.body {
+                        Some(body) => MessageSource::Memory(body.clone()),
+                        None => MessageSource::File(self.spool.message_path(id)),
+                    },
                 }
             })
             .collect()

@@ -2,9 +2,11 @@
 
 mod common;
 
+use certrelay_client::deliver::HeldBody;
 use certrelay_client::resolver::Resolver;
-use certrelay_client::runner::{wake_channel, QueueRunner};
-use certrelay_core::queue::RecipientState;
+use certrelay_client::runner::{wake_channel, Fresh, Handoff, QueueRunner};
+use certrelay_client::spool::Spool;
+use certrelay_core::queue::{Envelope, QueueId, RecipientState};
 use certrelay_core::tls_policy::TlsLevel;
 use common::*;
 use std::collections::HashMap;
@@ -251,6 +253,21 @@ fn a_cached_connection_the_server_closed_costs_no_message() {
     assert!(t.spool.ids().unwrap().is_empty());
 }
 
+/// Message `id` as the relay's store hands it over: claimed, with its envelope and, when
+/// `in_memory`, its content.
+fn fresh(handoff: &Handoff, spool: &Spool, id: &str, in_memory: bool) -> Fresh {
+    let envelope = Envelope::parse(&spool.read_envelope(id).unwrap()).unwrap();
+    let body = in_memory.then(|| {
+        HeldBody::keep(std::fs::read(spool.message_path(id)).unwrap()).expect("within budget")
+    });
+    Fresh {
+        id: QueueId::parse(id).unwrap(),
+        envelope,
+        body,
+        claim: handoff.claim(id),
+    }
+}
+
 #[test]
 fn new_mail_and_a_queue_run_together_deliver_each_message_once() {
     let sink = Sink::start(SinkOptions::default());
@@ -270,13 +287,48 @@ fn new_mail_and_a_queue_run_together_deliver_each_message_once() {
         config(vec![bracketed(sink.port())], TlsLevel::None),
         client_tls(None),
     );
-    let (fresh, full) = run(smol::future::zip(
-        r.deliver_new(ids.clone()),
-        r.run_once(true),
-    ));
+    let (handoff, _rx) = r.fresh_channel();
+    // Half with their content in memory, half read back from the spool.
+    let new: Vec<Fresh> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| fresh(&handoff, &t.spool, id, i % 2 == 0))
+        .collect();
+    let (fresh, full) = run(smol::future::zip(r.deliver_new(new), r.run_once(true)));
     assert_eq!(fresh.removed + full.removed, 30, "{fresh:?} {full:?}");
-    assert_eq!(sink.messages().len(), 30, "each message once");
+    assert_eq!(
+        fresh.removed, 30,
+        "claimed before the queue run began: {full:?}"
+    );
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 30, "each message once");
+    assert!(messages.iter().all(|m| m.data.ends_with(BODY.as_bytes())));
     assert!(t.spool.ids().unwrap().is_empty());
+}
+
+#[test]
+fn new_mail_held_by_nobody_is_claimed_by_its_pass() {
+    let sink = Sink::start(SinkOptions::default());
+    let t = temp_spool("fresh-unclaimed");
+    let id = queue(&t.spool, "alice@example.org", &["bob@example.org"], BODY);
+    let r = runner(
+        &t.spool,
+        config(vec![bracketed(sink.port())], TlsLevel::None),
+        client_tls(None),
+    );
+    let (handoff, _rx) = r.fresh_channel();
+    // A message a queue run holds is left to it.
+    let held = handoff.claim(&id).expect("free");
+    let new = fresh(&handoff, &t.spool, &id, true);
+    assert!(new.claim.is_none(), "one claim per message");
+    assert_eq!(run(r.deliver_new(vec![new])).attempted, 0);
+    drop(held);
+    let new = Fresh {
+        claim: None,
+        ..fresh(&handoff, &t.spool, &id, true)
+    };
+    assert_eq!(run(r.deliver_new(vec![new])).removed, 1);
+    assert_eq!(sink.messages().len(), 1);
 }
 
 #[test]
@@ -287,7 +339,8 @@ fn new_mail_waits_while_the_transport_is_held() {
     let mut c = config(vec![bracketed(sink.port())], TlsLevel::None);
     c.hold = true;
     let r = runner(&t.spool, c, client_tls(None));
-    let stats = run(r.deliver_new(vec![id.clone()]));
+    let (handoff, _rx) = r.fresh_channel();
+    let stats = run(r.deliver_new(vec![fresh(&handoff, &t.spool, &id, true)]));
     assert_eq!(stats.attempted, 0);
     assert!(sink.messages().is_empty());
     assert_eq!(t.spool.ids().unwrap(), [id]);

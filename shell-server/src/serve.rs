@@ -133,7 +133,6 @@ async fn run_async(dir: &Path) -> i32 {
             }
         }
     }
-    let (wake, runner_rx) = QueueWake::channel();
     let (waker, wakeups) = wake_channel();
     let runner = QueueRunner::new(
         spool.clone(),
@@ -142,6 +141,8 @@ async fn run_async(dir: &Path) -> i32 {
         Resolver::system(),
     )
     .keep_connections();
+    let (handoff, runner_rx) = runner.fresh_channel();
+    let wake = QueueWake::Runner(handoff);
     // Each accepted message goes at once, in a pass of its own; queue runs retry the rest.
     let runner_task = {
         let runner = runner.clone();

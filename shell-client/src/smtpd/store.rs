@@ -10,7 +10,9 @@
 //! The laptop's stores also treat its own programs as Postfix treats local submissions
 //! ([`LocalSubmission`]); the relay's store keeps every message as it came.
 
+use crate::deliver::HeldBody;
 use crate::maildrop::{Dropping, Maildrop};
+use crate::runner::{Fresh, Handoff};
 use crate::spool::{Incoming, Spool, SpoolError};
 use certrelay_core::dsn::rfc5322_date;
 use certrelay_core::facts::TlsFacts;
@@ -25,24 +27,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Body bytes gathered before one write on the blocking pool.
 const WRITE_BATCH: usize = 128 * 1024;
 
-/// Tells the queue runner that a message was committed.
-///
-/// The relay forwards each one to its queue runner, the laptop to the `run` daemon's
-/// delivering thread; either tries the message at once.
+/// Tells the queue runner that a message was committed; it tries the message at once.
 #[derive(Clone, Debug)]
-pub struct QueueWake(smol::channel::Sender<QueueId>);
+pub enum QueueWake {
+    /// The queue id goes to a channel (the laptop: to the `run` daemon's delivering thread,
+    /// which takes it from the maildrop).
+    Ids(smol::channel::Sender<QueueId>),
+    /// The message goes to the relay's runner with its envelope and, when small, its
+    /// content ([`Fresh`]).
+    Runner(Handoff),
+}
 
 impl QueueWake {
-    /// A wake-up channel: give the receiver to the runner.
+    /// A wake-up channel of queue ids.
     pub fn channel() -> (QueueWake, smol::channel::Receiver<QueueId>) {
         let (tx, rx) = smol::channel::unbounded();
-        (QueueWake(tx), rx)
-    }
-
-    /// The message `id` is in `queue/` and due now.
-    pub fn queued(&self, id: QueueId) {
-        // A closed channel means no runner: the message waits for the next start.
-        let _ = self.0.try_send(id);
+        (QueueWake::Ids(tx), rx)
     }
 }
 
@@ -88,6 +88,32 @@ impl Target {
         match self {
             Target::Spool(spool) => spool.incoming(id).map(Writer::Spool),
             Target::Maildrop(m) => m.create(id).map(Writer::Maildrop).map_err(SpoolError::from),
+        }
+    }
+}
+
+/// A message's file: opened when the first bytes are written (the spool), or as soon as
+/// the message begins (the maildrop, where a `sendmail` may have taken the same id and
+/// another must be chosen before the id is written into the `Received:` header).
+#[derive(Debug)]
+enum QueueFile {
+    NotOpen(Target),
+    Open(Writer),
+}
+
+impl QueueFile {
+    /// The open writer. Runs on the blocking pool.
+    fn into_writer(self, id: &str) -> Result<Writer, SpoolError> {
+        match self {
+            QueueFile::NotOpen(target) => target.open(id),
+            QueueFile::Open(w) => Ok(w),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            QueueFile::NotOpen(_) => 0,
+            QueueFile::Open(w) => w.size(),
         }
     }
 }
@@ -158,7 +184,16 @@ impl Store {
             let id = QueueId::generate(now.as_secs(), unique(now.subsec_micros()));
             let target = self.target.clone();
             let name = id.as_str().to_owned();
-            let opened = smol::unblock(move || target.open(&name)).await;
+            let opened = match target {
+                // This process alone makes ids in the spool: the file is created with
+                // the first write, with no trip to the blocking pool of its own. (An id
+                // left by an earlier process in the same microsecond fails the message
+                // with a 4xx; it is never overwritten.)
+                Target::Spool(_) => Ok(QueueFile::NotOpen(target)),
+                Target::Maildrop(_) => smol::unblock(move || target.open(&name))
+                    .await
+                    .map(QueueFile::Open),
+            };
             let (writer, failure) = match opened {
                 Ok(w) => (Some(w), None),
                 Err(SpoolError::Write(e))
@@ -213,7 +248,8 @@ pub struct Receiving {
     store: Store,
     id: QueueId,
     arrival: Box<Arrival>,
-    writer: Option<Writer>,
+    /// `None` once a write failed.
+    writer: Option<QueueFile>,
     failure: Option<SpoolError>,
     batch: Vec<u8>,
     /// The header section, held until its end is known, of a message to complete.
@@ -274,54 +310,84 @@ impl Receiving {
     }
 
     async fn write_batch(&mut self) {
-        let Some(mut w) = self.writer.take() else {
+        let Some(w) = self.writer.take() else {
             return;
         };
         let batch = std::mem::take(&mut self.batch);
-        let (w, result) = smol::unblock(move || {
-            let r = w.write(&batch);
-            (w, r)
+        let id = self.id.as_str().to_owned();
+        let written = smol::unblock(move || {
+            let mut w = w.into_writer(&id)?;
+            w.write(&batch)?;
+            Ok(w)
         })
         .await;
-        match result {
-            Ok(()) => self.writer = Some(w),
+        match written {
+            Ok(w) => self.writer = Some(QueueFile::Open(w)),
             Err(e) => self.failure = Some(e),
         }
     }
 
     /// Makes the message durable and says how it went, for the session.
+    ///
+    /// What is still unwritten, the fsyncs and the renames go to the blocking pool in one
+    /// trip; a small message thus costs one trip in all.
     pub async fn finish(mut self) -> ServerEvent {
         if self.writer.is_some() {
             self.complete_head();
         }
-        self.write_batch().await;
         let id = self.id.clone();
-        let Some(w) = self.writer.take() else {
+        let Some(file) = self.writer.take() else {
             return self.failed();
         };
+        let batch = std::mem::take(&mut self.batch);
+        // The whole content is in `batch` when nothing was written before.
+        let whole = matches!(file, QueueFile::NotOpen(_));
         let arrival_secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let local = self.store.local.as_deref();
-        let envelope = queue_envelope(&self.id, &self.arrival, arrival_secs, w.size(), local);
+        let size = file.size() + batch.len() as u64;
+        let envelope = queue_envelope(&self.id, &self.arrival, arrival_secs, size, local);
         let nrcpt = envelope.recipients.len();
-        let size = envelope.size;
         let record = envelope.to_text().into_bytes();
-        match smol::unblock(move || w.commit(&record)).await {
-            Ok(()) => {
-                log::info!(
-                    "{id}: from=<{}>, size={size}, nrcpt={nrcpt} (queue active)",
-                    self.arrival.sender
-                );
-                self.store.wake.queued(id.clone());
-                ServerEvent::MessageStored {
-                    queue_id: id.as_str().to_owned(),
-                }
+        // Held before the message becomes visible in `queue/`, so that no queue run takes
+        // it before its first pass.
+        let claim = match &self.store.wake {
+            QueueWake::Runner(handoff) => handoff.claim(id.as_str()),
+            QueueWake::Ids(_) => None,
+        };
+        let name = id.as_str().to_owned();
+        let (committed, batch) = smol::unblock(move || {
+            let result = file.into_writer(&name).and_then(|mut w| {
+                w.write(&batch)?;
+                w.commit(&record)
+            });
+            (result, batch)
+        })
+        .await;
+        if let Err(e) = committed {
+            self.failure = Some(e);
+            return self.failed();
+        }
+        log::info!(
+            "{id}: from=<{}>, size={size}, nrcpt={nrcpt} (queue active)",
+            self.arrival.sender
+        );
+        match &self.store.wake {
+            QueueWake::Runner(handoff) => {
+                let body = whole.then(|| HeldBody::keep(batch).ok()).flatten();
+                handoff.committed(Fresh {
+                    id: id.clone(),
+                    envelope,
+                    body,
+                    claim,
+                });
             }
-            Err(e) => {
-                self.failure = Some(e);
-                self.failed()
-            }
+            // A closed channel means no runner: the message waits for the next start.
+            QueueWake::Ids(tx) => drop(tx.try_send(id.clone())),
+        }
+        ServerEvent::MessageStored {
+            queue_id: id.as_str().to_owned(),
         }
     }
 
