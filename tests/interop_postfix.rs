@@ -6,6 +6,7 @@
 //! Run with `cargo test -p certrelay-suite --test interop_postfix -- --ignored`, as root
 //! (Postfix's master must start as root), with `postfix` installed.
 
+use certrelay_client::spool::Spool;
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_core::queue::{Envelope, RecipientState};
 use certrelay_suite::daemon::{free_port, Daemon};
@@ -141,21 +142,24 @@ impl Laptop {
 
     /// Committed envelopes in the spool.
     fn queued(&self) -> Vec<Envelope> {
-        let Ok(dir) = std::fs::read_dir(self.queue_dir().join("queue")) else {
+        let spool = Spool::attach(self.queue_dir());
+        let Ok(ids) = spool.ids() else {
             return Vec::new();
         };
-        let mut out: Vec<Envelope> = dir
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "env"))
-            .filter_map(|p| Envelope::parse(&std::fs::read(p).ok()?).ok())
+        let mut out: Vec<Envelope> = ids
+            .iter()
+            .filter_map(|id| Envelope::parse(&spool.read_envelope(id).ok()?).ok())
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
     fn message_text(&self, id: &str) -> String {
-        let path = self.queue_dir().join("queue").join(format!("{id}.msg"));
-        text(&std::fs::read(path).unwrap_or_default())
+        text(
+            &Spool::attach(self.queue_dir())
+                .read_content(id)
+                .unwrap_or_default(),
+        )
     }
 
     fn log(&self) -> String {

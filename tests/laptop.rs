@@ -1,6 +1,7 @@
 //! The laptop side end to end: the real `certrelay` binary submitting with its sendmail
 //! interface, listing, deleting, and delivering to a plaintext SMTP sink on loopback.
 
+use certrelay_client::spool::Spool;
 use certrelay_core::queue::{Envelope, RecipientState};
 use certrelay_suite::daemon::{free_port, Daemon};
 use certrelay_suite::sink::{wait_until, Sink};
@@ -70,13 +71,13 @@ impl Laptop {
 
     /// Committed envelopes in the spool (not the maildrop).
     fn queued(&self) -> Vec<Envelope> {
-        let Ok(dir) = std::fs::read_dir(self.queue_dir().join("queue")) else {
+        let spool = Spool::attach(self.queue_dir());
+        let Ok(ids) = spool.ids() else {
             return Vec::new();
         };
-        let mut out: Vec<Envelope> = dir
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "env"))
-            .filter_map(|p| Envelope::parse(&std::fs::read(p).ok()?).ok())
+        let mut out: Vec<Envelope> = ids
+            .iter()
+            .filter_map(|id| Envelope::parse(&spool.read_envelope(id).ok()?).ok())
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
@@ -91,8 +92,8 @@ impl Laptop {
     }
 
     fn message_text(&self, id: &str) -> String {
-        let path = self.queue_dir().join("queue").join(format!("{id}.msg"));
-        String::from_utf8(std::fs::read(path).unwrap()).unwrap()
+        let content = Spool::attach(self.queue_dir()).read_content(id).unwrap();
+        String::from_utf8(content).unwrap()
     }
 
     fn log(&self) -> String {

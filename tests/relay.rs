@@ -1,6 +1,7 @@
 //! The relay's serving mode end to end: the real `certrelayd` binary, real sockets, real
 //! TLS (rustls on the client side), real spool files. Every wait is bounded.
 
+use certrelay_client::spool::Spool;
 use certrelay_core::cert::{parse_certificates, parse_private_key, spki_der};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_suite::daemon::{free_port, Daemon, WAIT};
@@ -219,9 +220,22 @@ impl Relay {
         self.ports[0]
     }
 
-    fn spool_file(&self, name: &str) -> String {
-        let p = self.dir.path().join("spool/queue").join(name);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    /// The content of queued message `id`.
+    fn spool_message(&self, id: &str) -> String {
+        let spool = Spool::attach(self.dir.path().join("spool"));
+        let content = spool
+            .read_content(id)
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        String::from_utf8(content).unwrap()
+    }
+
+    /// The envelope record of queued message `id`.
+    fn spool_envelope(&self, id: &str) -> String {
+        let spool = Spool::attach(self.dir.path().join("spool"));
+        let record = spool
+            .read_envelope(id)
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        String::from_utf8(record).unwrap()
     }
 
     fn stop(self) -> std::process::ExitStatus {
@@ -328,7 +342,7 @@ fn listed_md5_certificate_relays_and_the_message_is_spooled() {
         .unwrap_or_else(|r| panic!("{r}\n{}", relay.log()));
     assert_eq!(s.cmd("QUIT"), "221 2.0.0 Bye");
 
-    let msg = relay.spool_file(&format!("{id}.msg"));
+    let msg = relay.spool_message(&id);
     assert!(
         msg.starts_with("Received: from laptop.test (unknown [127.0.0.1])"),
         "{msg}"
@@ -338,7 +352,7 @@ fn listed_md5_certificate_relays_and_the_message_is_spooled() {
         msg.ends_with("Subject: test\r\n\r\nhello from the laptop\r\n"),
         "{msg}"
     );
-    let env = relay.spool_file(&format!("{id}.env"));
+    let env = relay.spool_envelope(&id);
     assert!(env.contains("sender: me@laptop.test\n"), "{env}");
     assert!(env.contains("rcpt: someone@example.org\n"), "{env}");
     assert!(env.contains("state: pending\n"), "{env}");
@@ -387,7 +401,7 @@ fn the_client_name_comes_from_the_hosts_file_when_it_leads_back() {
         .unwrap_or_else(|r| panic!("{r}"));
     relay.wait_log(&format!("connect from {name}[127.0.0.1]"));
     relay.wait_log(&format!("{id}: client={name}[127.0.0.1]"));
-    let msg = relay.spool_file(&format!("{id}.msg"));
+    let msg = relay.spool_message(&id);
     assert!(
         msg.starts_with(&format!("Received: from laptop.test ({name} [127.0.0.1])")),
         "{msg}"
@@ -548,7 +562,7 @@ fn local_mail_needs_no_certificate_on_a_listener_that_allows_it() {
     let id = s
         .mail("user@relay.test")
         .unwrap_or_else(|r| panic!("{r}\n{}", relay.log()));
-    let env = relay.spool_file(&format!("{id}.env"));
+    let env = relay.spool_envelope(&id);
     assert!(env.contains("protocol: ESMTP\n"), "{env}");
     assert_eq!(
         s.mail("someone@example.org"),
@@ -679,7 +693,7 @@ fn sigterm_lets_the_session_in_progress_finish_and_exits_0() {
         .mail("someone@example.org")
         .unwrap_or_else(|r| panic!("{r}"));
     assert!(relay
-        .spool_file(&format!("{id}.env"))
+        .spool_envelope(&id)
         .contains("rcpt: someone@example.org"));
     assert_eq!(s.cmd("QUIT"), "221 2.0.0 Bye");
     let status = relay.stop_waiting();
@@ -729,7 +743,7 @@ fn hundreds_of_idle_connections_leave_room_for_a_client_that_sends_mail() {
         .mail("someone@example.org")
         .unwrap_or_else(|r| panic!("{r}\n{}", relay.log()));
     assert!(relay
-        .spool_file(&format!("{id}.env"))
+        .spool_envelope(&id)
         .contains("rcpt: someone@example.org"));
     // The idle ones were not pushed out to make room.
     for s in idle.iter_mut().step_by(25) {
@@ -835,8 +849,8 @@ fn started_as_root_the_relay_serves_as_mail_owner_and_reloads_with_its_root_only
     let id = s
         .mail("someone@example.org")
         .unwrap_or_else(|r| panic!("{r}\n{}", relay.log()));
-    let env = spool.join(format!("queue/{id}.env"));
-    assert_eq!(std::fs::metadata(&env).unwrap().uid(), 65534);
+    let msg = spool.join(format!("queue/{id}.msg"));
+    assert_eq!(std::fs::metadata(&msg).unwrap().uid(), 65534);
 
     // A table only root can read cannot be reloaded: refused, with what to do.
     let table = relay.dir.path().join("relay_clientcerts");

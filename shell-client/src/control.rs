@@ -168,15 +168,11 @@ pub fn listing(queue_dir: &Path) -> io::Result<String> {
             }
         }
     }
-    let queue = queue_dir.join("queue");
-    if queue.is_dir() {
-        let mut ids: Vec<_> = std::fs::read_dir(&queue)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "env"))
-            .collect();
-        ids.sort();
-        for path in ids {
-            if let Ok(text) = std::fs::read(&path) {
+    if queue_dir.join("queue").is_dir() {
+        // Read only: the spool belongs to whoever runs the queue.
+        let spool = Spool::attach(queue_dir);
+        for id in spool.ids()? {
+            if let Ok(text) = spool.read_envelope(&id) {
                 entries.push(text);
             }
         }

@@ -17,11 +17,11 @@ use crate::clock::Clock;
 use crate::conn_cache::ConnectionCache;
 use crate::route::Candidate;
 use crate::smtp_conn::{ClientTls, SendError, ServerAddr, SmtpConnection, BODY_CHUNK};
+use crate::spool::Spool;
 use certrelay_core::client::{ClientError, Closing, DeliveryStatus, Envelope, Outcome};
 use certrelay_core::settings::ClientSettings;
 use certrelay_core::tls_policy::TlsLevel;
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +38,13 @@ pub struct DeliveryJob {
 /// Where a job's message content is read from.
 #[derive(Clone, Debug)]
 pub enum MessageSource {
-    /// The spool's message file (read in chunks while sending).
-    File(PathBuf),
+    /// A message in the spool (its content read in chunks while sending).
+    Spooled {
+        /// The spool.
+        spool: Spool,
+        /// The message's queue id.
+        id: String,
+    },
     /// The content just received, still in memory (the same bytes the spool file holds).
     Memory(Arc<HeldBody>),
 }
@@ -301,16 +306,17 @@ async fn send_one(
             let mut bytes = body.bytes();
             conn.send(job.envelope.clone(), &mut bytes).await
         }
-        MessageSource::File(path) => {
-            let owned = path.clone();
-            match smol::unblock(move || std::fs::File::open(owned)).await {
+        MessageSource::Spooled { spool, id } => {
+            let (owned, name) = (spool.clone(), id.clone());
+            match smol::unblock(move || owned.open_message(&name)).await {
                 // Not smol::fs::File: it reads through an 8 MiB pipe per open file, which
                 // cost an 8 MiB allocation per message delivered.
-                Ok(file) => {
-                    let mut file = smol::Unblock::with_capacity(BODY_CHUNK, file);
-                    conn.send(job.envelope.clone(), &mut file).await
+                Ok(content) => {
+                    let mut content = smol::Unblock::with_capacity(BODY_CHUNK, content);
+                    conn.send(job.envelope.clone(), &mut content).await
                 }
                 Err(e) => {
+                    let path = spool.message_path(id);
                     let reason = format!("cannot read message file {}: {e}", path.display());
                     log::error!("{reason}");
                     let outcome = Outcome::local(DeliveryStatus::Deferred, "4.3.0", reason);

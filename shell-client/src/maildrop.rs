@@ -285,7 +285,7 @@ mod tests {
         let back = Envelope::parse(&spool.read_envelope(fresh.as_str()).unwrap()).unwrap();
         assert_eq!(back.recipients[0].address, "b@y");
         assert_eq!(
-            fs::read(spool.message_path(fresh.as_str())).unwrap(),
+            spool.read_content(fresh.as_str()).unwrap(),
             b"Subject: x\r\n\r\nhi\r\n"
         );
         drop(half);

@@ -719,7 +719,10 @@ impl Inner {
                     },
                     message: match &flight.body {
                         Some(body) => MessageSource::Memory(body.clone()),
-                        None => MessageSource::File(self.spool.message_path(id)),
+                        None => MessageSource::Spooled {
+                            spool: self.spool.clone(),
+                            id: id.clone(),
+                        },
                     },
                 }
             })

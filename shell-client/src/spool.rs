@@ -1,22 +1,64 @@
-//! The durable spool: one message file and one envelope file per queued message.
+//! The durable spool: one file per queued message, and an envelope file once its envelope
+//! changed.
 //!
 //! Layout under the queue directory, every step visible with `ls`:
 //!
 //! - `tmp/`: messages being received. Nothing here was ever acknowledged; cleared at start.
-//! - `queue/ID.msg`: the message, never changed once committed.
-//! - `queue/ID.env`: its envelope record, replaced whole (write, fsync, rename) on each update.
+//! - `queue/ID.msg`: the message content, then the envelope record it arrived with, then a
+//!   one-line trailer that says where the content ends (`certrelay-content-length` and 16
+//!   hex digits). Never changed once committed.
+//! - `queue/ID.env`: the envelope record once a delivery attempt changed it, replaced whole
+//!   (write, fsync, rename) on each update; when present, it is the envelope.
 //! - `corrupt/`: files that could not be read back, moved aside for a person to look at.
 //!
-//! A message is committed when its `.env` is renamed into `queue/` and the directory is
-//! synced: the `.msg` was renamed and synced before that, so a crash at any instant leaves
-//! either a complete message with its envelope, or an orphan `.msg` that was never
-//! acknowledged and is removed at the next start.
+//! A message is committed when its `.msg`, synced, is renamed into `queue/` and the
+//! directory is synced: one file created, two fsyncs, per message. A crash at any instant
+//! leaves either a complete message or nothing that was acknowledged.
+//!
+//! A `.msg` without a trailer is the layout of earlier versions (content only, with its
+//! `.env` beside it); it is read as such.
 //!
 //! These calls block (fsync); the async shells run them on the blocking pool.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+/// The start of the last line of a `.msg` file.
+const TRAILER_TAG: &[u8] = b"certrelay-content-length ";
+
+/// Length of that line: the tag, 16 hex digits, a line feed.
+const TRAILER_LEN: u64 = TRAILER_TAG.len() as u64 + 17;
+
+/// The last line of a `.msg` file whose content is `content_len` bytes long.
+fn trailer(content_len: u64) -> String {
+    let tag = std::str::from_utf8(TRAILER_TAG).expect("ASCII");
+    format!("{tag}{content_len:016x}\n")
+}
+
+/// Where the content of an open `.msg` file ends, and where its embedded envelope ends;
+/// `None` for a file without a trailer (the earlier layout: content only).
+fn content_bounds(file: &File) -> io::Result<Option<(u64, u64)>> {
+    let len = file.metadata()?.len();
+    if len < TRAILER_LEN {
+        return Ok(None);
+    }
+    let mut last = [0u8; TRAILER_LEN as usize];
+    file.read_exact_at(&mut last, len - TRAILER_LEN)?;
+    let Some(digits) = last
+        .strip_prefix(TRAILER_TAG)
+        .and_then(|rest| rest.strip_suffix(b"\n"))
+    else {
+        return Ok(None);
+    };
+    let content = std::str::from_utf8(digits)
+        .ok()
+        .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|d| u64::from_str_radix(d, 16).ok())
+        .filter(|&c| c <= len - TRAILER_LEN);
+    Ok(content.map(|c| (c, len - TRAILER_LEN)))
+}
 
 /// Why the spool could not take or update a message.
 #[derive(Debug)]
@@ -95,7 +137,11 @@ impl Spool {
             let path = entry?.path();
             let Some(id) = id_of(&path) else { continue };
             match path.extension().and_then(|e| e.to_str()) {
-                Some("msg") if !queue.join(format!("{id}.env")).exists() => {
+                // Only the earlier layout committed a `.msg` without its envelope.
+                Some("msg")
+                    if !queue.join(format!("{id}.env")).exists()
+                        && content_bounds(&File::open(&path)?)?.is_none() =>
+                {
                     fs::remove_file(&path)?;
                     rec.removed_orphans += 1;
                 }
@@ -143,16 +189,17 @@ impl Spool {
         sync_dir(&queue).map_err(SpoolError::from_io)
     }
 
-    /// Removes a message that needs no more delivery (envelope first: a crash in between
-    /// leaves an orphan message file, which the next start removes).
+    /// Removes a message that needs no more delivery. The message file goes first: a
+    /// crash in between leaves an envelope without its message, which the next start
+    /// moves aside, and never a message whose newer envelope is lost.
     ///
     /// The directory is not synced: should a crash undo the removal, the message is
     /// delivered once more, which SMTP's at-least-once promise allows, and each delivery
-    /// saves a journal commit.
+    /// saves a disk write.
     pub fn remove(&self, id: &str) -> io::Result<()> {
         let queue = self.root.join("queue");
-        remove_if_exists(&queue.join(format!("{id}.env")))?;
-        remove_if_exists(&queue.join(format!("{id}.msg")))
+        remove_if_exists(&queue.join(format!("{id}.msg")))?;
+        remove_if_exists(&queue.join(format!("{id}.env")))
     }
 
     /// Moves both files of `id` to `corrupt/`, for a person to look at.
@@ -174,7 +221,7 @@ impl Spool {
         let mut ids = Vec::new();
         for entry in fs::read_dir(self.root.join("queue"))? {
             let path = entry?.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("env") {
+            if path.extension().and_then(|e| e.to_str()) == Some("msg") {
                 if let Some(id) = id_of(&path) {
                     ids.push(id);
                 }
@@ -184,14 +231,41 @@ impl Spool {
         Ok(ids)
     }
 
-    /// The envelope record of `id`.
+    /// The envelope record of `id`: its `.env` when there is one, else the record the
+    /// message arrived with.
     pub fn read_envelope(&self, id: &str) -> io::Result<Vec<u8>> {
-        fs::read(self.root.join("queue").join(format!("{id}.env")))
+        match fs::read(self.root.join("queue").join(format!("{id}.env"))) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            read => return read,
+        }
+        let mut file = File::open(self.message_path(id))?;
+        let Some((content, end)) = content_bounds(&file)? else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "message file without an envelope",
+            ));
+        };
+        let mut record = vec![0; (end - content) as usize];
+        file.seek(SeekFrom::Start(content))?;
+        file.read_exact(&mut record)?;
+        Ok(record)
     }
 
-    /// Opens the message of `id` for reading.
-    pub fn open_message(&self, id: &str) -> io::Result<File> {
-        File::open(self.root.join("queue").join(format!("{id}.msg")))
+    /// Opens the content of message `id` for reading (the file up to its envelope).
+    pub fn open_message(&self, id: &str) -> io::Result<io::Take<File>> {
+        let file = File::open(self.message_path(id))?;
+        let content = match content_bounds(&file)? {
+            Some((content, _)) => content,
+            None => file.metadata()?.len(),
+        };
+        Ok(file.take(content))
+    }
+
+    /// The content of message `id`.
+    pub fn read_content(&self, id: &str) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open_message(id)?.read_to_end(&mut out)?;
+        Ok(out)
     }
 
     /// The path of the message file of `id`.
@@ -229,28 +303,24 @@ impl Incoming {
         Ok(())
     }
 
-    /// Makes the message and its envelope durable. Only after this returns `Ok` may the
-    /// message be acknowledged.
+    /// Appends the envelope record and the trailer, and makes the message durable in
+    /// `queue/`. Only after this returns `Ok` may the message be acknowledged.
     pub fn commit(mut self, envelope: &[u8]) -> Result<(), SpoolError> {
-        let out = self.out.take().expect("commit twice");
-        let file = out
-            .into_inner()
-            .map_err(|e| SpoolError::from_io(e.into_error()))?;
-        file.sync_all().map_err(SpoolError::from_io)?;
-        drop(file);
-        let root = &self.spool.root;
-        let tmp_env = root.join("tmp").join(format!("{}.env", self.id));
+        let mut out = self.out.take().expect("commit twice");
+        let queue = self.spool.root.join("queue");
+        let committed = queue.join(format!("{}.msg", self.id));
         let result = (|| {
-            write_synced(&tmp_env, envelope)?;
-            let queue = root.join("queue");
-            fs::rename(&self.tmp_msg, queue.join(format!("{}.msg", self.id)))?;
-            fs::rename(&tmp_env, queue.join(format!("{}.env", self.id)))?;
+            out.write_all(envelope)?;
+            out.write_all(trailer(self.size).as_bytes())?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&self.tmp_msg, &committed)?;
             sync_dir(&queue)
         })();
         if result.is_err() {
-            let _ = fs::remove_file(&tmp_env);
             let _ = fs::remove_file(&self.tmp_msg);
-            let _ = fs::remove_file(root.join("queue").join(format!("{}.msg", self.id)));
+            let _ = fs::remove_file(&committed);
         }
         result.map_err(SpoolError::from_io)
     }
@@ -320,13 +390,24 @@ mod tests {
         assert_eq!(spool.ids().unwrap(), ["A1"]);
         assert_eq!(spool.read_envelope("A1").unwrap(), b"env v1");
         assert_eq!(
-            fs::read(spool.message_path("A1")).unwrap(),
+            spool.read_content("A1").unwrap(),
             b"Subject: x\r\n\r\nbody\r\n"
         );
+        // One file: content, envelope, trailer.
+        assert_eq!(
+            fs::read(spool.message_path("A1")).unwrap(),
+            b"Subject: x\r\n\r\nbody\r\nenv v1certrelay-content-length 0000000000000014\n"
+        );
+        assert_eq!(fs::read_dir(dir.join("queue")).unwrap().count(), 1);
         spool.update_envelope("A1", b"env v2").unwrap();
         assert_eq!(spool.read_envelope("A1").unwrap(), b"env v2");
+        assert_eq!(
+            spool.read_content("A1").unwrap(),
+            b"Subject: x\r\n\r\nbody\r\n"
+        );
         spool.remove("A1").unwrap();
         assert!(spool.ids().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.join("queue")).unwrap().count(), 0);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -346,18 +427,42 @@ mod tests {
         let (spool, dir) = temp_spool("recover");
         // A crash during DATA: a partial file in tmp/.
         fs::write(dir.join("tmp/C1.msg"), b"half").unwrap();
-        // A crash between the two renames: message without envelope.
+        // The earlier layout, crashed between its two renames: content without envelope.
         fs::write(dir.join("queue/C2.msg"), b"never acknowledged").unwrap();
-        // An envelope whose message vanished.
+        // An envelope whose message vanished (or a crash inside `remove`).
         fs::write(dir.join("queue/C3.env"), b"env").unwrap();
-        // A committed message survives.
+        // A committed message survives, and so does one of the earlier layout.
         spool.incoming("C4").unwrap().commit(b"env").unwrap();
+        fs::write(dir.join("queue/C5.msg"), b"old content").unwrap();
+        fs::write(dir.join("queue/C5.env"), b"old env").unwrap();
         let (spool, rec) = Spool::open(&dir).unwrap();
         assert_eq!(rec.removed_partial, 1);
         assert_eq!(rec.removed_orphans, 1);
         assert_eq!(rec.moved_aside, ["C3"]);
-        assert_eq!(spool.ids().unwrap(), ["C4"]);
+        assert_eq!(spool.ids().unwrap(), ["C4", "C5"]);
         assert!(dir.join("corrupt/C3.env").exists());
+        assert_eq!(spool.read_envelope("C5").unwrap(), b"old env");
+        assert_eq!(spool.read_content("C5").unwrap(), b"old content");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn content_ending_like_a_trailer_stays_content() {
+        let (spool, dir) = temp_spool("trailer");
+        // Content that ends with text shaped like a trailer, even a well-formed one.
+        let content = trailer(3);
+        let mut inc = spool.incoming("E1").unwrap();
+        inc.write(content.as_bytes()).unwrap();
+        inc.commit(b"env").unwrap();
+        assert_eq!(spool.read_content("E1").unwrap(), content.as_bytes());
+        assert_eq!(spool.read_envelope("E1").unwrap(), b"env");
+        // A trailer pointing past the end is no trailer: the file is content only.
+        fs::write(dir.join("queue/E2.msg"), trailer(1 << 40)).unwrap();
+        assert_eq!(
+            spool.read_content("E2").unwrap(),
+            trailer(1 << 40).as_bytes()
+        );
+        assert!(spool.read_envelope("E2").is_err());
         fs::remove_dir_all(dir).unwrap();
     }
 

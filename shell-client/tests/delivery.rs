@@ -257,9 +257,8 @@ fn a_cached_connection_the_server_closed_costs_no_message() {
 /// `in_memory`, its content.
 fn fresh(handoff: &Handoff, spool: &Spool, id: &str, in_memory: bool) -> Fresh {
     let envelope = Envelope::parse(&spool.read_envelope(id).unwrap()).unwrap();
-    let body = in_memory.then(|| {
-        HeldBody::keep(std::fs::read(spool.message_path(id)).unwrap()).expect("within budget")
-    });
+    let body =
+        in_memory.then(|| HeldBody::keep(spool.read_content(id).unwrap()).expect("within budget"));
     Fresh {
         id: QueueId::parse(id).unwrap(),
         envelope,

@@ -514,7 +514,7 @@ mod tests {
         let ServerEvent::MessageStored { queue_id } = event else {
             panic!("not stored: {event:?}");
         };
-        let text = std::fs::read_to_string(spool.message_path(&queue_id)).unwrap();
+        let text = String::from_utf8(spool.read_content(&queue_id).unwrap()).unwrap();
         let envelope = Envelope::parse(&spool.read_envelope(&queue_id).unwrap()).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         (text, envelope)
