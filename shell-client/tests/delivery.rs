@@ -43,6 +43,30 @@ fn queued_message_is_delivered_and_removed() {
 }
 
 #[test]
+fn small_and_large_spooled_contents_arrive_intact() {
+    // Read whole below 256 KiB, streamed in chunks above; lines that start with a dot and
+    // lines split across chunk boundaries either way.
+    for (label, lines) in [("small", 100), ("large", 8000)] {
+        let sink = Sink::start(SinkOptions::default());
+        let t = temp_spool(label);
+        let mut body = String::from("Subject: size\r\n\r\n");
+        for i in 0..lines {
+            body.push_str(&format!(".{i:05} {}\r\n", "x".repeat(i % 90)));
+        }
+        queue(&t.spool, "alice@example.org", &["bob@example.org"], &body);
+        let r = runner(
+            &t.spool,
+            config(vec![bracketed(sink.port())], TlsLevel::None),
+            client_tls(None),
+        );
+        assert_eq!(run(r.run_once(false)).removed, 1, "{label}");
+        let got = sink.messages();
+        assert_eq!(got.len(), 1, "{label}");
+        assert!(got[0].text() == body, "{label}: content changed on the way");
+    }
+}
+
+#[test]
 fn temporary_refusal_defers_then_flush_delivers() {
     let sink = Sink::start(SinkOptions {
         rcpt_replies: vec![(
