@@ -9,15 +9,25 @@
 # Usage (as root, from anywhere; Postfix must be installed but need not run):
 #   benches/compare-postfix.sh
 # KEEP=1 keeps the work directory (logs, configs) for a look afterwards.
+# TARGET=x86_64-unknown-linux-musl measures a static musl build of certrelayd (see
+# benches/footprint.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p certrelayd >&2
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+if [ -n "${TARGET:-}" ]; then
+    CC_VAR="CC_${TARGET//-/_}"
+    [[ "$TARGET" == *musl* ]] && command -v musl-gcc >/dev/null && export "$CC_VAR=${!CC_VAR:-musl-gcc}"
+    cargo build --release -p certrelayd --target "$TARGET" >&2
+    RELAY=$TARGET_DIR/$TARGET/release/certrelayd
+else
+    cargo build --release -p certrelayd >&2
+    RELAY=$TARGET_DIR/release/certrelayd
+fi
 LOAD=$(cargo bench --no-run -p certrelay-suite --bench load 2>&1 |
     sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
-RELAY=$PWD/target/release/certrelayd
 [ -x "$LOAD" ] && [ -x "$RELAY" ] || { echo "no load tool or certrelayd built" >&2; exit 1; }
-LOAD=$PWD/$LOAD
+case $LOAD in /*) ;; *) LOAD=$PWD/$LOAD ;; esac
 
 W=$(mktemp -d /tmp/certrelay-compare.XXXXXX)
 chmod 755 "$W" # Postfix's unprivileged processes must reach their queue below it.

@@ -4,18 +4,28 @@
 # second EHLO, then nothing).
 #
 # Usage: benches/footprint.sh [SESSIONS]   (default 1000)
-# KEEP=1 keeps the work directory.
+# KEEP=1 keeps the work directory. TARGET=x86_64-unknown-linux-musl measures a static musl
+# build (rustup target add x86_64-unknown-linux-musl; ring's C code wants musl-gcc, from
+# Debian's musl-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000}
 HOLD=8
 
-cargo build --release -p certrelayd >&2
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+if [ -n "${TARGET:-}" ]; then
+    CC_VAR="CC_${TARGET//-/_}"
+    [[ "$TARGET" == *musl* ]] && command -v musl-gcc >/dev/null && export "$CC_VAR=${!CC_VAR:-musl-gcc}"
+    cargo build --release -p certrelayd --target "$TARGET" >&2
+    RELAY=$TARGET_DIR/$TARGET/release/certrelayd
+else
+    cargo build --release -p certrelayd >&2
+    RELAY=$TARGET_DIR/release/certrelayd
+fi
 LOAD=$(cargo bench --no-run -p certrelay-suite --bench load 2>&1 |
     sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
-RELAY=$PWD/target/release/certrelayd
 [ -x "$LOAD" ] && [ -x "$RELAY" ] || { echo "no load tool or certrelayd built" >&2; exit 1; }
-LOAD=$PWD/$LOAD
+case $LOAD in /*) ;; *) LOAD=$PWD/$LOAD ;; esac
 
 W=$(mktemp -d /tmp/certrelay-footprint.XXXXXX)
 chmod 755 "$W" # started as root, certrelayd runs as nobody and must reach its spool
