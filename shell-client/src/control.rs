@@ -77,7 +77,7 @@ impl Deliverer {
             Some(r) => r.clone(),
             None => {
                 let (spool, recovery) = Spool::open(&self.queue_dir)?;
-                if recovery.removed_partial + recovery.removed_orphans > 0 {
+                if recovery.removed_partial > 0 || !recovery.moved_aside.is_empty() {
                     log::warn!("queue recovery: {recovery:?}");
                 }
                 let r = QueueRunner::new(

@@ -112,9 +112,8 @@ pub struct Spool {
 pub struct Recovery {
     /// Partial files removed from `tmp/` (never acknowledged).
     pub removed_partial: usize,
-    /// Message files without an envelope removed from `queue/` (never acknowledged).
-    pub removed_orphans: usize,
-    /// Envelopes without a message, moved to `corrupt/`.
+    /// Messages whose files do not make a whole, moved to `corrupt/`: an envelope without
+    /// its message, or a message file with neither its last line nor an envelope beside it.
     pub moved_aside: Vec<String>,
 }
 
@@ -137,13 +136,15 @@ impl Spool {
             let path = entry?.path();
             let Some(id) = id_of(&path) else { continue };
             match path.extension().and_then(|e| e.to_str()) {
-                // Only the earlier layout committed a `.msg` without its envelope.
+                // The earlier layout's crash between its two renames, never acknowledged, or a
+                // message file whose last line was damaged: which, nobody can tell, so it is
+                // kept for a person rather than removed.
                 Some("msg")
                     if !queue.join(format!("{id}.env")).exists()
                         && content_bounds(&File::open(&path)?)?.is_none() =>
                 {
-                    fs::remove_file(&path)?;
-                    rec.removed_orphans += 1;
+                    spool.move_aside(&id)?;
+                    rec.moved_aside.push(id);
                 }
                 Some("env") if !queue.join(format!("{id}.msg")).exists() => {
                     spool.move_aside(&id)?;
@@ -423,11 +424,12 @@ mod tests {
     }
 
     #[test]
-    fn reopen_removes_uncommitted_and_moves_orphan_envelopes_aside() {
+    fn reopen_removes_uncommitted_and_moves_incomplete_messages_aside() {
         let (spool, dir) = temp_spool("recover");
         // A crash during DATA: a partial file in tmp/.
         fs::write(dir.join("tmp/C1.msg"), b"half").unwrap();
-        // The earlier layout, crashed between its two renames: content without envelope.
+        // The earlier layout, crashed between its two renames (or a damaged last line):
+        // content without envelope.
         fs::write(dir.join("queue/C2.msg"), b"never acknowledged").unwrap();
         // An envelope whose message vanished (or a crash inside `remove`).
         fs::write(dir.join("queue/C3.env"), b"env").unwrap();
@@ -437,9 +439,11 @@ mod tests {
         fs::write(dir.join("queue/C5.env"), b"old env").unwrap();
         let (spool, rec) = Spool::open(&dir).unwrap();
         assert_eq!(rec.removed_partial, 1);
-        assert_eq!(rec.removed_orphans, 1);
-        assert_eq!(rec.moved_aside, ["C3"]);
+        let mut aside = rec.moved_aside.clone();
+        aside.sort();
+        assert_eq!(aside, ["C2", "C3"]);
         assert_eq!(spool.ids().unwrap(), ["C4", "C5"]);
+        assert!(dir.join("corrupt/C2.msg").exists());
         assert!(dir.join("corrupt/C3.env").exists());
         assert_eq!(spool.read_envelope("C5").unwrap(), b"old env");
         assert_eq!(spool.read_content("C5").unwrap(), b"old content");

@@ -202,15 +202,14 @@ async fn open_spool(dir: &str) -> Result<Spool, String> {
     let (spool, rec) = smol::unblock(move || Spool::open(path))
         .await
         .map_err(|e| format!("queue_directory {dir}: cannot open the spool: {e}"))?;
-    if rec.removed_partial + rec.removed_orphans > 0 {
+    if rec.removed_partial > 0 {
         log::info!(
-            "{dir}: removed {} partial and {} unacknowledged message file(s) left by a stop",
-            rec.removed_partial,
-            rec.removed_orphans
+            "{dir}: removed {} partial message file(s) left by a stop",
+            rec.removed_partial
         );
     }
     for id in &rec.moved_aside {
-        log::warn!("{id}: envelope without message moved to {dir}/corrupt");
+        log::warn!("{id}: incomplete message files moved to {dir}/corrupt");
     }
     Ok(spool)
 }
