@@ -14,20 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-if [ -n "${TARGET:-}" ]; then
-    CC_VAR="CC_${TARGET//-/_}"
-    [[ "$TARGET" == *musl* ]] && command -v musl-gcc >/dev/null && export "$CC_VAR=${!CC_VAR:-musl-gcc}"
-    cargo build --release -p certrelayd --target "$TARGET" >&2
-    RELAY=$TARGET_DIR/$TARGET/release/certrelayd
-else
-    cargo build --release -p certrelayd >&2
-    RELAY=$TARGET_DIR/release/certrelayd
-fi
-LOAD=$(cargo bench --no-run -p certrelay-suite --bench load 2>&1 |
-    sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
-[ -x "$LOAD" ] && [ -x "$RELAY" ] || { echo "no load tool or certrelayd built" >&2; exit 1; }
-case $LOAD in /*) ;; *) LOAD=$PWD/$LOAD ;; esac
+source benches/build.sh
 
 W=$(mktemp -d /tmp/certrelay-compare.XXXXXX)
 chmod 755 "$W" # Postfix's unprivileged processes must reach their queue below it.

@@ -222,20 +222,16 @@ impl Relay {
 
     /// The content of queued message `id`.
     fn spool_message(&self, id: &str) -> String {
-        let spool = Spool::attach(self.dir.path().join("spool"));
-        let content = spool
-            .read_content(id)
-            .unwrap_or_else(|e| panic!("{id}: {e}"));
-        String::from_utf8(content).unwrap()
+        spool_text(id, self.spool().read_content(id))
     }
 
     /// The envelope record of queued message `id`.
     fn spool_envelope(&self, id: &str) -> String {
-        let spool = Spool::attach(self.dir.path().join("spool"));
-        let record = spool
-            .read_envelope(id)
-            .unwrap_or_else(|e| panic!("{id}: {e}"));
-        String::from_utf8(record).unwrap()
+        spool_text(id, self.spool().read_envelope(id))
+    }
+
+    fn spool(&self) -> Spool {
+        Spool::attach(self.dir.path().join("spool"))
     }
 
     fn stop(self) -> std::process::ExitStatus {
@@ -320,6 +316,11 @@ fn write_main(dir: &TempDir, extra: &str) {
 
 fn md5_line(der: &[u8]) -> String {
     format!("{} laptop\n", Fingerprint::of(DigestKind::Md5, der))
+}
+
+/// What was read from the spool for message `id`, as text.
+fn spool_text(id: &str, read: std::io::Result<Vec<u8>>) -> String {
+    String::from_utf8(read.unwrap_or_else(|e| panic!("{id}: {e}"))).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -386,12 +386,21 @@ impl fmt::Display for MapDiagnostic {
 }
 
 /// The labels of a map, each stored once, addressed by number.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct LabelTable {
     text: String,
-    /// Where each label starts in `text`, then where the last one ends: empty, or a 0
-    /// followed by one end per label.
+    /// Where each label starts in `text`, then where the last one ends: a 0 followed by
+    /// one end per label.
     bounds: Vec<u32>,
+}
+
+impl Default for LabelTable {
+    fn default() -> Self {
+        LabelTable {
+            text: String::new(),
+            bounds: alloc::vec![0],
+        }
+    }
 }
 
 impl LabelTable {
@@ -403,9 +412,6 @@ impl LabelTable {
 
     /// Adds a label and returns its number.
     fn push(&mut self, label: &str) -> u32 {
-        if self.bounds.is_empty() {
-            self.bounds.push(0);
-        }
         let number = (self.bounds.len() - 1) as u32;
         self.text.push_str(label);
         self.bounds.push(self.text.len() as u32);

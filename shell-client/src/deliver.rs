@@ -38,7 +38,8 @@ pub struct DeliveryJob {
 /// Where a job's message content is read from.
 #[derive(Clone, Debug)]
 pub enum MessageSource {
-    /// A message in the spool (its content read in chunks while sending).
+    /// A message in the spool (its content read whole, or in chunks when large; see
+    /// [`read_spooled`]).
     Spooled {
         /// The spool.
         spool: Spool,
@@ -54,9 +55,9 @@ pub enum MessageSource {
 pub const MEMORY_BODY_BUDGET: usize = 4 * 1024 * 1024;
 
 /// Largest message content held in memory. Larger ones are read back from the spool: for
-/// them one more file read costs little, and holding them kept the relay's memory at
-/// three times its size under load (PSS 15.6 MiB instead of 4.8 MiB with 100 KiB
-/// messages, `benches/compare-postfix.sh`).
+/// them one more file read costs little, and holding them raised the relay's peak PSS
+/// with 100 KiB messages to 15.6 MiB, against 5.9 MiB with this limit
+/// (`benches/compare-postfix.sh`, C=8).
 pub const MEMORY_BODY_MAX: usize = 32 * 1024;
 
 /// Largest spooled content read whole before it is sent (one trip to the blocking pool);
@@ -308,6 +309,34 @@ async fn open_ready(
     Ok(conn)
 }
 
+/// A spooled message's content, as [`read_spooled`] gives it.
+enum Content {
+    /// Read whole, in the same trip to the blocking pool as the open.
+    Whole(Vec<u8>),
+    /// Larger than [`READ_WHOLE_MAX`]: to be read in chunks while sending.
+    Stream(std::io::Take<std::fs::File>),
+}
+
+/// Opens message `id` and, up to [`READ_WHOLE_MAX`], reads its content, in one trip to the
+/// blocking pool.
+async fn read_spooled(spool: &Spool, id: &str, envelope: &Envelope) -> std::io::Result<Content> {
+    // Allocated here rather than on the blocking pool: buffers taken from the pool
+    // threads' malloc arenas and freed here kept the relay's memory 2 MiB higher under
+    // load with 100 KiB messages.
+    let expected = envelope.body_size.filter(|&size| size <= READ_WHOLE_MAX);
+    let mut bytes = Vec::with_capacity(expected.unwrap_or(0) as usize);
+    let (spool, id) = (spool.clone(), id.to_owned());
+    smol::unblock(move || {
+        let mut content = spool.open_message(&id)?;
+        if content.limit() > READ_WHOLE_MAX {
+            return Ok(Content::Stream(content));
+        }
+        std::io::Read::read_to_end(&mut content, &mut bytes)?;
+        Ok(Content::Whole(bytes))
+    })
+    .await
+}
+
 /// One message over an open, ready connection. `Err` only when the connection ended
 /// without a report for it (so it can go elsewhere).
 async fn send_one(
@@ -315,39 +344,17 @@ async fn send_one(
     job: &DeliveryJob,
 ) -> Result<Vec<RecipientFate>, Closing> {
     let server = conn.server().clone();
+    let envelope = job.envelope.clone();
     let sent = match &job.message {
-        MessageSource::Memory(body) => {
-            let mut bytes = body.bytes();
-            conn.send(job.envelope.clone(), &mut bytes).await
-        }
+        MessageSource::Memory(body) => conn.send(envelope, &mut body.bytes()).await,
         MessageSource::Spooled { spool, id } => {
-            let (owned, name) = (spool.clone(), id.clone());
-            // Allocated here rather than on the blocking pool: buffers taken from the pool
-            // threads' malloc arenas and freed here kept the relay's memory 2 MiB higher
-            // under load with 100 KiB messages.
-            let size = job.envelope.body_size.unwrap_or(u64::MAX);
-            let mut bytes = Vec::with_capacity(if size <= READ_WHOLE_MAX {
-                size as usize
-            } else {
-                0
-            });
-            let opened = smol::unblock(move || {
-                let mut content = owned.open_message(&name)?;
-                if content.limit() > READ_WHOLE_MAX {
-                    return Ok(Err(content));
-                }
-                std::io::Read::read_to_end(&mut content, &mut bytes)?;
-                Ok::<_, std::io::Error>(Ok(bytes))
-            })
-            .await;
-            match opened {
-                // Read in the same trip to the blocking pool as the open.
-                Ok(Ok(bytes)) => conn.send(job.envelope.clone(), &mut bytes.as_slice()).await,
-                // Not smol::fs::File: it reads through an 8 MiB pipe per open file, which
-                // cost an 8 MiB allocation per message delivered.
-                Ok(Err(content)) => {
+            match read_spooled(spool, id, &job.envelope).await {
+                Ok(Content::Whole(bytes)) => conn.send(envelope, &mut bytes.as_slice()).await,
+                Ok(Content::Stream(content)) => {
+                    // Not smol::fs::File: it reads through an 8 MiB pipe per open file, which
+                    // cost an 8 MiB allocation per message delivered.
                     let mut content = smol::Unblock::with_capacity(BODY_CHUNK, content);
-                    conn.send(job.envelope.clone(), &mut content).await
+                    conn.send(envelope, &mut content).await
                 }
                 Err(e) => {
                     let path = spool.message_path(id);

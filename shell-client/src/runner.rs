@@ -238,27 +238,24 @@ impl Drop for Claim {
 
 /// The messages one pass holds; released when it is dropped.
 struct Claims<'a> {
-    inner: &'a Inner,
+    set: &'a ClaimSet,
     held: Vec<Claim>,
 }
 
 impl<'a> Claims<'a> {
-    fn new(inner: &'a Inner) -> Self {
+    fn new(set: &'a ClaimSet) -> Self {
         Claims {
-            inner,
+            set,
             held: Vec::new(),
         }
     }
 
     /// False when another pass holds `id`.
     fn claim(&mut self, id: &str) -> bool {
-        match Claim::take(&self.inner.claimed, id) {
-            Some(claim) => {
-                self.held.push(claim);
-                true
-            }
-            None => false,
-        }
+        let claim = Claim::take(self.set, id);
+        let taken = claim.is_some();
+        self.held.extend(claim);
+        taken
     }
 
     /// Keeps a claim taken before the pass began.
@@ -472,7 +469,7 @@ impl QueueRunner {
         drop(fresh_loop);
     }
 
-    /// A pass over `ids`, then over the bounces it queued. A bounce is never bounced, so
+    /// A pass over `candidates`, then over the bounces it queued. A bounce is never bounced, so
     /// two rounds suffice; the third is a safety net.
     async fn rounds(&self, mut candidates: Vec<Candidate>, force: bool) -> RunStats {
         let mut stats = RunStats::default();
@@ -495,7 +492,7 @@ impl QueueRunner {
         let now = unix_secs();
         let flights: Flights = Arc::default();
         let mut groups: HashMap<Destination, Group> = HashMap::new();
-        let mut claims = Claims::new(&self.inner);
+        let mut claims = Claims::new(&self.inner.claimed);
         for candidate in candidates {
             let (id, mut envelope, body) = match candidate {
                 Candidate::Listed(id) => {

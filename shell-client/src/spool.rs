@@ -21,20 +21,19 @@
 //! These calls block (fsync); the async shells run them on the blocking pool.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// The start of the last line of a `.msg` file.
-const TRAILER_TAG: &[u8] = b"certrelay-content-length ";
+const TRAILER_TAG: &str = "certrelay-content-length ";
 
 /// Length of that line: the tag, 16 hex digits, a line feed.
 const TRAILER_LEN: u64 = TRAILER_TAG.len() as u64 + 17;
 
 /// The last line of a `.msg` file whose content is `content_len` bytes long.
 fn trailer(content_len: u64) -> String {
-    let tag = std::str::from_utf8(TRAILER_TAG).expect("ASCII");
-    format!("{tag}{content_len:016x}\n")
+    format!("{TRAILER_TAG}{content_len:016x}\n")
 }
 
 /// Where the content of an open `.msg` file ends, and where its embedded envelope ends;
@@ -47,7 +46,7 @@ fn content_bounds(file: &File) -> io::Result<Option<(u64, u64)>> {
     let mut last = [0u8; TRAILER_LEN as usize];
     file.read_exact_at(&mut last, len - TRAILER_LEN)?;
     let Some(digits) = last
-        .strip_prefix(TRAILER_TAG)
+        .strip_prefix(TRAILER_TAG.as_bytes())
         .and_then(|rest| rest.strip_suffix(b"\n"))
     else {
         return Ok(None);
@@ -239,7 +238,7 @@ impl Spool {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             read => return read,
         }
-        let mut file = File::open(self.message_path(id))?;
+        let file = File::open(self.message_path(id))?;
         let Some((content, end)) = content_bounds(&file)? else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -247,8 +246,7 @@ impl Spool {
             ));
         };
         let mut record = vec![0; (end - content) as usize];
-        file.seek(SeekFrom::Start(content))?;
-        file.read_exact(&mut record)?;
+        file.read_exact_at(&mut record, content)?;
         Ok(record)
     }
 

@@ -6,7 +6,7 @@ use certrelay_client::deliver::HeldBody;
 use certrelay_client::resolver::Resolver;
 use certrelay_client::runner::{wake_channel, Fresh, Handoff, QueueRunner};
 use certrelay_client::spool::Spool;
-use certrelay_core::queue::{Envelope, QueueId, RecipientState};
+use certrelay_core::queue::{QueueId, RecipientState};
 use certrelay_core::tls_policy::TlsLevel;
 use common::*;
 use std::collections::HashMap;
@@ -280,7 +280,7 @@ fn a_cached_connection_the_server_closed_costs_no_message() {
 /// Message `id` as the relay's store hands it over: claimed, with its envelope and, when
 /// `in_memory`, its content.
 fn fresh(handoff: &Handoff, spool: &Spool, id: &str, in_memory: bool) -> Fresh {
-    let envelope = Envelope::parse(&spool.read_envelope(id).unwrap()).unwrap();
+    let envelope = read_envelope(spool, id);
     let body =
         in_memory.then(|| HeldBody::keep(spool.read_content(id).unwrap()).expect("within budget"));
     Fresh {
@@ -330,7 +330,7 @@ fn new_mail_and_a_queue_run_together_deliver_each_message_once() {
 }
 
 #[test]
-fn new_mail_held_by_nobody_is_claimed_by_its_pass() {
+fn new_mail_without_a_claim_is_left_to_its_holder_or_claimed_by_its_pass() {
     let sink = Sink::start(SinkOptions::default());
     let t = temp_spool("fresh-unclaimed");
     let id = queue(&t.spool, "alice@example.org", &["bob@example.org"], BODY);
@@ -346,10 +346,9 @@ fn new_mail_held_by_nobody_is_claimed_by_its_pass() {
     assert!(new.claim.is_none(), "one claim per message");
     assert_eq!(run(r.deliver_new(vec![new])).attempted, 0);
     drop(held);
-    let new = Fresh {
-        claim: None,
-        ..fresh(&handoff, &t.spool, &id, true)
-    };
+    let mut new = fresh(&handoff, &t.spool, &id, true);
+    // Released at once: the pass must claim it itself.
+    drop(new.claim.take());
     assert_eq!(run(r.deliver_new(vec![new])).removed, 1);
     assert_eq!(sink.messages().len(), 1);
 }

@@ -12,7 +12,7 @@
 
 use crate::deliver::HeldBody;
 use crate::maildrop::{Dropping, Maildrop};
-use crate::runner::{Fresh, Handoff};
+use crate::runner::{Claim, Fresh, Handoff};
 use crate::spool::{Incoming, Spool, SpoolError};
 use certrelay_core::dsn::rfc5322_date;
 use certrelay_core::facts::TlsFacts;
@@ -43,6 +43,36 @@ impl QueueWake {
     pub fn channel() -> (QueueWake, smol::channel::Receiver<QueueId>) {
         let (tx, rx) = smol::channel::unbounded();
         (QueueWake::Ids(tx), rx)
+    }
+
+    /// Holds message `id` for the runner's first pass; taken before the message becomes
+    /// visible in `queue/`, so that no queue run takes it first.
+    fn claim(&self, id: &QueueId) -> Option<Claim> {
+        match self {
+            QueueWake::Runner(handoff) => handoff.claim(id.as_str()),
+            QueueWake::Ids(_) => None,
+        }
+    }
+
+    /// Message `id` is committed; `content` is all of it when nothing was written before
+    /// the commit.
+    fn committed(
+        &self,
+        id: QueueId,
+        envelope: Envelope,
+        content: Option<Vec<u8>>,
+        claim: Option<Claim>,
+    ) {
+        match self {
+            QueueWake::Runner(handoff) => handoff.committed(Fresh {
+                id,
+                envelope,
+                body: content.and_then(|c| HeldBody::keep(c).ok()),
+                claim,
+            }),
+            // A closed channel means no runner: the message waits for the next start.
+            QueueWake::Ids(tx) => drop(tx.try_send(id)),
+        }
     }
 }
 
@@ -350,12 +380,7 @@ impl Receiving {
         let envelope = queue_envelope(&self.id, &self.arrival, arrival_secs, size, local);
         let nrcpt = envelope.recipients.len();
         let record = envelope.to_text().into_bytes();
-        // Held before the message becomes visible in `queue/`, so that no queue run takes
-        // it before its first pass.
-        let claim = match &self.store.wake {
-            QueueWake::Runner(handoff) => handoff.claim(id.as_str()),
-            QueueWake::Ids(_) => None,
-        };
+        let claim = self.store.wake.claim(&id);
         let name = id.as_str().to_owned();
         let (committed, batch) = smol::unblock(move || {
             let result = file.into_writer(&name).and_then(|mut w| {
@@ -373,19 +398,10 @@ impl Receiving {
             "{id}: from=<{}>, size={size}, nrcpt={nrcpt} (queue active)",
             self.arrival.sender
         );
-        match &self.store.wake {
-            QueueWake::Runner(handoff) => {
-                let body = whole.then(|| HeldBody::keep(batch).ok()).flatten();
-                handoff.committed(Fresh {
-                    id: id.clone(),
-                    envelope,
-                    body,
-                    claim,
-                });
-            }
-            // A closed channel means no runner: the message waits for the next start.
-            QueueWake::Ids(tx) => drop(tx.try_send(id.clone())),
-        }
+        let content = whole.then_some(batch);
+        self.store
+            .wake
+            .committed(id.clone(), envelope, content, claim);
         ServerEvent::MessageStored {
             queue_id: id.as_str().to_owned(),
         }
