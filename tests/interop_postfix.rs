@@ -6,9 +6,9 @@
 //! Run with `cargo test -p certrelay-suite --test interop_postfix -- --ignored`, as root
 //! (Postfix's master must start as root), with `postfix` installed.
 
-use certrelay_client::spool::Spool;
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_core::queue::{Envelope, RecipientState};
+use certrelay_shell::spool::Spool;
 use certrelay_suite::daemon::{free_port, Daemon};
 use certrelay_suite::pki::{Ca, Issued};
 use certrelay_suite::postfix::{Postfix, PostfixSetup};

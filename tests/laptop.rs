@@ -1,8 +1,8 @@
 //! The laptop side end to end: the real `certrelay` binary submitting with its sendmail
 //! interface, listing, deleting, and delivering to a plaintext SMTP sink on loopback.
 
-use certrelay_client::spool::Spool;
 use certrelay_core::queue::{Envelope, RecipientState};
+use certrelay_shell::spool::Spool;
 use certrelay_suite::daemon::{free_port, Daemon};
 use certrelay_suite::sink::{wait_until, Sink};
 use certrelay_suite::{binary, TempDir};

@@ -1,7 +1,6 @@
 //! Certificates without openssl: the `pki` commands' files, checked by the relay's own trust
 //! and table code, and their fingerprints checked against the `openssl` binary.
 
-use certrelay_client::pki::{self, PkiError};
 use certrelay_core::cert::{
     judge_client_cert, parse_certificates, parse_private_key, spki_der, trust_anchors,
     verify_server_chain,
@@ -9,6 +8,7 @@ use certrelay_core::cert::{
 use certrelay_core::facts::{CertMatch, CertVerdict, ClientCert};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint, FingerprintMap};
 use certrelay_core::table::Table;
+use certrelay_shell::pki::{self, PkiError};
 use certrelay_suite::TempDir;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 use std::os::unix::fs::PermissionsExt;
@@ -24,7 +24,7 @@ const DIGESTS: [DigestKind; 4] = [
 
 fn algs() -> Vec<&'static dyn SignatureVerificationAlgorithm> {
     // The relay's own provider: rustls's ring provider.
-    certrelay_client::tls::provider()
+    certrelay_shell::tls::provider()
         .signature_verification_algorithms
         .all
         .to_vec()

@@ -1,9 +1,9 @@
 //! The relay's serving mode end to end: the real `certrelayd` binary, real sockets, real
 //! TLS (rustls on the client side), real spool files. Every wait is bounded.
 
-use certrelay_client::spool::Spool;
 use certrelay_core::cert::{parse_certificates, parse_private_key, spki_der};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
+use certrelay_shell::spool::Spool;
 use certrelay_suite::daemon::{free_port, Daemon, WAIT};
 use certrelay_suite::pki::{self, Ca, Issued};
 use certrelay_suite::sink::{wait_until, Sink};

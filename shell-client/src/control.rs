@@ -5,16 +5,13 @@
 //! only reads files, which are always replaced whole.
 
 use crate::laptop::{Delivery, Laptop};
-use crate::maildrop::Maildrop;
-use crate::resolver::Resolver;
 use crate::runlock::{RunKind, RunLock, Served};
-use crate::runner::{QueueRunner, RunStats};
-use crate::spool::Spool;
-use certrelay_core::queue::{
-    listing_entry, listing_footer, Envelope, QueueId, Verdict, LISTING_HEADER,
-};
+use certrelay_core::queue::{Envelope, QueueId, Verdict};
 use certrelay_core::tls_policy::TlsPolicyError;
-use std::fmt::Write as _;
+use certrelay_shell::delivery::resolver::Resolver;
+use certrelay_shell::delivery::runner::{QueueRunner, RunStats};
+use certrelay_shell::spool::maildrop::Maildrop;
+use certrelay_shell::spool::Spool;
 use std::io;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -51,7 +48,7 @@ impl Deliverer {
     }
 
     /// `relayhost`, parsed (empty: delivery by MX).
-    pub fn relayhost(&self) -> &[crate::route::NextHop] {
+    pub fn relayhost(&self) -> &[certrelay_shell::delivery::route::NextHop] {
         &self.delivery.runner.relayhost
     }
 
@@ -90,7 +87,7 @@ impl Deliverer {
                 (spool, r)
             }
         };
-        let now = crate::clock::unix_secs();
+        let now = certrelay_shell::clock::unix_secs();
         let picked = self.maildrop.pickup(&spool, || {
             QueueId::generate(now, self.unique.fetch_add(1, Ordering::Relaxed))
         });
@@ -121,7 +118,7 @@ fn defer_all(
 ) -> io::Result<RunStats> {
     log::error!("{problem}: deferring mail until smtp_tls_per_site is fixed");
     let mut stats = RunStats::default();
-    let now = crate::clock::unix_secs();
+    let now = certrelay_shell::clock::unix_secs();
     let verdict = Verdict::deferred("4.7.5", "client TLS configuration problem");
     for id in spool.ids()? {
         let Ok(mut envelope) = spool
@@ -151,45 +148,6 @@ pub fn describe(stats: &RunStats) -> String {
         "{} attempted, {} delivered or finished, {} deferred, {} bounce(s) sent, {} failed",
         stats.attempted, stats.removed, stats.deferred, stats.bounces, stats.failed
     )
-}
-
-/// The queue listing (`queue`, `sendmail -bp`): maildrop messages not yet picked up, then
-/// the spool, each with its recipients, the reason it waits and its next attempt.
-pub fn listing(queue_dir: &Path) -> io::Result<String> {
-    let mut out = String::new();
-    let mut total = 0u64;
-    let mut count = 0usize;
-    let mut entries = Vec::new();
-    if queue_dir.join("maildrop").is_dir() {
-        let maildrop = Maildrop::open(queue_dir)?;
-        for id in maildrop.ids()? {
-            if let Ok(text) = maildrop.read_envelope(&id) {
-                entries.push(text);
-            }
-        }
-    }
-    if queue_dir.join("queue").is_dir() {
-        // Read only: the spool belongs to whoever runs the queue.
-        let spool = Spool::attach(queue_dir);
-        for id in spool.ids()? {
-            if let Ok(text) = spool.read_envelope(&id) {
-                entries.push(text);
-            }
-        }
-    }
-    for text in entries {
-        let Ok(envelope) = Envelope::parse(&text) else {
-            continue;
-        };
-        if count == 0 {
-            let _ = writeln!(out, "{LISTING_HEADER}");
-        }
-        out.push_str(&listing_entry(&envelope, 0));
-        total += envelope.size;
-        count += 1;
-    }
-    let _ = writeln!(out, "{}", listing_footer(total, count));
-    Ok(out)
 }
 
 /// What `delete` found.

@@ -1,9 +1,9 @@
 //! The laptop's settings: where its configuration and queue live, and how it delivers
 //! (relayhost, client certificate, trust anchors, retry times, TLS level per next hop).
 
-use crate::conf::{self, Loaded};
-pub use crate::outbound::{self, Delivery};
 use certrelay_core::config::{Config, Diagnostic};
+use certrelay_shell::conf::{self, Loaded};
+pub use certrelay_shell::delivery::outbound::{self, Delivery};
 use std::path::{Path, PathBuf};
 
 /// True when this process runs as root (system-wide defaults apply).
@@ -94,11 +94,6 @@ impl Laptop {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.loaded.config
-    }
-
-    /// Warnings of main.cf, for commands that print them.
-    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.loaded.diagnostics.iter()
     }
 
     /// `address`, with `@myorigin` appended when it has no domain (Postfix's

@@ -1,6 +1,6 @@
 //! The laptop's local SMTP: the listener inside `certrelay run` for mail programs
 //! (Thunderbird, KMail) and `sendmail -bs` (one SMTP dialogue on standard input and output).
-//! Both use the relay's connection driver ([`crate::smtpd`]).
+//! Both use the relay's connection driver ([`certrelay_shell::smtpd`]).
 //!
 //! ## Who may write where
 //!
@@ -8,7 +8,7 @@
 //! ([`crate::runlock`]): opening it runs recovery, which deletes files that another process
 //! may be writing. A `flush` or the detached attempt after `sendmail` may hold the lock at
 //! any moment, so neither the listener nor `-bs` ever touches the spool. They store each
-//! message in the maildrop ([`crate::maildrop`]), exactly as `sendmail` does: a message
+//! message in the maildrop ([`certrelay_shell::spool::maildrop`]), exactly as `sendmail` does: a message
 //! there has files of its own that no run removes, and it counts once its envelope is
 //! renamed into place and the directory synced. That commit is what the `250` stands for.
 //!
@@ -45,26 +45,26 @@
 //! progress finish, for at most [`STOP_GRACE`]; what they commit meanwhile stays in the
 //! maildrop for the next run.
 
-use crate::clock::Clock;
-use crate::conf::Loaded;
 use crate::control::DaemonWake;
 use crate::laptop::Laptop;
-use crate::maildrop::Maildrop;
-use crate::smtpd::accept::{accept_loop, wait_for_sessions, STOP_GRACE};
-use crate::smtpd::limits::Sessions;
-use crate::smtpd::listen::{self, Bound, Interfaces};
-use crate::smtpd::listener::{ListenerBuilder, ListenerConf};
-use crate::smtpd::session::Connection;
-use crate::smtpd::store::{LocalSubmission, QueueWake, Store};
-use crate::smtpd::{ListenerSource, Server};
 use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint, Severity};
 use certrelay_core::facts::PeerInfo;
 use certrelay_core::policy::Restriction;
 use certrelay_core::settings::{ServerSettings, ServerTlsLevel};
+use certrelay_shell::clock::Clock;
+use certrelay_shell::conf::Loaded;
+use certrelay_shell::smtpd::accept::{accept_loop, wait_for_sessions, STOP_GRACE};
+use certrelay_shell::smtpd::limits::Sessions;
+use certrelay_shell::smtpd::listen::{self, Bound, Interfaces};
+use certrelay_shell::smtpd::listener::{ListenerBuilder, ListenerConf};
+use certrelay_shell::smtpd::session::Connection;
+use certrelay_shell::smtpd::store::{LocalSubmission, QueueWake, Store};
+use certrelay_shell::smtpd::{ListenerSource, Server};
+use certrelay_shell::spool::maildrop::Maildrop;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::Unblock;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll};
@@ -147,8 +147,6 @@ impl ListenerSource for Local {
 /// The running listener of `run`.
 #[derive(Debug)]
 pub struct LocalSmtp {
-    /// The bound addresses.
-    pub local: Vec<SocketAddr>,
     stop: smol::channel::Sender<()>,
     thread: JoinHandle<()>,
 }
@@ -189,7 +187,6 @@ pub fn start(
             laptop.queue_dir.display()
         )
     })?;
-    let local: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
     let submission = local_submission(laptop);
     let (stop, stopped) = smol::channel::bounded(1);
     let thread = std::thread::Builder::new()
@@ -200,11 +197,7 @@ pub fn start(
             ))
         })
         .map_err(|e| format!("cannot start the SMTP listener: {e}"))?;
-    Ok(LocalSmtp {
-        local,
-        stop,
-        thread,
-    })
+    Ok(LocalSmtp { stop, thread })
 }
 
 async fn bind(laptop: &Laptop, listeners: &[Arc<ListenerConf>]) -> Result<Vec<Bound>, String> {

@@ -1,12 +1,22 @@
 //! `certrelay`: the laptop side. Also answers as `sendmail` and `mailq` (by program name).
 
+mod checks;
+mod control;
+mod laptop;
+mod laptop_smtpd;
+mod netwatch;
+mod probe;
+mod runlock;
+mod sendmail;
+mod tools;
+
+use crate::control::{DaemonWake, Deleted, Deliverer, LOCK_WAIT};
+use crate::laptop::{default_config_dir, Laptop};
+use crate::netwatch::{NetWatch, SystemAddresses};
+use crate::runlock::{RunKind, Served};
+use crate::sendmail::{exit, Mode, SendmailArgs};
 use async_signal::{Signal, Signals};
-use certrelay_client::control::{self, DaemonWake, Deleted, Deliverer, LOCK_WAIT};
-use certrelay_client::laptop::{default_config_dir, Laptop};
-use certrelay_client::netwatch::{self, NetWatch, SystemAddresses};
-use certrelay_client::runlock::{RunKind, Served};
-use certrelay_client::sendmail::{self, exit, Mode, SendmailArgs};
-use certrelay_client::smtpd::accept::STOP_GRACE;
+use certrelay_shell::smtpd::accept::STOP_GRACE;
 use smol::stream::StreamExt;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -110,20 +120,16 @@ fn certrelay_main(args: Vec<OsString>) -> i32 {
     let rest: Vec<OsString> = p.raw_args().map(|r| r.collect()).unwrap_or_default();
     let dir = dir.unwrap_or_else(default_config_dir);
     match command.as_str() {
-        "check" if rest.is_empty() => {
-            certrelay_client::conf::run_check(&dir, certrelay_client::conf::check_laptop)
-        }
+        "check" if rest.is_empty() => certrelay_shell::conf::run_check(&dir, checks::check_laptop),
         "sendmail" => sendmail_main(Some(dir), rest),
         "flush" => flush_main(&dir, rest),
         "queue" if rest.is_empty() => queue_main(&dir),
         "delete" if !rest.is_empty() => delete_main(&dir, rest),
         "run" if rest.is_empty() => run_main(&dir),
-        "fingerprint" => certrelay_client::tools::fingerprint_main(rest),
-        "keygen" => certrelay_client::tools::keygen_main(rest),
-        "explain" => certrelay_client::tools::explain_main(&dir, rest),
-        "probe" if rest.len() == 1 => {
-            certrelay_client::probe::probe_main(&dir, &rest[0].to_string_lossy())
-        }
+        "fingerprint" => crate::tools::fingerprint_main(rest),
+        "keygen" => crate::tools::keygen_main(rest),
+        "explain" => crate::tools::explain_main(&dir, rest),
+        "probe" if rest.len() == 1 => crate::probe::probe_main(&dir, &rest[0].to_string_lossy()),
         "probe" => usage_error("probe needs one HOST:PORT"),
         "help" => {
             println!("{HELP}");
@@ -220,7 +226,7 @@ fn smtp_stdio_main(dir: &Path, args: &SendmailArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match certrelay_client::laptop_smtpd::serve_stdio(&laptop) {
+    match crate::laptop_smtpd::serve_stdio(&laptop) {
         Ok(0) => 0,
         Ok(_) => {
             if let Err(e) = control::spawn_detached(dir, &laptop.queue_dir) {
@@ -284,7 +290,7 @@ fn queue_main(dir: &Path) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match control::listing(&laptop.queue_dir) {
+    match certrelay_shell::spool::listing::listing(&laptop.queue_dir) {
         Ok(text) => {
             print!("{text}");
             0
@@ -350,11 +356,9 @@ fn run_main(dir: &Path) -> i32 {
         .time("queue_run_delay")
         .unwrap_or(Duration::from_secs(300));
     let (wake, wakeups) = mpsc::channel();
-    let listening = certrelay_client::laptop_smtpd::listeners(&laptop)
+    let listening = crate::laptop_smtpd::listeners(&laptop)
         .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())
-        .and_then(|ls| {
-            certrelay_client::laptop_smtpd::start(&laptop, ls, wake.clone()).map_err(|e| vec![e])
-        });
+        .and_then(|ls| crate::laptop_smtpd::start(&laptop, ls, wake.clone()).map_err(|e| vec![e]));
     let smtp = match listening {
         Ok(smtp) => smtp,
         Err(lines) => {

@@ -143,7 +143,7 @@ impl<S: AddressSource> NetWatch<S> {
 }
 
 /// The probes for a relayhost list: its IP literals, then [`DEFAULT_ROUTE_PROBES`].
-pub fn probes(relayhost: &[crate::route::NextHop]) -> Vec<IpAddr> {
+pub fn probes(relayhost: &[certrelay_shell::delivery::route::NextHop]) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = Vec::new();
     let literals = relayhost.iter().filter_map(|h| {
         let host = h.host.strip_prefix("ipv6:").unwrap_or(&h.host);
@@ -289,7 +289,7 @@ mod tests {
     fn probes_are_relayhost_literals_then_the_default_routes() {
         let hops: Vec<_> = ["[127.0.0.1]:2525", "relay.example.org", "[ipv6:::1]:25"]
             .iter()
-            .map(|t| crate::route::NextHop::parse(t).unwrap())
+            .map(|t| certrelay_shell::delivery::route::NextHop::parse(t).unwrap())
             .collect();
         let p = probes(&hops);
         assert_eq!(p[0], IpAddr::from([127, 0, 0, 1]));

@@ -1,7 +1,6 @@
 //! `certrelay probe HOST:PORT`: what a server offers, and whether this laptop's policy would
 //! deliver there. A diagnostic for the person setting up a laptop; it sends no mail.
 
-use crate::conf;
 use certrelay_core::cert;
 use certrelay_core::client::ReplyParser;
 use certrelay_core::config::client;
@@ -9,6 +8,7 @@ use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_core::nexthop::NextHop;
 use certrelay_core::reply::Reply;
 use certrelay_core::tls_policy::{self, PerSiteQuery, TlsLevel};
+use certrelay_shell::conf;
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
@@ -123,8 +123,8 @@ fn probe(dir: &Path, target: &str) -> Result<bool, String> {
         key,
         asked: Mutex::new(None),
     });
-    let tls_config =
-        crate::tls::client_config_with_resolver(recorder.clone()).map_err(|e| e.to_string())?;
+    let tls_config = certrelay_shell::tls::client_config_with_resolver(recorder.clone())
+        .map_err(|e| e.to_string())?;
     let name = ServerName::try_from(hop.host.clone()).map_err(|e| e.to_string())?;
     let conn = rustls::ClientConnection::new(tls_config, name).map_err(|e| e.to_string())?;
     let mut tls = rustls::StreamOwned::new(conn, plain.io);

@@ -2,12 +2,12 @@
 //! of one message from standard input into the maildrop.
 
 use crate::laptop::{self, Laptop};
-use crate::maildrop::{Dropping, Maildrop};
 use certrelay_core::dsn;
 use certrelay_core::message::{
     self, find_header_end, Field, HeaderSection, LineNormalizer, LocalOrigin, MessageError, Status,
 };
 use certrelay_core::queue::{ClientFacts, Envelope, QueueId, Recipient};
+use certrelay_shell::spool::maildrop::{Dropping, Maildrop};
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read};
@@ -205,7 +205,7 @@ pub fn submit(
     let queue_dir = &laptop.queue_dir;
     let maildrop =
         Maildrop::open(queue_dir).map_err(|e| SubmitError::QueueDir(queue_dir.clone(), e))?;
-    let now = crate::clock::unix_secs();
+    let now = certrelay_shell::clock::unix_secs();
     let mut drop_file = create(&maildrop, now)?;
     let mut normalizer = LineNormalizer::new(!args.ignore_dots);
     let mut pending = Vec::with_capacity(64 * 1024);
@@ -294,7 +294,7 @@ fn read_some(input: &mut impl Read, buf: &mut [u8]) -> Result<usize, SubmitError
 
 /// A new maildrop file under a fresh queue id.
 fn create(maildrop: &Maildrop, now: u64) -> Result<Dropping, SubmitError> {
-    let seed = std::process::id() << 12 ^ crate::clock::unix_millis() as u32;
+    let seed = std::process::id() << 12 ^ certrelay_shell::clock::unix_millis() as u32;
     let mut last = None;
     for n in 0..32u32 {
         let id = QueueId::generate(now, seed.wrapping_add(n.wrapping_mul(7919)));

@@ -1,11 +1,11 @@
 //! The laptop's helper commands: `fingerprint`, `keygen` and `explain`.
 
-use crate::conf;
-use crate::pki;
 use certrelay_core::config::client;
 use certrelay_core::fingerprint::DigestKind;
 use certrelay_core::nexthop::NextHop;
 use certrelay_core::tls_policy::{self, PerSiteQuery};
+use certrelay_shell::conf;
+use certrelay_shell::pki;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,8 @@
 //! relay after a change.
 
 use argh::FromArgs;
-use certrelay_client::pki;
 use certrelay_core::fingerprint::DigestKind;
+use certrelay_shell::pki;
 use std::path::{Path, PathBuf};
 
 /// print certificate fingerprints as openssl does (`sha256 Fingerprint=...`)
@@ -147,7 +147,7 @@ pub fn queue(config_dir: &Path, _cmd: QueueCmd) -> i32 {
     let Some(dir) = queue_directory(config_dir) else {
         return 1;
     };
-    match certrelay_client::control::listing(&dir) {
+    match certrelay_shell::spool::listing::listing(&dir) {
         Ok(text) => {
             print!("{text}");
             0
@@ -189,7 +189,7 @@ pub fn delete(config_dir: &Path, cmd: DeleteCmd) -> i32 {
         return 64;
     }
     // Attach without recovery: a running relay may be receiving into tmp/ right now.
-    let spool = certrelay_client::spool::Spool::attach(&dir);
+    let spool = certrelay_shell::spool::Spool::attach(&dir);
     if spool.read_envelope(&cmd.id).is_err() && !spool.message_path(&cmd.id).exists() {
         eprintln!("error: {}: no such message in {}", cmd.id, dir.display());
         return 1;
@@ -207,7 +207,7 @@ pub fn delete(config_dir: &Path, cmd: DeleteCmd) -> i32 {
 }
 
 fn queue_directory(config_dir: &Path) -> Option<PathBuf> {
-    match certrelay_client::conf::load(config_dir) {
+    match certrelay_shell::conf::load(config_dir) {
         Ok(l) => Some(PathBuf::from(l.config.text("queue_directory"))),
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -316,7 +316,7 @@ fn finish(result: Result<String, pki::PkiError>) -> i32 {
 }
 
 fn myhostname(config_dir: &Path) -> Result<String, i32> {
-    match certrelay_client::conf::load(config_dir) {
+    match certrelay_shell::conf::load(config_dir) {
         Ok(l) => Ok(l.config.text("myhostname").to_owned()),
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -331,7 +331,7 @@ fn map_path(config_dir: &Path, given: Option<PathBuf>) -> Option<PathBuf> {
     if let Some(p) = given {
         return Some(p);
     }
-    let loaded = match certrelay_client::conf::load(config_dir) {
+    let loaded = match certrelay_shell::conf::load(config_dir) {
         Ok(l) => l,
         Err(msg) => {
             eprintln!("error: {msg} (or name the table with --map)");
@@ -358,7 +358,7 @@ fn reload_if(code: i32, config_dir: &Path) -> i32 {
     if code != 0 {
         return code;
     }
-    let Ok(loaded) = certrelay_client::conf::load(config_dir) else {
+    let Ok(loaded) = certrelay_shell::conf::load(config_dir) else {
         return code;
     };
     let queue_dir = PathBuf::from(loaded.config.text("queue_directory"));

@@ -7,17 +7,17 @@
 //! unlisted one is refused with `554 5.7.1 ... Relay access denied` and the laptop reports
 //! it. Nothing is written outside the temporary directory, which is removed at the end.
 
-use certrelay_client::outbound;
-use certrelay_client::pki;
-use certrelay_client::resolver::Resolver;
-use certrelay_client::runner::{QueueRunner, RunStats};
-use certrelay_client::spool::Spool;
 use certrelay_core::config::Config;
 use certrelay_core::facts::PeerInfo;
 use certrelay_core::queue::{Envelope, QueueId, Recipient};
 use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession};
 use certrelay_core::settings::ServerSettings;
 use certrelay_core::Instant;
+use certrelay_shell::delivery::outbound;
+use certrelay_shell::delivery::resolver::Resolver;
+use certrelay_shell::delivery::runner::{QueueRunner, RunStats};
+use certrelay_shell::pki;
+use certrelay_shell::spool::Spool;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -233,7 +233,7 @@ impl Demo {
             Duration::from_secs(5),
         )?;
         say("the laptop's queue says why (certrelay queue):");
-        let listing = certrelay_client::control::listing(&self.path("mallory/queue"))
+        let listing = certrelay_shell::spool::listing::listing(&self.path("mallory/queue"))
             .map_err(|e| e.to_string())?;
         for line in listing.lines() {
             println!("  mallory | {line}");
@@ -264,7 +264,7 @@ impl Demo {
                 .join("\n")
         })?;
         let (spool, _) = Spool::open(dir.join("queue")).map_err(|e| e.to_string())?;
-        let now = certrelay_client::clock::unix_secs();
+        let now = certrelay_shell::clock::unix_secs();
         let id = QueueId::generate(now, unique);
         let sender = format!("{name}@laptop.demo");
         let message = format!(

@@ -5,10 +5,10 @@
 //! error does it replace the old one, so a broken edit never stops the relay. Sessions keep
 //! the `Arc`s of the generation they started under.
 
-use certrelay_client::conf::{self, Loaded};
-use certrelay_client::smtpd::listener::ListenerBuilder;
-pub use certrelay_client::smtpd::listener::ListenerConf;
 use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint, Location};
+use certrelay_shell::conf::{self, Loaded};
+use certrelay_shell::smtpd::listener::ListenerBuilder;
+pub use certrelay_shell::smtpd::listener::ListenerConf;
 use std::path::Path;
 use std::sync::Arc;
 

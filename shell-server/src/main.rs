@@ -1,10 +1,11 @@
 //! `certrelayd`: the relay.
 //!
 //! The SMTP server driver (listeners, sessions, storing into the spool) is shared with the
-//! laptop in `certrelay_client::smtpd`; this binary adds configuration generations with
+//! laptop in `certrelay_shell::smtpd`; this binary adds configuration generations with
 //! reload, signals, the pid file and the onward queue runner.
 
 mod admin;
+mod checks;
 mod demo;
 mod generation;
 mod privilege;
@@ -67,7 +68,7 @@ fn main() {
     let args: Args = argh::from_env();
     let code = match args.command {
         Some(Command::Check(Check {})) => {
-            certrelay_client::conf::run_check(&args.config_dir, privilege::check)
+            certrelay_shell::conf::run_check(&args.config_dir, privilege::check)
         }
         Some(Command::Demo(Demo {})) => {
             init_demo_logging();

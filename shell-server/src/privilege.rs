@@ -2,8 +2,8 @@
 //! then becomes `mail_owner` before it reads a byte from any client: a flaw in the code that
 //! parses what clients send then reaches an unprivileged account, not root.
 
-use certrelay_client::conf::{self, Loaded};
 use certrelay_core::config::Diagnostic;
+use certrelay_shell::conf::Loaded;
 use nix::unistd::{self, Gid, Uid, User};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -34,7 +34,7 @@ pub fn mail_owner(name: &str) -> Result<User, String> {
 /// The relay's configuration check, plus, when run as root, that `mail_owner` can be
 /// become.
 pub fn check(loaded: &Loaded) -> Vec<Diagnostic> {
-    let mut diags = conf::check_relay(loaded);
+    let mut diags = crate::checks::check_relay(loaded);
     if is_root() {
         let config = &loaded.config;
         if let Err(msg) = mail_owner(config.text("mail_owner")) {

@@ -4,17 +4,17 @@
 use crate::generation::{self, Generation, ListenerConf};
 use crate::privilege;
 use async_signal::{Signal, Signals};
-use certrelay_client::clock::Clock;
-use certrelay_client::outbound::{self, Delivery};
-use certrelay_client::resolver::Resolver;
-use certrelay_client::runner::{wake_channel, QueueRunner};
-use certrelay_client::smtpd::accept::{accept_loop, wait_for_sessions, STOP_GRACE};
-use certrelay_client::smtpd::limits::Sessions;
-use certrelay_client::smtpd::listen::{self, Interfaces};
-use certrelay_client::smtpd::store::{QueueWake, Store};
-use certrelay_client::smtpd::{ListenerSource, Server};
-use certrelay_client::spool::Spool;
 use certrelay_core::config::{Diagnostic, Severity};
+use certrelay_shell::clock::Clock;
+use certrelay_shell::delivery::outbound::{self, Delivery};
+use certrelay_shell::delivery::resolver::Resolver;
+use certrelay_shell::delivery::runner::{wake_channel, QueueRunner};
+use certrelay_shell::smtpd::accept::{accept_loop, wait_for_sessions, STOP_GRACE};
+use certrelay_shell::smtpd::limits::Sessions;
+use certrelay_shell::smtpd::listen::{self, Interfaces};
+use certrelay_shell::smtpd::store::{QueueWake, Store};
+use certrelay_shell::smtpd::{ListenerSource, Server};
+use certrelay_shell::spool::Spool;
 use smol::stream::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -54,7 +54,7 @@ pub fn run(dir: &Path) -> i32 {
 async fn run_async(dir: &Path) -> i32 {
     let as_root = privilege::is_root();
     if as_root {
-        certrelay_client::conf::keep_tls_files();
+        certrelay_shell::conf::keep_tls_files();
     }
     let (generation, notes) = match generation::load(dir) {
         Ok(loaded) => loaded,
@@ -303,7 +303,7 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 /// The relay's onward delivery (relayhost or MX, `smtp_tls_*`, retry times), read at start
 /// and at each reload.
 fn onward_delivery(dir: &Path) -> Result<Delivery, Vec<Diagnostic>> {
-    let loaded = certrelay_client::conf::load(dir).map_err(|msg| {
+    let loaded = certrelay_shell::conf::load(dir).map_err(|msg| {
         vec![Diagnostic::error(
             &certrelay_core::config::Location::new(&dir.join("main.cf").display().to_string(), 0),
             msg,

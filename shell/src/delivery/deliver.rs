@@ -14,9 +14,9 @@
 //!   one, at no message's cost.
 
 use crate::clock::Clock;
-use crate::conn_cache::ConnectionCache;
-use crate::route::Candidate;
-use crate::smtp_conn::{ClientTls, SendError, ServerAddr, SmtpConnection, BODY_CHUNK};
+use crate::delivery::conn_cache::ConnectionCache;
+use crate::delivery::connection::{ClientTls, SendError, ServerAddr, SmtpConnection, BODY_CHUNK};
+use crate::delivery::route::Candidate;
 use crate::spool::Spool;
 use certrelay_core::client::{ClientError, Closing, DeliveryStatus, Envelope, Outcome};
 use certrelay_core::settings::ClientSettings;

@@ -3,7 +3,7 @@
 //! leads back to the address; otherwise `unknown`. With `smtpd_peername_lookup = no`, or
 //! when the lookups take too long, the name is `unknown` at once.
 
-use crate::resolver::Resolver;
+use crate::delivery::resolver::Resolver;
 use certrelay_core::hosts;
 use std::net::IpAddr;
 use std::time::Duration;

@@ -3,10 +3,10 @@
 //! times, and the TLS level per next hop (global level with `smtp_tls_per_site`).
 
 use crate::conf;
-use crate::deliver::TlsLevelFor;
-use crate::route::Candidate;
-use crate::runner::RunnerConfig;
-use crate::smtp_conn::ClientTls;
+use crate::delivery::connection::ClientTls;
+use crate::delivery::deliver::TlsLevelFor;
+use crate::delivery::route::Candidate;
+use crate::delivery::runner::RunnerConfig;
 use certrelay_core::cert;
 use certrelay_core::config::{client, Config, Diagnostic};
 use certrelay_core::queue::RetrySettings;

@@ -1,11 +1,12 @@
 //! What a finished server handshake established, in the words Postfix logs.
 
 use super::listener::Trust;
+use crate::tls::{cipher_name, protocol_name};
 use certrelay_core::cert::{self, judge_client_cert};
 use certrelay_core::facts::{CertVerdict, PeerInfo, TlsFacts};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConnection};
+use rustls::{HandshakeKind, ServerConnection};
 
 /// Reads the protocol, cipher and client certificate of `conn`, and judges the certificate
 /// against `trust` now. Loglevel 2 lines go to the log here.
@@ -77,70 +78,5 @@ fn log_peer_cert(peer: &PeerInfo, leaf: &CertificateDer<'_>, facts: &TlsFacts, t
             peer.name,
             peer.addr
         );
-    }
-}
-
-/// `TLSv1.3`, `TLSv1.2`.
-pub fn protocol_name(v: Option<ProtocolVersion>) -> String {
-    match v {
-        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
-        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
-        Some(other) => format!("{other:?}"),
-        None => "unknown".into(),
-    }
-}
-
-/// The cipher as OpenSSL (and so Postfix's logs) names it, and its secret bits.
-pub fn cipher_name(suite: CipherSuite) -> (String, u16) {
-    let name = match suite {
-        CipherSuite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
-        CipherSuite::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
-        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => {
-            "ECDHE-ECDSA-CHACHA20-POLY1305"
-        }
-        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
-        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
-        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
-        other => return (format!("{other:?}"), 0),
-    };
-    let bits = if name.contains("128") { 128 } else { 256 };
-    (name.to_owned(), bits)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cipher_names_are_openssl_names() {
-        let cases = [
-            (
-                CipherSuite::TLS13_AES_256_GCM_SHA384,
-                "TLS_AES_256_GCM_SHA384",
-                256,
-            ),
-            (
-                CipherSuite::TLS13_AES_128_GCM_SHA256,
-                "TLS_AES_128_GCM_SHA256",
-                128,
-            ),
-            (
-                CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
-                "TLS_CHACHA20_POLY1305_SHA256",
-                256,
-            ),
-            (
-                CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-                "ECDHE-RSA-AES128-GCM-SHA256",
-                128,
-            ),
-        ];
-        for (suite, name, bits) in cases {
-            assert_eq!(cipher_name(suite), (name.to_owned(), bits));
-        }
-        assert_eq!(protocol_name(Some(ProtocolVersion::TLSv1_3)), "TLSv1.3");
     }
 }

@@ -8,13 +8,13 @@
 //! have answered.
 
 use crate::clock::{unix_millis, unix_secs, Clock};
-use crate::conn_cache::ConnectionCache;
-use crate::deliver::{
+use crate::delivery::conn_cache::ConnectionCache;
+use crate::delivery::connection::ClientTls;
+use crate::delivery::deliver::{
     deliver, DeliveryContext, DeliveryJob, HeldBody, MessageSource, RecipientFate, TlsLevelFor,
 };
-use crate::resolver::Resolver;
-use crate::route::{candidates, Destination, NextHop};
-use crate::smtp_conn::ClientTls;
+use crate::delivery::resolver::Resolver;
+use crate::delivery::route::{candidates, Destination, NextHop};
 use crate::spool::Spool;
 use certrelay_core::client::{self, DeliveryStatus};
 use certrelay_core::dsn::{self, BounceReport, FailedRecipient};
@@ -753,7 +753,7 @@ impl Inner {
         &self,
         envelope: &Envelope,
         i: usize,
-        server: Option<&crate::smtp_conn::ServerAddr>,
+        server: Option<&crate::delivery::connection::ServerAddr>,
     ) {
         let relay = match server {
             Some(s) => Relay::Host {

@@ -4,7 +4,7 @@
 //! It asks recursive servers only; it caches nothing (a queue run asks a few names, and the
 //! local caching resolver, if any, caches better).
 
-use crate::smtp_conn::with_timeout;
+use crate::io::with_timeout;
 use certrelay_core::dns::{
     self, Answer, AnswerError, MxFailure, NameError, Query, QueryType, UDP_PAYLOAD_SIZE,
 };

@@ -10,9 +10,9 @@
 //! The laptop's stores also treat its own programs as Postfix treats local submissions
 //! ([`LocalSubmission`]); the relay's store keeps every message as it came.
 
-use crate::deliver::HeldBody;
-use crate::maildrop::{Dropping, Maildrop};
-use crate::runner::{Claim, Fresh, Handoff};
+use crate::delivery::deliver::HeldBody;
+use crate::delivery::runner::{Claim, Fresh, Handoff};
+use crate::spool::maildrop::{Dropping, Maildrop};
 use crate::spool::{Incoming, Spool, SpoolError};
 use certrelay_core::dsn::rfc5322_date;
 use certrelay_core::facts::TlsFacts;

@@ -2,12 +2,12 @@
 
 mod common;
 
-use certrelay_client::deliver::HeldBody;
-use certrelay_client::resolver::Resolver;
-use certrelay_client::runner::{wake_channel, Fresh, Handoff, QueueRunner};
-use certrelay_client::spool::Spool;
 use certrelay_core::queue::{QueueId, RecipientState};
 use certrelay_core::tls_policy::TlsLevel;
+use certrelay_shell::delivery::deliver::HeldBody;
+use certrelay_shell::delivery::resolver::Resolver;
+use certrelay_shell::delivery::runner::{wake_channel, Fresh, Handoff, QueueRunner};
+use certrelay_shell::spool::Spool;
 use common::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -82,7 +82,7 @@ fn temporary_refusal_defers_then_flush_delivers() {
         config(vec![bracketed(sink.port())], TlsLevel::None),
         client_tls(None),
     );
-    let before = certrelay_client::clock::unix_secs();
+    let before = certrelay_shell::clock::unix_secs();
     let stats = run(r.run_once(false));
     assert_eq!((stats.attempted, stats.deferred), (1, 1), "{stats:?}");
     let env = read_envelope(&t.spool, &id);
@@ -258,7 +258,9 @@ fn a_long_running_runner_reuses_its_idle_connection_in_the_next_run() {
     assert_eq!(sink.messages().len(), 3);
     assert_eq!(sink.connection_count(), 1, "one connection for three runs");
     // Idle beyond the cache time, it is closed; the next run connects anew.
-    std::thread::sleep(certrelay_client::conn_cache::CACHE_TIME + Duration::from_millis(500));
+    std::thread::sleep(
+        certrelay_shell::delivery::conn_cache::CACHE_TIME + Duration::from_millis(500),
+    );
     queue(&t.spool, "alice@example.org", &["late@example.org"], BODY);
     assert_eq!(run(r.run_once(false)).removed, 1);
     assert_eq!(sink.connection_count(), 2);
@@ -646,6 +648,6 @@ fn a_large_body_arrives_intact() {
         client_tls(None),
     );
     assert_eq!(run(r.run_once(false)).removed, 1);
-    assert!(body.len() > 10 * certrelay_client::smtp_conn::BODY_CHUNK);
+    assert!(body.len() > 10 * certrelay_shell::delivery::connection::BODY_CHUNK);
     assert_eq!(sink.messages()[0].text(), body);
 }

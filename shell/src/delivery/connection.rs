@@ -8,7 +8,8 @@
 //! STARTTLS, so nothing read before the handshake can reach the TLS dialogue.
 
 use crate::clock::Clock;
-use crate::smtpd::tlsinfo;
+use crate::io::{io_reason, with_timeout};
+use crate::tls;
 use certrelay_core::cert;
 use certrelay_core::client::{
     ClientError, ClientEvent, ClientOutput, ClientSession, Closing, DeliveryStatus, Envelope,
@@ -467,42 +468,14 @@ fn log_established(server: &ServerAddr, tls: &TlsStream<TcpStream>, verdict: Ser
         ServerCertVerdict::NotVerified => "Untrusted",
     };
     // Named as the relay's own logs and Postfix's name them (OpenSSL's names).
-    let proto = tlsinfo::protocol_name(conn.protocol_version());
+    let proto = tls::protocol_name(conn.protocol_version());
     let (cipher, bits) = conn
         .negotiated_cipher_suite()
         .map_or((String::from("unknown"), 0), |s| {
-            tlsinfo::cipher_name(s.suite())
+            tls::cipher_name(s.suite())
         });
     log::info!(
         "{kind} TLS connection established to {server}: {proto} with cipher {cipher} \
          ({bits}/{bits} bits)"
     );
-}
-
-/// `fut`, or `None` once `limit` has passed.
-pub async fn with_timeout<T>(
-    limit: Duration,
-    fut: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    future::or(async { Some(fut.await) }, async {
-        Timer::after(limit).await;
-        None
-    })
-    .await
-}
-
-/// The error as Postfix words connection failures, without Rust's `(os error N)`.
-pub fn io_reason(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => "Connection refused".into(),
-        io::ErrorKind::TimedOut => "Connection timed out".into(),
-        io::ErrorKind::ConnectionReset => "Connection reset by peer".into(),
-        _ => {
-            let text = e.to_string();
-            match text.find(" (os error") {
-                Some(i) => text[..i].to_owned(),
-                None => text,
-            }
-        }
-    }
 }

@@ -270,60 +270,8 @@ pub fn tally(diagnostics: &[Diagnostic]) -> (usize, usize) {
     (errors, warnings)
 }
 
-/// Everything `certrelayd check` verifies: settings of main.cf and of each listener, the
-/// fingerprint map, and the TLS files.
-pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
-    let config = &loaded.config;
-    let mut diags = loaded.diagnostics.clone();
-    let (_, main_diags) = config::server::server_settings(config);
-    push_new(&mut diags, main_diags);
-    for listener in &loaded.listeners {
-        let (_, more) = config::server::listener_settings(config, listener);
-        push_new(&mut diags, more);
-    }
-    push_new(&mut diags, fingerprint_map(config).1);
-    push_new(
-        &mut diags,
-        check_tls_files(
-            config,
-            [
-                "smtpd_tls_cert_file",
-                "smtpd_tls_key_file",
-                "smtpd_tls_CAfile",
-            ],
-        ),
-    );
-    diags
-}
-
-/// Everything `certrelay check` verifies: client settings, relayhost, per-site table, the
-/// TLS files, and the settings of the local SMTP listeners.
-pub fn check_laptop(loaded: &Loaded) -> Vec<Diagnostic> {
-    let config = &loaded.config;
-    let mut diags = loaded.diagnostics.clone();
-    push_new(
-        &mut diags,
-        crate::laptop_smtpd::listener_diagnostics(loaded),
-    );
-    let (_, more) = config::client::client_settings(config);
-    push_new(&mut diags, more);
-    push_new(&mut diags, config::client::check_tls_maps(config));
-    if let Err(d) = config.relayhost() {
-        push_new(&mut diags, vec![d]);
-    }
-    push_new(&mut diags, read_tables(config, "smtp_tls_per_site").1);
-    push_new(
-        &mut diags,
-        check_tls_files(
-            config,
-            ["smtp_tls_cert_file", "smtp_tls_key_file", "smtp_tls_CAfile"],
-        ),
-    );
-    diags
-}
-
 /// Appends the diagnostics not already present (listeners repeat main.cf's problems).
-fn push_new(into: &mut Vec<Diagnostic>, more: Vec<Diagnostic>) {
+pub fn push_new(into: &mut Vec<Diagnostic>, more: Vec<Diagnostic>) {
     for d in more {
         if !into.contains(&d) {
             into.push(d);

@@ -1,8 +1,8 @@
 //! Where mail goes: the next hop (a `relayhost` list, or the recipient domain's MX hosts)
 //! and the servers to try for it, in order.
 
-use crate::resolver::{LookupError, Resolver};
-use crate::smtp_conn::ServerAddr;
+use crate::delivery::connection::ServerAddr;
+use crate::delivery::resolver::{LookupError, Resolver};
 use std::fmt;
 use std::net::IpAddr;
 

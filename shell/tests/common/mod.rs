@@ -1,15 +1,16 @@
 //! Test helpers: an SMTP sink, a tiny DNS server, a test PKI and spool shortcuts.
 #![allow(dead_code)]
 
-use certrelay_client::clock::unix_secs;
-use certrelay_client::resolver::Resolver;
-use certrelay_client::route::NextHop;
-use certrelay_client::runner::{QueueRunner, RunnerConfig};
-use certrelay_client::smtp_conn::{with_timeout, ClientTls};
-use certrelay_client::spool::Spool;
-use certrelay_client::tls;
 use certrelay_core::queue::{Envelope, QueueId, Recipient};
 use certrelay_core::tls_policy::TlsLevel;
+use certrelay_shell::clock::unix_secs;
+use certrelay_shell::delivery::connection::ClientTls;
+use certrelay_shell::delivery::resolver::Resolver;
+use certrelay_shell::delivery::route::NextHop;
+use certrelay_shell::delivery::runner::{QueueRunner, RunnerConfig};
+use certrelay_shell::io::with_timeout;
+use certrelay_shell::spool::Spool;
+use certrelay_shell::tls;
 use futures_rustls::TlsAcceptor;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use smol::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};

@@ -2,8 +2,8 @@
 
 mod common;
 
-use certrelay_client::resolver::{LookupError, Resolver};
 use certrelay_core::dns::{Answer, QueryType};
+use certrelay_shell::delivery::resolver::{LookupError, Resolver};
 use common::*;
 use std::collections::HashMap;
 use std::net::IpAddr;

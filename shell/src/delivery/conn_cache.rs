@@ -3,7 +3,7 @@
 //! each message then costs one transaction, not a TCP connection, a greeting, an EHLO and
 //! a TLS handshake.
 
-use crate::smtp_conn::SmtpConnection;
+use crate::delivery::connection::SmtpConnection;
 use smol::Timer;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

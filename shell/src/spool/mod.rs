@@ -20,6 +20,9 @@
 //!
 //! These calls block (fsync); the async shells run them on the blocking pool.
 
+pub mod listing;
+pub mod maildrop;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
