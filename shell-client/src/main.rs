@@ -120,7 +120,15 @@ fn certrelay_main(args: Vec<OsString>) -> i32 {
     let rest: Vec<OsString> = p.raw_args().map(|r| r.collect()).unwrap_or_default();
     let dir = dir.unwrap_or_else(default_config_dir);
     match command.as_str() {
-        "check" if rest.is_empty() => certrelay_shell::conf::run_check(&dir, checks::check_laptop),
+        "check" if rest.is_empty() => {
+            match certrelay_shell::conf::run_check(&dir, checks::check_laptop) {
+                Ok((errors, _)) => i32::from(errors > 0),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        }
         "sendmail" => sendmail_main(Some(dir), rest),
         "flush" => flush_main(&dir, rest),
         "queue" if rest.is_empty() => queue_main(&dir),
@@ -148,8 +156,8 @@ fn init_logging(verbose: bool) {
 }
 
 fn load(dir: &Path) -> Result<Laptop, i32> {
-    Laptop::load(dir).map_err(|lines| {
-        for l in lines {
+    Laptop::load(dir).map_err(|e| {
+        for l in e.to_string().lines() {
             eprintln!("certrelay: {l}");
         }
         exit::CONFIG
@@ -357,12 +365,11 @@ fn run_main(dir: &Path) -> i32 {
         .unwrap_or(Duration::from_secs(300));
     let (wake, wakeups) = mpsc::channel();
     let listening = crate::laptop_smtpd::listeners(&laptop)
-        .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())
-        .and_then(|ls| crate::laptop_smtpd::start(&laptop, ls, wake.clone()).map_err(|e| vec![e]));
+        .and_then(|ls| crate::laptop_smtpd::start(&laptop, ls, wake.clone()));
     let smtp = match listening {
         Ok(smtp) => smtp,
-        Err(lines) => {
-            for l in lines {
+        Err(e) => {
+            for l in e.to_string().lines() {
                 eprintln!("certrelay: {l}");
             }
             return exit::CONFIG;

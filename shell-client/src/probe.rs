@@ -53,7 +53,7 @@ pub fn probe_main(dir: &Path, target: &str) -> i32 {
 }
 
 fn probe(dir: &Path, target: &str) -> Result<bool, String> {
-    let loaded = conf::load(dir)?;
+    let loaded = conf::load(dir).map_err(|e| e.to_string())?;
     let config = &loaded.config;
     let hop = NextHop::parse(target).map_err(|e| e.to_string())?;
     let (settings, _) = client::client_settings(config);
