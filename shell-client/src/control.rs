@@ -220,18 +220,14 @@ pub enum DaemonWake {
 /// a flush when any asked for one). Returns on [`DaemonWake::Stop`], or when every sender
 /// is gone, always between runs, so the run lock is free then. Failed runs are logged and
 /// tried again.
-pub fn serve(
-    deliverer: &mut Deliverer,
-    delay: Duration,
-    wakeups: &mpsc::Receiver<DaemonWake>,
-) -> io::Result<()> {
+pub fn serve(deliverer: &mut Deliverer, delay: Duration, wakeups: &mpsc::Receiver<DaemonWake>) {
     let mut kind = RunKind::Due;
     loop {
         // Wake-ups sent before this point are served by this run: the messages committed
         // before them are in the maildrop already.
         loop {
             match wakeups.try_recv() {
-                Ok(DaemonWake::Stop) | Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
+                Ok(DaemonWake::Stop) | Err(mpsc::TryRecvError::Disconnected) => return,
                 Ok(DaemonWake::Flush) => kind = RunKind::Flush,
                 Ok(DaemonWake::NewMail) => {}
                 Err(mpsc::TryRecvError::Empty) => break,
@@ -244,7 +240,7 @@ pub fn serve(
         }
         kind = RunKind::Due;
         match wakeups.recv_timeout(delay) {
-            Ok(DaemonWake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            Ok(DaemonWake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
             Ok(DaemonWake::Flush) => kind = RunKind::Flush,
             Ok(DaemonWake::NewMail) | Err(mpsc::RecvTimeoutError::Timeout) => {}
         }

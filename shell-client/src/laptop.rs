@@ -4,6 +4,7 @@
 use certrelay_core::config::{Config, Diagnostic};
 use certrelay_shell::conf::{self, Loaded};
 pub use certrelay_shell::delivery::outbound::{self, Delivery};
+use certrelay_shell::error::Error;
 use std::path::{Path, PathBuf};
 
 /// True when this process runs as root (system-wide defaults apply).
@@ -64,19 +65,19 @@ pub struct Laptop {
 }
 
 impl Laptop {
-    /// Reads `DIR/main.cf`. Errors (unreadable file, or error diagnostics) come back as
-    /// the lines to print.
-    pub fn load(dir: &Path) -> Result<Laptop, Vec<String>> {
-        let loaded = conf::load(dir).map_err(|e| vec![e])?;
+    /// Reads `DIR/main.cf`. On an error diagnostic, `Err` holds every diagnostic (the
+    /// warnings too: they may explain the error).
+    pub fn load(dir: &Path) -> Result<Laptop, Error> {
+        let loaded = conf::load(dir)?;
         if loaded.has_errors() {
-            return Err(loaded.diagnostics.iter().map(|d| d.to_string()).collect());
+            return Err(Error::Config(loaded.diagnostics));
         }
         let config = &loaded.config;
         let queue_dir = default_queue_dir(config);
         if queue_dir.as_os_str().is_empty() {
-            return Err(vec![config
-                .problem("queue_directory", "must name a directory")
-                .to_string()]);
+            return Err(Error::Config(vec![
+                config.problem("queue_directory", "must name a directory")
+            ]));
         }
         let myhostname = config.text("myhostname").to_owned();
         let myorigin = match config.text("myorigin").trim() {

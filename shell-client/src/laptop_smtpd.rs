@@ -53,6 +53,7 @@ use certrelay_core::policy::Restriction;
 use certrelay_core::settings::{ServerSettings, ServerTlsLevel};
 use certrelay_shell::clock::Clock;
 use certrelay_shell::conf::Loaded;
+use certrelay_shell::error::Error;
 use certrelay_shell::smtpd::accept::{accept_loop, wait_for_sessions, STOP_GRACE};
 use certrelay_shell::smtpd::limits::Sessions;
 use certrelay_shell::smtpd::listen::{self, Bound, Interfaces};
@@ -108,12 +109,12 @@ pub fn listener_diagnostics(loaded: &Loaded) -> Vec<Diagnostic> {
 
 /// The listeners `certrelay run` serves. Every error, with file:line, on failure;
 /// warnings go to the log.
-pub fn listeners(laptop: &Laptop) -> Result<Vec<Arc<ListenerConf>>, Vec<Diagnostic>> {
+pub fn listeners(laptop: &Laptop) -> Result<Vec<Arc<ListenerConf>>, Error> {
     let loaded = &laptop.loaded;
     let mut diags = listener_diagnostics(loaded);
     if config::has_errors(&diags) {
         diags.retain(Diagnostic::is_error);
-        return Err(diags);
+        return Err(Error::Config(diags));
     }
     for d in diags.iter().filter(|d| d.severity == Severity::Warning) {
         log::warn!("{d}");
@@ -128,7 +129,9 @@ pub fn listeners(laptop: &Laptop) -> Result<Vec<Arc<ListenerConf>>, Vec<Diagnost
             port: DEFAULT_PORT,
         },
     ];
-    ListenerBuilder::default().build_all(loaded, &implicit, |c| laptop_settings(c).0)
+    ListenerBuilder::default()
+        .build_all(loaded, &implicit, |c| laptop_settings(c).0)
+        .map_err(Error::Config)
 }
 
 /// The fixed listener set of `run` (the laptop does not reload).
@@ -179,14 +182,9 @@ pub fn start(
     laptop: &Laptop,
     listeners: Vec<Arc<ListenerConf>>,
     committed: mpsc::Sender<DaemonWake>,
-) -> Result<LocalSmtp, String> {
+) -> Result<LocalSmtp, Error> {
     let bound = smol::block_on(bind(laptop, &listeners))?;
-    let maildrop = Maildrop::open(&laptop.queue_dir).map_err(|e| {
-        format!(
-            "cannot use the maildrop in {}: {e}",
-            laptop.queue_dir.display()
-        )
-    })?;
+    let maildrop = open_maildrop(laptop)?;
     let submission = local_submission(laptop);
     let (stop, stopped) = smol::channel::bounded(1);
     let thread = std::thread::Builder::new()
@@ -196,11 +194,16 @@ pub fn start(
                 bound, listeners, maildrop, submission, committed, stopped,
             ))
         })
-        .map_err(|e| format!("cannot start the SMTP listener: {e}"))?;
+        .map_err(|e| Error::system("start the SMTP listener", e))?;
     Ok(LocalSmtp { stop, thread })
 }
 
-async fn bind(laptop: &Laptop, listeners: &[Arc<ListenerConf>]) -> Result<Vec<Bound>, String> {
+fn open_maildrop(laptop: &Laptop) -> Result<Maildrop, Error> {
+    Maildrop::open(&laptop.queue_dir)
+        .map_err(|e| Error::io("use the maildrop in", &laptop.queue_dir, e))
+}
+
+async fn bind(laptop: &Laptop, listeners: &[Arc<ListenerConf>]) -> Result<Vec<Bound>, Error> {
     let config = laptop.config();
     let interfaces = if config.is_set("inet_interfaces") {
         lower_list(config, "inet_interfaces")
@@ -223,7 +226,7 @@ async fn bind(laptop: &Laptop, listeners: &[Arc<ListenerConf>]) -> Result<Vec<Bo
         }
     }
     if bound.is_empty() {
-        return Err(failures.join("; "));
+        return Err(Error::All(failures));
     }
     for f in failures {
         log::warn!("{f}");
@@ -320,11 +323,11 @@ impl AsyncWrite for Stdio {
 /// (seen as `localhost[127.0.0.1]`, so inside the default `mynetworks`), storing into the
 /// maildrop. No STARTTLS: the dialogue never leaves the machine. Returns how many messages
 /// were queued; the caller starts their delivery.
-pub fn serve_stdio(laptop: &Laptop) -> Result<usize, String> {
+pub fn serve_stdio(laptop: &Laptop) -> Result<usize, Error> {
     let loaded = &laptop.loaded;
     let (mut settings, diags) = laptop_settings(&loaded.config);
-    if let Some(d) = diags.iter().find(|d| d.is_error()) {
-        return Err(d.to_string());
+    if let Some(d) = diags.into_iter().find(Diagnostic::is_error) {
+        return Err(Error::Config(vec![d]));
     }
     settings.tls_level = ServerTlsLevel::None;
     let endpoint = Endpoint {
@@ -338,13 +341,8 @@ pub fn serve_stdio(laptop: &Laptop) -> Result<usize, String> {
             "sendmail -bs".to_owned(),
             endpoint,
         )
-        .map_err(|d| d.to_string())?;
-    let maildrop = Maildrop::open(&laptop.queue_dir).map_err(|e| {
-        format!(
-            "cannot use the maildrop in {}: {e}",
-            laptop.queue_dir.display()
-        )
-    })?;
+        .map_err(|d| Error::Config(vec![d]))?;
+    let maildrop = open_maildrop(laptop)?;
     let (wake, stored) = QueueWake::channel();
     let conn = Connection {
         listener: Arc::new(listener),

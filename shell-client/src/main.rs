@@ -2,6 +2,7 @@
 
 mod checks;
 mod control;
+mod failure;
 mod laptop;
 mod laptop_smtpd;
 mod netwatch;
@@ -11,66 +12,99 @@ mod sendmail;
 mod tools;
 
 use crate::control::{DaemonWake, Deleted, Deliverer, LOCK_WAIT};
+use crate::failure::{Failure, NotDeleted};
 use crate::laptop::{default_config_dir, Laptop};
 use crate::netwatch::{NetWatch, SystemAddresses};
 use crate::runlock::{RunKind, Served};
-use crate::sendmail::{exit, Mode, SendmailArgs};
+use crate::sendmail::{Mode, SendmailArgs, SendmailCmd};
+use argh::{EarlyExit, FromArgs};
 use async_signal::{Signal, Signals};
+use certrelay_shell::error::Error;
 use certrelay_shell::smtpd::accept::STOP_GRACE;
 use smol::stream::StreamExt;
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const HELP: &str = "\
-certrelay: queues mail and delivers it through the relay with this machine's certificate.
+/// certrelay: queues mail and delivers it through the relay with this machine's
+/// certificate.
+#[derive(FromArgs)]
+#[argh(
+    help_triggers("-h", "--help", "help"),
+    note = "queue_directory defaults to $XDG_DATA_HOME/certrelay/queue \
+            (~/.local/share/certrelay/queue) for a user when main.cf does not set it."
+)]
+struct Args {
+    /// configuration directory holding main.cf (default /etc/certrelay for root, else
+    /// $XDG_CONFIG_HOME/certrelay or ~/.config/certrelay)
+    #[argh(option, short = 'c', arg_name = "DIR")]
+    config: Option<PathBuf>,
 
-usage: certrelay [-c DIR] COMMAND [ARGS]
+    #[argh(subcommand)]
+    command: Command,
+}
 
-options:
-  -c, --config DIR  configuration directory holding main.cf (default /etc/certrelay for
-                    root, else $XDG_CONFIG_HOME/certrelay or ~/.config/certrelay)
-  -h, --help        this text
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Check(Check),
+    Sendmail(SendmailCmd),
+    Flush(Flush),
+    Queue(Queue),
+    Delete(Delete),
+    Run(Run),
+    Fingerprint(tools::FingerprintCmd),
+    Keygen(tools::KeygenCmd),
+    Explain(tools::ExplainCmd),
+    Probe(probe::ProbeCmd),
+}
 
-commands:
-  check             load main.cf, the per-site table and the TLS files; print the settings
-                    in effect and every problem with file:line; exit 1 on errors
-  sendmail ARGS     sendmail-compatible submission: reads a message on standard input,
-                    queues it and starts delivery in the background (-t -i -oi -f -F -C -v
-                    -bp -q -bs; historic options accepted and ignored). Also run as
-                    `sendmail`. -bs: one SMTP dialogue on standard input and output.
-  flush [--due] [--quiet]
-                    deliver the queue now (every message, or with --due only those due)
-                    and report what happened
-  queue             list the queue: id, size, arrival, sender, recipients, why each waits
-                    and the next attempt (also `sendmail -bp`, `mailq`)
-  delete ID...      remove messages from the queue
-  run               daemon in the foreground: a queue run at start and every
-                    queue_run_delay, and an SMTP listener for mail programs (Thunderbird,
-                    KMail) on master.cf's `inet` smtpd lines, or on 127.0.0.1:2525 and
-                    [::1]:2525 without master.cf (for root too: never port 25). It relays
-                    for mynetworks only (default loopback: smtpd_relay_restrictions =
-                    permit_mynetworks, reject); each accepted message is delivered at once.
-                    A change of network address retries the queue at once; SIGUSR1
-                    flushes; SIGTERM or SIGINT stops accepting, lets sessions finish
-                    (at most 10 s) and exits 0.
+/// load main.cf, the per-site table and the TLS files; print the settings in effect and
+/// every problem with file:line; exit 1 on errors
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check")]
+struct Check {}
 
-  fingerprint [--digest md5|sha1|sha256|sha512] [--pubkey] [--map-line LABEL] FILE...
-                    print certificate fingerprints as openssl does, or relay_clientcerts lines
-  keygen [--out DIR] NAME
-                    make this laptop's key (mode 0600), a request for the relay's CA
-                    (certrelayd ca sign) and a self-signed certificate; print its fingerprints
-  explain [DESTINATION...]
-                    which TLS level applies to each destination (default: the relayhost)
-                    and why: the global level, each smtp_tls_per_site lookup, the result
+/// deliver the queue now (every message, or with --due only those due) and report what
+/// happened
+#[derive(FromArgs)]
+#[argh(subcommand, name = "flush")]
+struct Flush {
+    /// only the messages whose next attempt is due
+    #[argh(switch)]
+    due: bool,
+    /// print nothing, and leave the work to a queue run in progress at once
+    #[argh(switch)]
+    quiet: bool,
+}
 
-  probe HOST:PORT    connect, show the banner, EHLO, STARTTLS, whether the server asks for a
-                    client certificate, its chain with fingerprints, and whether this
-                    laptop's policy would deliver there (exit 0 yes, 1 no)
+/// list the queue: id, size, arrival, sender, recipients, why each waits and the next
+/// attempt (also `sendmail -bp`, `mailq`)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "queue")]
+struct Queue {}
 
-queue_directory defaults to $XDG_DATA_HOME/certrelay/queue (~/.local/share/certrelay/queue)
-for a user when main.cf does not set it.";
+/// remove messages from the queue
+#[derive(FromArgs)]
+#[argh(subcommand, name = "delete")]
+struct Delete {
+    /// queue ids, as `queue` lists them
+    #[argh(positional, arg_name = "ID")]
+    ids: Vec<String>,
+}
+
+/// daemon in the foreground: a queue run at start and every queue_run_delay, and an SMTP
+/// listener for mail programs (Thunderbird, KMail) on master.cf's `inet` smtpd lines, or on
+/// 127.0.0.1:2525 and [::1]:2525 without master.cf (for root too: never port 25). It relays
+/// for mynetworks only (default loopback: smtpd_relay_restrictions = permit_mynetworks,
+/// reject); each accepted message is delivered at once. A change of network address retries
+/// the queue at once; SIGUSR1 flushes; SIGTERM or SIGINT stops accepting, lets sessions
+/// finish (at most 10 s) and exits 0.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "run")]
+struct Run {}
 
 fn main() {
     let mut args = std::env::args_os();
@@ -84,60 +118,96 @@ fn main() {
         })
         .unwrap_or_default();
     let rest: Vec<OsString> = args.collect();
-    let code = match program.as_str() {
+    let result = match program.as_str() {
         "sendmail" => sendmail_main(None, rest),
         "mailq" => sendmail_main(None, vec!["-bp".into()]),
         _ => certrelay_main(rest),
     };
+    // The one place a failure is put into words.
+    let code = match result {
+        Ok(()) => 0,
+        Err(failure) => {
+            if failure.has_message() {
+                eprintln!("{failure}");
+            }
+            failure.exit_code()
+        }
+    };
     std::process::exit(code);
 }
 
-fn usage_error(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("certrelay: {msg}\nTry certrelay --help.");
-    exit::USAGE
+/// What the `certrelay` command line asks for.
+enum Parsed {
+    /// Print this help text.
+    Help(String),
+    /// Run the command; for `sendmail`, with these arguments (the tail of the command line,
+    /// as given).
+    Command(Args, Vec<OsString>),
 }
 
-fn certrelay_main(args: Vec<OsString>) -> i32 {
-    use lexopt::prelude::*;
-    let mut p = lexopt::Parser::from_args(args);
-    let mut dir: Option<PathBuf> = None;
-    let command = loop {
-        match p.next() {
-            Ok(Some(Short('c') | Long("config"))) => match p.value() {
-                Ok(v) => dir = Some(v.into()),
-                Err(e) => return usage_error(e),
-            },
-            Ok(Some(Short('h') | Long("help"))) => {
-                println!("{HELP}");
-                return 0;
-            }
-            Ok(Some(Value(v))) => break v.to_string_lossy().into_owned(),
-            Ok(Some(other)) => return usage_error(other.unexpected()),
-            Ok(None) => return usage_error("a command is needed"),
-            Err(e) => return usage_error(e),
-        }
+fn parse(args: &[OsString]) -> Result<Parsed, Failure> {
+    let text: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let words: Vec<&str> = text.iter().map(String::as_str).collect();
+    let parsed = match Args::from_args(&["certrelay"], &words) {
+        Ok(parsed) => parsed,
+        Err(EarlyExit {
+            output,
+            status: Ok(()),
+        }) => return Ok(Parsed::Help(output)),
+        Err(EarlyExit {
+            output,
+            status: Err(()),
+        }) => return Err(Failure::Usage(output.trim_end().to_owned())),
     };
-    let rest: Vec<OsString> = p.raw_args().map(|r| r.collect()).unwrap_or_default();
-    let dir = dir.unwrap_or_else(default_config_dir);
-    match command.as_str() {
-        "check" if rest.is_empty() => certrelay_shell::conf::run_check(&dir, checks::check_laptop),
-        "sendmail" => sendmail_main(Some(dir), rest),
-        "flush" => flush_main(&dir, rest),
-        "queue" if rest.is_empty() => queue_main(&dir),
-        "delete" if !rest.is_empty() => delete_main(&dir, rest),
-        "run" if rest.is_empty() => run_main(&dir),
-        "fingerprint" => crate::tools::fingerprint_main(rest),
-        "keygen" => crate::tools::keygen_main(rest),
-        "explain" => crate::tools::explain_main(&dir, rest),
-        "probe" if rest.len() == 1 => crate::probe::probe_main(&dir, &rest[0].to_string_lossy()),
-        "probe" => usage_error("probe needs one HOST:PORT"),
-        "help" => {
-            println!("{HELP}");
-            0
+    // sendmail's arguments are the tail of the command line, passed on as given (a full
+    // name need not be UTF-8); every other argument is a word or a path, taken whole.
+    let tail = match &parsed.command {
+        Command::Sendmail(cmd) => cmd.count,
+        _ => 0,
+    };
+    let (ours, sendmail_args) = args.split_at(args.len() - tail);
+    if let Some(bad) = ours.iter().find(|a| a.to_str().is_none()) {
+        return Err(Failure::Usage(format!(
+            "{}: not UTF-8 text",
+            bad.to_string_lossy()
+        )));
+    }
+    Ok(Parsed::Command(parsed, sendmail_args.to_vec()))
+}
+
+fn certrelay_main(args: Vec<OsString>) -> Result<(), Failure> {
+    let (parsed, sendmail_args) = match parse(&args)? {
+        Parsed::Help(text) => {
+            // Help into a closed pipe (`| head`) is no failure.
+            let _ = writeln!(std::io::stdout(), "{text}");
+            return Ok(());
         }
-        "check" | "queue" | "run" => usage_error(format!("{command} takes no arguments")),
-        "delete" => usage_error("delete needs queue ids"),
-        other => usage_error(format!("unknown command {other}")),
+        Parsed::Command(parsed, sendmail_args) => (parsed, sendmail_args),
+    };
+    let dir = parsed.config.unwrap_or_else(default_config_dir);
+    match parsed.command {
+        Command::Check(Check {}) => {
+            match certrelay_shell::conf::run_check(&dir, checks::check_laptop) {
+                Ok((0, _)) => Ok(()),
+                Ok(_) => Err(Failure::ChecksFailed),
+                Err(e) => Err(Failure::Check(e)),
+            }
+        }
+        Command::Sendmail(_) => sendmail_main(Some(dir), sendmail_args),
+        Command::Flush(Flush { due, quiet }) => flush_main(&dir, due, quiet),
+        Command::Queue(Queue {}) => queue_main(&dir),
+        Command::Delete(Delete { ids }) if ids.is_empty() => {
+            Err(Failure::Usage("delete needs queue ids".into()))
+        }
+        Command::Delete(Delete { ids }) => delete_main(&dir, &ids),
+        Command::Run(Run {}) => run_main(&dir),
+        Command::Fingerprint(cmd) => tools::fingerprint_main(cmd),
+        Command::Keygen(cmd) => tools::keygen_main(cmd),
+        Command::Explain(cmd) => tools::explain_main(&dir, cmd),
+        Command::Probe(cmd) => probe::probe_main(&dir, cmd),
     }
 }
 
@@ -147,39 +217,20 @@ fn init_logging(verbose: bool) {
         .try_init();
 }
 
-fn load(dir: &Path) -> Result<Laptop, i32> {
-    Laptop::load(dir).map_err(|lines| {
-        for l in lines {
-            eprintln!("certrelay: {l}");
-        }
-        exit::CONFIG
-    })
+fn load(dir: &Path) -> Result<Laptop, Failure> {
+    Laptop::load(dir).map_err(Failure::Config)
 }
 
-fn deliverer(laptop: &Laptop) -> Result<Deliverer, i32> {
-    let delivery = laptop.delivery().map_err(|diags| {
-        for d in diags {
-            eprintln!("certrelay: {d}");
-        }
-        exit::CONFIG
-    })?;
-    Deliverer::new(laptop, delivery).map_err(|e| {
-        eprintln!(
-            "certrelay: cannot use the queue directory {}: {e}",
-            laptop.queue_dir.display()
-        );
-        exit::CANTCREAT
-    })
+fn deliverer(laptop: &Laptop) -> Result<Deliverer, Failure> {
+    let delivery = laptop
+        .delivery()
+        .map_err(|diags| Failure::Config(Error::Config(diags)))?;
+    Deliverer::new(laptop, delivery)
+        .map_err(|e| Failure::QueueDir(Error::io("use the queue directory", &laptop.queue_dir, e)))
 }
 
-fn sendmail_main(dir: Option<PathBuf>, args: Vec<OsString>) -> i32 {
-    let args: SendmailArgs = match sendmail::parse_args(args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("sendmail: {e}\n{}", sendmail::USAGE);
-            return exit::USAGE;
-        }
-    };
+fn sendmail_main(dir: Option<PathBuf>, args: Vec<OsString>) -> Result<(), Failure> {
+    let args: SendmailArgs = sendmail::parse_args(args).map_err(Failure::SendmailUsage)?;
     let dir = args
         .config_dir
         .clone()
@@ -187,25 +238,17 @@ fn sendmail_main(dir: Option<PathBuf>, args: Vec<OsString>) -> i32 {
         .unwrap_or_else(default_config_dir);
     match args.mode {
         Mode::ListQueue => queue_main(&dir),
-        Mode::Flush => flush_main(&dir, Vec::new()),
+        Mode::Flush => flush_main(&dir, false, false),
         Mode::Smtp => smtp_stdio_main(&dir, &args),
         Mode::Submit => submit_main(&dir, &args),
     }
 }
 
-fn submit_main(dir: &Path, args: &SendmailArgs) -> i32 {
+fn submit_main(dir: &Path, args: &SendmailArgs) -> Result<(), Failure> {
     init_logging(args.verbose);
-    let laptop = match load(dir) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let id = match sendmail::submit(&laptop, args, &mut std::io::stdin().lock()) {
-        Ok(id) => id,
-        Err(e) => {
-            eprintln!("sendmail: {e}");
-            return e.exit_code();
-        }
-    };
+    let laptop = load(dir)?;
+    let id =
+        sendmail::submit(&laptop, args, &mut std::io::stdin().lock()).map_err(Failure::Submit)?;
     if args.verbose {
         eprintln!("sendmail: queued as {id}");
     }
@@ -213,161 +256,88 @@ fn submit_main(dir: &Path, args: &SendmailArgs) -> i32 {
     if let Err(e) = control::spawn_detached(dir, &laptop.queue_dir) {
         eprintln!("sendmail: queued as {id}, but cannot start delivery now: {e}");
     }
-    0
+    Ok(())
 }
 
-fn smtp_stdio_main(dir: &Path, args: &SendmailArgs) -> i32 {
+fn smtp_stdio_main(dir: &Path, args: &SendmailArgs) -> Result<(), Failure> {
     // Standard output is the SMTP dialogue; the log (stderr) says only what went wrong.
     let _ = env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or(if args.verbose { "info" } else { "warn" }),
     )
     .try_init();
-    let laptop = match load(dir) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    match crate::laptop_smtpd::serve_stdio(&laptop) {
-        Ok(0) => 0,
-        Ok(_) => {
-            if let Err(e) = control::spawn_detached(dir, &laptop.queue_dir) {
-                eprintln!("sendmail: mail queued, but cannot start delivery now: {e}");
-            }
-            0
-        }
-        Err(e) => {
-            eprintln!("sendmail: {e}");
-            exit::CONFIG
+    let laptop = load(dir)?;
+    let queued = crate::laptop_smtpd::serve_stdio(&laptop).map_err(Failure::SmtpStdio)?;
+    if queued > 0 {
+        if let Err(e) = control::spawn_detached(dir, &laptop.queue_dir) {
+            eprintln!("sendmail: mail queued, but cannot start delivery now: {e}");
         }
     }
+    Ok(())
 }
 
-fn flush_main(dir: &Path, args: Vec<OsString>) -> i32 {
-    let mut due = false;
-    let mut quiet = false;
-    for a in &args {
-        match a.to_str() {
-            Some("--due") => due = true,
-            Some("--quiet") => quiet = true,
-            _ => return usage_error(format!("flush: unknown option {}", a.to_string_lossy())),
-        }
-    }
+fn flush_main(dir: &Path, due: bool, quiet: bool) -> Result<(), Failure> {
     init_logging(false);
-    let laptop = match load(dir) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let mut deliverer = match deliverer(&laptop) {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
+    let laptop = load(dir)?;
+    let mut deliverer = deliverer(&laptop)?;
     let (kind, wait) = match (due, quiet) {
         (true, true) => (RunKind::Due, Duration::ZERO),
         (true, false) => (RunKind::Due, LOCK_WAIT),
         (false, _) => (RunKind::Flush, LOCK_WAIT),
     };
-    match deliverer.request(kind, wait) {
-        Ok((Served::Here, stats)) => {
-            if !quiet {
-                println!("{}", control::describe(&stats));
+    let (served, stats) = deliverer.request(kind, wait).map_err(Failure::QueueRun)?;
+    if !quiet {
+        match served {
+            Served::Here => println!("{}", control::describe(&stats)),
+            Served::ByHolder => {
+                println!("another queue run is in progress; it will serve this request")
             }
-            0
-        }
-        Ok((Served::ByHolder, _)) => {
-            if !quiet {
-                println!("another queue run is in progress; it will serve this request");
-            }
-            0
-        }
-        Err(e) => {
-            eprintln!("certrelay: queue run failed: {e}");
-            exit::TEMPFAIL
         }
     }
+    Ok(())
 }
 
-fn queue_main(dir: &Path) -> i32 {
-    let laptop = match load(dir) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    match certrelay_shell::spool::listing::listing(&laptop.queue_dir) {
-        Ok(text) => {
-            print!("{text}");
-            0
-        }
-        Err(e) => {
-            eprintln!(
-                "certrelay: cannot read the queue {}: {e}",
-                laptop.queue_dir.display()
-            );
-            exit::TEMPFAIL
-        }
-    }
+fn queue_main(dir: &Path) -> Result<(), Failure> {
+    let laptop = load(dir)?;
+    let text = certrelay_shell::spool::listing::listing(&laptop.queue_dir)
+        .map_err(|e| Failure::Listing(Error::io("read the queue", &laptop.queue_dir, e)))?;
+    print!("{text}");
+    Ok(())
 }
 
-fn delete_main(dir: &Path, ids: Vec<OsString>) -> i32 {
-    let laptop = match load(dir) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let mut code = 0;
+fn delete_main(dir: &Path, ids: &[String]) -> Result<(), Failure> {
+    let laptop = load(dir)?;
+    let mut failed = Vec::new();
     for id in ids {
-        let id = id.to_string_lossy();
-        match control::delete(&laptop.queue_dir, &id, LOCK_WAIT) {
+        match control::delete(&laptop.queue_dir, id, LOCK_WAIT) {
             Ok(Deleted::Removed) => println!("{id}: removed"),
-            Ok(Deleted::NotFound) => {
-                eprintln!("certrelay: {id}: no such message in the queue");
-                code = 1;
-            }
-            Ok(Deleted::Busy) => {
-                eprintln!("certrelay: {id}: a queue run is in progress; try again");
-                code = exit::TEMPFAIL;
-            }
-            Err(e) => {
-                eprintln!("certrelay: {id}: cannot remove: {e}");
-                code = exit::TEMPFAIL;
-            }
+            Ok(Deleted::NotFound) => failed.push((id.clone(), NotDeleted::NotFound)),
+            Ok(Deleted::Busy) => failed.push((id.clone(), NotDeleted::Busy)),
+            Err(e) => failed.push((id.clone(), NotDeleted::Io(e))),
         }
     }
-    code
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::NotDeleted(failed))
+    }
 }
 
-fn run_main(dir: &Path) -> i32 {
+fn run_main(dir: &Path) -> Result<(), Failure> {
     init_logging(false);
     // Watched from the start: until then SIGTERM would end the process as the default
     // action does, which loses nothing but skips the drain.
-    let mut signals = match Signals::new([Signal::Usr1, Signal::Term, Signal::Int]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("certrelay: cannot watch signals: {e}");
-            return exit::SOFTWARE;
-        }
-    };
-    let laptop = match load(dir) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let mut deliverer = match deliverer(&laptop) {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
+    let mut signals = Signals::new([Signal::Usr1, Signal::Term, Signal::Int])
+        .map_err(|e| Failure::System(Error::system("watch signals", e)))?;
+    let laptop = load(dir)?;
+    let mut deliverer = deliverer(&laptop)?;
     let delay = laptop
         .config()
         .time("queue_run_delay")
         .unwrap_or(Duration::from_secs(300));
     let (wake, wakeups) = mpsc::channel();
-    let listening = crate::laptop_smtpd::listeners(&laptop)
-        .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())
-        .and_then(|ls| crate::laptop_smtpd::start(&laptop, ls, wake.clone()).map_err(|e| vec![e]));
-    let smtp = match listening {
-        Ok(smtp) => smtp,
-        Err(lines) => {
-            for l in lines {
-                eprintln!("certrelay: {l}");
-            }
-            return exit::CONFIG;
-        }
-    };
+    let smtp = crate::laptop_smtpd::listeners(&laptop)
+        .and_then(|ls| crate::laptop_smtpd::start(&laptop, ls, wake.clone()))
+        .map_err(Failure::Config)?;
     watch_network(netwatch::probes(deliverer.relayhost()), wake.clone());
     log::info!(
         "queue runner started for {} (every {}s)",
@@ -375,16 +345,13 @@ fn run_main(dir: &Path) -> i32 {
         delay.as_secs()
     );
     let (ended_tx, ended) = mpsc::channel();
-    let delivering = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("deliver".to_owned())
         .spawn(move || {
-            let result = control::serve(&mut deliverer, delay, &wakeups);
-            let _ = ended_tx.send(result);
-        });
-    if let Err(e) = delivering {
-        eprintln!("certrelay: cannot start the queue runner: {e}");
-        return exit::SOFTWARE;
-    }
+            control::serve(&mut deliverer, delay, &wakeups);
+            let _ = ended_tx.send(());
+        })
+        .map_err(|e| Failure::System(Error::system("start the queue runner", e)))?;
     let stop_signal = smol::block_on(async {
         loop {
             match signals.next().await {
@@ -407,17 +374,10 @@ fn run_main(dir: &Path) -> i32 {
     // A run in progress finishes first, within the grace; one that takes longer (a slow
     // relay) ends with the process: every spool change is a rename, so its messages stay
     // queued, and the kernel releases the run lock.
-    match ended.recv_timeout(STOP_GRACE) {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => {
-            eprintln!("certrelay: {e}");
-            exit::TEMPFAIL
-        }
-        Err(_) => {
-            log::warn!("stopping during a queue run; its messages stay queued for the next start");
-            0
-        }
+    if ended.recv_timeout(STOP_GRACE).is_err() {
+        log::warn!("stopping during a queue run; its messages stay queued for the next start");
     }
+    Ok(())
 }
 
 /// Looks at the network every [`netwatch::CHECK_EVERY`] on a thread of its own and asks
@@ -440,5 +400,109 @@ fn watch_network(probes: Vec<std::net::IpAddr>, wake: mpsc::Sender<DaemonWake>) 
         });
     if let Err(e) = spawned {
         log::warn!("cannot watch the network (no retry on a change of address): {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStringExt;
+
+    fn words(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn sendmail_gets_the_rest_of_the_line_as_given() {
+        let mut args = words(&["-c", "/etc/x", "sendmail", "-t", "-oi", "-fme@x", "-F"]);
+        // A full name in Latin-1: not UTF-8, and still passed on untouched.
+        args.push(OsString::from_vec(b"J\xf6rg".to_vec()));
+        let Ok(Parsed::Command(parsed, tail)) = parse(&args) else {
+            panic!("sendmail parses");
+        };
+        assert_eq!(parsed.config, Some(PathBuf::from("/etc/x")));
+        assert!(matches!(parsed.command, Command::Sendmail(_)));
+        assert_eq!(tail, args[3..]);
+        let sendmail = sendmail::parse_args(tail).unwrap();
+        assert_eq!(sendmail.sender.as_deref(), Some("me@x"));
+        assert!(sendmail.extract && sendmail.ignore_dots);
+    }
+
+    #[test]
+    fn subcommand_options_are_parsed() {
+        let Ok(Parsed::Command(parsed, tail)) = parse(&words(&["flush", "--due", "--quiet"]))
+        else {
+            panic!("flush parses");
+        };
+        assert!(matches!(
+            parsed.command,
+            Command::Flush(Flush {
+                due: true,
+                quiet: true
+            })
+        ));
+        assert!(tail.is_empty() && parsed.config.is_none());
+        let Ok(Parsed::Command(parsed, _)) = parse(&words(&["delete", "A1", "B2"])) else {
+            panic!("delete parses");
+        };
+        let Command::Delete(Delete { ids }) = parsed.command else {
+            panic!("delete");
+        };
+        assert_eq!(ids, ["A1", "B2"]);
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        for asked in [&["--help"][..], &["-h"], &["help"], &["--help", "sendmail"]] {
+            let Ok(Parsed::Help(text)) = parse(&words(asked)) else {
+                panic!("{asked:?} is a request for help");
+            };
+            if asked.len() == 1 {
+                for command in [
+                    "check",
+                    "sendmail",
+                    "flush",
+                    "queue",
+                    "delete",
+                    "run",
+                    "fingerprint",
+                    "keygen",
+                    "explain",
+                    "probe",
+                ] {
+                    assert!(
+                        text.contains(&format!("\n  {command} ")),
+                        "{command}: {text}"
+                    );
+                }
+                assert!(text.contains("-c, --config"), "{text}");
+            } else {
+                assert!(text.contains("usage: sendmail"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn command_line_errors_are_usage_errors() {
+        for bad in [
+            &["frobnicate"][..],
+            &[],
+            &["flush", "--later"],
+            &["queue", "extra"],
+            &["probe"],
+            &["-c"],
+        ] {
+            match parse(&words(bad)) {
+                Err(f @ Failure::Usage(_)) => {
+                    assert_eq!(f.exit_code(), sendmail::exit::USAGE);
+                    assert!(f.to_string().ends_with("\nTry certrelay --help."), "{f}");
+                }
+                _ => panic!("{bad:?} must be a usage error"),
+            }
+        }
+        let mut args = words(&["-c"]);
+        args.push(OsString::from_vec(b"/etc/\xff".to_vec()));
+        args.push("queue".into());
+        assert!(matches!(parse(&args), Err(Failure::Usage(_))));
     }
 }

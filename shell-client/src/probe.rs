@@ -1,23 +1,108 @@
 //! `certrelay probe HOST:PORT`: what a server offers, and whether this laptop's policy would
 //! deliver there. A diagnostic for the person setting up a laptop; it sends no mail.
 
-use certrelay_core::cert;
-use certrelay_core::client::ReplyParser;
-use certrelay_core::config::client;
+use crate::failure::Failure;
+use argh::FromArgs;
+use certrelay_core::cert::{self, CertError};
+use certrelay_core::client::{ReplyError, ReplyParser};
+use certrelay_core::config::{client, Diagnostic};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
-use certrelay_core::nexthop::NextHop;
+use certrelay_core::nexthop::{NextHop, NextHopError};
 use certrelay_core::reply::Reply;
-use certrelay_core::tls_policy::{self, PerSiteQuery, TlsLevel};
+use certrelay_core::tls_policy::{self, PerSiteQuery, TlsLevel, TlsPolicyError};
 use certrelay_shell::conf;
+use certrelay_shell::error::Error;
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// connect, show the banner, EHLO, STARTTLS, whether the server asks for a client
+/// certificate, its chain with fingerprints, and whether this laptop's policy would deliver
+/// there (exit 0 yes, 1 no, 2 when the probe itself failed)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "probe")]
+pub struct ProbeCmd {
+    /// the server, as a next hop: HOST:PORT, [HOST]:PORT, or HOST
+    #[argh(positional, arg_name = "HOST:PORT")]
+    target: String,
+}
+
+/// Why the probe could not tell whether this laptop would deliver.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// The configuration, or a file it names, cannot be used.
+    Config(Error),
+    /// The target is not a next hop.
+    Target(NextHopError),
+    /// The TLS policy for the target cannot be decided.
+    Policy(TlsPolicyError),
+    /// The host name has no address.
+    Resolve {
+        /// The name.
+        host: String,
+        /// What the resolver said; `None` when it gave no address.
+        source: Option<io::Error>,
+    },
+    /// The connection could not be made.
+    Connect {
+        /// The address tried.
+        addr: SocketAddr,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// Talking to the server failed.
+    Io(io::Error),
+    /// The server hung up.
+    Closed,
+    /// The server's reply does not parse.
+    Reply(ReplyError),
+    /// TLS could not be set up on this side.
+    Tls(rustls::Error),
+    /// The host is not a name TLS can check.
+    ServerName(String),
+    /// A trust anchor of `smtp_tls_CAfile` cannot be used.
+    Anchors(CertError),
+    /// The TLS handshake (or the EHLO after it) failed.
+    Handshake(Box<ProbeError>),
+}
+
+impl From<Diagnostic> for ProbeError {
+    fn from(d: Diagnostic) -> Self {
+        ProbeError::Config(Error::Config(vec![d]))
+    }
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeError::Config(e) => write!(f, "{e}"),
+            ProbeError::Target(e) => write!(f, "{e}"),
+            ProbeError::Policy(e) => f.write_str(e.deferral_reason()),
+            ProbeError::Resolve {
+                host,
+                source: Some(e),
+            } => write!(f, "cannot resolve {host}: {e}"),
+            ProbeError::Resolve { source: None, .. } => f.write_str("no address"),
+            ProbeError::Connect { addr, source } => write!(f, "connect to {addr}: {source}"),
+            ProbeError::Io(e) => write!(f, "{e}"),
+            ProbeError::Closed => f.write_str("the server closed the connection"),
+            ProbeError::Reply(e) => write!(f, "{e}"),
+            ProbeError::Tls(e) => write!(f, "{e}"),
+            ProbeError::ServerName(e) => f.write_str(e),
+            ProbeError::Anchors(e) => write!(f, "{e}"),
+            ProbeError::Handshake(e) => write!(f, "TLS handshake failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProbeError {}
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -39,23 +124,22 @@ impl ResolvesClientCert for Recorder {
     }
 }
 
-/// Runs the probe; prints what it finds; returns the exit code (0: this laptop would
-/// deliver there, 1: it would not, 2+: the probe itself failed).
-pub fn probe_main(dir: &Path, target: &str) -> i32 {
-    match probe(dir, target) {
-        Ok(true) => 0,
-        Ok(false) => 1,
-        Err(e) => {
-            eprintln!("certrelay: probe {target}: {e}");
-            2
-        }
+/// Runs the probe and prints what it finds. `Ok` when this laptop would deliver there.
+pub fn probe_main(dir: &Path, cmd: ProbeCmd) -> Result<(), Failure> {
+    match probe(dir, &cmd.target) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failure::WouldNotDeliver),
+        Err(error) => Err(Failure::Probe {
+            target: cmd.target,
+            error,
+        }),
     }
 }
 
-fn probe(dir: &Path, target: &str) -> Result<bool, String> {
-    let loaded = conf::load(dir)?;
+fn probe(dir: &Path, target: &str) -> Result<bool, ProbeError> {
+    let loaded = conf::load(dir).map_err(ProbeError::Config)?;
     let config = &loaded.config;
-    let hop = NextHop::parse(target).map_err(|e| e.to_string())?;
+    let hop = NextHop::parse(target).map_err(ProbeError::Target)?;
     let (settings, _) = client::client_settings(config);
     let (tables, _) = conf::read_tables(config, "smtp_tls_per_site");
     let level = tls_policy::decide(&PerSiteQuery {
@@ -66,18 +150,24 @@ fn probe(dir: &Path, target: &str) -> Result<bool, String> {
         policy_maps_set: client::policy_maps_set(config),
     })
     .result
-    .map_err(|e| e.deferral_reason().to_string())?;
+    .map_err(ProbeError::Policy)?;
     println!("policy: TLS level {} for {}", level.as_str(), hop.written);
 
     let addr = (hop.host.as_str(), hop.port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", hop.host))?
+        .map_err(|e| ProbeError::Resolve {
+            host: hop.host.clone(),
+            source: Some(e),
+        })?
         .next()
-        .ok_or("no address")?;
+        .ok_or(ProbeError::Resolve {
+            host: hop.host.clone(),
+            source: None,
+        })?;
     let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
+        .map_err(|source| ProbeError::Connect { addr, source })?;
     tcp.set_read_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
+        .map_err(ProbeError::Io)?;
     println!("connected to {addr}");
     let mut plain = Dialogue {
         io: tcp,
@@ -124,9 +214,10 @@ fn probe(dir: &Path, target: &str) -> Result<bool, String> {
         asked: Mutex::new(None),
     });
     let tls_config = certrelay_shell::tls::client_config_with_resolver(recorder.clone())
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(hop.host.clone()).map_err(|e| e.to_string())?;
-    let conn = rustls::ClientConnection::new(tls_config, name).map_err(|e| e.to_string())?;
+        .map_err(ProbeError::Tls)?;
+    let name = ServerName::try_from(hop.host.clone())
+        .map_err(|e| ProbeError::ServerName(e.to_string()))?;
+    let conn = rustls::ClientConnection::new(tls_config, name).map_err(ProbeError::Tls)?;
     let mut tls = rustls::StreamOwned::new(conn, plain.io);
     let mut secure = Dialogue {
         io: &mut tls,
@@ -134,7 +225,7 @@ fn probe(dir: &Path, target: &str) -> Result<bool, String> {
     };
     let ehlo2 = secure
         .command(&format!("EHLO {helo}"))
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        .map_err(|e| ProbeError::Handshake(Box::new(e)))?;
     let conn = &secure.io.conn;
     println!(
         "TLS: {:?} with {:?}",
@@ -168,8 +259,8 @@ fn probe(dir: &Path, target: &str) -> Result<bool, String> {
     let anchors = match config.text("smtp_tls_CAfile") {
         "" => Vec::new(),
         _ => {
-            let cas = conf::read_chain(config, "smtp_tls_CAfile").map_err(|d| d.to_string())?;
-            cert::trust_anchors(&cas).map_err(|e| e.to_string())?
+            let cas = conf::read_chain(config, "smtp_tls_CAfile")?;
+            cert::trust_anchors(&cas).map_err(ProbeError::Anchors)?
         }
     };
     let algs = rustls::crypto::ring::default_provider()
@@ -219,13 +310,13 @@ fn print_caps(ehlo: &Reply) {
 
 fn laptop_key(
     config: &certrelay_core::config::Config,
-) -> Result<Option<Arc<CertifiedKey>>, String> {
+) -> Result<Option<Arc<CertifiedKey>>, ProbeError> {
     if config.text("smtp_tls_cert_file").is_empty() {
         return Ok(None);
     }
-    let chain = conf::read_chain(config, "smtp_tls_cert_file").map_err(|d| d.to_string())?;
-    let key = conf::read_key(config, "smtp_tls_key_file").map_err(|d| d.to_string())?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
+    let chain = conf::read_chain(config, "smtp_tls_cert_file")?;
+    let key = conf::read_key(config, "smtp_tls_key_file")?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(ProbeError::Tls)?;
     Ok(Some(Arc::new(CertifiedKey::new(chain, signer))))
 }
 
@@ -236,26 +327,84 @@ struct Dialogue<S> {
 }
 
 impl<S: Read + Write> Dialogue<S> {
-    fn command(&mut self, line: &str) -> Result<Reply, String> {
+    fn command(&mut self, line: &str) -> Result<Reply, ProbeError> {
         self.io
             .write_all(format!("{line}\r\n").as_bytes())
-            .map_err(|e| e.to_string())?;
-        self.io.flush().map_err(|e| e.to_string())?;
+            .map_err(ProbeError::Io)?;
+        self.io.flush().map_err(ProbeError::Io)?;
         self.read()
     }
 
-    fn read(&mut self) -> Result<Reply, String> {
+    fn read(&mut self) -> Result<Reply, ProbeError> {
         let mut buf = [0u8; 1];
         loop {
             // One byte at a time: nothing after the reply is consumed, so the TLS handshake
             // starts on exactly the right byte.
-            let n = self.io.read(&mut buf).map_err(|e| e.to_string())?;
+            let n = self.io.read(&mut buf).map_err(ProbeError::Io)?;
             if n == 0 {
-                return Err("the server closed the connection".into());
+                return Err(ProbeError::Closed);
             }
             if let (_, Some(result)) = self.parser.push(&buf) {
-                return result.map_err(|e| e.to_string());
+                return result.map_err(ProbeError::Reply);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_that_cannot_connect_says_where_and_exits_2() {
+        let dir = std::env::temp_dir().join(format!("certrelay-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("main.cf"), "").unwrap();
+        // A loopback port that was free a moment ago: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let target = format!("[127.0.0.1]:{port}");
+        let failure = probe_main(
+            &dir,
+            ProbeCmd {
+                target: target.clone(),
+            },
+        )
+        .unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            matches!(
+                &failure,
+                Failure::Probe {
+                    error: ProbeError::Connect { .. },
+                    ..
+                }
+            ),
+            "{failure}"
+        );
+        assert_eq!(failure.exit_code(), 2);
+        assert!(
+            failure.to_string().starts_with(&format!(
+                "certrelay: probe {target}: connect to 127.0.0.1:{port}: "
+            )),
+            "{failure}"
+        );
+    }
+
+    #[test]
+    fn a_probe_without_main_cf_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("certrelay-probe-none-{}", std::process::id()));
+        let failure = probe_main(
+            &dir,
+            ProbeCmd {
+                target: "[127.0.0.1]:25".into(),
+            },
+        )
+        .unwrap_err();
+        let want = format!("{}: cannot read: ", dir.join("main.cf").display());
+        assert!(failure.to_string().contains(&want), "{failure}");
+        assert_eq!(failure.exit_code(), 2);
     }
 }

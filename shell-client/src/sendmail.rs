@@ -75,6 +75,43 @@ impl fmt::Display for UsageError {
     }
 }
 
+/// `certrelay sendmail ARGS`: argh hands every argument after the word `sendmail` over
+/// as it is, flags included, for [`parse_args`] (argh matches whole arguments, and
+/// sendmail's `-fADDR`, `-oi` or `-bs` are not that).
+#[derive(Debug)]
+pub struct SendmailCmd {
+    /// How many arguments follow `sendmail`: the tail of the command line.
+    pub count: usize,
+}
+
+impl argh::FromArgs for SendmailCmd {
+    fn from_args(command_name: &[&str], args: &[&str]) -> Result<Self, argh::EarlyExit> {
+        // argh puts `help` first when `--help` came before the command word.
+        if args.first() == Some(&"help") {
+            return Err(argh::EarlyExit {
+                output: format!(
+                    "Usage: {} ARGS\n\n{}.\n\n{USAGE}",
+                    command_name.join(" "),
+                    <Self as argh::SubCommand>::COMMAND.description
+                ),
+                status: Ok(()),
+            });
+        }
+        Ok(SendmailCmd { count: args.len() })
+    }
+}
+
+impl argh::SubCommand for SendmailCmd {
+    const COMMAND: &'static argh::CommandInfo = &argh::CommandInfo {
+        name: "sendmail",
+        short: &'\0',
+        description: "sendmail-compatible submission: reads a message on standard input, \
+                      queues it and starts delivery in the background (-t -i -oi -f -F -C -v \
+                      -bp -q -bs; historic options accepted and ignored). Also run as \
+                      `sendmail`. -bs: one SMTP dialogue on standard input and output",
+    };
+}
+
 /// Parses sendmail options (not the program name). Historic options that make no sense
 /// here are accepted and ignored, as Postfix does.
 pub fn parse_args(args: Vec<OsString>) -> Result<SendmailArgs, UsageError> {

@@ -9,6 +9,7 @@
 
 use certrelay_core::config::Config;
 use certrelay_core::facts::PeerInfo;
+use certrelay_core::net::Cidr;
 use certrelay_core::queue::{Envelope, QueueId, Recipient};
 use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession};
 use certrelay_core::settings::ServerSettings;
@@ -16,8 +17,10 @@ use certrelay_core::Instant;
 use certrelay_shell::delivery::outbound;
 use certrelay_shell::delivery::resolver::Resolver;
 use certrelay_shell::delivery::runner::{QueueRunner, RunStats};
-use certrelay_shell::pki;
-use certrelay_shell::spool::Spool;
+use certrelay_shell::error::Error;
+use certrelay_shell::pki::{self, PkiError};
+use certrelay_shell::spool::{Spool, SpoolError};
+use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,21 +29,77 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Runs the demo; returns the exit code.
-pub fn run() -> i32 {
+/// Why the demo did not show what it should.
+#[derive(Debug)]
+pub enum DemoError {
+    /// A file, socket or process of the demo could not be made, or a configuration it
+    /// wrote does not load.
+    Shell(Error),
+    /// A certificate could not be made.
+    Pki(PkiError),
+    /// A laptop's spool refused the message.
+    Spool(SpoolError),
+    /// The relay never logged this line.
+    RelayLog(&'static str),
+    /// The listed laptop's message was not delivered: what its queue run did.
+    NotDelivered(RunStats),
+    /// The sink never received the listed laptop's message.
+    SinkSilent,
+    /// The unlisted laptop's message was not refused: what its queue run did.
+    NotRefused(RunStats),
+    /// The sink received the unlisted laptop's message.
+    SinkGotUnlisted,
+}
+
+impl From<Error> for DemoError {
+    fn from(e: Error) -> Self {
+        DemoError::Shell(e)
+    }
+}
+
+impl From<PkiError> for DemoError {
+    fn from(e: PkiError) -> Self {
+        DemoError::Pki(e)
+    }
+}
+
+impl From<SpoolError> for DemoError {
+    fn from(e: SpoolError) -> Self {
+        DemoError::Spool(e)
+    }
+}
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DemoError::Shell(e) => write!(f, "{e}"),
+            DemoError::Pki(e) => write!(f, "{e}"),
+            DemoError::Spool(e) => write!(f, "{e}"),
+            DemoError::RelayLog(needle) => write!(f, "the relay never logged {needle:?}"),
+            DemoError::NotDelivered(stats) => {
+                write!(f, "alice's message was not delivered: {stats:?}")
+            }
+            DemoError::SinkSilent => f.write_str("the sink never received alice's message"),
+            DemoError::NotRefused(stats) => write!(f, "mallory was not refused: {stats:?}"),
+            DemoError::SinkGotUnlisted => f.write_str("the sink received something from mallory"),
+        }
+    }
+}
+
+impl std::error::Error for DemoError {}
+
+/// Runs the demo in a temporary directory, removed at the end.
+pub fn run() -> Result<(), DemoError> {
     let dir = std::env::temp_dir().join(format!("certrelay-demo-{}", std::process::id()));
     let result = Demo::new(&dir).and_then(|mut d| d.play());
     let _ = std::fs::remove_dir_all(&dir);
-    match result {
-        Ok(()) => {
-            say("done: the listed laptop relayed, the unlisted one was refused. Cleaned up.");
-            0
-        }
-        Err(e) => {
-            eprintln!("demo failed: {e}");
-            1
-        }
-    }
+    result?;
+    say("done: the listed laptop relayed, the unlisted one was refused. Cleaned up.");
+    Ok(())
+}
+
+fn create_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))
 }
 
 fn say(text: &str) {
@@ -65,8 +124,8 @@ impl Drop for Demo {
 }
 
 impl Demo {
-    fn new(dir: &Path) -> Result<Demo, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    fn new(dir: &Path) -> Result<Demo, DemoError> {
+        create_dir(dir)?;
         let (sink_port, sink) = start_sink()?;
         let relay_port = free_port()?;
         Ok(Demo {
@@ -87,25 +146,23 @@ impl Demo {
         self.dir.join(rel)
     }
 
-    fn make_pki_and_config(&mut self, sink_port: u16) -> Result<(), String> {
+    fn make_pki_and_config(&mut self, sink_port: u16) -> Result<(), DemoError> {
         let relay_dir = self.path("relay");
-        std::fs::create_dir_all(&relay_dir).map_err(|e| e.to_string())?;
+        create_dir(&relay_dir)?;
         say(&format!(
             "a CA and the relay's certificate, in {}",
             relay_dir.display()
         ));
         let names = ["127.0.0.1".to_owned()];
-        let files = pki::ca_init(&relay_dir, "relay.demo", &names).map_err(|e| e.to_string())?;
+        let files = pki::ca_init(&relay_dir, "relay.demo", &names)?;
         print!("{}", files.main_cf_lines());
         let map = relay_dir.join("relay_clientcerts");
-        std::fs::write(&map, "# laptops allowed to relay: fingerprint, label\n")
-            .map_err(|e| e.to_string())?;
+        write(&map, "# laptops allowed to relay: fingerprint, label\n")?;
         say("two laptop certificates from that CA: alice (listed), mallory (not listed)");
         for (name, table) in [("alice", map.clone()), ("mallory", self.path("unlisted"))] {
             let out = self.path(name);
-            std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-            let issued =
-                pki::ca_issue(&relay_dir, name, &out, &table).map_err(|e| e.to_string())?;
+            create_dir(&out)?;
+            let issued = pki::ca_issue(&relay_dir, name, &out, &table)?;
             println!(
                 "{name}: {} sha256 {}",
                 issued.cert_file.display(),
@@ -114,10 +171,7 @@ impl Demo {
             self.write_laptop(name)?;
         }
         println!("relay_clientcerts now holds:");
-        print!(
-            "{}",
-            std::fs::read_to_string(&map).map_err(|e| e.to_string())?
-        );
+        print!("{}", read(&map)?);
         let d = relay_dir.display();
         let main_cf = format!(
             "# The classic recipe, as certrelayd reads it.\n\
@@ -147,7 +201,7 @@ impl Demo {
         Ok(())
     }
 
-    fn write_laptop(&self, name: &str) -> Result<(), String> {
+    fn write_laptop(&self, name: &str) -> Result<(), Error> {
         let d = self.path(name);
         let d = d.display();
         let port = self.relay_port;
@@ -170,12 +224,13 @@ impl Demo {
         )
     }
 
-    fn start_relay(&mut self) -> Result<(), String> {
+    fn start_relay(&mut self) -> Result<(), DemoError> {
         say(&format!(
             "starting the relay on 127.0.0.1:{}",
             self.relay_port
         ));
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::system("find this program to start the relay", e))?;
         let mut child = Command::new(exe)
             .arg("-c")
             .arg(self.path("relay"))
@@ -184,11 +239,12 @@ impl Demo {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start the relay: {e}"))?;
-        let stderr = child.stderr.take().ok_or("no relay stderr")?;
+            .map_err(|e| Error::system("start the relay", e))?;
+        let stderr = child.stderr.take();
         self.relay = Some(child);
         let log = self.relay_log.clone();
         std::thread::spawn(move || {
+            let Some(stderr) = stderr else { return };
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 println!("  relay   | {line}");
                 log.lock().unwrap().push_str(&(line + "\n"));
@@ -197,27 +253,27 @@ impl Demo {
         self.wait_relay_log("daemon started", Duration::from_secs(20))
     }
 
-    fn wait_relay_log(&self, needle: &str, within: Duration) -> Result<(), String> {
+    fn wait_relay_log(&self, needle: &'static str, within: Duration) -> Result<(), DemoError> {
         let until = std::time::Instant::now() + within;
         while !self.relay_log.lock().unwrap().contains(needle) {
             if std::time::Instant::now() > until {
-                return Err(format!("the relay never logged {needle:?}"));
+                return Err(DemoError::RelayLog(needle));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
     }
 
-    fn play(&mut self) -> Result<(), String> {
+    fn play(&mut self) -> Result<(), DemoError> {
         say("alice (listed) sends a message through the relay");
         let alice = self.send("alice", 1)?;
         if alice.bounces != 0 || alice.removed != 1 || alice.deferred != 0 {
-            return Err(format!("alice's message was not delivered: {alice:?}"));
+            return Err(DemoError::NotDelivered(alice));
         }
         let got = self
             .sink
             .recv_timeout(Duration::from_secs(20))
-            .map_err(|_| "the sink never received alice's message".to_owned())?;
+            .map_err(|_| DemoError::SinkSilent)?;
         say("the sink received it");
         for line in got.lines().take_while(|l| !l.is_empty()) {
             println!("  sink    | {line}");
@@ -226,44 +282,38 @@ impl Demo {
         say("mallory (valid certificate from the same CA, but not listed) tries the same");
         let mallory = self.send("mallory", 2)?;
         if mallory.bounces != 1 {
-            return Err(format!("mallory was not refused: {mallory:?}"));
+            return Err(DemoError::NotRefused(mallory));
         }
         self.wait_relay_log(
             "Relay access denied; from=<mallory@laptop.demo>",
             Duration::from_secs(5),
         )?;
         say("the laptop's queue says why (certrelay queue):");
-        let listing = certrelay_shell::spool::listing::listing(&self.path("mallory/queue"))
-            .map_err(|e| e.to_string())?;
+        let queue = self.path("mallory/queue");
+        let listing = certrelay_shell::spool::listing::listing(&queue)
+            .map_err(|e| Error::io("read the queue", &queue, e))?;
         for line in listing.lines() {
             println!("  mallory | {line}");
         }
         if self.sink.recv_timeout(Duration::from_millis(500)).is_ok() {
-            return Err("the sink received something from mallory".into());
+            return Err(DemoError::SinkGotUnlisted);
         }
         Ok(())
     }
 
     /// Queues one message on laptop `name` and runs its queue once, as `certrelay flush`
     /// would; returns what the run did.
-    fn send(&self, name: &str, unique: u32) -> Result<RunStats, String> {
+    fn send(&self, name: &str, unique: u32) -> Result<RunStats, DemoError> {
         let dir = self.path(name);
-        let text = std::fs::read_to_string(dir.join("main.cf")).map_err(|e| e.to_string())?;
+        let text = read(&dir.join("main.cf"))?;
         let (config, diags) = Config::parse(&dir.join("main.cf").display().to_string(), &text);
         if certrelay_core::config::has_errors(&diags) {
-            return Err(diags
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"));
+            return Err(Error::Config(diags).into());
         }
-        let delivery = outbound::delivery(&config, config.text("myhostname")).map_err(|d| {
-            d.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-        let (spool, _) = Spool::open(dir.join("queue")).map_err(|e| e.to_string())?;
+        let delivery =
+            outbound::delivery(&config, config.text("myhostname")).map_err(Error::Config)?;
+        let queue = dir.join("queue");
+        let (spool, _) = Spool::open(&queue).map_err(|e| Error::io("open the spool", &queue, e))?;
         let now = certrelay_shell::clock::unix_secs();
         let id = QueueId::generate(now, unique);
         let sender = format!("{name}@laptop.demo");
@@ -277,13 +327,9 @@ impl Demo {
             now,
             vec![Recipient::new("friend@elsewhere.example")],
         );
-        let mut incoming = spool.incoming(id.as_str()).map_err(|e| e.to_string())?;
-        incoming
-            .write(message.as_bytes())
-            .map_err(|e| e.to_string())?;
-        incoming
-            .commit(envelope.to_text().as_bytes())
-            .map_err(|e| e.to_string())?;
+        let mut incoming = spool.incoming(id.as_str())?;
+        incoming.write(message.as_bytes())?;
+        incoming.commit(envelope.to_text().as_bytes())?;
         println!("  {name:<7} | queued {id}: {name}@laptop.demo -> friend@elsewhere.example");
         let runner = QueueRunner::new(
             spool.clone(),
@@ -295,27 +341,42 @@ impl Demo {
     }
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+fn write(path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A loopback socket on a port of the system's choosing, and that port.
+fn loopback_socket() -> Result<(TcpListener, u16), Error> {
+    let bound = TcpListener::bind("127.0.0.1:0").and_then(|l| {
+        let port = l.local_addr()?.port();
+        Ok((l, port))
+    });
+    bound.map_err(|e| Error::system("listen on a loopback port", e))
+}
+
+fn free_port() -> Result<u16, Error> {
+    Ok(loopback_socket()?.1)
 }
 
 /// A sink on loopback that accepts whatever the relay forwards (the core's own server
 /// session, with loopback as `mynetworks`); each message comes out of the channel.
-fn start_sink() -> Result<(u16, mpsc::Receiver<String>), String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+fn start_sink() -> Result<(u16, mpsc::Receiver<String>), Error> {
+    let (listener, port) = loopback_socket()?;
     let (tx, rx) = mpsc::channel();
     let settings = Arc::new(ServerSettings {
         myhostname: "sink.demo".into(),
         banner: "sink.demo ESMTP certrelay demo sink".into(),
-        mynetworks: vec![
-            certrelay_core::net::Cidr::parse("127.0.0.0/8").map_err(|e| e.to_string())?
-        ],
+        mynetworks: vec![Cidr {
+            addr: [127, 0, 0, 0].into(),
+            prefix: 8,
+        }],
         ..ServerSettings::default()
     });
     std::thread::spawn(move || {

@@ -45,7 +45,7 @@ pub fn load(dir: &Path) -> Result<(Generation, Vec<Diagnostic>), Vec<Diagnostic>
     let loaded = conf::load(dir).map_err(|msg| {
         vec![Diagnostic::error(
             &Location::new(&dir.join("main.cf").display().to_string(), 0),
-            msg,
+            msg.to_string(),
         )]
     })?;
     let mut diags = crate::privilege::check(&loaded);

@@ -68,11 +68,23 @@ fn main() {
     let args: Args = argh::from_env();
     let code = match args.command {
         Some(Command::Check(Check {})) => {
-            certrelay_shell::conf::run_check(&args.config_dir, privilege::check)
+            match certrelay_shell::conf::run_check(&args.config_dir, privilege::check) {
+                Ok((errors, _)) => i32::from(errors > 0),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
         }
         Some(Command::Demo(Demo {})) => {
             init_demo_logging();
-            demo::run()
+            match demo::run() {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    1
+                }
+            }
         }
         Some(Command::Fingerprint(cmd)) => admin::fingerprint(cmd),
         Some(Command::Queue(cmd)) => admin::queue(&args.config_dir, cmd),

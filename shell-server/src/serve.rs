@@ -306,7 +306,7 @@ fn onward_delivery(dir: &Path) -> Result<Delivery, Vec<Diagnostic>> {
     let loaded = certrelay_shell::conf::load(dir).map_err(|msg| {
         vec![Diagnostic::error(
             &certrelay_core::config::Location::new(&dir.join("main.cf").display().to_string(), 0),
-            msg,
+            msg.to_string(),
         )]
     })?;
     let config = &loaded.config;

@@ -1,8 +1,10 @@
 //! Reading a configuration directory (`-c DIR`) and the files it names, for both binaries.
 //!
 //! The core parses text; this module finds and reads the files, and turns IO failures into
-//! diagnostics that name the parameter, its file:line and the path.
+//! diagnostics that name the parameter, its file:line and the path. Printing them is the
+//! binaries' job, except in [`run_check`], whose output they are.
 
+use crate::error::Error;
 use certrelay_core::cert;
 use certrelay_core::config::{self, master_cf, Config, Diagnostic, Listener, Severity};
 use certrelay_core::fingerprint::{FingerprintMap, FingerprintMapBuilder};
@@ -43,10 +45,12 @@ pub fn host_name() -> String {
 }
 
 /// Reads `DIR/main.cf` (required) and `DIR/master.cf` (optional).
-pub fn load(dir: &Path) -> Result<Loaded, String> {
+pub fn load(dir: &Path) -> Result<Loaded, Error> {
     let main_path = dir.join("main.cf");
-    let main_text = std::fs::read_to_string(&main_path)
-        .map_err(|e| format!("{}: cannot read: {e}", main_path.display()))?;
+    let main_text = std::fs::read_to_string(&main_path).map_err(|source| Error::Read {
+        path: main_path.clone(),
+        source,
+    })?;
     let host = host_name();
     let main_name = main_path.display().to_string();
     let (config, mut diagnostics) =
@@ -61,7 +65,12 @@ pub fn load(dir: &Path) -> Result<Loaded, String> {
             listeners = found;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: cannot read: {e}", master_path.display())),
+        Err(source) => {
+            return Err(Error::Read {
+                path: master_path,
+                source,
+            })
+        }
     }
     Ok(Loaded {
         dir: dir.to_owned(),
@@ -80,34 +89,35 @@ pub fn read_tables(config: &Config, name: &str) -> (Vec<Table>, Vec<Diagnostic>)
     };
     let mut tables = Vec::new();
     for spec in specs {
-        match read_table(&spec) {
+        match read_table(config, name, &spec) {
             Ok(text) => {
                 let (table, more) = Table::parse(&spec.path, &text);
                 diags.extend(more);
                 tables.push(table);
             }
-            Err(msg) => diags.push(config.problem(name, msg)),
+            Err(d) => diags.push(d),
         }
     }
     (tables, diags)
 }
 
-fn read_table(spec: &TableSpec) -> Result<String, String> {
-    match std::fs::read_to_string(&spec.path) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+/// The text of one table of parameter `name`; a failure is a diagnostic at that parameter.
+fn read_table(config: &Config, name: &str, spec: &TableSpec) -> Result<String, Diagnostic> {
+    std::fs::read_to_string(&spec.path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
             let db_exists = Path::new(&format!("{}.db", spec.path)).exists();
-            Err(spec.missing_source_message(db_exists))
+            config.problem(name, spec.missing_source_message(db_exists))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && tls_files_kept() => {
-            Err(format!(
+        std::io::ErrorKind::PermissionDenied if tls_files_kept() => config.problem(
+            name,
+            format_args!(
                 "{}: cannot read: {e} (after its start the relay reads tables as mail_owner: \
                  make the table readable by that account)",
                 spec.path
-            ))
-        }
-        Err(e) => Err(format!("{}: cannot read: {e}", spec.path)),
-    }
+            ),
+        ),
+        _ => config.problem(name, format_args!("{}: cannot read: {e}", spec.path)),
+    })
 }
 
 /// True in a relay that started as root (see [`keep_tls_files`]).
@@ -134,9 +144,9 @@ pub fn fingerprint_map(config: &Config) -> (FingerprintMap, Vec<Diagnostic>) {
     match config.tables(NAME) {
         Ok(specs) => {
             for spec in specs {
-                match read_table(&spec) {
+                match read_table(config, NAME, &spec) {
                     Ok(text) => diags.extend(builder.add_table_text(&spec.path, &text)),
-                    Err(msg) => diags.push(config.problem(NAME, msg)),
+                    Err(d) => diags.push(d),
                 }
             }
         }
@@ -280,15 +290,13 @@ pub fn push_new(into: &mut Vec<Diagnostic>, more: Vec<Diagnostic>) {
 }
 
 /// Runs a check and prints it as `check` commands do: the settings in effect on stdout, the
-/// problems on stderr, then a summary. Returns the process exit code.
-pub fn run_check(dir: &Path, check: fn(&Loaded) -> Vec<Diagnostic>) -> i32 {
-    let loaded = match load(dir) {
-        Ok(l) => l,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            return 1;
-        }
-    };
+/// problems on stderr, then a summary. Returns the tally (errors, warnings); `Err` when
+/// main.cf could not be read, before anything was printed.
+pub fn run_check(
+    dir: &Path,
+    check: fn(&Loaded) -> Vec<Diagnostic>,
+) -> Result<(usize, usize), Error> {
+    let loaded = load(dir)?;
     print!("{}", non_default_listing(&loaded.config));
     for l in &loaded.listeners {
         println!("listener {} ({}:{})", l.service, l.file, l.line);
@@ -300,5 +308,5 @@ pub fn run_check(dir: &Path, check: fn(&Loaded) -> Vec<Diagnostic>) -> i32 {
         "{}: {errors} error(s), {warnings} warning(s)",
         dir.display()
     );
-    i32::from(errors > 0)
+    Ok((errors, warnings))
 }

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod conf;
 pub mod delivery;
+pub mod error;
 pub mod io;
 pub mod pki;
 pub mod smtpd;

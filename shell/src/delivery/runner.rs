@@ -15,7 +15,7 @@ use crate::delivery::deliver::{
 };
 use crate::delivery::resolver::Resolver;
 use crate::delivery::route::{candidates, Destination, NextHop};
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolError};
 use certrelay_core::client::{self, DeliveryStatus};
 use certrelay_core::dsn::{self, BounceReport, FailedRecipient};
 use certrelay_core::queue::{
@@ -834,7 +834,7 @@ impl Inner {
     }
 
     /// Composes the bounce of `envelope` and commits it as a new message.
-    async fn queue_bounce(&self, envelope: &Envelope, now: u64) -> Result<String, String> {
+    async fn queue_bounce(&self, envelope: &Envelope, now: u64) -> Result<String, SpoolError> {
         let id = self.new_queue_id(now);
         let spool = self.spool.clone();
         let original = envelope.clone();
@@ -857,13 +857,9 @@ impl Inner {
             let bytes = dsn::compose(&report);
             let record =
                 dsn::bounce_envelope(bounce_id.clone(), now, &original, bytes.len() as u64);
-            let mut incoming = spool
-                .incoming(bounce_id.as_str())
-                .map_err(|e| e.to_string())?;
-            incoming.write(&bytes).map_err(|e| e.to_string())?;
-            incoming
-                .commit(record.to_text().as_bytes())
-                .map_err(|e| e.to_string())
+            let mut incoming = spool.incoming(bounce_id.as_str())?;
+            incoming.write(&bytes)?;
+            incoming.commit(record.to_text().as_bytes())
         })
         .await?;
         Ok(id.as_str().to_owned())

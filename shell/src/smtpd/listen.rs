@@ -1,6 +1,7 @@
 //! Binding the listening sockets: a master.cf endpoint, or every `inet_interfaces` address.
 
 use super::listener::ListenerConf;
+use crate::error::Error;
 use smol::net::TcpListener;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -30,7 +31,7 @@ pub struct Interfaces<'a> {
 pub async fn bind_all(
     listeners: &[Arc<ListenerConf>],
     wildcard: &Interfaces<'_>,
-) -> Result<Vec<Bound>, String> {
+) -> Result<Vec<Bound>, Error> {
     let mut bound = Vec::new();
     for listener in listeners {
         bound.extend(bind_listener(listener, wildcard).await?);
@@ -41,7 +42,7 @@ pub async fn bind_all(
 async fn bind_listener(
     listener: &ListenerConf,
     wildcard: &Interfaces<'_>,
-) -> Result<Vec<Bound>, String> {
+) -> Result<Vec<Bound>, Error> {
     let plan = match &listener.endpoint.host {
         Some(host) => Plan::Exact(resolve(host, listener.endpoint.port)?),
         None => interfaces(
@@ -90,10 +91,12 @@ async fn bind_listener(
     Ok(out)
 }
 
-fn bound(listener: &ListenerConf, socket: TcpListener) -> Result<Bound, String> {
-    let local = socket
-        .local_addr()
-        .map_err(|e| format!("listener {}: {e}", listener.key))?;
+fn bound(listener: &ListenerConf, socket: TcpListener) -> Result<Bound, Error> {
+    let local = socket.local_addr().map_err(|source| Error::Listen {
+        listener: listener.key.clone(),
+        addr: None,
+        source,
+    })?;
     Ok(Bound {
         key: listener.key.clone(),
         socket,
@@ -101,8 +104,12 @@ fn bound(listener: &ListenerConf, socket: TcpListener) -> Result<Bound, String> 
     })
 }
 
-fn bind_error(listener: &ListenerConf, addr: SocketAddr, e: io::Error) -> String {
-    format!("listener {}: cannot listen on {addr}: {e}", listener.key)
+fn bind_error(listener: &ListenerConf, addr: SocketAddr, source: io::Error) -> Error {
+    Error::Listen {
+        listener: listener.key.clone(),
+        addr: Some(addr),
+        source,
+    }
 }
 
 async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -120,7 +127,7 @@ enum Plan {
 
 /// `inet_interfaces` (`all`, `loopback-only`, addresses or names) filtered by
 /// `inet_protocols` (`all`, `ipv4`, `ipv6`).
-fn interfaces(interfaces: &[String], protocols: &[String], port: u16) -> Result<Plan, String> {
+fn interfaces(interfaces: &[String], protocols: &[String], port: u16) -> Result<Plan, Error> {
     let all_protocols = protocols.is_empty() || protocols.iter().any(|p| p == "all");
     let v4 = all_protocols || protocols.iter().any(|p| p == "ipv4");
     let v6 = all_protocols || protocols.iter().any(|p| p == "ipv6");
@@ -140,26 +147,31 @@ fn interfaces(interfaces: &[String], protocols: &[String], port: u16) -> Result<
     addrs.retain(|a| (a.is_ipv4() && v4) || (a.is_ipv6() && v6));
     addrs.dedup();
     if addrs.is_empty() {
-        return Err(format!(
-            "inet_interfaces = {} leaves no address for inet_protocols = {}",
-            interfaces.join(", "),
-            protocols.join(", ")
-        ));
+        return Err(Error::NoInterface {
+            interfaces: interfaces.to_vec(),
+            protocols: protocols.to_vec(),
+        });
     }
     Ok(Plan::Exact(addrs))
 }
 
 /// An address literal, or a host name through the system resolver (start-up only).
-fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot find the address of {host}: {e}"))?
+        .map_err(|e| Error::Resolve {
+            host: host.to_owned(),
+            source: Some(e),
+        })?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("{host} has no address"));
+        return Err(Error::Resolve {
+            host: host.to_owned(),
+            source: None,
+        });
     }
     Ok(addrs)
 }
@@ -210,6 +222,9 @@ mod tests {
                 "[2001:db8::1]:2525".parse().unwrap()
             ]
         );
-        assert!(interfaces(&list(&["192.0.2.1"]), &list(&["ipv6"]), 25).is_err());
+        assert!(matches!(
+            interfaces(&list(&["192.0.2.1"]), &list(&["ipv6"]), 25),
+            Err(Error::NoInterface { .. })
+        ));
     }
 }
