@@ -9,7 +9,8 @@ use certrelay_core::client::{
     ClientEvent, ClientOutput, ClientSession, ClientTlsHandshake, Closing, DeliveryStatus,
     Envelope as ClientEnvelope, MessageReport, ServerCertVerdict, ServerPeer,
 };
-use certrelay_core::facts::{CertMatch, CertVerdict, ClientCert, PeerInfo, TlsFacts};
+use certrelay_core::facts::{CertVerdict, ClientCert, PeerInfo, TlsFacts};
+use certrelay_core::fingerprint::CertMatch;
 use certrelay_core::fingerprint::DigestKind;
 use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession, TlsHandshake};
 use certrelay_core::settings::{ClientSettings, ServerSettings, ServerTlsLevel};

@@ -1,7 +1,8 @@
 //! Whole dialogues against a simulated shell, and properties over arbitrary input.
 
 use super::*;
-use crate::facts::{CertMatch, CertVerdict, ClientCert};
+use crate::facts::{CertVerdict, ClientCert};
+use crate::fingerprint::CertMatch;
 use crate::fingerprint::DigestKind;
 use crate::net::Cidr;
 use crate::settings::{BareNewline, ServerSettings, ServerTlsLevel};
