@@ -5,7 +5,8 @@ use certrelay_core::cert::{
     judge_client_cert, parse_certificates, parse_private_key, spki_der, trust_anchors,
     verify_server_chain,
 };
-use certrelay_core::facts::{CertMatch, CertVerdict, ClientCert};
+use certrelay_core::facts::{CertVerdict, ClientCert};
+use certrelay_core::fingerprint::CertMatch;
 use certrelay_core::fingerprint::{DigestKind, Fingerprint, FingerprintMap};
 use certrelay_core::table::Table;
 use certrelay_shell::pki::{self, PkiError};

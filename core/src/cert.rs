@@ -678,7 +678,7 @@ pub fn judge_client_cert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::CertMatch;
+    use crate::fingerprint::CertMatch;
     use crate::fingerprint::{DigestKind, Fingerprint};
     use alloc::string::ToString;
     use alloc::vec;

@@ -1,6 +1,6 @@
 //! Facts about a peer that the shell learns (address, TLS, certificate) and hands to a session.
 
-use crate::fingerprint::DigestKind;
+use crate::fingerprint::CertMatch;
 use alloc::string::String;
 use core::net::IpAddr;
 
@@ -64,15 +64,4 @@ impl CertVerdict {
     pub fn is_trusted(&self) -> bool {
         matches!(self, CertVerdict::Trusted)
     }
-}
-
-/// A hit in the fingerprint map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertMatch {
-    /// The free label written beside the fingerprint in the map.
-    pub label: String,
-    /// Which digest matched.
-    pub digest: DigestKind,
-    /// True when the public key's digest matched rather than the whole certificate's.
-    pub public_key: bool,
 }

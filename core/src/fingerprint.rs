@@ -11,8 +11,7 @@
 //! label number, so that a lookup reads one place in memory. Labels are stored once each,
 //! since many entries usually share one label.
 
-use crate::config::Diagnostic;
-use crate::facts::CertMatch;
+use crate::diagnostic::Diagnostic;
 use crate::table::{hash_text, TextIndex};
 use alloc::format;
 use alloc::string::String;
@@ -814,6 +813,17 @@ impl FingerprintMapBuilder {
         };
         (map, notes)
     }
+}
+
+/// A hit in the fingerprint map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertMatch {
+    /// The free label written beside the fingerprint in the map.
+    pub label: String,
+    /// Which digest matched.
+    pub digest: DigestKind,
+    /// True when the public key's digest matched rather than the whole certificate's.
+    pub public_key: bool,
 }
 
 /// Fingerprints listed in `relay_clientcerts`, with their labels; read-only once built.

@@ -14,34 +14,58 @@
 //!
 //! - [`server`]: the SMTP server session (RFC 5321 with ESMTP), its DATA receiver and the
 //!   STARTTLS hand-over.
-//! - [`client`]: the SMTP client session that delivers queued mail, with its TLS decisions.
-//! - [`policy`]: relay restrictions (`permit_tls_clientcerts`, `reject_unauth_destination`, ...).
-//! - [`config`], [`table`], [`tls_policy`], [`net`]: Postfix-style `main.cf`/`master.cf`, lookup
-//!   tables, per-site TLS policy, address lists.
-//! - [`fingerprint`], [`cert`]: certificate and public-key digests, the fingerprint map, chain
-//!   trust and depth.
+//! - [`client`]: the SMTP client session that delivers queued mail, with its TLS decisions
+//!   and its STARTTLS hand-over.
+//! - [`policy`], [`restriction`]: relay restrictions (`permit_tls_clientcerts`,
+//!   `reject_unauth_destination`, ...) and their evaluation.
+//! - [`config`], [`settings`], [`table`], [`tls_policy`], [`net`]: Postfix-style
+//!   `main.cf`/`master.cf` and the typed settings built from them, lookup tables, per-site TLS
+//!   policy, address lists; [`text`] and [`diagnostic`] are the text conventions and the
+//!   `file:line` messages they all share.
+//! - [`fingerprint`], [`cert`], [`facts`]: certificate and public-key digests, the
+//!   fingerprint map, chain trust and depth, and what the shell learned about a peer.
 //! - [`queue`], [`dsn`], [`dns`], [`nexthop`]: the pure parts of the spool and delivery engine
 //!   (queue records, retry schedule, bounces, DNS messages, next-hop choice).
-//! - [`address`]: mail addresses and domains as SMTP carries them.
+//! - [`address`], [`reply`], [`line`](mod@line), [`hosts`], [`time`]: mail addresses and domains, SMTP
+//!   replies, bounded line buffers, the hosts file's text, and time as the shell reads it.
 //!
 //! ## Run loop
 //!
-//! Both sessions follow one pattern (after quinn-proto and str0m). The shell owns the socket,
-//! the TLS stream, the files and the clock, and loops:
+//! Both sessions, [`server::ServerSession`] and [`client::ClientSession`], are driven the
+//! same way (after quinn-proto and str0m). The shell owns the socket, the TLS stream, the
+//! files and the clock, and does, in this order:
 //!
-//! 1. Feed what arrived: `handle_input(bytes, now)`. Feed shell-side facts as events:
-//!    `handle_event(event, now)` (TLS established, message stored, timer fired, ...).
-//! 2. Drain outputs with `poll_output()` until it returns `None`, acting on each in order:
-//!    bytes to transmit, message chunks to store, "start TLS now", "close".
-//! 3. Ask `poll_timeout()` for the next deadline and arm one timer for it; when it fires, call
-//!    `handle_timeout(now)` and go to 2.
+//! 1. Create the session with `new(settings, peer, now)`. It may already have outputs (the
+//!    server its greeting).
+//! 2. Drain `poll_output()` until it returns `None`, acting on each output in order: a
+//!    [`server::ServerOutput`] (bytes to send, a message to store piece by piece, a log
+//!    line, `StartTls`, `Close`) or a [`client::ClientOutput`] (bytes to send, `StartTls`,
+//!    `Ready`, a request for the next body chunk, a message's report, `Close`). On
+//!    `StartTls`, hand the session over with `start_tls(self)` (below) before anything else.
+//! 3. Ask `poll_timeout()` for the next deadline and arm one timer for it (`None`: no
+//!    timer, as while the server waits for the shell to store a message).
+//! 4. Wait for whichever comes first and hand it in, then go to 2:
+//!    - bytes from the peer: `handle_input(bytes, now)`;
+//!    - a fact of the shell's: `handle_event(event, now)`, with a [`server::ServerEvent`]
+//!      (message stored, storing failed, queue full, connection lost) or a
+//!      [`client::ClientEvent`] (a body chunk, end of body, connection lost);
+//!    - the timer: `handle_timeout(now)` (early calls are ignored).
 //!
-//! Time is an [`Instant`] (milliseconds on a clock the shell chooses), never read here.
+//! The client also takes the shell's decisions when it says `Ready`: `send_message` the
+//! next message, or `quit`. Time is an [`Instant`] (milliseconds on a clock the shell
+//! chooses), never read here.
 //!
-//! STARTTLS is enforced by types: when a session asks for TLS, the shell calls its
-//! `start_tls(self)`, which consumes the session and returns a value with no input method.
-//! Whatever plaintext was already buffered behind the STARTTLS command (or behind the server's
-//! `220`) is dropped there and counted; it can never be executed inside the TLS session.
+//! ## STARTTLS
+//!
+//! The hand-over is enforced by types and has one shape on both sides: `start_tls(self)`
+//! consumes the session and returns `Result<Handshake, Self>`. `Err` gives the session back
+//! unchanged when it did not ask for TLS or has outputs not yet polled. `Ok` is a
+//! [`server::ServerTlsHandshake`] or [`client::ClientTlsHandshake`], which has no input
+//! method: the plaintext buffered or fed after the STARTTLS command (server) or after the
+//! server's `220` (client) is dropped there and counted (`discarded()`), and can never be
+//! read inside TLS. The shell bounds the handshake by the handshake's `poll_timeout()`, then
+//! calls `established(...)`, which gives the session back to continue inside TLS, or
+//! `failed(...)`.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -54,6 +78,7 @@ pub mod address;
 pub mod cert;
 pub mod client;
 pub mod config;
+pub mod diagnostic;
 pub mod dns;
 pub mod dsn;
 pub mod facts;
@@ -66,9 +91,11 @@ pub mod nexthop;
 pub mod policy;
 pub mod queue;
 pub mod reply;
+pub mod restriction;
 pub mod server;
 pub mod settings;
 pub mod table;
+pub mod text;
 pub mod time;
 pub mod tls_policy;
 

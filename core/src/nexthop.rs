@@ -64,9 +64,7 @@ impl fmt::Display for NextHop {
 /// Reads `relayhost`: entries separated by commas and whitespace, in failover order. Empty
 /// text gives an empty list (deliver by MX to each recipient domain).
 pub fn parse_relayhost(text: &str) -> Result<Vec<NextHop>, NextHopError> {
-    crate::config::split_list(text)
-        .map(NextHop::parse)
-        .collect()
+    crate::text::split_list(text).map(NextHop::parse).collect()
 }
 
 /// Why a next hop could not be read.

@@ -8,78 +8,12 @@ use crate::address::{domain_eq, domain_within, Domain, Path};
 use crate::facts::{PeerInfo, TlsFacts};
 use crate::net::Cidr;
 use crate::reply::Reply;
+/// The rules evaluated here, re-exported beside the evaluation for callers' convenience.
+pub use crate::restriction::Restriction;
 use crate::settings::ServerSettings;
 use alloc::format;
 use core::fmt;
 use core::net::IpAddr;
-
-/// One element of `smtpd_relay_restrictions` / `smtpd_recipient_restrictions`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Restriction {
-    /// `permit_mynetworks`: the client address is in `mynetworks`.
-    PermitMynetworks,
-    /// `permit_tls_clientcerts`: a presented certificate's digest is in `relay_clientcerts`.
-    PermitTlsClientcerts,
-    /// `permit_tls_all_clientcerts`: any trusted client certificate.
-    PermitTlsAllClientcerts,
-    /// `reject_unauth_destination`: reject (554) a recipient we are not responsible for.
-    RejectUnauthDestination,
-    /// `defer_unauth_destination`: as above, with a temporary 454.
-    DeferUnauthDestination,
-    /// `permit`.
-    Permit,
-    /// `reject`.
-    Reject,
-}
-
-impl Restriction {
-    /// The name as written in `main.cf`.
-    pub const fn name(&self) -> &'static str {
-        match self {
-            Restriction::PermitMynetworks => "permit_mynetworks",
-            Restriction::PermitTlsClientcerts => "permit_tls_clientcerts",
-            Restriction::PermitTlsAllClientcerts => "permit_tls_all_clientcerts",
-            Restriction::RejectUnauthDestination => "reject_unauth_destination",
-            Restriction::DeferUnauthDestination => "defer_unauth_destination",
-            Restriction::Permit => "permit",
-            Restriction::Reject => "reject",
-        }
-    }
-
-    /// The restriction a `main.cf` name stands for (case-insensitive), if it is one we know.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|r| r.name().eq_ignore_ascii_case(name))
-    }
-
-    /// Every restriction certrelay knows, in the order `check` lists them.
-    pub const ALL: [Restriction; 7] = [
-        Restriction::PermitMynetworks,
-        Restriction::PermitTlsClientcerts,
-        Restriction::PermitTlsAllClientcerts,
-        Restriction::RejectUnauthDestination,
-        Restriction::DeferUnauthDestination,
-        Restriction::Permit,
-        Restriction::Reject,
-    ];
-
-    /// True for the rules that can refuse; a list without one relays for anybody.
-    pub const fn can_reject(&self) -> bool {
-        matches!(
-            self,
-            Restriction::RejectUnauthDestination
-                | Restriction::DeferUnauthDestination
-                | Restriction::Reject
-        )
-    }
-}
-
-impl fmt::Display for Restriction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// What the session knows when a recipient arrives.
 #[derive(Clone, Copy, Debug)]
@@ -306,7 +240,8 @@ fn in_networks(networks: &[Cidr], addr: IpAddr) -> bool {
 mod tests {
     use super::*;
     use crate::address::parse_path;
-    use crate::facts::{CertMatch, CertVerdict, ClientCert};
+    use crate::facts::{CertVerdict, ClientCert};
+    use crate::fingerprint::CertMatch;
     use crate::fingerprint::DigestKind;
     use alloc::string::{String, ToString};
     use alloc::vec;

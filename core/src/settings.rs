@@ -4,7 +4,7 @@
 //! (parameter names appear there and in the field docs only).
 
 use crate::net::Cidr;
-use crate::policy::Restriction;
+use crate::restriction::Restriction;
 use crate::tls_policy::TlsLevel;
 use alloc::string::String;
 use alloc::vec;

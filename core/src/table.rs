@@ -4,7 +4,7 @@
 //! `/path`": certrelay never reads Berkeley DB files, so no `postmap` step is needed. The
 //! shell reads the file; this module turns its text into a [`Table`].
 
-use crate::config::diagnostic::{Diagnostic, Location};
+use crate::diagnostic::{Diagnostic, Location};
 use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -82,7 +82,7 @@ impl TableSpec {
 
     /// Reads a list of references separated by commas and whitespace (`relay_clientcerts`).
     pub fn parse_list(text: &str) -> Result<Vec<TableSpec>, TableSpecError> {
-        crate::config::split_list(text)
+        crate::text::split_list(text)
             .map(TableSpec::parse)
             .collect()
     }
@@ -577,7 +577,7 @@ mod tests {
 
     /// The parser as it was before [`entries`]: logical lines first, then key and value.
     fn reference_parse(file: &str, text: &str) -> (Vec<(String, String, u32)>, Vec<Diagnostic>) {
-        use crate::config::lines::logical_lines;
+        use crate::text::logical_lines;
         let mut kept: Vec<(String, String, u32)> = Vec::new();
         let mut diagnostics = Vec::new();
         let (lines, orphans) = logical_lines(text);

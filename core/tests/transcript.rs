@@ -9,9 +9,10 @@ use certrelay_core::client::{
     ClientEvent, ClientOutput, ClientSession, ClientTlsHandshake, Closing, DeliveryStatus,
     Envelope as ClientEnvelope, MessageReport, ServerCertVerdict, ServerPeer,
 };
-use certrelay_core::facts::{CertMatch, CertVerdict, ClientCert, PeerInfo, TlsFacts};
+use certrelay_core::facts::{CertVerdict, ClientCert, PeerInfo, TlsFacts};
+use certrelay_core::fingerprint::CertMatch;
 use certrelay_core::fingerprint::DigestKind;
-use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession, TlsHandshake};
+use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession, ServerTlsHandshake};
 use certrelay_core::settings::{ClientSettings, ServerSettings, ServerTlsLevel};
 use certrelay_core::tls_policy::TlsLevel;
 use certrelay_core::Instant;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 #[allow(clippy::large_enum_variant)] // one per test; boxing would only add noise
 enum Server {
     Plain(ServerSession),
-    Handshaking(TlsHandshake),
+    Handshaking(ServerTlsHandshake),
     Gone,
 }
 
@@ -264,9 +265,15 @@ impl Pair {
         }
         if self.client_wants_tls && matches!(self.client, Client::Plain(_)) {
             if let Client::Plain(c) = std::mem::replace(&mut self.client, Client::Gone) {
-                self.client = Client::Handshaking(c.start_tls());
-                self.to_client.clear();
-                progress = true;
+                self.client = match c.start_tls() {
+                    Ok(h) => {
+                        // Plaintext still arriving belongs to no TLS stream.
+                        self.to_client.clear();
+                        Client::Handshaking(h)
+                    }
+                    Err(c) => Client::Plain(c),
+                };
+                progress = matches!(self.client, Client::Handshaking(_));
             }
         }
         if matches!(

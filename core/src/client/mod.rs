@@ -10,14 +10,13 @@
 //! ## Run loop
 //!
 //! 1. Open a connection and create a [`ClientSession`] with the settings for this next hop.
-//! 2. Feed server bytes with [`ClientSession::handle_input`], shell facts with
-//!    [`ClientSession::handle_event`], and timer expiry with
-//!    [`ClientSession::handle_timeout`].
-//! 3. Drain [`ClientSession::poll_output`] until `None`, in order:
+//! 2. Drain [`ClientSession::poll_output`] until `None`, in order:
 //!    - [`ClientOutput::Transmit`]: write the bytes.
-//!    - [`ClientOutput::StartTls`]: call [`ClientSession::start_tls`], run the handshake,
-//!      then [`ClientTlsHandshake::established`] with the certificate verdict, or
-//!      [`ClientTlsHandshake::failed`]; continue with the session they return.
+//!    - [`ClientOutput::StartTls`]: stop reading plaintext and call
+//!      [`ClientSession::start_tls`]; run the handshake within
+//!      [`ClientTlsHandshake::poll_timeout`], then [`ClientTlsHandshake::established`] with
+//!      the certificate verdict, or [`ClientTlsHandshake::failed`]; continue with the
+//!      session they return.
 //!    - [`ClientOutput::Ready`]: [`ClientSession::send_message`] the next message for this
 //!      server, or [`ClientSession::quit`].
 //!    - [`ClientOutput::NeedBody`]: read the next chunk of the body (a few KiB) and pass it
@@ -28,7 +27,10 @@
 //!      `Outcome`'s `Display` is the `dsn=..., status=... (...)` tail).
 //!    - [`ClientOutput::Close`]: close the socket; see [`Closing`] for what it means for the
 //!      messages still waiting.
-//! 4. Arm one timer for [`ClientSession::poll_timeout`].
+//! 3. Arm one timer for [`ClientSession::poll_timeout`].
+//! 4. Feed server bytes with [`ClientSession::handle_input`], shell facts with
+//!    [`ClientSession::handle_event`], or the timer's expiry with
+//!    [`ClientSession::handle_timeout`], whichever comes first; go to 2.
 //!
 //! ## Dialogue
 //!
@@ -39,11 +41,16 @@
 //! PIPELINING, one at a time otherwise; the body, dot-stuffed; the final dot. A transaction
 //! that did not end at the final dot is cleared with RSET before the next one.
 //!
+//! The files mirror [`crate::server`]'s: `events` (what session and shell tell each other),
+//! `session` (the dialogue), `tls` (the STARTTLS hand-over), `envelope`, and the parts only
+//! a client has (reply parser, capabilities, body encoder, outcomes).
+//!
 //! [`TlsLevel`]: crate::tls_policy::TlsLevel
 
 mod body;
 mod capabilities;
 mod envelope;
+mod events;
 mod outcome;
 mod reply_parser;
 mod session;
@@ -55,7 +62,8 @@ mod tests;
 pub use body::BodyEncoder;
 pub use capabilities::Capabilities;
 pub use envelope::{ClientError, Envelope};
+pub use events::{ClientEvent, ClientOutput, Closing};
 pub use outcome::{DeliveryStatus, MessageReport, Outcome, RecipientResult, ServerPeer};
 pub use reply_parser::{ReplyError, ReplyParser, MAX_REPLY_LINE, MAX_REPLY_LINES};
-pub use session::{ClientEvent, ClientOutput, ClientSession, Closing, ServerCertVerdict};
-pub use tls::ClientTlsHandshake;
+pub use session::ClientSession;
+pub use tls::{ClientTlsHandshake, ServerCertVerdict};

@@ -3,6 +3,7 @@
 use super::body::BodyEncoder;
 use super::capabilities::Capabilities;
 use super::envelope::{ClientError, Envelope};
+use super::events::{ClientEvent, ClientOutput, Closing};
 use super::outcome::{DeliveryStatus, MessageReport, Outcome, RecipientResult, ServerPeer};
 use super::reply_parser::{ReplyError, ReplyParser};
 use crate::reply::Reply;
@@ -13,65 +14,6 @@ use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-
-/// What the shell must do next, drained with [`ClientSession::poll_output`] in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientOutput {
-    /// Write these bytes to the server (one pipelined batch is one `Transmit`).
-    Transmit(Vec<u8>),
-    /// The server agreed to STARTTLS: call [`ClientSession::start_tls`] and do the handshake.
-    StartTls,
-    /// The session is idle: hand it a message with [`ClientSession::send_message`], or
-    /// call [`ClientSession::quit`].
-    Ready,
-    /// The session can take more of the message body: feed the next chunk with
-    /// [`ClientEvent::Body`], or [`ClientEvent::BodyEnd`] after the last one.
-    NeedBody,
-    /// The message is finished: one result per recipient.
-    MessageDone(MessageReport),
-    /// Close the connection (after writing what was transmitted before); nothing follows.
-    Close(Closing),
-}
-
-/// Why the connection ends.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Closing {
-    /// The shell asked to quit and the dialogue ended normally.
-    Done,
-    /// The server went away (or misbehaved) while no message was in flight. Nothing was
-    /// lost; the reason is for logs. Open a new connection for the next message and do not
-    /// count this against any message.
-    Dropped(Outcome),
-    /// The connection failed while setting up (greeting, EHLO, TLS) or during a message
-    /// (whose recipients were already reported, deferred). Messages still meant for this
-    /// server are deferred with this outcome, or tried at the next server.
-    Failed(Outcome),
-    /// TLS was optional (level `may`) and its handshake failed. As Postfix does, connect
-    /// to the same server again and deliver in plaintext (this next hop at
-    /// [`TlsLevel::None`]); the outcome is for logs. No message was in flight.
-    RetryWithoutTls(Outcome),
-}
-
-/// Something the shell learned or wants, other than bytes from the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientEvent<'a> {
-    /// The next chunk of the message body, as stored (LF or CR LF line ends, not
-    /// dot-stuffed). Only after [`ClientOutput::NeedBody`]; ignored otherwise.
-    Body(&'a [u8]),
-    /// The body is complete. Only after [`ClientOutput::NeedBody`]; ignored otherwise.
-    BodyEnd,
-    /// The server closed the connection, or reading or writing failed.
-    ConnectionLost,
-}
-
-/// The shell's judgement of the server certificate after a TLS handshake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerCertVerdict {
-    /// It chains to a trusted CA and names the server host.
-    Verified,
-    /// It does not chain, or does not name the host.
-    NotVerified,
-}
 
 /// A command whose reply is awaited, in sending order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,7 +146,7 @@ impl Transaction {
 pub struct ClientSession {
     pub(super) settings: ClientSettings,
     pub(super) peer: ServerPeer,
-    pub(super) parser: ReplyParser,
+    parser: ReplyParser,
     out: VecDeque<ClientOutput>,
     expect: VecDeque<Cmd>,
     phase: Phase,
@@ -214,7 +156,7 @@ pub struct ClientSession {
     quit_wanted: bool,
     deadline: Option<Instant>,
     /// Octets the server sent after its 220 to STARTTLS, dropped unread.
-    pub(super) discarded: usize,
+    discarded: usize,
 }
 
 impl ClientSession {
@@ -261,7 +203,9 @@ impl ClientSession {
         while !input.is_empty() {
             match self.phase {
                 Phase::WantTls => {
-                    self.discarded += input.len();
+                    // The one place plaintext after the 220 is dropped; `start_tls` adds
+                    // what the reply parser still held.
+                    self.discarded = self.discarded.saturating_add(input.len());
                     return;
                 }
                 Phase::Closed => return,
@@ -317,7 +261,7 @@ impl ClientSession {
     /// The timer armed from [`poll_timeout`](Self::poll_timeout) fired. Early calls are
     /// ignored.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.deadline.is_none_or(|d| now < d) {
+        if self.poll_timeout().is_none_or(|d| now < d) {
             return;
         }
         if let Phase::Quitting(_) = self.phase {
@@ -342,9 +286,14 @@ impl ClientSession {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due, if a reply or body data is
-    /// awaited.
+    /// awaited; `None` while the session waits for [`start_tls`](Self::start_tls) (the
+    /// handshake has its own [`poll_timeout`](super::ClientTlsHandshake::poll_timeout)) and
+    /// after it closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match self.phase {
+            Phase::WantTls => None,
+            _ => self.deadline,
+        }
     }
 
     /// Starts delivering one message. Only after [`ClientOutput::Ready`].
@@ -678,7 +627,9 @@ impl ClientSession {
 
     pub(super) fn rearm(&mut self, now: Instant) {
         self.deadline = match (&self.phase, self.expect.front()) {
-            (Phase::Closed | Phase::WantTls, _) => None,
+            (Phase::Closed, _) => None,
+            // The handshake's deadline, counted from the server's 220.
+            (Phase::WantTls, _) => Some(now + self.settings.command_timeout),
             (_, Some(Cmd::Dot)) => Some(now + self.settings.data_done_timeout),
             (_, Some(_)) => Some(now + self.settings.command_timeout),
             (_, None) if self.in_body() => Some(now + self.settings.command_timeout),
@@ -733,9 +684,20 @@ impl ClientSession {
         self.send(ehlo.as_bytes(), Cmd::Ehlo);
     }
 
-    /// True when the session is waiting for `start_tls`.
-    pub(super) fn wants_tls(&self) -> bool {
-        matches!(self.phase, Phase::WantTls)
+    /// True when the server said 220 to STARTTLS and every output before it was polled:
+    /// the moment for [`ClientSession::start_tls`].
+    pub(super) fn waits_for_tls(&self) -> bool {
+        matches!(self.phase, Phase::WantTls) && self.out.is_empty()
+    }
+
+    /// What the handshake keeps: the session, the octets dropped (fed since the 220, and
+    /// whatever the reply parser still held), and the handshake's deadline.
+    pub(super) fn into_tls_parts(mut self) -> (ClientSession, usize, Option<Instant>) {
+        let discarded = self.discarded.saturating_add(self.parser.pending());
+        self.discarded = 0;
+        self.parser = ReplyParser::new();
+        let deadline = self.deadline;
+        (self, discarded, deadline)
     }
 
     /// Leaves the TLS wait so that `fail` reports a setup failure.

@@ -133,7 +133,8 @@ impl Shell {
     }
 
     fn handshake(&mut self, verdict: Option<ServerCertVerdict>) {
-        let hs = self.session.take().unwrap().start_tls();
+        let session = self.session.take().unwrap();
+        let hs = session.start_tls().expect("the session asked for TLS");
         self.discarded = Some(hs.discarded());
         self.session = Some(match verdict {
             Some(v) => hs.established(v, self.now),
@@ -561,7 +562,7 @@ fn starttls_decision_per_level() {
                 assert_eq!((wire.as_str(), seen), ("STARTTLS\r\n", vec![]), "{label}");
                 t.server(b"220 2.0.0 Ready to start TLS\r\n");
                 assert_eq!(t.seen(), [Seen::StartTls], "{label}");
-                assert_eq!(t.s().poll_timeout(), None, "the shell times the handshake");
+                assert_eq!(t.s().poll_timeout(), None, "the handshake has the deadline");
             }
             _ => {
                 assert_eq!((wire.as_str(), seen), ("QUIT\r\n", vec![]), "{label}");
@@ -885,11 +886,48 @@ fn shell_mistakes_are_errors_not_panics() {
     t.drain();
     assert_eq!(t.sent(), "MAIL FROM:<a@x>\r\n");
 
-    // start_tls when the server never agreed: the session fails rather than go on.
+    // start_tls when the server never agreed: the session comes back unchanged.
     let mut t = Shell::open(TlsLevel::May, &[]);
-    t.handshake(Some(ServerCertVerdict::Verified));
-    assert_eq!(t.sent(), "");
-    assert!(failed(&t.seen()[0]).starts_with("dropped: dsn=4.7.5"));
+    let s = t.session.take().unwrap();
+    t.session = Some(
+        s.start_tls()
+            .expect_err("the server never agreed to STARTTLS"),
+    );
+    t.send("a@x", &["b@y"], &[]);
+    assert_eq!(t.sent(), "MAIL FROM:<a@x>\r\n");
+    assert_eq!(t.seen(), []);
+}
+
+#[test]
+fn start_tls_waits_for_every_output_and_hands_over_the_deadline() {
+    let settings = ClientSettings {
+        tls_level: TlsLevel::Encrypt,
+        command_timeout: Duration::from_secs(60),
+        ..ClientSettings::default()
+    };
+    let peer = ServerPeer {
+        name: "mx.example".into(),
+        addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+    };
+    let mut s = ClientSession::new(settings, peer, Instant(0));
+    s.handle_input(b"220 mx ESMTP\r\n", Instant(0));
+    s.handle_input(&ehlo(&["STARTTLS"]), Instant(0));
+    s.handle_input(b"220 2.0.0 Ready to start TLS\r\n", Instant(5_000));
+    // Outputs not yet polled (the EHLO and STARTTLS writes): no hand-over yet.
+    let mut s = s.start_tls().expect_err("outputs are pending");
+    let mut last = None;
+    while let Some(out) = s.poll_output() {
+        last = Some(out);
+    }
+    assert_eq!(last, Some(ClientOutput::StartTls));
+    // Waiting for the hand-over, the session has no timer of its own...
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_timeout(Instant(1_000_000));
+    assert_eq!(s.poll_output(), None);
+    // ...the handshake has it, counted from the 220.
+    let hs = s.start_tls().expect("the server agreed to STARTTLS");
+    assert_eq!(hs.poll_timeout(), Some(Instant(5_000 + 60_000)));
+    assert_eq!(hs.discarded(), 0);
 }
 
 #[test]

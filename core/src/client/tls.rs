@@ -1,43 +1,72 @@
-//! The STARTTLS hand-over: a session in the middle of a handshake takes no input.
+//! The STARTTLS hand-over: a session in the middle of a TLS handshake takes no input.
+//!
+//! [`ClientSession::start_tls`] consumes the session once the server said 220 to STARTTLS
+//! and returns a [`ClientTlsHandshake`], which has no input method: whatever the server sent
+//! in plaintext after its 220 is dropped and counted there, and can never be read as a
+//! reply inside TLS. The handshake gives the session back, established or failed.
+//!
+//! Not here: the handshake itself (the shell runs rustls) and the check of the server's
+//! certificate chain and name (the shell hands its verdict in as [`ServerCertVerdict`]).
 
+use super::events::Closing;
 use super::outcome::{DeliveryStatus, Outcome};
-use super::session::{ClientSession, Closing, ServerCertVerdict};
+use super::session::ClientSession;
 use crate::tls_policy::TlsLevel;
 use crate::Instant;
 
-/// A client session between the server's 220 to STARTTLS and the end of the TLS handshake.
+/// The shell's judgement of the server certificate after a TLS handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerCertVerdict {
+    /// It chains to a trusted CA and names the server host.
+    Verified,
+    /// It does not chain, or does not name the host.
+    NotVerified,
+}
+
+/// A client session between [`ClientOutput::StartTls`](super::ClientOutput::StartTls) and
+/// the end of the TLS handshake.
 ///
-/// It has no input method: nothing the server sent in plaintext after its 220 can reach the
-/// dialogue that continues inside TLS. The shell bounds the handshake with its own timer and
-/// calls [`failed`](Self::failed) when it runs out.
+/// It takes no input: nothing the server sent in plaintext after its 220 can reach the
+/// dialogue that continues inside TLS. The shell bounds the handshake by
+/// [`poll_timeout`](Self::poll_timeout) and calls [`failed`](Self::failed) when it passes.
 #[derive(Debug)]
 pub struct ClientTlsHandshake {
     session: ClientSession,
-    requested: bool,
+    discarded: usize,
+    deadline: Option<Instant>,
 }
 
 impl ClientSession {
-    /// Hands the connection to TLS, after [`ClientOutput::StartTls`](super::ClientOutput::StartTls).
+    /// Hands the connection to TLS, after [`ClientOutput::StartTls`](super::ClientOutput::StartTls)
+    /// was polled.
     ///
-    /// Any server bytes received after the 220, buffered or fed later, are dropped here and
-    /// counted in [`ClientTlsHandshake::discarded`]. Called at any other time, the session
-    /// that comes out of the handshake fails the connection rather than go on in a state it
-    /// did not choose.
-    pub fn start_tls(mut self) -> ClientTlsHandshake {
-        self.discarded += self.parser.pending();
-        self.parser = Default::default();
-        let requested = self.wants_tls();
-        ClientTlsHandshake {
-            session: self,
-            requested,
+    /// Any server bytes received after the 220, buffered or fed since, are dropped here and
+    /// counted in [`ClientTlsHandshake::discarded`]. Returns the session unchanged if the
+    /// server did not agree to STARTTLS or outputs are not yet polled.
+    // Moved once per STARTTLS at most; boxing the session would cost every call instead.
+    #[allow(clippy::result_large_err)]
+    pub fn start_tls(self) -> Result<ClientTlsHandshake, ClientSession> {
+        if !self.waits_for_tls() {
+            return Err(self);
         }
+        let (session, discarded, deadline) = self.into_tls_parts();
+        Ok(ClientTlsHandshake {
+            session,
+            discarded,
+            deadline,
+        })
     }
 }
 
 impl ClientTlsHandshake {
-    /// Octets the server sent after its 220 and before the handshake, never read.
+    /// Octets the server sent after its 220 and before the handshake, dropped.
     pub fn discarded(&self) -> usize {
-        self.session.discarded
+        self.discarded
+    }
+
+    /// The latest time the handshake may end (the command timeout after the server's 220).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// The server name to verify the certificate against (and to send in SNI).
@@ -59,13 +88,7 @@ impl ClientTlsHandshake {
         session.leave_tls_wait();
         session.tls_active = true;
         let must_verify = session.settings.tls_level >= TlsLevel::Verify;
-        if !self.requested {
-            let reason = "TLS was started although the server did not agree to STARTTLS";
-            session.fail(
-                Outcome::local(DeliveryStatus::Deferred, "4.7.5", reason),
-                false,
-            );
-        } else if must_verify && verdict != ServerCertVerdict::Verified {
+        if must_verify && verdict != ServerCertVerdict::Verified {
             let reason = "Server certificate not verified";
             session.fail(
                 Outcome::local(DeliveryStatus::Deferred, "4.7.5", reason),
@@ -86,7 +109,7 @@ impl ClientTlsHandshake {
         session.leave_tls_wait();
         let reason = "Cannot start TLS: handshake failure";
         let outcome = Outcome::local(DeliveryStatus::Deferred, "4.7.5", reason);
-        if self.requested && session.settings.tls_level == TlsLevel::May {
+        if session.settings.tls_level == TlsLevel::May {
             session.close_with(Closing::RetryWithoutTls(outcome));
         } else {
             session.fail(outcome, false);

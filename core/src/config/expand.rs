@@ -4,8 +4,8 @@
 //! pass; a parameter met again while it is still being expanded is a loop, reported once
 //! as an error (and expanded as empty) instead of recursing for ever.
 
-use super::diagnostic::{Diagnostic, Location};
-use super::is_name_byte;
+use super::params::is_name_byte;
+use crate::diagnostic::{Diagnostic, Location};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;

@@ -1,9 +1,9 @@
 //! `main.cf` text to raw `name = value` settings (before expansion).
 
-use super::diagnostic::{Diagnostic, Location};
 use super::expand::RawValue;
-use super::is_param_name;
-use super::lines::logical_lines;
+use super::params::is_param_name;
+use crate::diagnostic::{Diagnostic, Location};
+use crate::text::logical_lines;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;

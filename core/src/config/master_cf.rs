@@ -2,11 +2,11 @@
 //! settings. Every other service is Postfix plumbing whose work certrelay does in-process;
 //! each is skipped with a notice.
 
-use super::diagnostic::{Diagnostic, Location};
-use super::lines::logical_lines;
 use super::main_cf::split_setting;
-use super::Override;
+use super::params::is_name_byte;
+use crate::diagnostic::{Diagnostic, Location};
 use crate::nexthop::parse_port;
+use crate::text::logical_lines;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -62,6 +62,18 @@ impl Endpoint {
     }
 }
 
+/// A setting applied on top of `main.cf`: a `master.cf` `-o name=value`, or one from the
+/// shell's command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    /// Parameter name.
+    pub name: String,
+    /// Value as written (expanded like any other).
+    pub value: String,
+    /// Where it was written (for a command line, a name such as `command line` and line 0).
+    pub location: Location,
+}
+
 /// One SMTP listener from `master.cf`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
@@ -115,7 +127,7 @@ fn references(value: &str, name: &str) -> bool {
         let after = after.strip_prefix(['{', '(']).unwrap_or(after);
         after
             .strip_prefix(name)
-            .is_some_and(|tail| !tail.bytes().next().is_some_and(super::is_name_byte))
+            .is_some_and(|tail| !tail.bytes().next().is_some_and(is_name_byte))
     })
 }
 

@@ -13,9 +13,7 @@
 //!   the rest.
 
 pub mod client;
-pub mod diagnostic;
 mod expand;
-pub mod lines;
 mod main_cf;
 pub mod master_cf;
 pub mod params;
@@ -23,26 +21,15 @@ pub mod server;
 mod typed;
 pub mod values;
 
-pub use diagnostic::{has_errors, Diagnostic, Location, Severity};
-pub use master_cf::{Endpoint, Listener};
-pub use values::split_list;
+pub use crate::diagnostic::{has_errors, Diagnostic, Location, Severity};
+pub use master_cf::{Endpoint, Listener, Override};
 
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use expand::{Expander, RawValue};
-use params::{Use, PARAMS};
-
-/// True for a byte allowed in a parameter name.
-pub(crate) fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// True when `name` is a well-formed parameter name (letters, digits, `_`).
-pub fn is_param_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(is_name_byte)
-}
+use params::{is_param_name, Use, PARAMS};
 
 /// Where a value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,18 +56,6 @@ impl Value {
     pub fn is_set(&self) -> bool {
         matches!(self.origin, Origin::Set(_))
     }
-}
-
-/// A setting applied on top of `main.cf`: a `master.cf` `-o name=value`, or one from the
-/// shell's command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Override {
-    /// Parameter name.
-    pub name: String,
-    /// Value as written (expanded like any other).
-    pub value: String,
-    /// Where it was written (for a command line, a name such as `command line` and line 0).
-    pub location: Location,
 }
 
 /// The parameters in effect: built-in defaults, then `main.cf`, then overrides, expanded.

@@ -7,6 +7,16 @@
 
 use super::values::TimeUnit;
 
+/// True for a byte allowed in a parameter name.
+pub(crate) fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// True when `name` is a well-formed parameter name (letters, digits, `_`).
+pub fn is_param_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(is_name_byte)
+}
+
 /// How a parameter's value is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -225,7 +235,7 @@ mod tests {
         let mut seen = BTreeSet::new();
         for param in PARAMS {
             assert!(seen.insert(param.name), "{} listed twice", param.name);
-            assert!(super::super::is_param_name(param.name), "{}", param.name);
+            assert!(is_param_name(param.name), "{}", param.name);
         }
     }
 

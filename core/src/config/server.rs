@@ -2,7 +2,7 @@
 
 use super::master_cf::Listener;
 use super::{Config, Diagnostic};
-use crate::policy::Restriction;
+use crate::restriction::Restriction;
 use crate::settings::{BareNewline, ServerSettings, ServerTlsLevel};
 use alloc::format;
 use alloc::string::String;

@@ -2,12 +2,13 @@
 //! read, returns a diagnostic that names the parameter and where it was set.
 
 use super::params::{self, Kind};
-use super::values::{parse_bool, parse_number, parse_time, split_list, TimeUnit};
+use super::values::{parse_bool, parse_number, parse_time, TimeUnit};
 use super::{Config, Diagnostic};
 use crate::fingerprint::DigestKind;
 use crate::net::{self, Cidr};
 use crate::nexthop::{self, NextHop};
 use crate::table::TableSpec;
+use crate::text::split_list;
 use crate::tls_policy::{self, GlobalTlsParams, TlsLevel};
 use alloc::format;
 use alloc::vec::Vec;

@@ -1,12 +1,7 @@
-//! Text-to-value conversions shared by every parameter: booleans, numbers, times, lists.
+//! Text-to-value conversions shared by every parameter: booleans, numbers, times. (Lists
+//! are split by [`crate::text::split_list`], which lookup tables share.)
 
 use core::time::Duration;
-
-/// Splits a list on commas and whitespace, dropping empty items.
-pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|item| !item.is_empty())
-}
 
 /// Reads `yes` or `no` in any case.
 pub fn parse_bool(text: &str) -> Option<bool> {
@@ -84,20 +79,6 @@ impl TimeUnit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec::Vec;
-
-    #[test]
-    fn lists() {
-        let cases: &[(&str, &[&str])] = &[
-            ("", &[]),
-            ("a", &["a"]),
-            ("a, b c,,d\te", &["a", "b", "c", "d", "e"]),
-            (" ,a , ", &["a"]),
-        ];
-        for (text, want) in cases {
-            assert_eq!(split_list(text).collect::<Vec<_>>(), *want, "{text:?}");
-        }
-    }
 
     #[test]
     fn booleans() {

@@ -3,7 +3,8 @@
 //! Everything that came from the network (addresses, reply texts) has its control
 //! characters replaced before it reaches a log line, so a peer cannot forge log lines.
 
-use super::{Envelope, QueueId, Recipient, RecipientState};
+use super::envelope::{Envelope, Recipient, RecipientState};
+use super::id::QueueId;
 use crate::dsn::civil_time;
 use alloc::string::String;
 use core::fmt::Write as _;

@@ -32,7 +32,8 @@
 //! carrying CR LF, or a Unicode line separator, therefore cannot start a line of its own and
 //! forge a key. Non-ASCII text stays recoverable exactly (it is UTF-8, byte for byte).
 
-use super::{ClientFacts, Envelope, QueueId, Recipient, RecipientState};
+use super::envelope::{ClientFacts, Envelope, Recipient, RecipientState};
+use super::id::QueueId;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write as _};

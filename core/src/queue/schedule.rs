@@ -4,7 +4,7 @@
 //! ceiling: a message that just failed is retried soon, one that has failed for a day no more
 //! than about once an hour. Past the queue lifetime the remaining recipients are bounced.
 
-use super::{Envelope, RecipientState};
+use super::envelope::{Envelope, RecipientState};
 use core::time::Duration;
 
 /// Retry and lifetime settings (Postfix parameter names in the field docs).

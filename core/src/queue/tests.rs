@@ -2,8 +2,11 @@
 
 use super::record::RecordErrorKind as K;
 use super::*;
-use alloc::string::ToString;
+use crate::reply::Reply;
+use alloc::string::{String, ToString};
 use alloc::vec;
+use alloc::vec::Vec;
+use core::net::IpAddr;
 use core::time::Duration;
 use proptest::prelude::*;
 

@@ -2,10 +2,11 @@
 
 use super::command::{self, split_line, MailArgs, Verb};
 use super::data::{DataProblem, DataReceiver};
+use super::envelope::Envelope;
 use super::error::ServerError;
+use super::events::{LogLine, ServerEvent, ServerOutput};
 use super::received::{printable, ClientName, Received, ReceivedFacts};
 use super::stats::CommandStats;
-use super::{Envelope, LogLine, ServerEvent, ServerOutput};
 use crate::address::{parse_path, Path};
 use crate::facts::{CertVerdict, PeerInfo, TlsFacts};
 use crate::line::{LineBuffer, Push};
@@ -37,18 +38,18 @@ type CommandCopy = heapless::Vec<u8, LINE_CAPACITY>;
 
 /// What survives STARTTLS: who the client is, and its record so far.
 #[derive(Debug)]
-struct Connection {
-    settings: Arc<ServerSettings>,
-    peer: PeerInfo,
+pub(super) struct Connection {
+    pub(super) settings: Arc<ServerSettings>,
+    pub(super) peer: PeerInfo,
     tls_unavailable: bool,
     errors: u32,
-    stats: CommandStats,
+    pub(super) stats: CommandStats,
     /// `name[addr]`, written once: most log lines name the client.
     client_name: String,
 }
 
 impl Connection {
-    fn client(&self) -> &str {
+    pub(super) fn client(&self) -> &str {
         &self.client_name
     }
 }
@@ -162,19 +163,15 @@ impl ServerSession {
 
     /// Bytes from the client. Everything is taken; see [`ServerSession::wants_read`].
     pub fn handle_input(&mut self, input: &[u8], now: Instant) {
-        match self.mode {
-            Mode::Closed => return,
-            Mode::TlsRequested => {
-                self.discarded = self.discarded.saturating_add(input.len());
-                return;
-            }
-            _ => {}
-        }
         // A command must arrive whole within the timeout: bytes that continue a started
         // line do not extend it, so a client cannot hold a session by dribbling one byte at
-        // a time. DATA extends it on any progress.
-        let continues_command = matches!(self.mode, Mode::Command) && self.lines.pending() > 0;
-        if !input.is_empty() && !continues_command {
+        // a time. DATA extends it on any progress; plaintext after STARTTLS never does.
+        let extends = match self.mode {
+            Mode::Command => self.lines.pending() == 0,
+            Mode::Data(_) | Mode::Storing => true,
+            Mode::TlsRequested | Mode::Closed => false,
+        };
+        if !input.is_empty() && extends {
             self.arm(now);
         }
         self.consume(input);
@@ -271,22 +268,32 @@ impl ServerSession {
         self.tls.is_some()
     }
 
-    /// Hands the connection to the TLS handshake, after `StartTls` was polled.
-    ///
-    /// Any plaintext that followed the STARTTLS line is dropped here, and counted. Returns
-    /// the session unchanged if it did not ask for TLS or has outputs not yet polled.
-    // Moved once per STARTTLS at most; boxing the session would cost every call instead.
-    #[allow(clippy::result_large_err)]
-    pub fn start_tls(self) -> Result<TlsHandshake, ServerSession> {
-        if !matches!(self.mode, Mode::TlsRequested) || !self.outputs.is_empty() {
-            return Err(self);
-        }
-        let discarded = self.discarded + self.pending.len() + self.lines.pending();
-        Ok(TlsHandshake {
-            conn: self.conn,
-            discarded,
-            deadline: self.deadline,
-        })
+    /// True when `StartTls` was emitted and every output before it polled: the moment for
+    /// [`ServerSession::start_tls`].
+    pub(super) fn waits_for_tls(&self) -> bool {
+        matches!(self.mode, Mode::TlsRequested) && self.outputs.is_empty()
+    }
+
+    /// What the handshake keeps: the connection, the plaintext octets dropped (fed since
+    /// STARTTLS, and whatever was still buffered), and the deadline.
+    pub(super) fn into_tls_parts(self) -> (Connection, usize, Option<Instant>) {
+        let buffered = self.pending.len() + self.lines.pending();
+        (self.conn, self.discarded + buffered, self.deadline)
+    }
+
+    /// The session after a TLS handshake: reset to before EHLO, with `log` queued.
+    pub(super) fn inside_tls(
+        conn: Connection,
+        tls: TlsFacts,
+        log: Vec<LogLine>,
+        now: Instant,
+    ) -> Self {
+        let mut s = ServerSession::fresh(conn, None, now);
+        s.outputs.extend(log.into_iter().map(ServerOutput::Log));
+        s.ccert_due = s.conn.settings.req_ccert;
+        s.last = "STARTTLS";
+        s.tls = Some(tls);
+        s
     }
 
     /// Runs input through the line reader or the DATA receiver until it is used up or the
@@ -327,6 +334,8 @@ impl ServerSession {
                 }
                 Mode::Storing => return self.hold(rest),
                 Mode::TlsRequested => {
+                    // The one place plaintext after STARTTLS is dropped; `start_tls` adds
+                    // what was already buffered.
                     self.discarded = self.discarded.saturating_add(rest.len());
                     return;
                 }
@@ -765,88 +774,6 @@ impl ServerSession {
         };
         self.lines.pending() + self.pending.len() + chunk
     }
-}
-
-/// A session between `StartTls` and the end of the handshake. It takes no input: plaintext
-/// can never reach the TLS session.
-#[derive(Debug)]
-pub struct TlsHandshake {
-    conn: Connection,
-    discarded: usize,
-    deadline: Option<Instant>,
-}
-
-impl TlsHandshake {
-    /// Plaintext octets the client sent after STARTTLS, dropped.
-    pub fn discarded(&self) -> usize {
-        self.discarded
-    }
-
-    /// The latest time the handshake may end (`smtpd_timeout` after the last input).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
-    }
-
-    /// The handshake succeeded: the session resumes inside TLS, reset to before EHLO.
-    pub fn established(self, tls: TlsFacts, now: Instant) -> ServerSession {
-        let mut s = ServerSession::fresh(self.conn, None, now);
-        if self.discarded > 0 {
-            s.log(
-                log::Level::Warn,
-                format!(
-                    "{}: discarded {} bytes of plaintext sent after STARTTLS",
-                    s.conn.client(),
-                    self.discarded
-                ),
-            );
-        }
-        if s.conn.settings.tls_loglevel >= 1 {
-            let line = established_line(&s.conn.peer, &tls);
-            s.log(log::Level::Info, line);
-        }
-        s.ccert_due = s.conn.settings.req_ccert;
-        s.last = "STARTTLS";
-        s.tls = Some(tls);
-        s
-    }
-
-    /// The handshake failed; the shell closes the connection after logging these lines.
-    pub fn failed(self, reason: &str) -> Vec<LogLine> {
-        let client = self.conn.client().to_string();
-        let summary = self.conn.stats.summary();
-        vec![
-            LogLine {
-                level: log::Level::Warn,
-                text: format!("TLS handshake failed from {client}: {}", printable(reason)),
-            },
-            LogLine {
-                level: log::Level::Info,
-                text: format!("lost connection after STARTTLS from {client}"),
-            },
-            LogLine {
-                level: log::Level::Info,
-                text: format!("disconnect from {client}{summary}"),
-            },
-        ]
-    }
-}
-
-/// `Trusted TLS connection established from name[ip]: TLSv1.3 with cipher X (256/256 bits)`.
-fn established_line(peer: &PeerInfo, tls: &TlsFacts) -> String {
-    let kind = match tls.client_cert.verdict {
-        CertVerdict::Absent => "Anonymous",
-        CertVerdict::Untrusted(_) => "Untrusted",
-        CertVerdict::Trusted => "Trusted",
-    };
-    let how = if tls.resumed { "reused" } else { "established" };
-    format!(
-        "{kind} TLS connection {how} from {}: {} with cipher {} ({}/{} bits)",
-        ClientName(peer),
-        tls.protocol,
-        tls.cipher,
-        tls.bits,
-        tls.bits
-    )
 }
 
 fn upper_name(verb: Verb) -> &'static str {

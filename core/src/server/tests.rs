@@ -1,7 +1,8 @@
 //! Whole dialogues against a simulated shell, and properties over arbitrary input.
 
 use super::*;
-use crate::facts::{CertMatch, CertVerdict, ClientCert};
+use crate::facts::{CertVerdict, ClientCert, PeerInfo, TlsFacts};
+use crate::fingerprint::CertMatch;
 use crate::fingerprint::DigestKind;
 use crate::net::Cidr;
 use crate::settings::{BareNewline, ServerSettings, ServerTlsLevel};
@@ -491,6 +492,31 @@ fn tls_unavailable_and_handshake_failure() {
         "disconnect from unknown[192.0.2.7] starttls=1 commands=1"
     );
     drop(s);
+}
+
+#[test]
+fn start_tls_waits_for_every_output_and_hands_over_the_deadline() {
+    let mut s = ServerSession::new(
+        Arc::new(tls_settings(ServerTlsLevel::May, false)),
+        outsider(),
+        T0,
+    );
+    let at = T0 + Duration::from_secs(7);
+    s.handle_input(b"STARTTLS\r\n", at);
+    // The greeting, the 220 and StartTls are not yet polled: no hand-over yet.
+    let mut s = s.start_tls().expect_err("outputs are pending");
+    let mut last = None;
+    while let Some(out) = s.poll_output() {
+        last = Some(out);
+    }
+    assert_eq!(last, Some(ServerOutput::StartTls));
+    // Plaintext after STARTTLS neither runs nor moves the deadline.
+    s.handle_input(b"NOOP\r\n", at + Duration::from_secs(100));
+    assert_eq!(s.poll_output(), None);
+    assert_eq!(s.poll_timeout(), None);
+    let hs = s.start_tls().expect("the client asked for TLS");
+    assert_eq!(hs.poll_timeout(), Some(at + Duration::from_secs(300)));
+    assert_eq!(hs.discarded(), 6);
 }
 
 #[test]

@@ -8,12 +8,13 @@
 //! STARTTLS, so nothing read before the handshake can reach the TLS dialogue.
 
 use crate::clock::Clock;
+use crate::delivery::route::ServerAddr;
 use crate::io::{io_reason, with_timeout};
 use crate::tls;
 use certrelay_core::cert;
 use certrelay_core::client::{
     ClientError, ClientEvent, ClientOutput, ClientSession, Closing, DeliveryStatus, Envelope,
-    MessageReport, Outcome, ServerCertVerdict, ServerPeer,
+    MessageReport, Outcome, ServerCertVerdict,
 };
 use certrelay_core::settings::ClientSettings;
 use futures_rustls::client::TlsStream;
@@ -26,44 +27,12 @@ use smol::net::TcpStream;
 use smol::Timer;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Body bytes handed to the session at a time: memory stays bounded whatever the message.
 pub const BODY_CHUNK: usize = 16 * 1024;
-
-/// One server to connect to: the name logs and certificate checks use, and where it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerAddr {
-    /// Host name (from the MX record or the relayhost), or the address text for an IP literal.
-    pub name: String,
-    /// Address to connect to.
-    pub addr: IpAddr,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl ServerAddr {
-    /// The socket address to connect to.
-    pub fn socket_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.addr, self.port)
-    }
-
-    /// The peer as the core's reason texts name it.
-    pub fn peer(&self) -> ServerPeer {
-        ServerPeer {
-            name: self.name.clone(),
-            addr: self.addr,
-        }
-    }
-}
-
-impl fmt::Display for ServerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}[{}]:{}", self.name, self.addr, self.port)
-    }
-}
 
 /// What the client needs for TLS: one rustls configuration per queue run (so sessions
 /// resume) and the trust anchors of `smtp_tls_CAfile` for levels `verify` and `secure`.
@@ -126,6 +95,7 @@ impl std::error::Error for SendError {}
 /// What the connection's run loop stopped for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Step {
+    StartTls,
     Ready,
     NeedBody,
     MessageDone(MessageReport),
@@ -174,14 +144,50 @@ impl Stream {
     }
 }
 
-/// One open connection to one server, driving a [`ClientSession`].
+/// A connection whose session is not yet ready for mail: the greeting, EHLO and STARTTLS
+/// are still ahead. [`SmtpConnection::open`] gives one; [`ready`](Self::ready) runs them.
 ///
-/// Use: [`open`](Self::open), then [`ready`](Self::ready); while it says `Ok`,
-/// [`send`](Self::send) one message and call `ready` again; finally [`quit`](Self::quit).
-/// An `Err(Closing)` from either tells why the connection ended (see [`Closing`]).
+/// The set-up is the only part of the dialogue with a TLS hand-over, so it owns its
+/// session by value: the session goes into the handshake and comes back out of it.
+pub struct OpeningConnection {
+    link: Link,
+    session: ClientSession,
+}
+
+impl OpeningConnection {
+    /// Runs the greeting, EHLO and STARTTLS (as the session's TLS level asks) until the
+    /// session can take a message, or the connection ends.
+    pub async fn ready(self) -> Result<SmtpConnection, Closing> {
+        let OpeningConnection {
+            mut link,
+            mut session,
+        } = self;
+        loop {
+            match link.step(&mut session).await {
+                Step::Ready => return Ok(SmtpConnection { link, session }),
+                Step::Closed(c) => return Err(c),
+                Step::StartTls => session = link.start_tls(session).await,
+                // Neither can happen without a message; answer so the session moves on.
+                Step::NeedBody => link.event(&mut session, ClientEvent::BodyEnd),
+                Step::MessageDone(_) => {}
+            }
+        }
+    }
+}
+
+/// One open connection to one server whose session is ready for mail.
+///
+/// Use: [`open`](Self::open), then [`OpeningConnection::ready`]; while it says `Ok`,
+/// [`send`](Self::send) one message and call [`ready`](Self::ready) again; finally
+/// [`quit`](Self::quit). An `Err(Closing)` from either tells why the connection ended (see
+/// [`Closing`]).
 pub struct SmtpConnection {
-    /// `None` only while the TLS handshake runs.
-    session: Option<ClientSession>,
+    link: Link,
+    session: ClientSession,
+}
+
+/// Everything of a connection but its session: the stream and what moving bytes needs.
+struct Link {
     stream: Stream,
     server: ServerAddr,
     settings: ClientSettings,
@@ -200,7 +206,7 @@ impl SmtpConnection {
         tls: &ClientTls,
         connect_timeout: Duration,
         clock: Clock,
-    ) -> Result<SmtpConnection, ConnectError> {
+    ) -> Result<OpeningConnection, ConnectError> {
         let connect = TcpStream::connect(server.socket_addr());
         let tcp = with_timeout(connect_timeout, connect)
             .await
@@ -210,8 +216,7 @@ impl SmtpConnection {
             })?;
         let _ = tcp.set_nodelay(true);
         let session = ClientSession::new(settings.clone(), server.peer(), clock.now());
-        Ok(SmtpConnection {
-            session: Some(session),
+        let link = Link {
             stream: Stream::Plain(tcp),
             server: server.clone(),
             settings,
@@ -219,40 +224,42 @@ impl SmtpConnection {
             clock,
             buf: vec![0; 8192],
             closed: None,
-        })
+        };
+        Ok(OpeningConnection { link, session })
     }
 
     /// The server this connection talks to.
     pub fn server(&self) -> &ServerAddr {
-        &self.server
+        &self.link.server
     }
 
     /// Whether an idle connection still looks usable. An idle client is owed nothing, so
     /// any byte from the server (a `421` before it hangs up) or the end of the stream
     /// means it is done with us. Does not wait.
     pub async fn still_open(&mut self) -> bool {
-        if self.closed.is_some() {
+        if self.link.closed.is_some() {
             return false;
         }
         let mut probe = [0u8; 256];
-        future::poll_once(self.stream.read(&mut probe))
+        future::poll_once(self.link.stream.read(&mut probe))
             .await
             .is_none()
     }
 
     /// True once TLS is established.
     pub fn is_tls(&self) -> bool {
-        matches!(self.stream, Stream::Tls(_))
+        matches!(self.link.stream, Stream::Tls(_))
     }
 
     /// Runs the dialogue until the session can take a message, or the connection ends.
     pub async fn ready(&mut self) -> Result<(), Closing> {
         loop {
-            match self.step().await {
+            match self.link.step(&mut self.session).await {
                 Step::Ready => return Ok(()),
                 Step::Closed(c) => return Err(c),
+                Step::StartTls => self.link.late_tls(&mut self.session).await,
                 // Neither can happen without a message; answer so the session moves on.
-                Step::NeedBody => self.event(ClientEvent::BodyEnd),
+                Step::NeedBody => self.link.event(&mut self.session, ClientEvent::BodyEnd),
                 Step::MessageDone(_) => {}
             }
         }
@@ -266,72 +273,69 @@ impl SmtpConnection {
         envelope: Envelope,
         body: &mut (impl AsyncRead + Unpin),
     ) -> Result<MessageReport, SendError> {
-        let now = self.clock.now();
-        self.session_mut()
+        let (link, session) = (&mut self.link, &mut self.session);
+        let now = link.clock.now();
+        session
             .send_message(envelope, now)
             .map_err(SendError::Refused)?;
         let mut chunk = vec![0; BODY_CHUNK];
         loop {
-            match self.step().await {
+            match link.step(session).await {
                 Step::NeedBody => match body.read(&mut chunk).await {
-                    Ok(0) => self.event(ClientEvent::BodyEnd),
-                    Ok(n) => self.event(ClientEvent::Body(&chunk[..n])),
+                    Ok(0) => link.event(session, ClientEvent::BodyEnd),
+                    Ok(n) => link.event(session, ClientEvent::Body(&chunk[..n])),
                     Err(e) => {
-                        log::error!("cannot read message body for {}: {e}", self.server);
-                        self.stream.close().await;
-                        self.event(ClientEvent::ConnectionLost);
+                        log::error!("cannot read message body for {}: {e}", link.server);
+                        link.stream.close().await;
+                        link.event(session, ClientEvent::ConnectionLost);
                     }
                 },
                 Step::MessageDone(report) => return Ok(report),
                 Step::Closed(c) => return Err(SendError::Closed(c)),
+                Step::StartTls => link.late_tls(session).await,
                 Step::Ready => {}
             }
         }
     }
 
     /// Ends the connection politely (QUIT when the session is idle) and closes it.
-    pub async fn quit(mut self) -> Closing {
-        let now = self.clock.now();
-        if let Some(closed) = &self.closed {
+    pub async fn quit(self) -> Closing {
+        let SmtpConnection {
+            mut link,
+            mut session,
+        } = self;
+        if let Some(closed) = &link.closed {
             return closed.clone();
         }
-        let _ = self.session_mut().quit(now);
+        let _ = session.quit(link.clock.now());
         loop {
-            match self.step().await {
+            match link.step(&mut session).await {
                 Step::Closed(c) => return c,
-                Step::NeedBody => self.event(ClientEvent::BodyEnd),
+                Step::StartTls => session = link.start_tls(session).await,
+                Step::NeedBody => link.event(&mut session, ClientEvent::BodyEnd),
                 Step::Ready | Step::MessageDone(_) => {
-                    let now = self.clock.now();
-                    let _ = self.session_mut().quit(now);
+                    let _ = session.quit(link.clock.now());
                 }
             }
         }
     }
+}
 
-    // ---- run loop ------------------------------------------------------------------
-
-    fn session_mut(&mut self) -> &mut ClientSession {
-        self.session
-            .as_mut()
-            .expect("session is only absent during the TLS handshake")
-    }
-
-    fn event(&mut self, event: ClientEvent<'_>) {
-        let now = self.clock.now();
-        self.session_mut().handle_event(event, now);
+impl Link {
+    fn event(&mut self, session: &mut ClientSession, event: ClientEvent<'_>) {
+        session.handle_event(event, self.clock.now());
     }
 
     /// Drains the session's outputs, acting on each, and waits for the server when there
     /// is nothing to do, until something the caller must decide on comes up.
-    async fn step(&mut self) -> Step {
+    async fn step(&mut self, session: &mut ClientSession) -> Step {
         if let Some(closed) = &self.closed {
             return Step::Closed(closed.clone());
         }
         loop {
-            let output = self.session_mut().poll_output();
-            match output {
-                Some(ClientOutput::Transmit(bytes)) => self.transmit(&bytes).await,
-                Some(ClientOutput::StartTls) => self.start_tls().await,
+            match session.poll_output() {
+                Some(ClientOutput::Transmit(bytes)) => self.transmit(session, &bytes).await,
+                Some(ClientOutput::StartTls) => return Step::StartTls,
                 Some(ClientOutput::Ready) => return Step::Ready,
                 Some(ClientOutput::NeedBody) => return Step::NeedBody,
                 Some(ClientOutput::MessageDone(report)) => return Step::MessageDone(report),
@@ -340,28 +344,28 @@ impl SmtpConnection {
                     self.closed = Some(closing.clone());
                     return Step::Closed(closing);
                 }
-                None => self.wait_for_server().await,
+                None => self.wait_for_server(session).await,
             }
         }
     }
 
-    async fn transmit(&mut self, bytes: &[u8]) {
+    async fn transmit(&mut self, session: &mut ClientSession, bytes: &[u8]) {
         let limit = self.settings.command_timeout;
         let written = with_timeout(limit, self.stream.write_all(bytes)).await;
         if !matches!(written, Some(Ok(()))) {
             self.stream.close().await;
-            self.event(ClientEvent::ConnectionLost);
+            self.event(session, ClientEvent::ConnectionLost);
         }
     }
 
     /// Reads what the server sends, or fires the session's timer, whichever comes first.
-    async fn wait_for_server(&mut self) {
+    async fn wait_for_server(&mut self, session: &mut ClientSession) {
         enum Got {
             Bytes(usize),
             Lost,
             Timer,
         }
-        let deadline = self.session_mut().poll_timeout();
+        let deadline = session.poll_timeout();
         let now = self.clock.now();
         // No deadline with nothing to do would be a run-loop bug: bound it anyway.
         let wait = deadline.map_or(self.settings.command_timeout, |d| d.saturating_since(now));
@@ -378,27 +382,35 @@ impl SmtpConnection {
         let got = future::or(read, timer).await;
         let now = self.clock.now();
         match got {
-            Got::Bytes(n) => {
-                let session = self.session.as_mut().expect("session present");
-                session.handle_input(&self.buf[..n], now);
-            }
+            Got::Bytes(n) => session.handle_input(&self.buf[..n], now),
             Got::Lost => {
                 self.stream.close().await;
-                self.event(ClientEvent::ConnectionLost);
+                self.event(session, ClientEvent::ConnectionLost);
             }
-            Got::Timer if deadline.is_some() => self.session_mut().handle_timeout(now),
+            Got::Timer if deadline.is_some() => session.handle_timeout(now),
             Got::Timer => {
                 log::warn!("SMTP session with {} stalled; closing", self.server);
                 self.stream.close().await;
-                self.event(ClientEvent::ConnectionLost);
+                self.event(session, ClientEvent::ConnectionLost);
             }
         }
     }
 
     /// The STARTTLS hand-over: the session becomes a handshake (no input), the socket goes
     /// to rustls, and the session comes back with the handshake's result.
-    async fn start_tls(&mut self) {
-        let handshake = self.session.take().expect("session present").start_tls();
+    async fn start_tls(&mut self, session: ClientSession) -> ClientSession {
+        let handshake = match session.start_tls() {
+            Ok(handshake) => handshake,
+            Err(mut session) => {
+                log::error!(
+                    "{}: STARTTLS hand-over refused by the session; closing",
+                    self.server
+                );
+                self.stream.close().await;
+                self.event(&mut session, ClientEvent::ConnectionLost);
+                return session;
+            }
+        };
         if handshake.discarded() > 0 {
             log::warn!(
                 "{}: discarded {} octets sent after the 220 to STARTTLS",
@@ -407,30 +419,41 @@ impl SmtpConnection {
             );
         }
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            self.session = Some(handshake.failed());
-            return;
+            return handshake.failed();
         };
         let host = handshake.server_name().to_owned();
         let connector = TlsConnector::from(self.tls.config.clone());
         let connect = connector.connect(server_name(&host, self.server.addr), tcp);
-        let result = with_timeout(self.settings.command_timeout, connect).await;
+        let now = self.clock.now();
+        let limit = handshake
+            .poll_timeout()
+            .map_or(self.settings.command_timeout, |d| d.saturating_since(now));
+        let result = with_timeout(limit, connect).await;
         let now = self.clock.now();
         match result {
             Some(Ok(tls)) => {
                 let verdict = self.judge(&tls, &host);
                 log_established(&self.server, &tls, verdict);
                 self.stream = Stream::Tls(Box::new(tls));
-                self.session = Some(handshake.established(verdict, now));
+                handshake.established(verdict, now)
             }
             Some(Err(e)) => {
                 log::info!("{}: TLS handshake failed: {e}", self.server);
-                self.session = Some(handshake.failed());
+                handshake.failed()
             }
             None => {
                 log::info!("{}: TLS handshake timed out", self.server);
-                self.session = Some(handshake.failed());
+                handshake.failed()
             }
         }
+    }
+
+    /// A session asks for TLS only while it sets up, which [`OpeningConnection`] drives; one
+    /// that asks later is out of step with its server, and the connection is dropped.
+    async fn late_tls(&mut self, session: &mut ClientSession) {
+        log::error!("{}: STARTTLS asked for after set-up; closing", self.server);
+        self.stream.close().await;
+        self.event(session, ClientEvent::ConnectionLost);
     }
 
     /// The core's judgement of the server's chain and name.
@@ -451,7 +474,12 @@ impl SmtpConnection {
 
 impl fmt::Debug for SmtpConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SmtpConnection({}, tls={})", self.server, self.is_tls())
+        write!(
+            f,
+            "SmtpConnection({}, tls={})",
+            self.link.server,
+            self.is_tls()
+        )
     }
 }
 

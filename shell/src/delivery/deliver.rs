@@ -15,8 +15,8 @@
 
 use crate::clock::Clock;
 use crate::delivery::conn_cache::ConnectionCache;
-use crate::delivery::connection::{ClientTls, SendError, ServerAddr, SmtpConnection, BODY_CHUNK};
-use crate::delivery::route::Candidate;
+use crate::delivery::connection::{ClientTls, SendError, SmtpConnection, BODY_CHUNK};
+use crate::delivery::route::{Candidate, ServerAddr};
 use crate::spool::Spool;
 use certrelay_core::client::{ClientError, Closing, DeliveryStatus, Envelope, Outcome};
 use certrelay_core::settings::ClientSettings;
@@ -293,7 +293,7 @@ async fn open_ready(
     settings: &ClientSettings,
     ctx: &DeliveryContext,
 ) -> Result<SmtpConnection, NotReady> {
-    let mut conn = SmtpConnection::open(
+    let conn = SmtpConnection::open(
         server,
         settings.clone(),
         &ctx.tls,
@@ -305,8 +305,7 @@ async fn open_ready(
         log::info!("{e}");
         NotReady::Unreachable(e.outcome())
     })?;
-    conn.ready().await.map_err(NotReady::Ended)?;
-    Ok(conn)
+    conn.ready().await.map_err(NotReady::Ended)
 }
 
 /// A spooled message's content, as [`read_spooled`] gives it.

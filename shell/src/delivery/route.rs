@@ -1,10 +1,10 @@
 //! Where mail goes: the next hop (a `relayhost` list, or the recipient domain's MX hosts)
 //! and the servers to try for it, in order.
 
-use crate::delivery::connection::ServerAddr;
 use crate::delivery::resolver::{LookupError, Resolver};
+use certrelay_core::client::ServerPeer;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The most servers (addresses) tried for one next hop in one attempt.
 pub const MAX_SERVERS: usize = 10;
@@ -34,6 +34,38 @@ impl fmt::Display for Destination {
             }
             Destination::Domain { domain, .. } => f.write_str(domain),
         }
+    }
+}
+
+/// One server to connect to: the name logs and certificate checks use, and where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// Host name (from the MX record or the relayhost), or the address text for an IP literal.
+    pub name: String,
+    /// Address to connect to.
+    pub addr: IpAddr,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl ServerAddr {
+    /// The socket address to connect to.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+
+    /// The peer as the core's reason texts name it.
+    pub fn peer(&self) -> ServerPeer {
+        ServerPeer {
+            name: self.name.clone(),
+            addr: self.addr,
+        }
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]:{}", self.name, self.addr, self.port)
     }
 }
 

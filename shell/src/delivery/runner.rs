@@ -753,7 +753,7 @@ impl Inner {
         &self,
         envelope: &Envelope,
         i: usize,
-        server: Option<&crate::delivery::connection::ServerAddr>,
+        server: Option<&crate::delivery::route::ServerAddr>,
     ) {
         let relay = match server {
             Some(s) => Relay::Host {

@@ -2,7 +2,7 @@
 //! [`ServerSession`].
 //!
 //! The connection is any byte stream: a TCP socket from a listener, or standard input and
-//! output for `sendmail -bs` ([`crate::laptop_smtpd`]).
+//! output for `sendmail -bs` (the laptop's local listener).
 
 use super::limits::Sessions;
 use super::listener::ListenerConf;
@@ -10,7 +10,7 @@ use super::store::{Receiving, Store};
 use super::tlsinfo;
 use crate::clock::Clock;
 use certrelay_core::facts::PeerInfo;
-use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession, TlsHandshake};
+use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession, ServerTlsHandshake};
 use certrelay_core::settings::ServerTlsLevel;
 use certrelay_core::Instant;
 use futures_rustls::server::TlsStream;
@@ -264,7 +264,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Runs the TLS handshake within the session's deadline.
-    async fn handshake(&mut self, hs: TlsHandshake) -> Option<ServerSession> {
+    async fn handshake(&mut self, hs: ServerTlsHandshake) -> Option<ServerSession> {
         let Conn::Plain(plain) = std::mem::replace(&mut self.conn, Conn::Gone) else {
             log::error!("STARTTLS inside TLS from {}", self.peer.addr);
             return None;

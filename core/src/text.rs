@@ -1,8 +1,12 @@
-//! Physical lines to logical lines, the way all Postfix-style text files are read.
+//! The text conventions every Postfix-style file shares: logical lines and lists.
 //!
-//! Blank lines and lines whose first non-blank character is `#` are skipped; a line that
-//! starts with whitespace continues the logical line before it. A `#` anywhere else is
-//! ordinary text. Used for `main.cf`, `master.cf` and lookup table sources alike.
+//! [`logical_lines`] turns physical lines into logical ones: blank lines and lines whose
+//! first non-blank character is `#` are skipped; a line that starts with whitespace continues
+//! the logical line before it. A `#` anywhere else is ordinary text. [`split_list`] splits a
+//! list value on commas and whitespace. Used for `main.cf`, `master.cf`, lookup table
+//! sources and next-hop lists alike.
+//!
+//! Not here: what any line or item means (that belongs to the module reading the file).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -14,6 +18,12 @@ pub struct LogicalLine {
     pub line: u32,
     /// The joined text, without leading or trailing whitespace.
     pub text: String,
+}
+
+/// Splits a list on commas and whitespace, dropping empty items.
+pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
 }
 
 /// Splits `text` into logical lines.
@@ -81,6 +91,19 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(texts(input), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn lists() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            ("a", &["a"]),
+            ("a, b c,,d\te", &["a", "b", "c", "d", "e"]),
+            (" ,a , ", &["a"]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(split_list(text).collect::<Vec<_>>(), *want, "{text:?}");
         }
     }
 

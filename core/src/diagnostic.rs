@@ -1,4 +1,8 @@
-//! Messages about configuration text, each tied to a file and line.
+//! Messages about configuration text, each tied to a file and line: `main.cf`, `master.cf`,
+//! lookup tables and fingerprint maps all report through [`Diagnostic`].
+//!
+//! Not here: reading any of those files, or deciding what a message means for start-up (the
+//! shell prints them and refuses to start on an error).
 
 use alloc::string::String;
 use core::fmt;
