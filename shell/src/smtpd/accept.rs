@@ -1,6 +1,6 @@
 //! Accepting connections: each one is counted against the session limits, refused with
 //! a `421` beyond them, and served by [`Connection`] with the settings of its listener as
-//! they are at accept time.
+//! they are at accept time (only `relay_clientcerts` is looked up again as it is now).
 
 use super::limits::{Refusal, Sessions};
 use super::listen::Bound;
