@@ -113,27 +113,15 @@ impl Smtp {
 
     /// The TLS handshake (after the `220` to STARTTLS), with an optional client chain.
     fn tls(&mut self, ca_pem: &str, client: Option<(&str, &str)>) -> Result<(), String> {
+        self.tls_with(client_config(ca_pem, client))
+    }
+
+    /// The TLS handshake with `config`: one shared by several connections resumes the
+    /// session of the first.
+    fn tls_with(&mut self, config: Arc<rustls::ClientConfig>) -> Result<(), String> {
         assert!(self.pending.is_empty(), "bytes after the 220 to STARTTLS");
-        let mut roots = rustls::RootCertStore::empty();
-        for der in parse_certificates(ca_pem.as_bytes()).unwrap() {
-            roots.add(der).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let config = match client {
-            Some((chain, key)) => builder
-                .with_client_auth_cert(
-                    parse_certificates(chain.as_bytes()).unwrap(),
-                    parse_private_key(key.as_bytes()).unwrap(),
-                )
-                .unwrap(),
-            None => builder.with_no_client_auth(),
-        };
         let name = rustls::pki_types::ServerName::try_from("relay.test").unwrap();
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
         let Some(Stream::Plain(tcp)) = self.stream.take() else {
             panic!("TLS twice")
         };
@@ -149,6 +137,12 @@ impl Smtp {
 
     /// Greeting, EHLO, STARTTLS, handshake, EHLO again; returns the second EHLO reply.
     fn start(port: u16, ca_pem: &str, client: Option<&Issued>) -> (Smtp, String) {
+        let client = client.map(|c| (c.cert_pem.as_str(), c.key_pem.as_str()));
+        Smtp::start_with(port, client_config(ca_pem, client))
+    }
+
+    /// As [`Smtp::start`], with a client configuration that may be shared.
+    fn start_with(port: u16, config: Arc<rustls::ClientConfig>) -> (Smtp, String) {
         let mut s = Smtp::connect(port);
         let banner = s.reply();
         assert!(banner.starts_with("220 relay.test"), "{banner}");
@@ -156,11 +150,7 @@ impl Smtp {
         assert!(ehlo.contains("STARTTLS"), "{ehlo}");
         let ready = s.cmd("STARTTLS");
         assert_eq!(ready, "220 2.0.0 Ready to start TLS");
-        s.tls(
-            ca_pem,
-            client.map(|c| (c.cert_pem.as_str(), c.key_pem.as_str())),
-        )
-        .expect("handshake");
+        s.tls_with(config).expect("handshake");
         let ehlo = s.cmd("EHLO laptop.test");
         (s, ehlo)
     }
@@ -187,6 +177,28 @@ impl Smtp {
             None => Err(r),
         }
     }
+}
+
+/// A client TLS configuration trusting `ca_pem`, with an optional client chain and key.
+fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in parse_certificates(ca_pem.as_bytes()).unwrap() {
+        roots.add(der).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                parse_certificates(chain.as_bytes()).unwrap(),
+                parse_private_key(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -264,6 +276,18 @@ fn setup_with(
     extra: &str,
     listeners: &[&str],
 ) -> (Relay, Pki) {
+    let (dir, ports, pki) = prepare(label, map, extra, listeners);
+    (Relay::start(dir, ports), pki)
+}
+
+/// The directory of [`setup_with`], without starting the relay: the directory, the
+/// listeners' ports, the PKI.
+fn prepare(
+    label: &str,
+    map: &dyn Fn(&Issued) -> String,
+    extra: &str,
+    listeners: &[&str],
+) -> (TempDir, Vec<u16>, Pki) {
     let dir = TempDir::new(label);
     let ca = Ca::new("Test CA");
     let server = ca.issue("relay.test", &["relay.test"], false);
@@ -284,7 +308,7 @@ fn setup_with(
         }
     }
     dir.write("master.cf", &master);
-    (Relay::start(dir, ports), Pki { ca, laptop })
+    (dir, ports, Pki { ca, laptop })
 }
 
 fn write_main(dir: &TempDir, extra: &str) {
@@ -895,6 +919,221 @@ fn started_as_root_without_the_mail_owner_account_the_relay_refuses_to_start() {
     }
 }
 
+/// mail_owner `nobody`'s user and group id.
+const NOBODY: u32 = 65534;
+
+/// Gives `path` itself (never what a link names) to `nobody`.
+fn give_to_nobody(path: &std::path::Path) {
+    std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+}
+
+/// A spool of `nobody`'s at `spool`, as a relay would leave it.
+fn nobodys_spool(spool: &std::path::Path) {
+    for sub in ["", "tmp", "queue", "corrupt"] {
+        std::fs::create_dir_all(spool.join(sub)).unwrap();
+        give_to_nobody(&spool.join(sub));
+    }
+}
+
+/// Starts certrelayd on `dir`, which must refuse to start: returns what it said.
+fn refused_start(dir: &TempDir) -> String {
+    let out = Command::new(binary("certrelayd"))
+        .args(["-c", dir.path().to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("daemon started"), "{err}");
+    err
+}
+
+#[test]
+#[ignore = "needs root: hands the spool to mail_owner (run by .ci/run)"]
+fn started_as_root_the_relay_serves_from_a_spool_under_a_folder_mail_owner_cannot_enter() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_root();
+    // A folder only root may enter, as the folders above a spool may be.
+    let holder = TempDir::new("private-parent");
+    let private = holder.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let spool = private.join("spool");
+    let extra = format!("queue_directory = {}\n", spool.display());
+    let (relay, pki) = setup_with("private-spool", &|l| md5_line(&l.der), &extra, &[""]);
+    relay.wait_log("running as mail_owner nobody");
+    // Made by root, handed to mail_owner: only mail_owner may enter it.
+    let meta = std::fs::metadata(&spool).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (NOBODY, NOBODY, 0o700)
+    );
+    // The pid file is mail_owner's, written after the drop.
+    let pid_file = std::fs::metadata(spool.join("certrelayd.pid")).unwrap();
+    assert_eq!(pid_file.uid(), NOBODY);
+
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    let id = s
+        .mail("someone@example.org")
+        .unwrap_or_else(|r| panic!("{r}\n{}", relay.log()));
+    let msg = std::fs::metadata(spool.join(format!("queue/{id}.msg"))).unwrap();
+    assert_eq!(msg.uid(), NOBODY);
+    // The commands, as root, find the relay there and hear its reload.
+    let out = certrelayd(&relay.dir, &["revoke", "laptop"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("loaded the change"), "{}", said(&out));
+    assert_eq!(
+        rcpt_reply(&mut s, "b@elsewhere.example"),
+        "554 5.7.1 <b@elsewhere.example>: Relay access denied"
+    );
+}
+
+#[test]
+#[ignore = "needs root: spools of other accounts (run by .ci/run)"]
+fn started_as_root_the_relay_refuses_a_spool_with_links_foreign_files_or_no_room_to_write() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_root();
+    let start = |label: &str, spoil: &dyn Fn(&std::path::Path, &std::path::Path)| {
+        let (dir, _, _) = prepare(label, &|_| String::new(), "", &[""]);
+        let spool = dir.path().join("spool");
+        spoil(&spool, dir.path());
+        let said = refused_start(&dir);
+        (dir, spool, said)
+    };
+    let root_file = |path: &std::path::Path| {
+        std::fs::write(path, "root's\n").unwrap();
+        assert_eq!(std::fs::metadata(path).unwrap().uid(), 0);
+    };
+
+    // queue_directory is a link (to a new, empty folder of root's, which would be handed
+    // over): not followed, nothing handed over.
+    let (dir, spool, said) = start("spool-link", &|spool, dir| {
+        std::fs::create_dir(dir.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.join("elsewhere"), spool).unwrap();
+    });
+    assert!(
+        said.contains(&format!(
+            "queue_directory {}: is a symbolic link, which the relay does not follow as root",
+            spool.display()
+        )),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("elsewhere"))
+            .unwrap()
+            .uid(),
+        0
+    );
+
+    // A link inside, to a file of root's: named, and the file is left alone.
+    let (dir, spool, said) = start("link-inside", &|spool, dir| {
+        nobodys_spool(spool);
+        root_file(&dir.join("secret"));
+        std::os::unix::fs::symlink(dir.join("secret"), spool.join("queue/A1.msg")).unwrap();
+    });
+    let link = spool.join("queue/A1.msg");
+    assert!(
+        said.contains(&format!(
+            "{}: a symbolic link; remove it: `rm {}`",
+            link.display(),
+            link.display()
+        )),
+        "{said}"
+    );
+    let secret = std::fs::metadata(dir.path().join("secret")).unwrap();
+    assert_eq!(secret.uid(), 0);
+    assert!(std::fs::symlink_metadata(&link).is_ok(), "the link is left");
+
+    // A file of root's inside (say a copy made as root): named with the chown that fixes
+    // it, and not removed although it sits in tmp/.
+    let (_dir, spool, said) = start("foreign-file", &|spool, _| {
+        nobodys_spool(spool);
+        root_file(&spool.join("tmp/B2.msg"));
+    });
+    let foreign = spool.join("tmp/B2.msg");
+    assert!(
+        said.contains(&format!(
+            "{}: owned by user id 0; give it to nobody: `chown nobody: {}`",
+            foreign.display(),
+            foreign.display()
+        )),
+        "{said}"
+    );
+    assert!(foreign.exists());
+
+    // A spool of root's that is not empty: not taken over.
+    let (_dir, spool, said) = start("root-spool", &|spool, _| {
+        std::fs::create_dir_all(spool.join("queue")).unwrap();
+    });
+    assert!(
+        said.contains(&format!(
+            "queue_directory {}: owned by user id 0, not by mail_owner nobody",
+            spool.display()
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("`chown nobody: {}`", spool.display())),
+        "{said}"
+    );
+    assert_eq!(std::fs::metadata(&spool).unwrap().uid(), 0);
+
+    // mail_owner's spool, but its queue/ is read-only to it: refused at start rather than
+    // answering 451 to every message.
+    let (_dir, spool, said) = start("read-only", &|spool, _| {
+        nobodys_spool(spool);
+        let queue = spool.join("queue");
+        std::fs::set_permissions(queue, std::fs::Permissions::from_mode(0o500)).unwrap();
+    });
+    assert!(
+        said.contains(&format!(
+            "mail_owner nobody cannot write in {}: Permission denied",
+            spool.join("queue").display()
+        )),
+        "{said}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: a table only root can read (run by .ci/run)"]
+fn started_as_root_revoke_fails_when_the_relay_refuses_the_new_table() {
+    use std::os::unix::fs::PermissionsExt;
+    assert_root();
+    // The table in a folder only root may enter: the command (root) reads it, the relay
+    // (mail_owner) cannot once it has dropped.
+    let (dir, ports, pki) = prepare("revoke-refused", &|_| String::new(), "", &[""]);
+    let secret = dir.path().join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let table = secret.join("relay_clientcerts");
+    std::fs::write(&table, md5_line(&pki.laptop.der)).unwrap();
+    let main = std::fs::read_to_string(dir.path().join("main.cf")).unwrap();
+    dir.write(
+        "main.cf",
+        &format!("{main}relay_clientcerts = hash:{}\n", table.display()),
+    );
+    let relay = Relay::start(dir, ports);
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert_eq!(rcpt_reply(&mut s, "a@elsewhere.example"), "250 2.1.5 Ok");
+
+    let out = certrelayd(&relay.dir, &["revoke", "laptop"]);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the running relay (pid {}) refused the new configuration",
+            relay.pid()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("make the table readable by that account"),
+        "{text}"
+    );
+    // What the failure means: the old table still serves.
+    assert_eq!(rcpt_reply(&mut s, "a@elsewhere.example"), "250 2.1.5 Ok");
+}
+
 // ---------------------------------------------------------------------------------------
 // Interop with a real peer: swaks (run by .ci/run, which installs it).
 
@@ -997,7 +1236,8 @@ fn an_issued_laptop_relays_and_is_refused_once_revoked() {
     let (relay, port, d) = relay_with_its_own_ca("issue-revoke");
     let issue = certrelayd_ok(&relay.dir, &["ca", "issue", "--out", &d, "bob"]);
     let said = String::from_utf8_lossy(&issue.stdout).into_owned();
-    assert!(said.contains("asked the running relay"), "{said}");
+    assert!(said.contains("the running relay (pid "), "{said}");
+    assert!(said.contains("loaded the change"), "{said}");
     relay.wait_log("configuration reloaded");
     let bob = laptop_from_files(&format!("{d}/bob.pem"), &format!("{d}/bob.pem"));
     let ca_pem = std::fs::read_to_string(format!("{d}/ca.pem")).unwrap();
@@ -1051,6 +1291,165 @@ fn a_laptop_csr_signed_with_ca_sign_and_a_fingerprint_given_to_allow_both_relay(
     assert!(table.contains(&format!("{fp} carol")), "{table}");
     let (mut s, _) = Smtp::start(port, &ca_pem, Some(&carol));
     assert!(s.mail("someone@example.org").is_ok(), "{}", relay.log());
+}
+
+// ---------------------------------------------------------------------------------------
+// Changes to the map reach the running relay, and the commands say whether they did.
+
+/// The text of a command's standard output and error, together.
+fn said(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// MAIL and RCPT only: the RCPT reply (the transaction is reset after).
+fn rcpt_reply(s: &mut Smtp, rcpt: &str) -> String {
+    let mail = s.cmd("MAIL FROM:<me@laptop.test>");
+    assert_eq!(mail, "250 2.1.0 Ok");
+    let reply = s.cmd(&format!("RCPT TO:<{rcpt}>"));
+    assert_eq!(s.cmd("RSET"), "250 2.0.0 Ok");
+    reply
+}
+
+#[test]
+fn a_revoked_certificate_relays_no_more_in_sessions_opened_before_the_revoke() {
+    let (relay, pki) = setup_with("revoke-open", &|l| md5_line(&l.der), "", &[""]);
+    let config = client_config(
+        &pki.ca.cert_pem,
+        Some((&pki.laptop.cert_pem, &pki.laptop.key_pem)),
+    );
+    // A full handshake, then a second connection that resumes its TLS session.
+    let (mut full, _) = Smtp::start_with(relay.port(), config.clone());
+    assert_eq!(rcpt_reply(&mut full, "a@elsewhere.example"), "250 2.1.5 Ok");
+    let (mut resumed, _) = Smtp::start_with(relay.port(), config);
+    relay.wait_log("Trusted TLS connection reused from");
+    assert_eq!(
+        rcpt_reply(&mut resumed, "a@elsewhere.example"),
+        "250 2.1.5 Ok"
+    );
+
+    let out = certrelayd(&relay.dir, &["revoke", "laptop"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("loaded the change (configuration generation 2)"),
+        "{}",
+        said(&out)
+    );
+    // Both sessions stay open; their next transaction is refused relay.
+    for s in [&mut full, &mut resumed] {
+        assert_eq!(
+            rcpt_reply(s, "b@elsewhere.example"),
+            "554 5.7.1 <b@elsewhere.example>: Relay access denied",
+            "{}",
+            relay.log()
+        );
+    }
+    relay.wait_log_count(
+        "client certificate no longer listed in relay_clientcerts",
+        2,
+    );
+    // Mail for the relay's own domain needs no certificate and still goes.
+    assert_eq!(
+        rcpt_reply(&mut full, "postmaster@relay.test"),
+        "250 2.1.5 Ok"
+    );
+}
+
+#[test]
+fn revoke_changes_nothing_while_the_configuration_has_an_error() {
+    let (relay, pki) = setup_with("revoke-broken", &|l| md5_line(&l.der), "", &[""]);
+    let main = std::fs::read_to_string(relay.dir.path().join("main.cf")).unwrap();
+    let line = main.lines().count() + 1;
+    relay
+        .dir
+        .write("main.cf", &format!("{main}smtpd_timeout = banana\n"));
+    let table = std::fs::read_to_string(relay.dir.path().join("relay_clientcerts")).unwrap();
+
+    let out = certrelayd(&relay.dir, &["revoke", "laptop"]);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let main_cf = relay.dir.path().join("main.cf");
+    assert!(
+        text.contains(&format!(
+            "{}:{line}: error: smtpd_timeout",
+            main_cf.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("nothing was changed"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(relay.dir.path().join("relay_clientcerts")).unwrap(),
+        table
+    );
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert_eq!(rcpt_reply(&mut s, "a@elsewhere.example"), "250 2.1.5 Ok");
+    assert!(!relay.log().contains("reload --"), "{}", relay.log());
+}
+
+#[test]
+fn allow_fails_when_the_running_relay_does_not_report_the_reload() {
+    let (relay, pki) = setup("allow-silent", "", "", &[""]);
+    relay.signal("STOP");
+    let fp = Fingerprint::of(DigestKind::Sha256, &pki.laptop.der).to_string();
+    let out = certrelayd(&relay.dir, &["allow", &fp, "laptop"]);
+    relay.signal("CONT");
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the running relay (pid {}) did not report loading the change within 5 s",
+            relay.pid()
+        )),
+        "{text}"
+    );
+    // The signal was sent: once it runs again, the relay loads the change.
+    relay.wait_log("configuration reloaded");
+    let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
+    assert_eq!(rcpt_reply(&mut s, "a@elsewhere.example"), "250 2.1.5 Ok");
+}
+
+#[test]
+fn a_pid_file_naming_another_program_is_not_signalled() {
+    let dir = TempDir::new("pid-other");
+    write_main(&dir, "");
+    let ca = Ca::new("Test CA");
+    let server = ca.issue("relay.test", &["relay.test"], false);
+    dir.write("relay.pem", &server.cert_pem);
+    dir.write("relay.key", &server.key_pem);
+    dir.write("ca.pem", &ca.cert_pem);
+    dir.write("relay_clientcerts", "");
+    // No relay runs, and the pid file names a process that a signal would end.
+    binary("certrelayd");
+    let mut victim = Command::new("sleep").arg("600").spawn().unwrap();
+    std::fs::create_dir_all(dir.path().join("spool")).unwrap();
+    dir.write("spool/certrelayd.pid", &format!("{}\n", victim.id()));
+
+    let laptop = ca.issue("laptop", &[], true);
+    let fp = Fingerprint::of(DigestKind::Sha256, &laptop.der).to_string();
+    let out = certrelayd(&dir, &["allow", &fp, "laptop"]);
+    let text = said(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "no running relay found ({}: process {} is not a running certrelayd)",
+            dir.path().join("spool/certrelayd.pid").display(),
+            victim.id()
+        )),
+        "{text}"
+    );
+    let out = certrelayd(&dir, &["flush"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(said(&out).contains("no running relay"), "{}", said(&out));
+    std::thread::sleep(Duration::from_millis(200));
+    let status = victim.try_wait().unwrap();
+    assert!(
+        status.is_none(),
+        "the process named by the pid file was signalled: {status:?}"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+    // The change was made: it applies at the next start.
+    let table = std::fs::read_to_string(dir.path().join("relay_clientcerts")).unwrap();
+    assert!(table.contains(&format!("{fp} laptop")), "{table}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,9 +1,19 @@
 //! The administrator's commands: certificates, the fingerprint map, and reloading a running
 //! relay after a change.
+//!
+//! A change to the map (`allow`, `revoke`, `ca issue`, `ca sign`) is made only when the
+//! whole configuration checks, and is confirmed: the command waits until the running relay
+//! reports that it loaded it, and fails when the relay refused it or said nothing.
+//!
+//! Not here: how the running relay is found and signalled (`running`).
 
+use crate::generation;
+use crate::running::{self, Reloaded};
 use argh::FromArgs;
+use certrelay_core::config::Diagnostic;
 use certrelay_core::fingerprint::DigestKind;
 use certrelay_shell::pki;
+use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 
 /// print certificate fingerprints as openssl does (`sha256 Fingerprint=...`)
@@ -164,16 +174,20 @@ pub fn flush(config_dir: &Path, _cmd: FlushCmd) -> i32 {
     let Some(dir) = queue_directory(config_dir) else {
         return 1;
     };
-    match running_pid(&dir) {
-        Some(pid) if send_signal(pid, "USR1") => {
+    let pid = match running::find_relay(&dir) {
+        Ok(pid) => pid,
+        Err(why) => {
+            eprintln!("error: no running relay ({why}); queued mail goes when it starts");
+            return 1;
+        }
+    };
+    match running::signal(pid, Signal::SIGUSR1) {
+        Ok(()) => {
             println!("asked the running relay (pid {pid}) to try every queued message now");
             0
         }
-        _ => {
-            eprintln!(
-                "error: no running relay ({}); queued mail goes when it starts",
-                pid_file(&dir).display()
-            );
+        Err(e) => {
+            eprintln!("error: cannot signal the running relay (pid {pid}): {e}");
             1
         }
     }
@@ -214,14 +228,6 @@ fn queue_directory(config_dir: &Path) -> Option<PathBuf> {
             None
         }
     }
-}
-
-fn running_pid(queue_dir: &Path) -> Option<i32> {
-    std::fs::read_to_string(pid_file(queue_dir))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// `certrelayd fingerprint`.
@@ -270,16 +276,18 @@ pub fn ca(config_dir: &Path, cmd: CaCmd) -> i32 {
             let Some(map) = map_path(config_dir, a.map) else {
                 return 1;
             };
-            let code = finish(pki::ca_issue(&dir, &a.name, &a.out, &map).map(|i| i.report()));
-            reload_if(code, config_dir)
+            change_and_reload(config_dir, || {
+                pki::ca_issue(&dir, &a.name, &a.out, &map).map(|i| i.report())
+            })
         }
         CaAction::Sign(a) => {
             let dir = a.dir.unwrap_or_else(|| config_dir.to_owned());
             let Some(map) = map_path(config_dir, a.map) else {
                 return 1;
             };
-            let result = pki::ca_sign(&dir, &a.csr, &a.name, &a.out, &map).map(|i| i.report());
-            reload_if(finish(result), config_dir)
+            change_and_reload(config_dir, || {
+                pki::ca_sign(&dir, &a.csr, &a.name, &a.out, &map).map(|i| i.report())
+            })
         }
     }
 }
@@ -289,8 +297,9 @@ pub fn allow(config_dir: &Path, cmd: AllowCmd) -> i32 {
     let Some(map) = map_path(config_dir, cmd.map) else {
         return 1;
     };
-    let code = finish(pki::allow(&map, &cmd.fingerprint, &cmd.label).map(|e| e.report()));
-    reload_if(code, config_dir)
+    change_and_reload(config_dir, || {
+        pki::allow(&map, &cmd.fingerprint, &cmd.label).map(|e| e.report())
+    })
 }
 
 /// `certrelayd revoke`.
@@ -298,8 +307,9 @@ pub fn revoke(config_dir: &Path, cmd: RevokeCmd) -> i32 {
     let Some(map) = map_path(config_dir, cmd.map) else {
         return 1;
     };
-    let code = finish(pki::revoke(&map, &cmd.what).map(|e| e.report()));
-    reload_if(code, config_dir)
+    change_and_reload(config_dir, || {
+        pki::revoke(&map, &cmd.what).map(|e| e.report())
+    })
 }
 
 fn finish(result: Result<String, pki::PkiError>) -> i32 {
@@ -352,40 +362,85 @@ fn map_path(config_dir: &Path, given: Option<PathBuf>) -> Option<PathBuf> {
     }
 }
 
-/// After a successful change, asks a running relay to reload (SIGHUP to the pid in its
-/// queue directory); says so either way.
-fn reload_if(code: i32, config_dir: &Path) -> i32 {
+/// Makes `change` when the configuration in `config_dir` has no error, and then has a
+/// running relay load it: SIGHUP, then its report. 0 when the relay loaded it, or when no
+/// relay runs (it reads the change at start); 1 when anything failed, said on stderr.
+fn change_and_reload(
+    config_dir: &Path,
+    change: impl FnOnce() -> Result<String, pki::PkiError>,
+) -> i32 {
+    if let Err(diags) = generation::check_reload(config_dir) {
+        print_errors(&diags);
+        eprintln!(
+            "error: {}: the configuration has errors (above), so a running relay would not \
+             load the change; nothing was changed. Fix them first (`certrelayd -c {} check`)",
+            config_dir.display(),
+            config_dir.display()
+        );
+        return 1;
+    }
+    let code = finish(change());
     if code != 0 {
         return code;
     }
-    let Ok(loaded) = certrelay_shell::conf::load(config_dir) else {
-        return code;
-    };
-    let queue_dir = PathBuf::from(loaded.config.text("queue_directory"));
-    match running_pid(&queue_dir) {
-        Some(pid) if send_signal(pid, "HUP") => {
-            println!("asked the running relay (pid {pid}) to reload")
-        }
-        _ => println!(
-            "no running relay found ({}); it reads the table at start",
-            pid_file(&queue_dir).display()
-        ),
+    if let Err(diags) = generation::check_reload(config_dir) {
+        print_errors(&diags);
+        eprintln!(
+            "error: the change is written, but the configuration now has errors (above): a \
+             running relay would refuse it and keep its old table"
+        );
+        return 1;
     }
-    code
+    let Some(queue_dir) = queue_directory(config_dir) else {
+        return 1;
+    };
+    let pid = match running::find_relay(&queue_dir) {
+        Ok(pid) => pid,
+        Err(why) => {
+            println!("no running relay found ({why}); it reads the table at start");
+            return 0;
+        }
+    };
+    // Taken after the change was written: a reload that began since has read it.
+    let since = running::monotonic_ns();
+    if let Err(e) = running::signal(pid, Signal::SIGHUP) {
+        eprintln!("error: cannot signal the running relay (pid {pid}) to reload: {e}");
+        return 1;
+    }
+    match running::await_reload(&queue_dir, pid, since) {
+        Reloaded::Loaded(generation) => {
+            println!(
+                "the running relay (pid {pid}) loaded the change (configuration generation \
+                 {generation})"
+            );
+            0
+        }
+        Reloaded::Refused(why) => {
+            for line in why {
+                eprintln!("{line}");
+            }
+            eprintln!(
+                "error: the running relay (pid {pid}) refused the new configuration (above) \
+                 and keeps serving the old one; the change is written and applies once that \
+                 is fixed and the relay reloads"
+            );
+            1
+        }
+        Reloaded::Silent => {
+            eprintln!(
+                "error: the running relay (pid {pid}) did not report loading the change within \
+                 {} s: it may still serve the old table; look at its log",
+                running::REPORT_WAIT.as_secs()
+            );
+            1
+        }
+    }
 }
 
-/// Where a running relay writes its process id.
-pub fn pid_file(queue_directory: &Path) -> PathBuf {
-    queue_directory.join("certrelayd.pid")
-}
-
-fn send_signal(pid: i32, name: &str) -> bool {
-    pid > 0
-        && std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+fn print_errors(diags: &[Diagnostic]) {
+    for d in diags.iter().filter(|d| d.is_error()) {
+        eprintln!("{d}");
+    }
 }
 
 /// say which restriction would decide a recipient for a client certificate, and why

@@ -7,6 +7,7 @@
 
 use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint, Location};
 use certrelay_shell::conf::{self, Loaded};
+use certrelay_shell::delivery::outbound::{self, Delivery};
 use certrelay_shell::smtpd::listener::ListenerBuilder;
 pub use certrelay_shell::smtpd::listener::ListenerConf;
 use std::path::Path;
@@ -75,6 +76,26 @@ pub fn load(dir: &Path) -> Result<(Generation, Vec<Diagnostic>), Vec<Diagnostic>
             }),
     };
     Ok((generation, diags))
+}
+
+/// The relay's onward delivery (relayhost or MX, `smtp_tls_*`, retry times), read at start
+/// and at each reload.
+pub fn onward_delivery(dir: &Path) -> Result<Delivery, Vec<Diagnostic>> {
+    let loaded = conf::load(dir).map_err(|msg| {
+        vec![Diagnostic::error(
+            &Location::new(&dir.join("main.cf").display().to_string(), 0),
+            msg.to_string(),
+        )]
+    })?;
+    let config = &loaded.config;
+    outbound::delivery(config, config.text("myhostname"))
+}
+
+/// Everything a reload reads and checks, as this process can read it: `Err` holds every
+/// diagnostic when one of them is an error.
+pub fn check_reload(dir: &Path) -> Result<(), Vec<Diagnostic>> {
+    load(dir)?;
+    onward_delivery(dir).map(drop)
 }
 
 fn owned_list(config: &Config, name: &str) -> Vec<String> {

@@ -9,6 +9,7 @@ mod checks;
 mod demo;
 mod generation;
 mod privilege;
+mod running;
 mod serve;
 
 use argh::FromArgs;

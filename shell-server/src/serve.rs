@@ -2,11 +2,10 @@
 //! SIGTERM.
 
 use crate::generation::{self, Generation, ListenerConf};
-use crate::privilege;
+use crate::{privilege, running};
 use async_signal::{Signal, Signals};
 use certrelay_core::config::{Diagnostic, Severity};
 use certrelay_shell::clock::Clock;
-use certrelay_shell::delivery::outbound::{self, Delivery};
 use certrelay_shell::delivery::resolver::Resolver;
 use certrelay_shell::delivery::runner::{wake_channel, QueueRunner};
 use certrelay_shell::smtpd::accept::{accept_loop, wait_for_sessions, STOP_GRACE};
@@ -52,6 +51,16 @@ pub fn run(dir: &Path) -> i32 {
 }
 
 async fn run_async(dir: &Path) -> i32 {
+    let began = running::monotonic_ns();
+    // The relay works in its queue directory: the configuration is named from the root.
+    let dir = match std::path::absolute(dir) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("{}: {e}", dir.display());
+            return 1;
+        }
+    };
+    let dir = dir.as_path();
     let as_root = privilege::is_root();
     if as_root {
         certrelay_shell::conf::keep_tls_files();
@@ -88,10 +97,14 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
-    let spool = match open_spool(&generation.queue_directory).await {
-        Ok(s) => s,
-        Err(msg) => {
-            log::error!("{msg}");
+    // As root, only the directory itself: what is inside waits for mail_owner.
+    let queue_directory = match privilege::open_queue_directory(
+        Path::new(&generation.queue_directory),
+        owner.as_ref(),
+    ) {
+        Ok(q) => q,
+        Err(e) => {
+            log::error!("{e}; not starting");
             return 1;
         }
     };
@@ -106,12 +119,7 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
-    // `certrelayd allow`, `revoke` and `ca issue` find the running relay through this file.
-    let pid_file = crate::admin::pid_file(Path::new(&generation.queue_directory));
-    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
-        log::warn!("{}: cannot write the process id: {e}", pid_file.display());
-    }
-    let delivery = match onward_delivery(dir) {
+    let delivery = match generation::onward_delivery(dir) {
         Ok(d) => d,
         Err(diags) => {
             log_diagnostics(&diags);
@@ -122,16 +130,37 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
-    // Everything that needs root is done: listeners bound, keys read, spool open.
-    if let Some(user) = owner {
-        match privilege::drop_to(&user, Path::new(&generation.queue_directory)) {
+    // Everything that needs root is done: listeners bound, keys read, queue directory open.
+    if let Some(user) = &owner {
+        match privilege::drop_to(user) {
             Ok(said) => log::info!("{said}"),
             Err(msg) => {
                 log::error!("{msg}; not starting");
-                let _ = std::fs::remove_file(&pid_file);
                 return 1;
             }
         }
+    }
+    let spool = match settle_in(&queue_directory, owner.as_ref()).await {
+        Ok(s) => s,
+        Err(msg) => {
+            log::error!("{msg}; not starting");
+            return 1;
+        }
+    };
+    let mut report = running::Report {
+        pid: std::process::id(),
+        generation: 1,
+        began,
+        refused: Vec::new(),
+    };
+    // `certrelayd allow`, `revoke`, `ca issue` and `flush` find the running relay through
+    // these files; `allow` and the others wait for the report of the reload they asked for.
+    if let Err(e) = running::write_pid().and_then(|()| running::write_report(&report)) {
+        log::error!(
+            "{}: cannot write the process id and the reload report: {e}; not starting",
+            queue_directory.path().display()
+        );
+        return 1;
     }
     let (waker, wakeups) = wake_channel();
     let runner = QueueRunner::new(
@@ -171,9 +200,20 @@ async fn run_async(dir: &Path) -> i32 {
     let stop_signal = loop {
         match signals.next().await {
             Some(Ok(Signal::Hup)) => {
-                if reload(&relay.source, &runner) {
-                    // Mail held by the old settings (defer_transports) may go now.
-                    waker.new_mail();
+                let began = running::monotonic_ns();
+                let outcome = reload(&relay.source, &runner);
+                report.began = began;
+                match outcome {
+                    Ok(()) => {
+                        report.generation += 1;
+                        report.refused.clear();
+                        // Mail held by the old settings (defer_transports) may go now.
+                        waker.new_mail();
+                    }
+                    Err(why) => report.refused = why,
+                }
+                if let Err(e) = running::write_report(&report) {
+                    log::warn!("{}: {e}", running::REPORT_FILE);
                 }
             }
             Some(Ok(Signal::Usr1)) => {
@@ -193,15 +233,48 @@ async fn run_async(dir: &Path) -> i32 {
     drop(waker);
     drop(runner_task);
     runner.close_idle_connections().await;
-    let _ = std::fs::remove_file(&pid_file);
+    running::remove_files();
     0
 }
 
-async fn open_spool(dir: &str) -> Result<Spool, String> {
-    let path = PathBuf::from(dir);
-    let (spool, rec) = smol::unblock(move || Spool::open(path))
-        .await
-        .map_err(|e| format!("queue_directory {dir}: cannot open the spool: {e}"))?;
+/// After the drop (if any): works from the queue directory from now on, checks that
+/// `mail_owner` holds everything in it, opens the spool there and proves that it can
+/// receive into it.
+async fn settle_in(
+    queue_directory: &privilege::QueueDirectory,
+    owner: Option<&nix::unistd::User>,
+) -> Result<Spool, String> {
+    queue_directory.enter().map_err(|e| e.to_string())?;
+    let shown = queue_directory.path().to_owned();
+    if let Some(user) = owner {
+        privilege::check_spool_entries(&shown, user).map_err(|e| e.to_string())?;
+    }
+    let spool = open_spool(&shown).await?;
+    spool.probe().map_err(|e| {
+        let dir = e.dir.strip_prefix(".").unwrap_or(&e.dir);
+        let account = owner.map_or_else(
+            || nix::unistd::Uid::effective().to_string(),
+            |u| u.name.clone(),
+        );
+        privilege::SpoolError::Unwritable {
+            path: shown.join(dir),
+            owner: account,
+            source: e.source,
+        }
+        .to_string()
+    })?;
+    Ok(spool)
+}
+
+/// The spool in the working directory; `shown` names it in the log.
+async fn open_spool(shown: &Path) -> Result<Spool, String> {
+    let (spool, rec) = smol::unblock(|| Spool::open(".")).await.map_err(|e| {
+        format!(
+            "queue_directory {}: cannot open the spool: {e}",
+            shown.display()
+        )
+    })?;
+    let dir = shown.display();
     if rec.removed_partial > 0 {
         log::info!(
             "{dir}: removed {} partial message file(s) left by a stop",
@@ -214,23 +287,30 @@ async fn open_spool(dir: &str) -> Result<Spool, String> {
     Ok(spool)
 }
 
-/// SIGHUP: read the configuration again; switch to it only when it has no error. True
-/// when it switched.
-fn reload(relay: &Relay, runner: &QueueRunner) -> bool {
+/// SIGHUP: read the configuration again; switch to it only when it has no error. `Err`
+/// holds why it did not switch (the errors, with file:line), for the reload report.
+fn reload(relay: &Relay, runner: &QueueRunner) -> Result<(), Vec<String>> {
     log::info!(
         "reload -- version {}, configuration {}",
         env!("CARGO_PKG_VERSION"),
         relay.dir.display()
     );
+    let errors = |diags: &[Diagnostic]| -> Vec<String> {
+        diags
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect()
+    };
     let (mut next, notes) = match generation::load(&relay.dir) {
         Ok(loaded) => loaded,
         Err(diags) => {
             log_diagnostics(&diags);
             log::error!("configuration not reloaded: the running configuration stays in effect");
-            return false;
+            return Err(errors(&diags));
         }
     };
-    let delivery = match onward_delivery(&relay.dir) {
+    let delivery = match generation::onward_delivery(&relay.dir) {
         Ok(d) => d,
         Err(diags) => {
             log_diagnostics(&diags);
@@ -238,7 +318,7 @@ fn reload(relay: &Relay, runner: &QueueRunner) -> bool {
                 "configuration not reloaded (onward delivery settings): the running \
                  configuration stays in effect"
             );
-            return false;
+            return Err(errors(&diags));
         }
     };
     log_diagnostics(&notes);
@@ -264,9 +344,10 @@ fn reload(relay: &Relay, runner: &QueueRunner) -> bool {
     *relay.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
     runner.reconfigure(delivery.runner, delivery.tls);
     log::info!(
-        "configuration reloaded: {listeners} listener(s); new sessions and deliveries use it"
+        "configuration reloaded: {listeners} listener(s); new sessions and deliveries use \
+         it, sessions in progress the new relay_clientcerts"
     );
-    true
+    Ok(())
 }
 
 /// Sockets are bound once: a listener gone from master.cf keeps serving with its old
@@ -298,17 +379,4 @@ fn log_diagnostics(diags: &[Diagnostic]) {
         };
         log::log!(level, "{}: {}", d.location(), d.message);
     }
-}
-
-/// The relay's onward delivery (relayhost or MX, `smtp_tls_*`, retry times), read at start
-/// and at each reload.
-fn onward_delivery(dir: &Path) -> Result<Delivery, Vec<Diagnostic>> {
-    let loaded = certrelay_shell::conf::load(dir).map_err(|msg| {
-        vec![Diagnostic::error(
-            &certrelay_core::config::Location::new(&dir.join("main.cf").display().to_string(), 0),
-            msg.to_string(),
-        )]
-    })?;
-    let config = &loaded.config;
-    outbound::delivery(config, config.text("myhostname"))
 }

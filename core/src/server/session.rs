@@ -9,6 +9,7 @@ use super::received::{printable, ClientName, Received, ReceivedFacts};
 use super::stats::CommandStats;
 use crate::address::{parse_path, Path};
 use crate::facts::{CertVerdict, PeerInfo, TlsFacts};
+use crate::fingerprint::CertMatch;
 use crate::line::{LineBuffer, Push};
 use crate::policy::{self, RcptFacts, Verdict};
 use crate::reply::Reply;
@@ -266,6 +267,30 @@ impl ServerSession {
     /// True once TLS is active.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// The shell looked the client certificate up again in `relay_clientcerts` as the table
+    /// is now (a reload changed it): the commands that follow decide with `listed`, so a
+    /// certificate removed from the table relays no more in a session opened before. Logged
+    /// when the answer changed; nothing to do without a client certificate.
+    pub fn relist_client_cert(&mut self, listed: Option<CertMatch>) {
+        let client = self.conn.client().to_string();
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        let cert = &mut tls.client_cert;
+        if !cert.verdict.is_present() || cert.listed == listed {
+            return;
+        }
+        let text = match &listed {
+            Some(m) => format!(
+                "{client}: client certificate now listed in relay_clientcerts as {}",
+                m.label
+            ),
+            None => format!("{client}: client certificate no longer listed in relay_clientcerts"),
+        };
+        cert.listed = listed;
+        self.log(log::Level::Info, text);
     }
 
     /// True when `StartTls` was emitted and every output before it polled: the moment for

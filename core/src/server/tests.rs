@@ -434,6 +434,68 @@ fn unlisted_certificate_is_denied_relay() {
 }
 
 #[test]
+fn a_certificate_taken_out_of_the_table_relays_no_more_in_the_same_session() {
+    let mut sh = Shell::new(tls_settings(ServerTlsLevel::May, false), outsider());
+    sh.feed(b"EHLO a\r\nSTARTTLS\r\nEHLO a\r\n");
+    sh.take_wire();
+    sh.script(
+        "C: MAIL FROM:<me@laptop.example>
+         C: RCPT TO:<you@far.example>
+         S: 250 2.1.0 Ok
+         S: 250 2.1.5 Ok
+         C: RSET
+         S: 250 2.0.0 Ok",
+    );
+    // The same answer again changes nothing and says nothing.
+    let listed = sh.tls.client_cert.listed.clone();
+    sh.s().relist_client_cert(listed.clone());
+    sh.drain();
+    assert!(!sh.logs.iter().any(|l| l.contains("relay_clientcerts")));
+    // Revoked: the next transaction is refused relay.
+    sh.s().relist_client_cert(None);
+    sh.drain();
+    assert!(sh.logs.iter().any(
+        |l| l == "unknown[192.0.2.7]: client certificate no longer listed in relay_clientcerts"
+    ));
+    sh.script(
+        "C: MAIL FROM:<me@laptop.example>
+         C: RCPT TO:<you@far.example>
+         S: 250 2.1.0 Ok
+         S: 554 5.7.1 <you@far.example>: Relay access denied
+         C: RSET
+         S: 250 2.0.0 Ok",
+    );
+    // Listed again (a new label): relays again.
+    sh.s().relist_client_cert(listed);
+    sh.drain();
+    sh.script(
+        "C: MAIL FROM:<me@laptop.example>
+         C: RCPT TO:<you@far.example>
+         S: 250 2.1.0 Ok
+         S: 250 2.1.5 Ok",
+    );
+}
+
+#[test]
+fn relisting_without_a_client_certificate_changes_nothing() {
+    let mut sh = Shell::new(tls_settings(ServerTlsLevel::May, false), outsider());
+    sh.tls = tls_facts(CertVerdict::Absent, false);
+    sh.s().relist_client_cert(None);
+    sh.feed(b"EHLO a\r\nSTARTTLS\r\nEHLO a\r\n");
+    sh.take_wire();
+    sh.s()
+        .relist_client_cert(tls_facts(CertVerdict::Trusted, true).client_cert.listed);
+    sh.drain();
+    assert!(!sh.logs.iter().any(|l| l.contains("relay_clientcerts")));
+    sh.script(
+        "C: MAIL FROM:<me@laptop.example>
+         C: RCPT TO:<you@far.example>
+         S: 250 2.1.0 Ok
+         S: 554 5.7.1 <you@far.example>: Relay access denied",
+    );
+}
+
+#[test]
 fn req_ccert_closes_at_next_command() {
     let table: &[(CertVerdict, &str)] = &[
         (

@@ -1,12 +1,12 @@
 //! Accepting connections: each one is counted against the session limits, refused with
 //! a `421` beyond them, and served by [`Connection`] with the settings of its listener as
-//! they are at accept time.
+//! they are at accept time (only `relay_clientcerts` is looked up again as it is now).
 
 use super::limits::{Refusal, Sessions};
 use super::listen::Bound;
 use super::listener::ListenerConf;
 use super::peername::{self, NameSources};
-use super::session::Connection;
+use super::session::{Connection, CurrentTrust};
 use super::store::Store;
 use crate::clock::Clock;
 use certrelay_core::net::list_contains;
@@ -95,7 +95,12 @@ async fn connection<L: ListenerSource>(
         store: server.store.clone(),
         clock: server.clock,
     };
-    conn.serve(stream, ip, name, server.sessions.clone()).await;
+    let current: CurrentTrust = {
+        let (server, key) = (server.clone(), key.to_owned());
+        Arc::new(move || server.source.listener(&key).map(|l| l.trust.clone()))
+    };
+    conn.serve(stream, ip, name, server.sessions.clone(), current)
+        .await;
     drop(slot);
 }
 

@@ -5,11 +5,12 @@
 //! output for `sendmail -bs` (the laptop's local listener).
 
 use super::limits::Sessions;
-use super::listener::ListenerConf;
+use super::listener::{ListenerConf, Trust};
 use super::store::{Receiving, Store};
 use super::tlsinfo;
 use crate::clock::Clock;
 use certrelay_core::facts::PeerInfo;
+use certrelay_core::fingerprint::FingerprintMap;
 use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession, ServerTlsHandshake};
 use certrelay_core::settings::ServerTlsLevel;
 use certrelay_core::Instant;
@@ -94,6 +95,10 @@ async fn sleep_until(clock: Clock, deadline: Option<Instant>) {
     }
 }
 
+/// The certificate trust of a connection's listener as configured now: a relay's reload
+/// may replace `relay_clientcerts` while a session is open.
+pub type CurrentTrust = Arc<dyn Fn() -> Option<Arc<Trust>> + Send + Sync>;
+
 /// Everything one connection needs.
 pub struct Connection {
     /// Its listener, as configured when it was accepted.
@@ -106,10 +111,20 @@ pub struct Connection {
 
 impl Connection {
     /// Serves `stream` from `addr` (whose host name is `name`, or `unknown`) until the
-    /// session closes, with shorter timeouts while `sessions` is under stress.
-    pub async fn serve(self, stream: TcpStream, addr: IpAddr, name: String, sessions: Sessions) {
+    /// session closes, with shorter timeouts while `sessions` is under stress. Before it
+    /// reads commands, the session looks its client certificate up again when `current`
+    /// holds another `relay_clientcerts` than the one it was judged with.
+    pub async fn serve(
+        self,
+        stream: TcpStream,
+        addr: IpAddr,
+        name: String,
+        sessions: Sessions,
+        current: CurrentTrust,
+    ) {
         let peer = PeerInfo { addr, name };
-        self.serve_with(stream, peer, Some(sessions)).await;
+        self.serve_with(stream, peer, Some(sessions), Some(current))
+            .await;
     }
 
     /// Serves any byte stream whose other end is `peer`, until the session closes.
@@ -117,11 +132,16 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.serve_with(stream, peer, None).await;
+        self.serve_with(stream, peer, None, None).await;
     }
 
-    async fn serve_with<S>(self, stream: S, peer: PeerInfo, sessions: Option<Sessions>)
-    where
+    async fn serve_with<S>(
+        self,
+        stream: S,
+        peer: PeerInfo,
+        sessions: Option<Sessions>,
+        current_trust: Option<CurrentTrust>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let settings = self.listener.settings.clone();
@@ -133,6 +153,8 @@ impl Connection {
             conn: Conn::Plain(stream),
             out: Vec::new(),
             message: None,
+            listed_by: self.listener.trust.fingerprints.clone(),
+            current_trust,
             c: self,
             peer,
             write_timeout: settings.timeout,
@@ -150,6 +172,9 @@ struct Driver<S> {
     peer: PeerInfo,
     write_timeout: Duration,
     sessions: Option<Sessions>,
+    /// Where the listener's trust is now, and the map the certificate was last looked up in.
+    current_trust: Option<CurrentTrust>,
+    listed_by: Arc<FingerprintMap>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -205,7 +230,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let now = self.c.clock.now();
             match wake {
                 Wake::Read(Ok(0)) => session.handle_event(ServerEvent::ConnectionLost, now),
-                Wake::Read(Ok(n)) => session.handle_input(&buf[..n], now),
+                Wake::Read(Ok(n)) => {
+                    self.relist(&mut session);
+                    session.handle_input(&buf[..n], now);
+                }
                 Wake::Read(Err(e)) => {
                     log::debug!("read from {}: {e}", self.peer.addr);
                     session.handle_event(ServerEvent::ConnectionLost, now);
@@ -237,6 +265,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         Some(m) => m.finish().await,
                         None => ServerEvent::QueueWriteFailed,
                     };
+                    // Commands held while storing run now.
+                    self.relist(&mut session);
                     session.handle_event(event, self.c.clock.now());
                 }
                 ServerOutput::StartTls => {
@@ -261,6 +291,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
         }
         Some(session)
+    }
+
+    /// When a reload replaced the listener's `relay_clientcerts`, looks the client
+    /// certificate up in the new table, so that a revoked one relays no more.
+    fn relist(&mut self, session: &mut ServerSession) {
+        let (Some(current), Conn::Tls(tls)) = (&self.current_trust, &self.conn) else {
+            return;
+        };
+        let Some(trust) = current() else {
+            return;
+        };
+        if Arc::ptr_eq(&trust.fingerprints, &self.listed_by) {
+            return;
+        }
+        session.relist_client_cert(tlsinfo::listed(tls.get_ref().1, &trust.fingerprints));
+        self.listed_by = trust.fingerprints.clone();
     }
 
     /// Runs the TLS handshake within the session's deadline.

@@ -4,7 +4,8 @@ use super::listener::Trust;
 use crate::tls::{cipher_name, protocol_name};
 use certrelay_core::cert::{self, judge_client_cert};
 use certrelay_core::facts::{CertVerdict, PeerInfo, TlsFacts};
-use certrelay_core::fingerprint::{DigestKind, Fingerprint};
+use certrelay_core::fingerprint::CertMatch;
+use certrelay_core::fingerprint::{DigestKind, Fingerprint, FingerprintMap};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::{HandshakeKind, ServerConnection};
 
@@ -39,6 +40,13 @@ pub fn facts(conn: &ServerConnection, trust: &Trust, peer: &PeerInfo, loglevel: 
         }
     }
     facts
+}
+
+/// The entry of `map` that the client certificate of `conn` matches, if any (a session
+/// resumed from a ticket shows the certificate of its first handshake).
+pub fn listed(conn: &ServerConnection, map: &FingerprintMap) -> Option<CertMatch> {
+    let leaf = conn.peer_certificates()?.first()?;
+    map.lookup_cert(leaf, cert::spki_der(leaf).unwrap_or(leaf))
 }
 
 /// `name[ip]: Trusted: subject_CN=..., issuer=..., fingerprint=..., pkey_fingerprint=...`,

@@ -103,6 +103,27 @@ impl From<io::Error> for SpoolError {
     }
 }
 
+/// The name [`Spool::probe`] uses in `tmp/` and `queue/`: not a message's, which end in
+/// `.msg` or `.env`.
+const PROBE: &str = "probe";
+
+/// A directory of the spool in which this process cannot create, rename or remove files.
+#[derive(Debug)]
+pub struct ProbeError {
+    /// The directory (under the spool's root as given).
+    pub dir: PathBuf,
+    /// What the system said.
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.dir.display(), self.source)
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
 /// An open spool directory.
 #[derive(Clone, Debug)]
 pub struct Spool {
@@ -168,6 +189,30 @@ impl Spool {
     /// The spool's root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Checks that this process can receive into the spool, before it tells any client it
+    /// can: creates a file in `tmp/`, renames it into `queue/` under a name that is no
+    /// message's, and removes it. The error names the directory that refused.
+    pub fn probe(&self) -> Result<(), ProbeError> {
+        let tmp = self.root.join("tmp");
+        let queue = self.root.join("queue");
+        let (from, to) = (tmp.join(PROBE), queue.join(PROBE));
+        let fail = |dir: &Path| {
+            let dir = dir.to_owned();
+            move |source| ProbeError { dir, source }
+        };
+        // Left by a crash in the middle of an earlier probe.
+        remove_if_exists(&from).map_err(fail(&tmp))?;
+        remove_if_exists(&to).map_err(fail(&queue))?;
+        create_private(&from)
+            .and_then(|mut f| f.write_all(b"probe\n"))
+            .map_err(fail(&tmp))?;
+        if let Err(e) = fs::rename(&from, &to) {
+            let _ = fs::remove_file(&from);
+            return Err(fail(&queue)(e));
+        }
+        fs::remove_file(&to).map_err(fail(&queue))
     }
 
     /// Starts receiving message `id` (which must be new and filename-safe).
@@ -468,6 +513,25 @@ mod tests {
             trailer(1 << 40).as_bytes()
         );
         assert!(spool.read_envelope("E2").is_err());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_probe_passes_in_a_writable_spool_and_names_a_directory_it_cannot_write() {
+        let (spool, dir) = temp_spool("probe");
+        spool.probe().unwrap();
+        // It leaves nothing, and nothing the queue would take for a message.
+        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.join("queue")).unwrap().count(), 0);
+        // A queue/ nobody can rename into (root included: it is not a directory).
+        fs::remove_dir(dir.join("queue")).unwrap();
+        fs::write(dir.join("queue"), b"").unwrap();
+        let e = spool.probe().unwrap_err();
+        assert_eq!(e.dir, dir.join("queue"));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}: ", dir.join("queue").display())));
+        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0, "{e}");
         fs::remove_dir_all(dir).unwrap();
     }
 
