@@ -63,6 +63,15 @@ pub enum NotDeleted {
 }
 
 impl Failure {
+    /// What `probe TARGET` ended with: nothing when this laptop would deliver there.
+    pub fn of_probe(target: String, result: Result<bool, ProbeError>) -> Result<(), Failure> {
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Failure::WouldNotDeliver),
+            Err(error) => Err(Failure::Probe { target, error }),
+        }
+    }
+
     /// The exit code: sysexits(3) as sendmail uses them; 1 for a check or certificate
     /// command that failed and for a message `delete` did not find; 2 when `probe` failed.
     pub fn exit_code(&self) -> i32 {

@@ -207,7 +207,10 @@ fn certrelay_main(args: Vec<OsString>) -> Result<(), Failure> {
         Command::Fingerprint(cmd) => tools::fingerprint_main(cmd),
         Command::Keygen(cmd) => tools::keygen_main(cmd),
         Command::Explain(cmd) => tools::explain_main(&dir, cmd),
-        Command::Probe(cmd) => probe::probe_main(&dir, cmd),
+        Command::Probe(cmd) => {
+            let result = probe::probe(&dir, &cmd.target);
+            Failure::of_probe(cmd.target, result)
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! `certrelay probe HOST:PORT`: what a server offers, and whether this laptop's policy would
 //! deliver there. A diagnostic for the person setting up a laptop; it sends no mail.
 
-use crate::failure::Failure;
 use argh::FromArgs;
 use certrelay_core::cert::{self, CertError};
 use certrelay_core::client::{ReplyError, ReplyParser};
@@ -31,7 +30,7 @@ use std::time::Duration;
 pub struct ProbeCmd {
     /// the server, as a next hop: HOST:PORT, [HOST]:PORT, or HOST
     #[argh(positional, arg_name = "HOST:PORT")]
-    target: String,
+    pub target: String,
 }
 
 /// Why the probe could not tell whether this laptop would deliver.
@@ -124,19 +123,8 @@ impl ResolvesClientCert for Recorder {
     }
 }
 
-/// Runs the probe and prints what it finds. `Ok` when this laptop would deliver there.
-pub fn probe_main(dir: &Path, cmd: ProbeCmd) -> Result<(), Failure> {
-    match probe(dir, &cmd.target) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Failure::WouldNotDeliver),
-        Err(error) => Err(Failure::Probe {
-            target: cmd.target,
-            error,
-        }),
-    }
-}
-
-fn probe(dir: &Path, target: &str) -> Result<bool, ProbeError> {
+/// Runs the probe and prints what it finds: `Ok(true)` when this laptop would deliver there.
+pub fn probe(dir: &Path, target: &str) -> Result<bool, ProbeError> {
     let loaded = conf::load(dir).map_err(ProbeError::Config)?;
     let config = &loaded.config;
     let hop = NextHop::parse(target).map_err(ProbeError::Target)?;
@@ -354,6 +342,7 @@ impl<S: Read + Write> Dialogue<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::Failure;
 
     #[test]
     fn a_probe_that_cannot_connect_says_where_and_exits_2() {
@@ -366,13 +355,7 @@ mod tests {
             .unwrap()
             .port();
         let target = format!("[127.0.0.1]:{port}");
-        let failure = probe_main(
-            &dir,
-            ProbeCmd {
-                target: target.clone(),
-            },
-        )
-        .unwrap_err();
+        let failure = Failure::of_probe(target.clone(), probe(&dir, &target)).unwrap_err();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
             matches!(
@@ -396,13 +379,8 @@ mod tests {
     #[test]
     fn a_probe_without_main_cf_names_the_file() {
         let dir = std::env::temp_dir().join(format!("certrelay-probe-none-{}", std::process::id()));
-        let failure = probe_main(
-            &dir,
-            ProbeCmd {
-                target: "[127.0.0.1]:25".into(),
-            },
-        )
-        .unwrap_err();
+        let target = "[127.0.0.1]:25".to_owned();
+        let failure = Failure::of_probe(target.clone(), probe(&dir, &target)).unwrap_err();
         let want = format!("{}: cannot read: ", dir.join("main.cf").display());
         assert!(failure.to_string().contains(&want), "{failure}");
         assert_eq!(failure.exit_code(), 2);
