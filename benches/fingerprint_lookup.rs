@@ -9,7 +9,7 @@
 use certrelay_core::cert::spki_der;
 use certrelay_core::fingerprint::{DigestKind, Fingerprint, FingerprintMap, FingerprintMapBuilder};
 use certrelay_core::table::Table;
-use certrelay_suite::pki::Ca;
+use certrelay_testkit::pki::Ca;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::fmt::Write as _;
 use std::hint::black_box;

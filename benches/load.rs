@@ -14,9 +14,10 @@
 //!   reply after the final dot), handshakes/s, errors, and one `RESULT key=value ...` line.
 //! - idle: `--idle N --hold SECS` plus the TLS options: opens N TLS sessions (after the
 //!   second EHLO), keeps them open for SECS, then QUITs. Prints `IDLE open=.. failed=..`.
-//! - sink: `--sink PORT [--count-file PATH]`: a plaintext SMTP server on 127.0.0.1 that
-//!   accepts every message; the count is written to PATH every 100 ms and is the answer to a
-//!   `COUNT` command (`250 N`).
+//! - sink: `--sink PORT [--count-file PATH]`: the test kit's SMTP sink (plaintext, on
+//!   127.0.0.1) in counting mode: it accepts every message and keeps none; the count is
+//!   written to PATH every 100 ms (when it changed) and is the answer to a `COUNT` command
+//!   (`250 N`).
 //! - mem: `--mem-root PID --mem-out PATH`: every 100 ms sums Rss and Pss from
 //!   /proc/P/smaps_rollup over PID and all its descendants; writes the peaks to PATH
 //!   (`peak_rss_kib=.. peak_pss_kib=.. now_rss_kib=.. now_pss_kib=.. procs=..`) after each
@@ -26,11 +27,11 @@
 //! thread per connection keeps the timing of each step obvious.
 
 use certrelay_core::cert::{parse_certificates, parse_private_key};
+use certrelay_testkit::sink::{Sink, SinkOptions};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -604,93 +605,31 @@ fn idle(a: &Args, count: usize, hold: u64) -> i32 {
 // ---------------------------------------------------------------------------------------
 // The counting sink.
 
+/// The workspace's test sink, counting only: thread per connection, replies written once
+/// per pipelined batch, nothing kept or allocated per message.
 fn sink(port: u16, count_file: Option<PathBuf>) -> i32 {
-    let listener = match TcpListener::bind(("127.0.0.1", port)) {
-        Ok(l) => l,
+    let sink = match Sink::bind(port, SinkOptions::counting()) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("load: sink bind 127.0.0.1:{port}: {e}");
             return 1;
         }
     };
-    let count = Arc::new(AtomicU64::new(0));
-    if let Some(path) = count_file {
-        let count = count.clone();
-        std::thread::spawn(move || {
-            let tmp = path.with_extension("tmp");
-            let mut last = u64::MAX;
-            loop {
-                let n = count.load(Ordering::Relaxed);
-                if n != last && std::fs::write(&tmp, format!("{n}\n")).is_ok() {
-                    let _ = std::fs::rename(&tmp, &path);
-                    last = n;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-    }
     eprintln!("sink: listening on 127.0.0.1:{port}");
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let count = count.clone();
-        std::thread::spawn(move || {
-            let _ = sink_session(conn, &count);
-        });
-    }
-    0
-}
-
-fn sink_session(conn: TcpStream, count: &AtomicU64) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(300)))?;
-    let mut out = std::io::BufWriter::new(conn.try_clone()?);
-    let mut r = BufReader::with_capacity(64 * 1024, conn);
-    out.write_all(b"220 sink.test ESMTP\r\n")?;
-    out.flush()?;
-    let mut line = Vec::new();
+    let Some(path) = count_file else {
+        loop {
+            std::thread::park();
+        }
+    };
+    let tmp = path.with_extension("tmp");
+    let mut last = u64::MAX;
     loop {
-        line.clear();
-        if r.read_until(b'\n', &mut line)? == 0 {
-            return Ok(());
+        let n = sink.count();
+        if n != last && std::fs::write(&tmp, format!("{n}\n")).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+            last = n;
         }
-        let upper = line.to_ascii_uppercase();
-        let word = upper
-            .split(|b| *b == b' ' || *b == b'\r')
-            .next()
-            .unwrap_or(&[]);
-        match word {
-            b"EHLO" => {
-                out.write_all(b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 0\r\n")?
-            }
-            b"HELO" => out.write_all(b"250 sink.test\r\n")?,
-            b"DATA" => {
-                out.write_all(b"354 go ahead\r\n")?;
-                out.flush()?;
-                loop {
-                    line.clear();
-                    if r.read_until(b'\n', &mut line)? == 0 {
-                        return Ok(());
-                    }
-                    if line == b".\r\n" || line == b".\n" {
-                        break;
-                    }
-                }
-                count.fetch_add(1, Ordering::Relaxed);
-                out.write_all(b"250 2.0.0 Ok: counted\r\n")?;
-            }
-            b"COUNT" => {
-                let n = count.load(Ordering::Relaxed);
-                out.write_all(format!("250 {n}\r\n").as_bytes())?;
-            }
-            b"QUIT" => {
-                out.write_all(b"221 2.0.0 Bye\r\n")?;
-                out.flush()?;
-                return Ok(());
-            }
-            _ => out.write_all(b"250 2.0.0 Ok\r\n")?,
-        }
-        // Flush only when the client has nothing more in flight (PIPELINING).
-        if r.buffer().is_empty() {
-            out.flush()?;
-        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -1,6 +1,6 @@
 //! `certrelayd check` and `certrelay check` on real files, through the real binaries.
 
-use certrelay_suite::{pki, run, TempDir};
+use certrelay_testkit::{pki, run, TempDir};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -114,12 +114,12 @@ fn laptop_check_reports_a_bad_relayhost_and_per_site_value() {
 
 #[test]
 fn the_shipped_examples_check_clean_and_list_the_example_laptop() {
-    let root = certrelay_suite::workspace_root();
+    let root = certrelay_testkit::workspace_root();
     for (bin, dir) in [
         ("certrelayd", "examples/relay"),
         ("certrelay", "examples/laptop"),
     ] {
-        let out = std::process::Command::new(certrelay_suite::binary(bin))
+        let out = std::process::Command::new(certrelay_testkit::binary(bin))
             .current_dir(&root)
             .args(["-c", dir, "check"])
             .output()

@@ -1,7 +1,7 @@
 //! The README's first command: `certrelayd demo` relays for the listed laptop, refuses the
 //! unlisted one, and cleans up.
 
-use certrelay_suite::binary;
+use certrelay_testkit::binary;
 use std::process::{Command, Stdio};
 
 #[test]

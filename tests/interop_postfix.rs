@@ -1,7 +1,7 @@
 //! Interop with a real Postfix (Debian's 3.7) on loopback, in both roles of the recipe:
 //! Postfix as the laptop delivering through `certrelayd`, and Postfix as the relay taking
 //! mail from `certrelay`. Each test runs its own Postfix instance (see
-//! `certrelay_suite::postfix`) and its own sink; every wait is bounded.
+//! `certrelay_testkit::postfix`) and its own sink; every wait is bounded.
 //!
 //! Run with `cargo test -p certrelay-suite --test interop_postfix -- --ignored`, as root
 //! (Postfix's master must start as root), with `postfix` installed.
@@ -9,11 +9,13 @@
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_core::queue::{Envelope, RecipientState};
 use certrelay_shell::spool::Spool;
-use certrelay_suite::daemon::{free_port, Daemon};
-use certrelay_suite::pki::{Ca, Issued};
-use certrelay_suite::postfix::{Postfix, PostfixSetup};
-use certrelay_suite::sink::{wait_until, Sink};
-use certrelay_suite::{binary, TempDir};
+use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::free_port;
+use certrelay_testkit::pki::{Ca, Issued};
+use certrelay_testkit::postfix::{Postfix, PostfixSetup};
+use certrelay_testkit::sink::{Sink, SinkOptions};
+use certrelay_testkit::wait_until;
+use certrelay_testkit::{binary, TempDir};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -255,7 +257,8 @@ hello from the laptop\n";
 #[ignore = "interop: needs Debian's postfix (installed by .ci/run)"]
 fn postfix_laptop_delivers_through_certrelayd() {
     let pki = Pki::new();
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     let relay_port = free_port();
     let (relay, _relay_dir) = start_certrelayd(&pki, relay_port, sink_port);
 
@@ -285,22 +288,22 @@ fn postfix_laptop_delivers_through_certrelayd() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    let got = wait_until("the sink to receive the message", || sink.accepted().pop());
+    let got = wait_until("the sink to receive the message", || sink.messages().pop());
     assert_eq!(got.sender, "alice@laptop.test");
     assert_eq!(got.recipients, ["bob@example.org"]);
     assert!(
-        got.data.contains("Subject: through postfix\r\n"),
+        got.text().contains("Subject: through postfix\r\n"),
         "{}",
-        got.data
+        got.text()
     );
     assert!(
-        got.data.contains("hello from the laptop\r\n"),
+        got.text().contains("hello from the laptop\r\n"),
         "{}",
-        got.data
+        got.text()
     );
     // certrelayd's own Received: line, over TLS.
-    assert!(got.data.contains("by relay.test"), "{}", got.data);
-    assert!(got.data.contains("with ESMTPS id"), "{}", got.data);
+    assert!(got.text().contains("by relay.test"), "{}", got.text());
+    assert!(got.text().contains("with ESMTPS id"), "{}", got.text());
 
     let md5 = Fingerprint::of(DigestKind::Md5, &pki.laptop.der).to_string();
     relay.wait_log("status=sent");
@@ -321,7 +324,7 @@ fn postfix_laptop_delivers_through_certrelayd() {
         "{plog}"
     );
     assert!(plog.contains("status=sent"), "{plog}");
-    assert_eq!(sink.accepted().len(), 1);
+    assert_eq!(sink.messages().len(), 1);
 }
 
 /// Issue 5, accepted: Postfix as the recipe's relay takes mail from `certrelay` whose
@@ -330,21 +333,22 @@ fn postfix_laptop_delivers_through_certrelayd() {
 #[ignore = "interop: needs Debian's postfix (installed by .ci/run)"]
 fn postfix_relay_accepts_certrelay_with_a_listed_certificate() {
     let pki = Pki::new();
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     let postfix = start_postfix_relay("relay-ok", &pki, sink_port);
     let laptop = Laptop::new("interop-laptop-ok", postfix.port(), &pki, &pki.laptop);
 
     let flushed = laptop.submit_and_flush(MESSAGE);
-    let got = wait_until("the sink to receive the message", || sink.accepted().pop());
+    let got = wait_until("the sink to receive the message", || sink.messages().pop());
     assert_eq!(got.sender, "alice@laptop.test");
     assert_eq!(got.recipients, ["bob@example.org"]);
     assert!(
-        got.data.contains("Subject: through postfix\r\n"),
+        got.text().contains("Subject: through postfix\r\n"),
         "{}",
-        got.data
+        got.text()
     );
-    assert!(got.data.contains("by relay.test"), "{}", got.data);
-    assert!(got.data.contains("with ESMTPS id"), "{}", got.data);
+    assert!(got.text().contains("by relay.test"), "{}", got.text());
+    assert!(got.text().contains("with ESMTPS id"), "{}", got.text());
     wait_until("the laptop's queue to empty", || {
         laptop.queued().is_empty().then_some(())
     });
@@ -371,7 +375,8 @@ fn postfix_relay_accepts_certrelay_with_a_listed_certificate() {
 #[ignore = "interop: needs Debian's postfix (installed by .ci/run)"]
 fn postfix_relay_refuses_an_unlisted_certificate_and_certrelay_bounces() {
     let pki = Pki::new();
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     let postfix = start_postfix_relay("relay-refuse", &pki, sink_port);
     let stranger = pki.ca.issue("stranger", &[], true);
     let laptop = Laptop::new("interop-laptop-refused", postfix.port(), &pki, &stranger);
@@ -416,7 +421,7 @@ fn postfix_relay_refuses_an_unlisted_certificate_and_certrelay_bounces() {
         llog.contains("to=<bob@example.org>") && llog.contains("status=bounced"),
         "{llog}"
     );
-    assert!(sink.accepted().is_empty(), "nothing was relayed");
+    assert!(sink.messages().is_empty(), "nothing was relayed");
     let plog = postfix.log();
     assert!(
         plog.contains("Trusted TLS connection established from"),

@@ -3,9 +3,11 @@
 
 use certrelay_core::queue::{Envelope, RecipientState};
 use certrelay_shell::spool::Spool;
-use certrelay_suite::daemon::{free_port, Daemon};
-use certrelay_suite::sink::{wait_until, Sink};
-use certrelay_suite::{binary, TempDir};
+use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::free_port;
+use certrelay_testkit::sink::{Sink, SinkOptions};
+use certrelay_testkit::wait_until;
+use certrelay_testkit::{binary, TempDir};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -195,25 +197,26 @@ fn relay_down_queues_then_flush_delivers_once() {
     assert!(listing.contains("next attempt"), "{listing}");
 
     // The relay comes up: flush delivers it, once.
-    let sink = Sink::start(laptop.port);
+    let sink = Sink::start_on(laptop.port, SinkOptions::default());
     let out = laptop.run(&["flush"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let got = sink.accepted();
+    let got = sink.messages();
     assert_eq!(got.len(), 1, "{}", laptop.log());
     assert_eq!(got[0].sender, "alice@laptop.test");
     assert_eq!(got[0].recipients.len(), 3);
-    assert!(got[0].data.contains("Subject: hello\r\n"));
+    assert!(got[0].text().contains("Subject: hello\r\n"));
     assert!(laptop.queued().is_empty());
     let out = laptop.run(&["flush"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(sink.accepted().len(), 1, "delivered only once");
+    assert_eq!(sink.messages().len(), 1, "delivered only once");
     let listing = text(&laptop.run(&["queue"]).stdout);
     assert!(listing.contains("Mail queue is empty"), "{listing}");
 }
 
 #[test]
 fn relay_up_detached_attempt_delivers() {
-    let (sink, port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let port = sink.port();
     let laptop = Laptop::new("up", port, "");
     let out = laptop.sendmail(
         &[
@@ -228,23 +231,25 @@ fn relay_up_detached_attempt_delivers() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let got = wait_until("the sink to receive the message", || {
-        let got = sink.accepted();
+        let got = sink.messages();
         (!got.is_empty()).then_some(got)
     });
     assert_eq!(got[0].sender, "me@laptop.test");
     assert_eq!(got[0].recipients, ["bob@example.org"]);
     // -i: the lone dot is text (dot-stuffed on the wire).
     assert!(
-        got[0].data.contains("\r\n..\r\nstill body\r\n"),
+        got[0].wire().contains("\r\n..\r\nstill body\r\n"),
         "{:?}",
-        got[0].data
+        got[0].wire()
     );
-    assert!(got[0].data.contains("From: Me Myself <me@laptop.test>\r\n"));
+    assert!(got[0]
+        .text()
+        .contains("From: Me Myself <me@laptop.test>\r\n"));
     wait_until("the queue to empty", || {
         laptop.queued().is_empty().then_some(())
     });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(sink.accepted().len(), 1);
+    assert_eq!(sink.messages().len(), 1);
 }
 
 #[test]
@@ -329,18 +334,20 @@ fn per_site(label: &str, value: &str, port: u16) -> Laptop {
 
 #[test]
 fn per_site_none_overrides_enforce_tls() {
-    let (sink, port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let port = sink.port();
     let laptop = per_site("none", "NONE", port);
     let out = laptop.sendmail(&["bob@example.org"], b"Subject: plain\n\nx\n");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     wait_until("plaintext delivery", || {
-        (!sink.accepted().is_empty()).then_some(())
+        (!sink.messages().is_empty()).then_some(())
     });
 }
 
 #[test]
 fn per_site_may_does_not_weaken_enforce_tls() {
-    let (sink, port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let port = sink.port();
     let laptop = per_site("may", "may", port);
     let out = laptop.sendmail(&["bob@example.org"], b"Subject: tls\n\nx\n");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -348,12 +355,13 @@ fn per_site_may_does_not_weaken_enforce_tls() {
     let r = &queued[0].recipients[0];
     assert_eq!(r.dsn, "4.7.4", "{r:?}");
     assert!(r.reason.contains("TLS is required"), "{r:?}");
-    assert!(sink.accepted().is_empty());
+    assert!(sink.messages().is_empty());
 }
 
 #[test]
 fn invalid_per_site_value_defers_with_config_problem() {
-    let (sink, port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let port = sink.port();
     let laptop = per_site("invalid", "SOMETIMES", port);
     let out = laptop.sendmail(&["bob@example.org"], b"Subject: tls\n\nx\n");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -363,12 +371,13 @@ fn invalid_per_site_value_defers_with_config_problem() {
         (r.dsn.as_str(), r.reason.as_str()),
         ("4.7.5", "client TLS configuration problem")
     );
-    assert!(sink.accepted().is_empty());
+    assert!(sink.messages().is_empty());
 }
 
 #[test]
 fn concurrent_submissions_are_each_delivered_once() {
-    let (sink, port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let port = sink.port();
     let laptop = Laptop::new("concurrent", port, "");
     let children: Vec<_> = (0..6)
         .map(|i| {
@@ -392,7 +401,7 @@ fn concurrent_submissions_are_each_delivered_once() {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
     wait_until("six deliveries", || {
-        (sink.accepted().len() >= 6).then_some(())
+        (sink.messages().len() >= 6).then_some(())
     });
     wait_until("the queue to empty", || {
         let empty = laptop.queued().is_empty()
@@ -401,7 +410,7 @@ fn concurrent_submissions_are_each_delivered_once() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let mut rcpts: Vec<String> = sink
-        .accepted()
+        .messages()
         .iter()
         .flat_map(|a| a.recipients.clone())
         .collect();
@@ -559,7 +568,8 @@ fn connect(port: u16) -> Dialogue<BufReader<TcpStream>, TcpStream> {
 
 #[test]
 fn run_listener_takes_mail_from_loopback_for_any_domain_and_delivers_it() {
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     let (laptop, run, smtp_port) = start_run("listen", sink_port);
     let mut smtp = connect(smtp_port);
     let done = smtp.send(
@@ -570,7 +580,7 @@ fn run_listener_takes_mail_from_loopback_for_any_domain_and_delivers_it() {
     assert!(done.contains("queued as"), "{done:?}");
     smtp.expect("QUIT", "221");
     let got = wait_until("the sink to receive the message", || {
-        let got = sink.accepted();
+        let got = sink.messages();
         (!got.is_empty()).then_some(got)
     });
     assert_eq!(got[0].sender, "alice@laptop.test");
@@ -578,22 +588,25 @@ fn run_listener_takes_mail_from_loopback_for_any_domain_and_delivers_it() {
         got[0].recipients,
         ["bob@example.org", "carol@elsewhere.example"]
     );
-    assert!(got[0].data.contains("Subject: from a mail program\r\n"));
+    assert!(got[0].text().contains("Subject: from a mail program\r\n"));
     assert!(
-        got[0].data.starts_with("Received: from client.laptop.test"),
+        got[0]
+            .text()
+            .starts_with("Received: from client.laptop.test"),
         "{:?}",
-        got[0].data
+        got[0].text()
     );
     wait_until("the queue to empty", || {
         laptop.queued().is_empty().then_some(())
     });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(sink.accepted().len(), 1, "{}", run.log());
+    assert_eq!(sink.messages().len(), 1, "{}", run.log());
 }
 
 #[test]
 fn run_listener_and_concurrent_flushes_deliver_each_message_once() {
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     let (laptop, run, smtp_port) = start_run("listen-flush", sink_port);
     let mut flushes = Vec::new();
     let mut smtp = connect(smtp_port);
@@ -615,7 +628,7 @@ fn run_listener_and_concurrent_flushes_deliver_each_message_once() {
         assert!(status.success());
     }
     wait_until("four deliveries", || {
-        (sink.accepted().len() >= 4).then_some(())
+        (sink.messages().len() >= 4).then_some(())
     });
     wait_until("the queue to empty", || {
         let empty = laptop.queued().is_empty()
@@ -624,7 +637,7 @@ fn run_listener_and_concurrent_flushes_deliver_each_message_once() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let mut rcpts: Vec<String> = sink
-        .accepted()
+        .messages()
         .iter()
         .flat_map(|a| a.recipients.clone())
         .collect();
@@ -669,7 +682,8 @@ fn sendmail_bs(laptop: &Laptop, talk: impl FnOnce(&mut BsDialogue)) -> ExitStatu
 
 #[test]
 fn sendmail_bs_queues_a_dialogue_and_delivers_it() {
-    let (sink, port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let port = sink.port();
     let laptop = Laptop::new("bs", port, "");
     let status = sendmail_bs(&laptop, |bs| {
         let banner = bs.reply();
@@ -685,17 +699,17 @@ fn sendmail_bs_queues_a_dialogue_and_delivers_it() {
     });
     assert_eq!(status.code(), Some(0));
     let got = wait_until("the sink to receive the message", || {
-        let got = sink.accepted();
+        let got = sink.messages();
         (!got.is_empty()).then_some(got)
     });
     assert_eq!(got[0].sender, "alice@laptop.test");
     assert_eq!(got[0].recipients, ["bob@example.org"]);
-    assert!(got[0].data.contains("Subject: via -bs\r\n"));
+    assert!(got[0].text().contains("Subject: via -bs\r\n"));
     // Undone on receipt, stuffed again on the way out.
     assert!(
-        got[0].data.contains("\r\n..dot-stuffed line\r\n"),
+        got[0].wire().contains("\r\n..dot-stuffed line\r\n"),
         "{:?}",
-        got[0].data
+        got[0].wire()
     );
 }
 
@@ -706,7 +720,8 @@ fn header_of(data: &str) -> &str {
 
 #[test]
 fn local_smtp_submissions_are_completed_like_sendmail_ones() {
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     let (laptop, run, smtp_port) = start_run("complete", sink_port);
     let mut smtp = connect(smtp_port);
     smtp.send("alice", &["bob"], "Subject: bare\r\n\r\nbody");
@@ -731,7 +746,7 @@ fn local_smtp_submissions_are_completed_like_sendmail_ones() {
     });
     assert_eq!(status.code(), Some(0));
     let got = wait_until("four deliveries", || {
-        let got = sink.accepted();
+        let got = sink.messages();
         (got.len() >= 4).then_some(got)
     });
     let by_rcpt = |r: &str| {
@@ -742,38 +757,39 @@ fn local_smtp_submissions_are_completed_like_sendmail_ones() {
 
     let bare = by_rcpt("bob@laptop.test");
     assert_eq!(bare.sender, "alice@laptop.test", "qualified with myorigin");
-    let head = header_of(&bare.data);
+    let text = bare.text();
+    let head = header_of(&text);
     assert!(head.contains("\r\nSubject: bare\r\nDate: "), "{head}");
     assert!(head.contains("\r\nMessage-ID: <"), "{head}");
     assert!(
         head.contains("@laptop.test>\r\nFrom: alice@laptop.test"),
         "{head}"
     );
-    assert!(bare.data.ends_with("\r\n\r\nbody\r\n"), "{:?}", bare.data);
+    assert!(text.ends_with("\r\n\r\nbody\r\n"), "{text:?}");
 
     let whole = by_rcpt("carol@example.org");
-    let head = header_of(&whole.data);
+    let text = whole.text();
+    let head = header_of(&text);
     for (field, value) in [
         ("Date:", "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"),
         ("Message-ID:", "Message-ID: <kept@x>\r\n"),
         ("From:", "From: Carol <c@x>\r\n"),
     ] {
         assert_eq!(head.matches(field).count(), 1, "{head}");
-        assert!(whole.data.contains(value), "{head}");
+        assert!(text.contains(value), "{head}");
     }
 
     let headless = by_rcpt("dave@example.org");
+    let text = headless.text();
     assert!(
-        headless
-            .data
-            .contains("\r\nFrom: alice@laptop.test\r\n\r\njust a body line\r\n"),
-        "an empty line separates the added fields from the body: {:?}",
-        headless.data
+        text.contains("\r\nFrom: alice@laptop.test\r\n\r\njust a body line\r\n"),
+        "an empty line separates the added fields from the body: {text:?}"
     );
 
     let bs = by_rcpt("frank@example.org");
     assert_eq!(bs.sender, "erin@laptop.test");
-    let head = header_of(&bs.data);
+    let text = bs.text();
+    let head = header_of(&text);
     assert!(head.contains("\r\nDate: "), "{head}");
     assert!(head.contains("\r\nMessage-ID: <"), "{head}");
     assert!(head.contains("\r\nFrom: erin@laptop.test"), "{head}");
@@ -827,7 +843,7 @@ fn run_drains_sessions_on_sigterm_and_keeps_the_queue() {
     let listing = text(&laptop.run(&["queue"]).stdout);
     assert!(listing.contains("bob@example.org"), "{listing}");
     assert!(listing.contains("carol@example.org"), "{listing}");
-    let sink = Sink::start(relay_port);
+    let sink = Sink::start_on(relay_port, SinkOptions::default());
     let out = laptop.run(&["flush"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
@@ -836,7 +852,7 @@ fn run_drains_sessions_on_sigterm_and_keeps_the_queue() {
         text(&out.stdout)
     );
     let mut rcpts: Vec<String> = sink
-        .accepted()
+        .messages()
         .iter()
         .flat_map(|a| a.recipients.clone())
         .collect();
@@ -864,12 +880,12 @@ fn run_with_a_deferred_message(label: &str) -> (Laptop, Daemon, u16) {
 fn run_flushes_at_once_on_sigusr1() {
     let (_laptop, run, relay_port) = run_with_a_deferred_message("sigusr1");
     // The next scheduled attempt is minutes away (minimal_backoff_time, queue_run_delay).
-    let sink = Sink::start(relay_port);
+    let sink = Sink::start_on(relay_port, SinkOptions::default());
     std::thread::sleep(Duration::from_secs(1));
-    assert!(sink.accepted().is_empty(), "nothing goes before the signal");
+    assert!(sink.messages().is_empty(), "nothing goes before the signal");
     run.signal("USR1");
     wait_until("delivery after SIGUSR1", || {
-        (!sink.accepted().is_empty()).then_some(())
+        (!sink.messages().is_empty()).then_some(())
     });
     run.wait_log("flush requested");
 }
@@ -904,14 +920,14 @@ impl Drop for LoopbackAlias {
 #[ignore = "needs root: adds 203.0.113.77/32 to lo with `ip addr add` (CI runs it as root)"]
 fn run_retries_at_once_when_the_network_changes() {
     let (_laptop, run, relay_port) = run_with_a_deferred_message("netchange");
-    let sink = Sink::start(relay_port);
+    let sink = Sink::start_on(relay_port, SinkOptions::default());
     // More than one look at the network (every 5 s) with nothing changed: no retry.
     std::thread::sleep(Duration::from_secs(7));
-    assert!(sink.accepted().is_empty(), "{}", run.log());
+    assert!(sink.messages().is_empty(), "{}", run.log());
     assert!(!run.log().contains("network changed"), "{}", run.log());
     let _alias = LoopbackAlias::add("203.0.113.77/32");
     run.wait_log("network changed (added 203.0.113.77");
     wait_until("delivery after the change", || {
-        (!sink.accepted().is_empty()).then_some(())
+        (!sink.messages().is_empty()).then_some(())
     });
 }

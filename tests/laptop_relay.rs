@@ -1,9 +1,11 @@
 //! Both binaries together: `certrelay sendmail` on the laptop, `certrelayd` with the
 //! laptop's listed certificate, and a sink behind it; the recipe's TLS policy end to end.
 
-use certrelay_suite::daemon::{free_port, Daemon};
-use certrelay_suite::sink::{wait_until, Sink};
-use certrelay_suite::{binary, certrelayd_ok, TempDir};
+use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::free_port;
+use certrelay_testkit::sink::{Sink, SinkOptions};
+use certrelay_testkit::wait_until;
+use certrelay_testkit::{binary, certrelayd_ok, TempDir};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -78,7 +80,8 @@ fn certrelay(dir: &TempDir, args: &[&str], stdin: &[u8]) -> Output {
 
 #[test]
 fn sendmail_through_certrelayd_keeps_the_message_intact() {
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     let (relay_dir, relay, port) = relay("chain-relay", &["127.0.0.1"], sink_port);
     let laptop = laptop("chain-laptop", &relay_dir, port, "MUST");
     let long = "0123456789".repeat(250);
@@ -94,11 +97,11 @@ fn sendmail_through_certrelayd_keeps_the_message_intact() {
         String::from_utf8_lossy(&out.stderr)
     );
     let got = wait_until("the sink to receive bob's message", || {
-        sink.accepted().pop()
+        sink.messages().pop()
     });
     assert_eq!(got.sender, "bob@laptop.test");
     assert_eq!(got.recipients, ["friend@elsewhere.example"]);
-    let data = &got.data;
+    let data = &got.wire();
     assert!(
         data.contains("by relay.test (certrelay) with ESMTPS id"),
         "{data}"
@@ -129,7 +132,8 @@ fn sendmail_through_certrelayd_keeps_the_message_intact() {
 
 #[test]
 fn must_refuses_a_name_mismatch_and_must_nopeermatch_accepts_it() {
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     // The relay's certificate names relay.test only, not 127.0.0.1.
     let (relay_dir, _relay, port) = relay("nopeer-relay", &[], sink_port);
     let strict = laptop("nopeer-must", &relay_dir, port, "MUST");
@@ -143,11 +147,11 @@ fn must_refuses_a_name_mismatch_and_must_nopeermatch_accepts_it() {
             .then_some(text)
     });
     assert!(listing.contains("friend@elsewhere.example"), "{listing}");
-    assert!(sink.accepted().is_empty(), "nothing was sent");
+    assert!(sink.messages().is_empty(), "nothing was sent");
 
     let relaxed = laptop("nopeer-relaxed", &relay_dir, port, "MUST_NOPEERMATCH");
     let out = certrelay(&relaxed, &["sendmail", "-t"], message);
     assert!(out.status.success());
-    let got = wait_until("delivery at MUST_NOPEERMATCH", || sink.accepted().pop());
+    let got = wait_until("delivery at MUST_NOPEERMATCH", || sink.messages().pop());
     assert_eq!(got.recipients, ["friend@elsewhere.example"]);
 }

@@ -10,7 +10,8 @@ use certrelay_core::fingerprint::CertMatch;
 use certrelay_core::fingerprint::{DigestKind, Fingerprint, FingerprintMap};
 use certrelay_core::table::Table;
 use certrelay_shell::pki::{self, PkiError};
-use certrelay_suite::TempDir;
+use certrelay_testkit::fixtures::{VECTOR_OPENSSL_FINGERPRINTS, VECTOR_PEM};
+use certrelay_testkit::TempDir;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -87,29 +88,14 @@ fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// Made by `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=vector.test`.
-const VECTOR_PEM: &str = "-----BEGIN CERTIFICATE-----
-MIIBgjCCASegAwIBAgIUblgQAShRXxC8+KBMv/CakCL/MTcwCgYIKoZIzj0EAwIw
-FjEUMBIGA1UEAwwLdmVjdG9yLnRlc3QwHhcNMjYxMTI5MDUxMzU0WhcNMzYxMTI2
-MDUxMzU0WjAWMRQwEgYDVQQDDAt2ZWN0b3IudGVzdDBZMBMGByqGSM49AgEGCCqG
-SM49AwEHA0IABEbvMcqJ2sOiyrsHEwA4e8enVOf/zb60gGOw1VY6lGhQvypFHMfY
-PiNuenjJKDWwx00lr/ZbDlpl1Hg8PkNo5eSjUzBRMB0GA1UdDgQWBBRF5I7TPn0R
-GiHs53HcYY2cteYG9zAfBgNVHSMEGDAWgBRF5I7TPn0RGiHs53HcYY2cteYG9zAP
-BgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQDZ9Ht+VPuTGBYUEhoz
-KIBm8GZb6ZdPqfLM7UWzIPsajwIhAIlDOmqa2mkvGDiiD7eioM6jMMum8T/Z3+G0
-HVcwSjeN
------END CERTIFICATE-----
-";
-
 #[test]
 fn fingerprints_equal_what_openssl_printed_for_a_fixed_certificate() {
     let dir = TempDir::new("pki-vector");
     let file = dir.write("vector.pem", VECTOR_PEM);
-    let got = pki::fingerprint(&[file], DigestKind::Md5, false, None).unwrap();
-    assert_eq!(
-        got,
-        "md5 Fingerprint=DA:E4:BC:B5:63:1D:C2:2F:B1:14:5A:0B:7A:52:EA:C6\n"
-    );
+    for (digest, want) in VECTOR_OPENSSL_FINGERPRINTS {
+        let got = pki::fingerprint(std::slice::from_ref(&file), digest, false, None).unwrap();
+        assert_eq!(got, want, "{digest}");
+    }
 }
 
 /// Every certificate of `file` fingerprinted by us and by openssl, for every digest; openssl

@@ -1,7 +1,8 @@
 //! `certrelay probe` against a real certrelayd: what it reports, and its verdict.
 
-use certrelay_suite::daemon::{free_port, Daemon};
-use certrelay_suite::{binary, certrelayd_ok, TempDir};
+use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::free_port;
+use certrelay_testkit::{binary, certrelayd_ok, TempDir};
 use std::process::{Command, Stdio};
 
 #[test]

@@ -4,10 +4,12 @@
 use certrelay_core::cert::{parse_certificates, parse_private_key, spki_der};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_shell::spool::Spool;
-use certrelay_suite::daemon::{free_port, Daemon, WAIT};
-use certrelay_suite::pki::{self, Ca, Issued};
-use certrelay_suite::sink::{wait_until, Sink};
-use certrelay_suite::{binary, run_ok, TempDir};
+use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::pki::{self, Ca, Issued};
+use certrelay_testkit::sink::{Sink, SinkOptions};
+use certrelay_testkit::wait_until;
+use certrelay_testkit::{binary, run_ok, TempDir};
+use certrelay_testkit::{free_port, WAIT};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -1196,11 +1198,11 @@ fn interop_swaks_with_a_listed_certificate_relays_and_without_one_is_refused() {
 // Certificates made by certrelayd itself.
 
 fn certrelayd(dir: &TempDir, args: &[&str]) -> std::process::Output {
-    certrelay_suite::certrelayd(dir.path(), args)
+    certrelay_testkit::certrelayd(dir.path(), args)
 }
 
 fn certrelayd_ok(dir: &TempDir, args: &[&str]) -> std::process::Output {
-    certrelay_suite::certrelayd_ok(dir.path(), args)
+    certrelay_testkit::certrelayd_ok(dir.path(), args)
 }
 
 /// A relay whose CA, certificate and key `certrelayd ca init` made, with an empty
@@ -1462,7 +1464,8 @@ fn deliver_to(port: u16) -> String {
 
 #[test]
 fn accepted_mail_is_delivered_onward_to_the_relayhost() {
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     let (relay, pki) = setup_with(
         "onward",
         &|l| md5_line(&l.der),
@@ -1473,18 +1476,18 @@ fn accepted_mail_is_delivered_onward_to_the_relayhost() {
     let id = s
         .mail("friend@elsewhere.example")
         .unwrap_or_else(|r| panic!("{r}"));
-    let got = wait_until("the sink to receive the message", || sink.accepted().pop());
+    let got = wait_until("the sink to receive the message", || sink.messages().pop());
     assert_eq!(got.sender, "me@laptop.test");
     assert_eq!(got.recipients, ["friend@elsewhere.example"]);
     assert!(
-        got.data.contains(&format!("with ESMTPS id {id}")),
+        got.text().contains(&format!("with ESMTPS id {id}")),
         "{}",
-        got.data
+        got.text()
     );
     assert!(
-        got.data.ends_with("hello from the laptop\r\n"),
+        got.text().ends_with("hello from the laptop\r\n"),
         "{}",
-        got.data
+        got.text()
     );
     relay.wait_log(&format!(
         "{id}: to=<friend@elsewhere.example>, relay=127.0.0.1[127.0.0.1]:{sink_port}"
@@ -1508,7 +1511,8 @@ fn sighup_applies_new_onward_delivery_settings() {
         .mail("friend@elsewhere.example")
         .unwrap_or_else(|r| panic!("{r}"));
     drop(s);
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     // A broken relayhost is refused and changes nothing.
     let main = std::fs::read_to_string(relay.dir.path().join("main.cf")).unwrap();
     relay.dir.write(
@@ -1525,12 +1529,12 @@ fn sighup_applies_new_onward_delivery_settings() {
     relay.signal("HUP");
     relay.wait_log("new sessions and deliveries use it");
     let got = wait_until("the sink to receive the held message", || {
-        sink.accepted().pop()
+        sink.messages().pop()
     });
     assert!(
-        got.data.contains(&format!("with ESMTPS id {id}")),
+        got.text().contains(&format!("with ESMTPS id {id}")),
         "{}",
-        got.data
+        got.text()
     );
     relay.wait_log(&format!(
         "{id}: to=<friend@elsewhere.example>, relay=127.0.0.1[127.0.0.1]:{sink_port}"
@@ -1539,7 +1543,8 @@ fn sighup_applies_new_onward_delivery_settings() {
 
 #[test]
 fn a_message_acknowledged_before_a_crash_is_delivered_once_after_restart() {
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     let (relay, pki) = setup_with("crash-after-250", &|l| md5_line(&l.der), "", &[""]);
     let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
     let id = s
@@ -1552,16 +1557,17 @@ fn a_message_acknowledged_before_a_crash_is_delivered_once_after_restart() {
     // The same directory, now allowed to deliver.
     write_main(&dir, &deliver_to(sink_port));
     let relay = Relay::start(dir, ports);
-    let got = wait_until("the sink to receive the message", || sink.accepted().pop());
-    assert!(got.data.contains(&format!("id {id}")), "{}", got.data);
+    let got = wait_until("the sink to receive the message", || sink.messages().pop());
+    assert!(got.text().contains(&format!("id {id}")), "{}", got.text());
     relay.wait_log("status=sent");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(sink.accepted().len(), 1, "delivered exactly once");
+    assert_eq!(sink.messages().len(), 1, "delivered exactly once");
 }
 
 #[test]
 fn a_crash_during_data_delivers_nothing() {
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     let (relay, pki) = setup_with("crash-in-data", &|l| md5_line(&l.der), "", &[""]);
     let (mut s, _) = Smtp::start(relay.port(), &pki.ca.cert_pem, Some(&pki.laptop));
     assert!(s.cmd("MAIL FROM:<me@laptop.test>").starts_with("250"));
@@ -1578,7 +1584,7 @@ fn a_crash_during_data_delivers_nothing() {
     let relay = Relay::start(dir, ports);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        sink.accepted().is_empty(),
+        sink.messages().is_empty(),
         "nothing was acknowledged, nothing is delivered"
     );
     let tmp = std::fs::read_dir(relay.dir.path().join("spool/tmp"))
@@ -1589,7 +1595,8 @@ fn a_crash_during_data_delivers_nothing() {
 
 #[test]
 fn queue_delete_and_flush_commands_act_on_the_running_relay() {
-    let (sink, sink_port) = Sink::start_any();
+    let sink = Sink::start(SinkOptions::default());
+    let sink_port = sink.port();
     // Held (defer_transports = smtp) until a flush.
     let hold = format!("relayhost = [127.0.0.1]:{sink_port}\n");
     let (relay, pki) = setup_with("queue-cmds", &|l| md5_line(&l.der), &hold, &[""]);
@@ -1615,7 +1622,7 @@ fn queue_delete_and_flush_commands_act_on_the_running_relay() {
 
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        sink.accepted().is_empty(),
+        sink.messages().is_empty(),
         "held mail left before the flush"
     );
     let flushed = certrelayd(&relay.dir, &["flush"]);
@@ -1624,10 +1631,10 @@ fn queue_delete_and_flush_commands_act_on_the_running_relay() {
         "{}",
         String::from_utf8_lossy(&flushed.stderr)
     );
-    let got = wait_until("the flushed message", || sink.accepted().pop());
+    let got = wait_until("the flushed message", || sink.messages().pop());
     assert_eq!(got.recipients, ["two@elsewhere.example"]);
     relay.wait_log("status=sent");
-    assert_eq!(sink.accepted().len(), 1, "the deleted message never left");
+    assert_eq!(sink.messages().len(), 1, "the deleted message never left");
 }
 
 /// A tiny file system mounted for one test, unmounted when dropped.

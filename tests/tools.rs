@@ -1,6 +1,6 @@
 //! The laptop's helper commands through the real `certrelay` binary.
 
-use certrelay_suite::{binary, run_ok, workspace_root, TempDir};
+use certrelay_testkit::{binary, run_ok, workspace_root, TempDir};
 use std::process::{Command, Output, Stdio};
 
 fn certrelay(args: &[&str]) -> Output {
@@ -117,7 +117,7 @@ fn fingerprint_and_keygen() {
 #[test]
 fn relay_explain_names_the_deciding_rule() {
     use certrelay_core::fingerprint::{DigestKind, Fingerprint};
-    use certrelay_suite::pki;
+    use certrelay_testkit::pki;
     let dir = TempDir::new("explain-relay");
     let ca = pki::Ca::new("Test CA");
     let relay = ca.issue("relay.test", &["relay.test"], false);

@@ -11,6 +11,7 @@
 //! cannot add header fields or MIME parts.
 
 use crate::queue::{Envelope, QueueId, Recipient};
+use crate::time::civil_from_days;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
@@ -456,21 +457,6 @@ pub fn civil_time(unix: u64, offset_minutes: i32) -> CivilTime {
         weekday: (days + 4).rem_euclid(7) as u8,
         offset_minutes,
     }
-}
-
-/// Year, month, day of a day count from 1970-01-01 (the well-known era-based conversion:
-/// years are grouped into 400-year eras that start on 1 March).
-fn civil_from_days(days: i64) -> (i64, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// An RFC 5322 date: `Tue, 14 Nov 2023 22:13:20 +0100`.

@@ -1,4 +1,6 @@
-//! Time as a parameter: the shell reads its clock and passes the reading in.
+//! Time as a parameter: the shell reads its clock and passes the reading in. Also the one
+//! conversion from a day count to a calendar date, for Date: fields and certificate
+//! validity. No clock is read here, and no time zone is known (offsets are the caller's).
 
 use core::ops::{Add, Sub};
 use core::time::Duration;
@@ -41,9 +43,77 @@ impl Sub<Instant> for Instant {
     }
 }
 
+/// Year, month (1-12) and day (1-31) of a count of days since 1970-01-01 in the proleptic
+/// Gregorian calendar; negative counts are days before it. The well-known era-based
+/// conversion: years are grouped into 400-year eras that start on 1 March, so the leap day
+/// is the last day of its year and needs no special case.
+pub fn civil_from_days(days: i64) -> (i64, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calendar_dates_at_the_edges() {
+        let cases = [
+            (0, (1970, 1, 1)),
+            (-1, (1969, 12, 31)),
+            (58, (1970, 2, 28)),
+            (59, (1970, 3, 1)),
+            (11_016, (2000, 2, 29)),
+            (11_017, (2000, 3, 1)),
+            (19_782, (2024, 2, 29)),
+            (20_000, (2024, 10, 4)),
+            (47_540, (2100, 2, 28)),
+            (47_541, (2100, 3, 1)),
+            (-25_508, (1900, 3, 1)),
+            (157_113, (2400, 2, 29)),
+            (2_932_896, (9999, 12, 31)),
+        ];
+        for (days, want) in cases {
+            assert_eq!(civil_from_days(days), want, "{days}");
+        }
+    }
+
+    /// Day by day from 1600 to 2500, every date follows the one before by the calendar's
+    /// own rules (month lengths, leap years every 4 years but not every 100, yet every 400).
+    #[test]
+    fn consecutive_days_follow_the_gregorian_rules() {
+        let leap = |y: i64| y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+        let length = |y: i64, m: u8| match m {
+            2 if leap(y) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        let start = -135_140; // 1600-01-01
+        let mut prev = civil_from_days(start);
+        assert_eq!(prev, (1600, 1, 1));
+        for days in start + 1..start + 900 * 366 {
+            let (y, m, d) = prev;
+            let next = if d < length(y, m) {
+                (y, m, d + 1)
+            } else if m < 12 {
+                (y, m + 1, 1)
+            } else {
+                (y + 1, 1, 1)
+            };
+            let got = civil_from_days(days);
+            assert_eq!(got, next, "{days}");
+            prev = got;
+        }
+    }
 
     #[test]
     fn arithmetic_saturates() {

@@ -8,6 +8,9 @@ use certrelay_shell::delivery::deliver::HeldBody;
 use certrelay_shell::delivery::resolver::Resolver;
 use certrelay_shell::delivery::runner::{wake_channel, Fresh, Handoff, QueueRunner};
 use certrelay_shell::spool::Spool;
+use certrelay_testkit::dns::{DnsServer, Rr};
+use certrelay_testkit::free_port;
+use certrelay_testkit::sink::{Sink, SinkOptions};
 use common::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,8 +35,8 @@ fn queued_message_is_delivered_and_removed() {
     assert!(t.spool.ids().unwrap().is_empty(), "{id} still queued");
     let got = sink.messages();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].from, "alice@example.org");
-    assert_eq!(got[0].rcpts, ["bob@example.org", "carol@example.org"]);
+    assert_eq!(got[0].sender, "alice@example.org");
+    assert_eq!(got[0].recipients, ["bob@example.org", "carol@example.org"]);
     assert_eq!(
         got[0].text(),
         BODY,
@@ -137,10 +140,10 @@ fn permanent_refusal_bounces_to_the_sender() {
     );
     let got = sink.messages();
     assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(got[0].rcpts, ["bob@example.org"]);
+    assert_eq!(got[0].recipients, ["bob@example.org"]);
     let bounce = &got[1];
-    assert_eq!(bounce.from, "", "bounce has the null sender");
-    assert_eq!(bounce.rcpts, ["alice@example.org"]);
+    assert_eq!(bounce.sender, "", "bounce has the null sender");
+    assert_eq!(bounce.recipients, ["alice@example.org"]);
     let text = bounce.text();
     assert!(text.contains("multipart/report"), "{text}");
     assert!(text.contains("report-type=delivery-status"), "{text}");
@@ -168,7 +171,7 @@ fn expired_message_bounces() {
     assert!(t.spool.ids().unwrap().is_empty());
     let got = sink.messages();
     assert_eq!(got.len(), 1, "only the bounce arrives");
-    assert_eq!(got[0].rcpts, ["alice@example.org"]);
+    assert_eq!(got[0].recipients, ["alice@example.org"]);
     assert!(got[0].text().contains("later@example.org"));
 }
 
@@ -327,7 +330,7 @@ fn new_mail_and_a_queue_run_together_deliver_each_message_once() {
     );
     let messages = sink.messages();
     assert_eq!(messages.len(), 30, "each message once");
-    assert!(messages.iter().all(|m| m.data.ends_with(BODY.as_bytes())));
+    assert!(messages.iter().all(|m| m.text().ends_with(BODY)));
     assert!(t.spool.ids().unwrap().is_empty());
 }
 
@@ -375,7 +378,7 @@ fn relayhost_failover_to_the_second_entry() {
     let sink = Sink::start(SinkOptions::default());
     let t = temp_spool("failover");
     queue(&t.spool, "alice@example.org", &["bob@example.org"], BODY);
-    let hops = vec![bracketed(dead_port()), bracketed(sink.port())];
+    let hops = vec![bracketed(free_port()), bracketed(sink.port())];
     let r = runner(&t.spool, config(hops, TlsLevel::None), client_tls(None));
     let stats = run(r.run_once(false));
     assert_eq!(stats.removed, 1, "{stats:?}");
@@ -404,7 +407,7 @@ fn every_server_down_defers_with_the_connect_error() {
     let id = queue(&t.spool, "alice@example.org", &["bob@example.org"], BODY);
     let r = runner(
         &t.spool,
-        config(vec![bracketed(dead_port())], TlsLevel::None),
+        config(vec![bracketed(free_port())], TlsLevel::None),
         client_tls(None),
     );
     assert_eq!(run(r.run_once(false)).deferred, 1);
@@ -450,7 +453,7 @@ fn mx_delivery_skips_a_dead_preferred_host() {
     let r = QueueRunner::new(t.spool.clone(), c, client_tls(None), resolver);
     let stats = run(r.run_once(false));
     assert_eq!(stats.removed, 1, "{stats:?}");
-    assert_eq!(sink.messages()[0].rcpts, ["bob@example.test"]);
+    assert_eq!(sink.messages()[0].recipients, ["bob@example.test"]);
     assert!(
         dns.queries.load(std::sync::atomic::Ordering::SeqCst) >= 3,
         "MX and A lookups"
@@ -474,7 +477,7 @@ fn unknown_domain_bounces() {
     assert_eq!(stats.bounces, 1, "{stats:?}");
     let got = sink.messages();
     assert_eq!(got.len(), 1, "the bounce, delivered by MX to example.org");
-    assert_eq!(got[0].rcpts, ["alice@example.org"]);
+    assert_eq!(got[0].recipients, ["alice@example.org"]);
     assert!(got[0].text().contains("5.4.4"), "{}", got[0].text());
 }
 

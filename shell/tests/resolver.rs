@@ -4,6 +4,7 @@ mod common;
 
 use certrelay_core::dns::{Answer, QueryType};
 use certrelay_shell::delivery::resolver::{LookupError, Resolver};
+use certrelay_testkit::dns::{DnsOptions, DnsServer, Rr};
 use common::*;
 use std::collections::HashMap;
 use std::net::IpAddr;

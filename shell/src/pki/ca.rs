@@ -7,6 +7,7 @@ use super::map::{add_entry, check_not_listed, MapEdit};
 use super::{check_file_name, files, PkiError};
 use certrelay_core::cert::{parse_certificates, spki_der};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
+use certrelay_core::time::civil_from_days;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber,
@@ -441,6 +442,7 @@ fn set_validity(params: &mut CertificateParams, years: i32, key: &impl PublicKey
         .unwrap_or_default();
     let today = i64::try_from(since.as_secs() / 86_400).unwrap_or(0);
     let (y, m, d) = civil_from_days(today - 1);
+    let y = i32::try_from(y).unwrap_or(9999);
     params.not_before = rcgen::date_time_ymd(y, m, d);
     params.not_after = rcgen::date_time_ymd(y + years, m, d.min(28));
     let mut seed = key.der_bytes().to_vec();
@@ -451,38 +453,4 @@ fn set_validity(params: &mut CertificateParams, years: i32, key: &impl PublicKey
     // Positive and exactly 16 bytes long.
     serial[0] = (serial[0] & 0x7f) | 0x40;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
-}
-
-/// Year, month, day of a count of days since 1970-01-01 (the proleptic Gregorian calendar).
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year as i32, month as u8, day as u8)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn calendar() {
-        let cases = [
-            (0, (1970, 1, 1)),
-            (59, (1970, 3, 1)),
-            (11_016, (2000, 2, 29)),
-            (19_782, (2024, 2, 29)),
-            (20_000, (2024, 10, 4)),
-            (-1, (1969, 12, 31)),
-        ];
-        for (days, want) in cases {
-            assert_eq!(civil_from_days(days), want, "{days}");
-        }
-    }
 }

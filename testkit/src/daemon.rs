@@ -1,14 +1,11 @@
 //! A program of ours (or a real peer) running in the background, with its log captured.
 
+use crate::WAIT;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// How long any wait for a daemon may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A child process whose stderr is collected line by line; killed when dropped.
 pub struct Daemon {
@@ -107,13 +104,4 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

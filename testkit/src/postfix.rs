@@ -14,8 +14,7 @@
 //!
 //! As root, `-c DIR` needs no `alternate_config_directories` in `/etc/postfix/main.cf`.
 
-use crate::daemon::WAIT;
-use crate::TempDir;
+use crate::{TempDir, WAIT};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

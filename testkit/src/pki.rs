@@ -1,0 +1,146 @@
+//! The test PKI, made with rcgen: certificate authorities, intermediates, and the server
+//! and client certificates they sign, in PEM and DER. It makes no rustls configurations
+//! (those are the shell's, built from these bytes) and reads or writes no files.
+
+use certrelay_core::cert::parse_private_key;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A certificate authority.
+pub struct Ca {
+    /// Its certificate, PEM.
+    pub cert_pem: String,
+    /// Its certificate, DER.
+    pub cert_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate and its key.
+pub struct Issued {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM (PKCS#8).
+    pub key_pem: String,
+    /// Certificate, DER.
+    pub der: Vec<u8>,
+}
+
+impl Issued {
+    fn new(cert: &rcgen::Certificate, key: &KeyPair) -> Issued {
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+
+    /// The certificate, for rustls.
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        CertificateDer::from(self.der.clone())
+    }
+
+    /// The private key, for rustls.
+    pub fn key_der(&self) -> PrivateKeyDer<'static> {
+        parse_private_key(self.key_pem.as_bytes()).expect("the key of a test certificate")
+    }
+}
+
+fn params(cn: &str, sans: &[&str]) -> CertificateParams {
+    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(sans).expect("certificate parameters");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params
+}
+
+impl Ca {
+    /// A self-signed CA named `cn`.
+    pub fn new(cn: &str) -> Ca {
+        let key = KeyPair::generate().expect("key");
+        let mut params = params(cn, &[]);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("self-sign");
+        Ca::made(&cert, params, key)
+    }
+
+    fn made(cert: &rcgen::Certificate, params: CertificateParams, key: KeyPair) -> Ca {
+        Ca {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `names` (subject alternative names: DNS names, or IP addresses
+    /// where a name parses as one) signed by this CA, for server or client use.
+    pub fn issue(&self, cn: &str, names: &[&str], client: bool) -> Issued {
+        let key = KeyPair::generate().expect("key");
+        let mut params = params(cn, names);
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        Issued::new(&cert, &key)
+    }
+
+    /// An intermediate CA named `cn`, signed by this CA. Certificates it issues need its
+    /// `cert_pem` appended to their own to form a chain.
+    pub fn intermediate(&self, cn: &str) -> Ca {
+        let key = KeyPair::generate().expect("key");
+        let mut params = params(cn, &[]);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        Ca::made(&cert, params, key)
+    }
+}
+
+/// A self-signed client certificate named `cn` (no CA vouches for it).
+pub fn self_signed_client(cn: &str) -> Issued {
+    let key = KeyPair::generate().expect("key");
+    let mut params = params(cn, &[]);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.self_signed(&key).expect("self-sign");
+    Issued::new(&cert, &key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+    use std::sync::Arc;
+
+    /// The certificates pass the same checks a TLS peer makes: a server certificate for a
+    /// name and an address under its CA, and not under another.
+    #[test]
+    fn a_server_certificate_verifies_under_its_ca_only() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ca = Ca::new("Kit CA");
+        let leaf = ca.issue("localhost", &["localhost", "127.0.0.1"], false);
+        let verifier = |ca: &Ca| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.cert_der.clone()).unwrap();
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .unwrap()
+        };
+        let leaf_der = leaf.cert_der();
+        for name in ["localhost", "127.0.0.1"] {
+            let name = ServerName::try_from(name).unwrap();
+            verifier(&ca)
+                .verify_server_cert(&leaf_der, &[], &name, &[], UnixTime::now())
+                .unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        }
+        let name = ServerName::try_from("localhost").unwrap();
+        let other = Ca::new("Other CA");
+        assert!(verifier(&other)
+            .verify_server_cert(&leaf_der, &[], &name, &[], UnixTime::now())
+            .is_err());
+    }
+}
