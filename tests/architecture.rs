@@ -610,48 +610,13 @@ fn describe(krate: &Crate, component: &[Module]) -> String {
     lines.join("\n")
 }
 
-/// Circles that changes owned elsewhere remove, each with what removes it. Each must still
-/// be found exactly as listed, so that its entry goes when its fix lands; any other circle
-/// fails the test.
-const KNOWN_CIRCLES: &[(&str, &[&str], &str)] = &[
-    (
-        "core/src",
-        &["dsn", "queue", "queue::log"],
-        "queue::log takes civil_time from dsn; the civil-time code moves down into time.rs",
-    ),
-    (
-        "shell/src",
-        &["pki", "pki::ca", "pki::files", "pki::map"],
-        "pki.rs holds PkiError and helpers its children use while re-exporting them",
-    ),
-];
-
 #[test]
 fn no_import_circle_in_any_crate() {
     let mut report = Vec::new();
-    let mut known_seen = BTreeSet::new();
     for src in CRATES {
         let krate = read_crate(src);
         for component in circles(&krate.edges) {
-            let names: Vec<String> = component.iter().map(show).collect();
-            let known = KNOWN_CIRCLES
-                .iter()
-                .position(|(c, modules, _)| c == src && names == *modules);
-            match known {
-                Some(i) => {
-                    known_seen.insert(i);
-                }
-                None => report.push(describe(&krate, &component)),
-            }
-        }
-    }
-    for (i, (src, modules, why)) in KNOWN_CIRCLES.iter().enumerate() {
-        if !known_seen.contains(&i) {
-            report.push(format!(
-                "{src}: the known circle among {} ({why}) is gone or changed: update \
-                 KNOWN_CIRCLES",
-                modules.join(", ")
-            ));
+            report.push(describe(&krate, &component));
         }
     }
     assert!(report.is_empty(), "\n{}\n", report.join("\n\n"));

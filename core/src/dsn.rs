@@ -11,7 +11,7 @@
 //! cannot add header fields or MIME parts.
 
 use crate::queue::{Envelope, QueueId, Recipient};
-use crate::time::civil_from_days;
+pub use crate::time::rfc5322_date;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
@@ -394,88 +394,6 @@ fn write_bytes(out: &mut Vec<u8>, args: core::fmt::Arguments<'_>) -> core::fmt::
     s.write_fmt(args)?;
     out.extend_from_slice(s.as_bytes());
     Ok(())
-}
-
-/// A point in civil time at some offset from UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CivilTime {
-    /// Year (proleptic Gregorian).
-    pub year: i64,
-    /// 1..=12.
-    pub month: u8,
-    /// 1..=31.
-    pub day: u8,
-    /// 0..=23.
-    pub hour: u8,
-    /// 0..=59.
-    pub minute: u8,
-    /// 0..=59.
-    pub second: u8,
-    /// 0 = Sunday.
-    pub weekday: u8,
-    /// Minutes east of UTC.
-    pub offset_minutes: i32,
-}
-
-const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-impl CivilTime {
-    /// `Mon`, `Tue`, ...
-    pub fn weekday_name(&self) -> &'static str {
-        WEEKDAYS[usize::from(self.weekday % 7)]
-    }
-
-    /// `Jan`, `Feb`, ...
-    pub fn month_name(&self) -> &'static str {
-        MONTHS[usize::from(self.month.clamp(1, 12) - 1)]
-    }
-}
-
-/// The latest second handled (the end of year 9999); later times are shown as it.
-const MAX_UNIX: u64 = 253_402_300_799;
-/// Offsets beyond ±99:59 cannot be written in a date and are clamped.
-const MAX_OFFSET: i32 = 99 * 60 + 59;
-
-/// Splits `unix` seconds into civil time at `offset_minutes` east of UTC.
-pub fn civil_time(unix: u64, offset_minutes: i32) -> CivilTime {
-    let offset_minutes = offset_minutes.clamp(-MAX_OFFSET, MAX_OFFSET);
-    let local = unix.min(MAX_UNIX) as i64 + i64::from(offset_minutes) * 60;
-    let days = local.div_euclid(86_400);
-    let secs = local.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    CivilTime {
-        year,
-        month,
-        day,
-        hour: (secs / 3600) as u8,
-        minute: (secs / 60 % 60) as u8,
-        second: (secs % 60) as u8,
-        // 1970-01-01 was a Thursday.
-        weekday: (days + 4).rem_euclid(7) as u8,
-        offset_minutes,
-    }
-}
-
-/// An RFC 5322 date: `Tue, 14 Nov 2023 22:13:20 +0100`.
-pub fn rfc5322_date(unix: u64, offset_minutes: i32) -> String {
-    let t = civil_time(unix, offset_minutes);
-    let sign = if t.offset_minutes < 0 { '-' } else { '+' };
-    let off = t.offset_minutes.unsigned_abs();
-    alloc::format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} {sign}{:02}{:02}",
-        t.weekday_name(),
-        t.day,
-        t.month_name(),
-        t.year,
-        t.hour,
-        t.minute,
-        t.second,
-        off / 60,
-        off % 60
-    )
 }
 
 #[cfg(test)]

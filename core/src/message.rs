@@ -11,7 +11,7 @@
 //! The body is never held whole: [`LineNormalizer`] keeps at most one line. Only the header
 //! section is parsed into memory ([`HeaderSection`]); the shell bounds its size.
 
-use crate::dsn::civil_time;
+use crate::time::civil_time;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -526,7 +526,7 @@ pub fn add_missing_origin(header: &mut HeaderSection, origin: &LocalOrigin<'_>) 
     if !header.has("Date") {
         header.append(Field::new(
             "Date",
-            &crate::dsn::rfc5322_date(origin.unix, 0),
+            &crate::time::rfc5322_date(origin.unix, 0),
         ));
     }
     if !header.has("Message-ID") {

@@ -10,128 +10,19 @@
 //! so the command lines stay thin; the intended command line is in each doc comment.
 
 mod ca;
+mod error;
 mod files;
 mod map;
+mod names;
 
 pub use ca::{ca_init, ca_issue, ca_sign, keygen, CaFiles, IssuedClient, KeygenFiles};
+pub use error::PkiError;
 pub use map::{allow, revoke, MapEdit};
+use names::check_label;
 
 use certrelay_core::cert::{parse_certificates, spki_der, subject_cn, CertError};
-use certrelay_core::fingerprint::{DigestKind, Fingerprint, FingerprintError};
-use std::fmt;
-use std::io;
+use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use std::path::{Path, PathBuf};
-
-/// Why a certificate command failed.
-#[non_exhaustive]
-#[derive(Debug)]
-pub enum PkiError {
-    /// Reading or writing a file failed.
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// What was being done (`read`, `create`, ...).
-        action: &'static str,
-        /// What the system said.
-        err: io::Error,
-    },
-    /// A file given as a certificate holds none.
-    NotCertificate {
-        /// The file.
-        path: PathBuf,
-        /// What it holds instead.
-        found: String,
-    },
-    /// A file to be written exists already; nothing is overwritten.
-    Exists(PathBuf),
-    /// A name or label that cannot be used.
-    BadName {
-        /// The name as given.
-        name: String,
-        /// Why it cannot be used.
-        reason: &'static str,
-    },
-    /// A fingerprint text that does not parse.
-    BadFingerprint {
-        /// The text as given.
-        text: String,
-        /// What is wrong with it.
-        err: FingerprintError,
-    },
-    /// The table already has this fingerprint or name.
-    Duplicate {
-        /// The table file.
-        path: PathBuf,
-        /// The line of the existing entry, from 1.
-        line: usize,
-        /// What is duplicated, for the message (`fingerprint ...`, `name "..."`).
-        what: String,
-    },
-    /// Nothing in the table matches what was to be removed.
-    NotListed {
-        /// The table file.
-        path: PathBuf,
-        /// The name or fingerprint asked for.
-        wanted: String,
-    },
-    /// A key, CA or request file that cannot be used.
-    BadInput {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// rcgen refused to make a key, certificate or request.
-    Generate {
-        /// What was being made.
-        what: &'static str,
-        /// rcgen's reason.
-        reason: String,
-    },
-}
-
-impl fmt::Display for PkiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PkiError::Io { path, action, err } => {
-                write!(f, "cannot {action} {}: {err}", path.display())
-            }
-            PkiError::NotCertificate { path, found } => {
-                write!(f, "{}: {found}", path.display())
-            }
-            PkiError::Exists(path) => write!(
-                f,
-                "{} exists already; not overwriting it (move it away first)",
-                path.display()
-            ),
-            PkiError::BadName { name, reason } => write!(f, "name {name:?}: {reason}"),
-            PkiError::BadFingerprint { text, err } => {
-                write!(f, "{text:?} is not a fingerprint: {err}")
-            }
-            PkiError::Duplicate { path, line, what } => write!(
-                f,
-                "{}:{line}: {what} is listed already; nothing changed",
-                path.display()
-            ),
-            PkiError::NotListed { path, wanted } => write!(
-                f,
-                "{}: no entry has the name or fingerprint {wanted:?}; nothing changed",
-                path.display()
-            ),
-            PkiError::BadInput { path, reason } => write!(f, "{}: {reason}", path.display()),
-            PkiError::Generate { what, reason } => write!(f, "cannot make {what}: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for PkiError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            PkiError::Io { err, .. } => Some(err),
-            _ => None,
-        }
-    }
-}
 
 /// Fingerprints of every certificate in `files` (PEM with one or more certificates, or one
 /// DER certificate), in file order.
@@ -224,41 +115,6 @@ fn describe_cert_error(err: &CertError) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// A label for a table entry: one line of printable text.
-fn check_label(label: &str) -> Result<(), PkiError> {
-    let reason = if label.trim().is_empty() {
-        "a table entry needs a non-empty name"
-    } else if label.chars().any(char::is_control) {
-        "control characters or line breaks cannot be part of a table entry"
-    } else {
-        return Ok(());
-    };
-    Err(PkiError::BadName {
-        name: label.to_string(),
-        reason,
-    })
-}
-
-/// A name that becomes a certificate's CN, a table label and a file name.
-fn check_file_name(name: &str) -> Result<(), PkiError> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@');
-    let reason = if name.is_empty() {
-        "empty"
-    } else if name.starts_with(['.', '-']) {
-        "it must not start with '.' or '-' (it becomes a file name)"
-    } else if !name.chars().all(allowed) {
-        "use letters, digits and . - _ @ only (it becomes a file name and a table entry)"
-    } else if name.len() > 64 {
-        "longer than 64 characters, the most a certificate CN may hold"
-    } else {
-        return Ok(());
-    };
-    Err(PkiError::BadName {
-        name: name.to_string(),
-        reason,
-    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use super::envelope::{Envelope, Recipient, RecipientState};
 use super::id::QueueId;
-use crate::dsn::civil_time;
+use crate::time::civil_time;
 use alloc::string::String;
 use core::fmt::Write as _;
 use core::net::IpAddr;

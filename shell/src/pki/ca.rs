@@ -3,8 +3,10 @@
 //! Everything is ECDSA P-256 (rcgen's default, which webpki and OpenSSL both accept). The CA
 //! may sign end certificates only (path length 0). Keys are PEM, unencrypted, mode 0600.
 
+use super::error::PkiError;
+use super::files;
 use super::map::{add_entry, check_not_listed, MapEdit};
-use super::{check_file_name, files, PkiError};
+use super::names::check_file_name;
 use certrelay_core::cert::{parse_certificates, spki_der};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_core::time::civil_from_days;

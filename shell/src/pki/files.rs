@@ -1,7 +1,7 @@
 //! File handling for the certificate commands: never overwrite a key or certificate, keep keys
 //! private, and replace tables so that a reader sees the old text or the new, never half.
 
-use super::PkiError;
+use super::error::PkiError;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

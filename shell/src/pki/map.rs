@@ -4,7 +4,9 @@
 //! entry above it; blank lines and `#` lines are skipped), so an entry is removed together with
 //! its continuation lines, and comments stay where they were.
 
-use super::{check_label, files, PkiError};
+use super::error::PkiError;
+use super::files;
+use super::names::check_label;
 use certrelay_core::fingerprint::Fingerprint;
 use std::path::{Path, PathBuf};
 

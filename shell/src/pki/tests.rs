@@ -1,6 +1,7 @@
 //! `fingerprint` against vectors that OpenSSL 3.0 printed for a certificate it made.
 
 use super::*;
+use crate::pki::names::check_file_name;
 use std::fs;
 
 use certrelay_testkit::fixtures::{
