@@ -39,7 +39,7 @@ pub struct DeliveryJob {
 #[derive(Clone, Debug)]
 pub enum MessageSource {
     /// A message in the spool (its content read whole, or in chunks when large; see
-    /// [`read_spooled`]).
+    /// `read_spooled`).
     Spooled {
         /// The spool.
         spool: Spool,
