@@ -5,8 +5,8 @@
 //!
 //! The relay (`certrelayd`) stores into its spool and wakes its queue runner. The laptop
 //! (`certrelay run`, `sendmail -bs`) stores into the maildrop, because only the holder of
-//! the run lock may open the laptop's spool (see the laptop binary's `laptop_smtpd`). Which of the two
-//! is the [`store::Store`]'s choice; the connection driver does not know.
+//! the run lock may open the laptop's spool (see the laptop binary's `laptop_smtpd`).
+//! Which of the two is the [`store::Store`]'s choice; the connection driver does not know.
 //!
 //! Not here: configuration generations, reload and signals (the relay's binary), and the
 //! delivery of what was stored (the queue runner).
