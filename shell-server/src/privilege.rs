@@ -32,21 +32,43 @@ pub fn is_root() -> bool {
 
 /// Looks `name` up and checks that it is an unprivileged account; the error says what is
 /// wrong with it (the caller names the parameter).
-pub fn mail_owner(name: &str) -> Result<User, String> {
+pub fn mail_owner(name: &str) -> Result<User, AccountError> {
     let user = User::from_name(name)
-        .map_err(|e| format!("cannot look the account up: {e}"))?
-        .ok_or_else(|| {
-            format!(
-                "no such account. Create it (for example `useradd --system --home-dir \
-                 /nonexistent --shell /usr/sbin/nologin {name}`) or set mail_owner to an \
-                 existing unprivileged account"
-            )
-        })?;
+        .map_err(AccountError::LookUp)?
+        .ok_or_else(|| AccountError::NoSuchAccount(name.to_owned()))?;
     if user.uid.is_root() {
-        return Err("user id 0; it must be an unprivileged account".to_owned());
+        return Err(AccountError::Root);
     }
     Ok(user)
 }
+
+/// Why `mail_owner` names no account the relay can become.
+#[derive(Debug)]
+pub enum AccountError {
+    /// The account database could not be asked.
+    LookUp(nix::Error),
+    /// No account has this name.
+    NoSuchAccount(String),
+    /// The account is root's user id.
+    Root,
+}
+
+impl fmt::Display for AccountError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccountError::LookUp(e) => write!(f, "cannot look the account up: {e}"),
+            AccountError::NoSuchAccount(name) => write!(
+                f,
+                "no such account. Create it (for example `useradd --system --home-dir \
+                 /nonexistent --shell /usr/sbin/nologin {name}`) or set mail_owner to an \
+                 existing unprivileged account"
+            ),
+            AccountError::Root => f.write_str("user id 0; it must be an unprivileged account"),
+        }
+    }
+}
+
+impl std::error::Error for AccountError {}
 
 /// The relay's configuration check, plus, when run as root, that `mail_owner` can be
 /// become.
@@ -54,8 +76,8 @@ pub fn check(loaded: &Loaded) -> Vec<Diagnostic> {
     let mut diags = crate::checks::check_relay(loaded);
     if is_root() {
         let config = &loaded.config;
-        if let Err(msg) = mail_owner(config.text("mail_owner")) {
-            diags.push(config.problem("mail_owner", msg));
+        if let Err(e) = mail_owner(config.text("mail_owner")) {
+            diags.push(config.problem("mail_owner", e));
         }
     }
     diags
@@ -341,20 +363,80 @@ fn is_empty(handle: &File) -> io::Result<bool> {
 
 /// Gives up root for good: supplementary groups, group and user become `user`'s. Returns
 /// what to log.
-pub fn drop_to(user: &User) -> Result<String, String> {
-    let fail = |what: &str, e: nix::Error| format!("mail_owner {}: {what}: {e}", user.name);
-    unistd::setgroups(&[user.gid]).map_err(|e| fail("cannot set the groups", e))?;
-    unistd::setgid(user.gid).map_err(|e| fail("cannot change group", e))?;
-    unistd::setuid(user.uid).map_err(|e| fail("cannot change user", e))?;
+pub fn drop_to(user: &User) -> Result<String, DropError> {
+    let fail = |step, source| DropError::Failed {
+        owner: user.name.clone(),
+        step,
+        source,
+    };
+    unistd::setgroups(&[user.gid]).map_err(|e| fail(DropStep::Groups, e))?;
+    unistd::setgid(user.gid).map_err(|e| fail(DropStep::Group, e))?;
+    unistd::setuid(user.uid).map_err(|e| fail(DropStep::User, e))?;
     // setuid as root changes the real, effective and saved ids alike; make sure.
     if unistd::setuid(Uid::from_raw(0)).is_ok() || Uid::effective().is_root() {
-        return Err(format!("mail_owner {}: root could be regained", user.name));
+        return Err(DropError::RootRegained {
+            owner: user.name.clone(),
+        });
     }
     Ok(format!(
         "running as mail_owner {} (uid {}, gid {})",
         user.name, user.uid, user.gid
     ))
 }
+
+/// Why root could not be given up for `mail_owner`.
+#[derive(Debug)]
+pub enum DropError {
+    /// A step of the change failed.
+    Failed {
+        /// The account's name.
+        owner: String,
+        /// Which step.
+        step: DropStep,
+        /// What the system said.
+        source: nix::Error,
+    },
+    /// After the change, root could still be had back.
+    RootRegained {
+        /// The account's name.
+        owner: String,
+    },
+}
+
+/// One step of giving up root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropStep {
+    /// Setting the supplementary groups.
+    Groups,
+    /// Setting the group id.
+    Group,
+    /// Setting the user id.
+    User,
+}
+
+impl fmt::Display for DropError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropError::Failed {
+                owner,
+                step,
+                source,
+            } => {
+                let what = match step {
+                    DropStep::Groups => "cannot set the groups",
+                    DropStep::Group => "cannot change group",
+                    DropStep::User => "cannot change user",
+                };
+                write!(f, "mail_owner {owner}: {what}: {source}")
+            }
+            DropError::RootRegained { owner } => {
+                write!(f, "mail_owner {owner}: root could be regained")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DropError {}
 
 /// After the drop, in the queue directory (the working directory): every entry below it is
 /// a plain file or directory of `user`'s. Nothing is followed or changed; `shown` names the
@@ -406,5 +488,80 @@ fn walk(dir: &Path, shown: &Path, uid: u32, problems: &mut Vec<Inside>) {
         } else if !kind.is_file() {
             problems.push(Inside::Special(shown_path));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_and_drop_errors_say_what_is_wrong() {
+        let cases: Vec<(Box<dyn std::error::Error>, String)> = vec![
+            (
+                Box::new(AccountError::LookUp(nix::Error::EIO)),
+                format!("cannot look the account up: {}", nix::Error::EIO),
+            ),
+            (
+                Box::new(AccountError::NoSuchAccount("certrelay".into())),
+                "no such account. Create it (for example `useradd --system --home-dir \
+                 /nonexistent --shell /usr/sbin/nologin certrelay`) or set mail_owner to an \
+                 existing unprivileged account"
+                    .into(),
+            ),
+            (
+                Box::new(AccountError::Root),
+                "user id 0; it must be an unprivileged account".into(),
+            ),
+            (
+                Box::new(DropError::Failed {
+                    owner: "certrelay".into(),
+                    step: DropStep::Groups,
+                    source: nix::Error::EPERM,
+                }),
+                format!(
+                    "mail_owner certrelay: cannot set the groups: {}",
+                    nix::Error::EPERM
+                ),
+            ),
+            (
+                Box::new(DropError::Failed {
+                    owner: "certrelay".into(),
+                    step: DropStep::Group,
+                    source: nix::Error::EPERM,
+                }),
+                format!(
+                    "mail_owner certrelay: cannot change group: {}",
+                    nix::Error::EPERM
+                ),
+            ),
+            (
+                Box::new(DropError::Failed {
+                    owner: "certrelay".into(),
+                    step: DropStep::User,
+                    source: nix::Error::EAGAIN,
+                }),
+                format!(
+                    "mail_owner certrelay: cannot change user: {}",
+                    nix::Error::EAGAIN
+                ),
+            ),
+            (
+                Box::new(DropError::RootRegained {
+                    owner: "certrelay".into(),
+                }),
+                "mail_owner certrelay: root could be regained".into(),
+            ),
+        ];
+        for (error, want) in cases {
+            assert_eq!(error.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn root_and_missing_accounts_are_refused() {
+        assert!(matches!(mail_owner("root"), Err(AccountError::Root)));
+        let missing = "certrelay-no-such-account";
+        assert!(matches!(mail_owner(missing), Err(AccountError::NoSuchAccount(n)) if n == missing));
     }
 }
