@@ -5,15 +5,18 @@
 //! whole configuration checks, and is confirmed: the command waits until the running relay
 //! reports that it loaded it, and fails when the relay refused it or said nothing.
 //!
-//! Not here: how the running relay is found and signalled (`running`).
+//! Not here: how the running relay is found and signalled (`running`), or putting a failure
+//! into words (`failure`).
 
+use crate::failure::{CertFileError, Failure};
 use crate::generation;
 use crate::running::{self, Reloaded};
 use argh::FromArgs;
-use certrelay_core::config::Diagnostic;
 use certrelay_core::fingerprint::DigestKind;
+use certrelay_core::queue::QueueId;
 use certrelay_shell::pki;
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 
 /// print certificate fingerprints as openssl does (`sha256 Fingerprint=...`)
@@ -153,95 +156,68 @@ pub struct DeleteCmd {
 }
 
 /// `certrelayd queue`.
-pub fn queue(config_dir: &Path, _cmd: QueueCmd) -> i32 {
-    let Some(dir) = queue_directory(config_dir) else {
-        return 1;
-    };
-    match certrelay_shell::spool::listing::listing(&dir) {
-        Ok(text) => {
-            print!("{text}");
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {}: {e}", dir.display());
-            1
-        }
-    }
+pub fn queue(config_dir: &Path, _cmd: QueueCmd) -> Result<(), Failure> {
+    let dir = queue_directory(config_dir)?;
+    let text =
+        certrelay_shell::spool::listing::listing(&dir).map_err(|source| Failure::Listing {
+            queue_directory: dir.clone(),
+            source,
+        })?;
+    print!("{text}");
+    Ok(())
 }
 
 /// `certrelayd flush`.
-pub fn flush(config_dir: &Path, _cmd: FlushCmd) -> i32 {
-    let Some(dir) = queue_directory(config_dir) else {
-        return 1;
-    };
-    let pid = match running::find_relay(&dir) {
-        Ok(pid) => pid,
-        Err(why) => {
-            eprintln!("error: no running relay ({why}); queued mail goes when it starts");
-            return 1;
-        }
-    };
-    match running::signal(pid, Signal::SIGUSR1) {
-        Ok(()) => {
-            println!("asked the running relay (pid {pid}) to try every queued message now");
-            0
-        }
-        Err(e) => {
-            eprintln!("error: cannot signal the running relay (pid {pid}): {e}");
-            1
-        }
-    }
+pub fn flush(config_dir: &Path, _cmd: FlushCmd) -> Result<(), Failure> {
+    let dir = queue_directory(config_dir)?;
+    let pid = running::find_relay(&dir).map_err(Failure::NoRelay)?;
+    signal(pid, Signal::SIGUSR1)?;
+    println!("asked the running relay (pid {pid}) to try every queued message now");
+    Ok(())
 }
 
 /// `certrelayd delete ID`.
-pub fn delete(config_dir: &Path, cmd: DeleteCmd) -> i32 {
-    let Some(dir) = queue_directory(config_dir) else {
-        return 1;
-    };
-    if certrelay_core::queue::QueueId::parse(&cmd.id).is_none() {
-        eprintln!("error: {:?} is not a queue id", cmd.id);
-        return 64;
-    }
+pub fn delete(config_dir: &Path, cmd: DeleteCmd) -> Result<(), Failure> {
+    let dir = queue_directory(config_dir)?;
+    let id = QueueId::parse(&cmd.id).ok_or(Failure::NotQueueId(cmd.id))?;
     // Attach without recovery: a running relay may be receiving into tmp/ right now.
     let spool = certrelay_shell::spool::Spool::attach(&dir);
-    if spool.read_envelope(&cmd.id).is_err() && !spool.message_path(&cmd.id).exists() {
-        eprintln!("error: {}: no such message in {}", cmd.id, dir.display());
-        return 1;
+    let name = id.as_str();
+    if spool.read_envelope(name).is_err() && !spool.message_path(name).exists() {
+        return Err(Failure::NoSuchMessage {
+            id,
+            queue_directory: dir,
+        });
     }
-    match spool.remove(&cmd.id) {
+    match spool.remove(name) {
         Ok(()) => {
-            println!("{}: removed", cmd.id);
-            0
+            println!("{id}: removed");
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("error: {}: {e}", cmd.id);
-            1
-        }
+        Err(source) => Err(Failure::NotRemoved { id, source }),
     }
 }
 
-fn queue_directory(config_dir: &Path) -> Option<PathBuf> {
-    match certrelay_shell::conf::load(config_dir) {
-        Ok(l) => Some(PathBuf::from(l.config.text("queue_directory"))),
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            None
-        }
-    }
+fn queue_directory(config_dir: &Path) -> Result<PathBuf, Failure> {
+    let loaded = certrelay_shell::conf::load(config_dir).map_err(Failure::Config)?;
+    Ok(PathBuf::from(loaded.config.text("queue_directory")))
+}
+
+/// Sends `sig` to the running relay `pid`.
+fn signal(pid: Pid, sig: Signal) -> Result<(), Failure> {
+    running::signal(pid, sig).map_err(|source| Failure::Signal {
+        pid,
+        signal: sig,
+        source,
+    })
 }
 
 /// `certrelayd fingerprint`.
-pub fn fingerprint(cmd: FingerprintCmd) -> i32 {
-    let Some(digest) = DigestKind::from_config_name(&cmd.digest) else {
-        eprintln!(
-            "error: --digest {}: use md5, sha1, sha256 or sha512",
-            cmd.digest
-        );
-        return 64;
-    };
+pub fn fingerprint(cmd: FingerprintCmd) -> Result<(), Failure> {
+    let digest = DigestKind::from_config_name(&cmd.digest)
+        .ok_or_else(|| Failure::UnknownDigest(cmd.digest.clone()))?;
     if cmd.files.is_empty() {
-        eprintln!("error: name at least one certificate file");
-        return 64;
+        return Err(Failure::NoCertificateFiles);
     }
     finish(pki::fingerprint(
         &cmd.files,
@@ -252,16 +228,13 @@ pub fn fingerprint(cmd: FingerprintCmd) -> i32 {
 }
 
 /// `certrelayd ca ...`.
-pub fn ca(config_dir: &Path, cmd: CaCmd) -> i32 {
+pub fn ca(config_dir: &Path, cmd: CaCmd) -> Result<(), Failure> {
     match cmd.action {
         CaAction::Init(a) => {
             let dir = a.dir.unwrap_or_else(|| config_dir.to_owned());
             let host = match a.hostname {
                 Some(h) => h,
-                None => match myhostname(config_dir) {
-                    Ok(h) => h,
-                    Err(code) => return code,
-                },
+                None => myhostname(config_dir)?,
             };
             finish(pki::ca_init(&dir, &host, &a.name).map(|files| {
                 format!(
@@ -273,18 +246,14 @@ pub fn ca(config_dir: &Path, cmd: CaCmd) -> i32 {
         }
         CaAction::Issue(a) => {
             let dir = a.dir.unwrap_or_else(|| config_dir.to_owned());
-            let Some(map) = map_path(config_dir, a.map) else {
-                return 1;
-            };
+            let map = map_path(config_dir, a.map)?;
             change_and_reload(config_dir, || {
                 pki::ca_issue(&dir, &a.name, &a.out, &map).map(|i| i.report())
             })
         }
         CaAction::Sign(a) => {
             let dir = a.dir.unwrap_or_else(|| config_dir.to_owned());
-            let Some(map) = map_path(config_dir, a.map) else {
-                return 1;
-            };
+            let map = map_path(config_dir, a.map)?;
             change_and_reload(config_dir, || {
                 pki::ca_sign(&dir, &a.csr, &a.name, &a.out, &map).map(|i| i.report())
             })
@@ -293,153 +262,86 @@ pub fn ca(config_dir: &Path, cmd: CaCmd) -> i32 {
 }
 
 /// `certrelayd allow`.
-pub fn allow(config_dir: &Path, cmd: AllowCmd) -> i32 {
-    let Some(map) = map_path(config_dir, cmd.map) else {
-        return 1;
-    };
+pub fn allow(config_dir: &Path, cmd: AllowCmd) -> Result<(), Failure> {
+    let map = map_path(config_dir, cmd.map)?;
     change_and_reload(config_dir, || {
         pki::allow(&map, &cmd.fingerprint, &cmd.label).map(|e| e.report())
     })
 }
 
 /// `certrelayd revoke`.
-pub fn revoke(config_dir: &Path, cmd: RevokeCmd) -> i32 {
-    let Some(map) = map_path(config_dir, cmd.map) else {
-        return 1;
-    };
+pub fn revoke(config_dir: &Path, cmd: RevokeCmd) -> Result<(), Failure> {
+    let map = map_path(config_dir, cmd.map)?;
     change_and_reload(config_dir, || {
         pki::revoke(&map, &cmd.what).map(|e| e.report())
     })
 }
 
-fn finish(result: Result<String, pki::PkiError>) -> i32 {
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    }
+/// Prints what a certificate command did.
+fn finish(result: Result<String, pki::PkiError>) -> Result<(), Failure> {
+    print!("{}", result.map_err(Failure::Pki)?);
+    Ok(())
 }
 
-fn myhostname(config_dir: &Path) -> Result<String, i32> {
-    match certrelay_shell::conf::load(config_dir) {
-        Ok(l) => Ok(l.config.text("myhostname").to_owned()),
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            Err(1)
-        }
-    }
+fn myhostname(config_dir: &Path) -> Result<String, Failure> {
+    let loaded = certrelay_shell::conf::load(config_dir).map_err(Failure::Config)?;
+    Ok(loaded.config.text("myhostname").to_owned())
 }
 
 /// The table to edit: `--map`, else the first `relay_clientcerts` table of main.cf, else
 /// `DIR/relay_clientcerts`.
-fn map_path(config_dir: &Path, given: Option<PathBuf>) -> Option<PathBuf> {
+fn map_path(config_dir: &Path, given: Option<PathBuf>) -> Result<PathBuf, Failure> {
     if let Some(p) = given {
-        return Some(p);
+        return Ok(p);
     }
-    let loaded = match certrelay_shell::conf::load(config_dir) {
-        Ok(l) => l,
-        Err(msg) => {
-            eprintln!("error: {msg} (or name the table with --map)");
-            return None;
-        }
-    };
-    match loaded.config.tables("relay_clientcerts") {
-        Ok(specs) => Some(
-            specs
-                .first()
-                .map(|s| PathBuf::from(&s.path))
-                .unwrap_or_else(|| config_dir.join("relay_clientcerts")),
-        ),
-        Err(d) => {
-            eprintln!("{d}");
-            None
-        }
-    }
+    let loaded = certrelay_shell::conf::load(config_dir).map_err(Failure::MapConfig)?;
+    let specs = loaded
+        .config
+        .tables("relay_clientcerts")
+        .map_err(Failure::MapSetting)?;
+    Ok(specs
+        .first()
+        .map(|s| PathBuf::from(&s.path))
+        .unwrap_or_else(|| config_dir.join("relay_clientcerts")))
 }
 
 /// Makes `change` when the configuration in `config_dir` has no error, and then has a
-/// running relay load it: SIGHUP, then its report. 0 when the relay loaded it, or when no
-/// relay runs (it reads the change at start); 1 when anything failed, said on stderr.
+/// running relay load it: SIGHUP, then its report. Done when the relay loaded it, or when
+/// no relay runs (it reads the change at start); the failure says what went wrong else.
 fn change_and_reload(
     config_dir: &Path,
     change: impl FnOnce() -> Result<String, pki::PkiError>,
-) -> i32 {
-    if let Err(diags) = generation::check_reload(config_dir) {
-        print_errors(&diags);
-        eprintln!(
-            "error: {}: the configuration has errors (above), so a running relay would not \
-             load the change; nothing was changed. Fix them first (`certrelayd -c {} check`)",
-            config_dir.display(),
-            config_dir.display()
-        );
-        return 1;
-    }
-    let code = finish(change());
-    if code != 0 {
-        return code;
-    }
-    if let Err(diags) = generation::check_reload(config_dir) {
-        print_errors(&diags);
-        eprintln!(
-            "error: the change is written, but the configuration now has errors (above): a \
-             running relay would refuse it and keep its old table"
-        );
-        return 1;
-    }
-    let Some(queue_dir) = queue_directory(config_dir) else {
-        return 1;
-    };
+) -> Result<(), Failure> {
+    generation::check_reload(config_dir).map_err(|diagnostics| Failure::NotChanged {
+        config_dir: config_dir.to_owned(),
+        diagnostics,
+    })?;
+    finish(change())?;
+    generation::check_reload(config_dir).map_err(Failure::ChangedButInvalid)?;
+    let queue_dir = queue_directory(config_dir)?;
     let pid = match running::find_relay(&queue_dir) {
         Ok(pid) => pid,
         Err(why) => {
             println!("no running relay found ({why}); it reads the table at start");
-            return 0;
+            return Ok(());
         }
     };
     // Taken after the change was written: a reload that began since has read it.
     let since = running::monotonic_ns();
-    if let Err(e) = running::signal(pid, Signal::SIGHUP) {
-        eprintln!("error: cannot signal the running relay (pid {pid}) to reload: {e}");
-        return 1;
-    }
+    signal(pid, Signal::SIGHUP)?;
     match running::await_reload(&queue_dir, pid, since) {
         Reloaded::Loaded(generation) => {
             println!(
                 "the running relay (pid {pid}) loaded the change (configuration generation \
                  {generation})"
             );
-            0
+            Ok(())
         }
-        Reloaded::Refused(why) => {
-            for line in why {
-                eprintln!("{line}");
-            }
-            eprintln!(
-                "error: the running relay (pid {pid}) refused the new configuration (above) \
-                 and keeps serving the old one; the change is written and applies once that \
-                 is fixed and the relay reloads"
-            );
-            1
-        }
-        Reloaded::Silent => {
-            eprintln!(
-                "error: the running relay (pid {pid}) did not report loading the change within \
-                 {} s: it may still serve the old table; look at its log",
-                running::REPORT_WAIT.as_secs()
-            );
-            1
-        }
-    }
-}
-
-fn print_errors(diags: &[Diagnostic]) {
-    for d in diags.iter().filter(|d| d.is_error()) {
-        eprintln!("{d}");
+        Reloaded::Refused(reasons) => Err(Failure::ReloadRefused { pid, reasons }),
+        Reloaded::Silent => Err(Failure::ReloadSilent {
+            pid,
+            waited: running::REPORT_WAIT,
+        }),
     }
 }
 
@@ -466,18 +368,10 @@ pub struct ExplainCmd {
 
 /// `certrelayd explain`: the relay's decision for one certificate and recipient, with the
 /// rule that made it.
-pub fn explain(config_dir: &Path, cmd: ExplainCmd) -> i32 {
+pub fn explain(config_dir: &Path, cmd: ExplainCmd) -> Result<(), Failure> {
     use certrelay_core::facts::{CertVerdict, ClientCert, PeerInfo, TlsFacts};
     use certrelay_core::policy::{self, RcptFacts, Verdict};
-    let (generation, _) = match crate::generation::load(config_dir) {
-        Ok(g) => g,
-        Err(diags) => {
-            for d in diags.iter().filter(|d| d.is_error()) {
-                eprintln!("{d}");
-            }
-            return 78;
-        }
-    };
+    let (generation, _) = generation::load(config_dir).map_err(Failure::ExplainConfig)?;
     let listener = match cmd.port {
         Some(port) => generation
             .listeners
@@ -485,17 +379,13 @@ pub fn explain(config_dir: &Path, cmd: ExplainCmd) -> i32 {
             .find(|l| l.endpoint.port == port),
         None => generation.listeners.first(),
     };
-    let Some(listener) = listener else {
-        eprintln!("error: no listener on port {}", cmd.port.unwrap_or(0));
-        return 64;
-    };
-    let Ok(addr) = cmd.client.parse() else {
-        eprintln!("error: --client {}: not an IP address", cmd.client);
-        return 64;
-    };
+    let listener = listener.ok_or(Failure::NoListener(cmd.port))?;
+    let addr = cmd
+        .client
+        .parse()
+        .map_err(|_| Failure::NotAnAddress(cmd.client.clone()))?;
     let Ok((recipient, _)) = certrelay_core::address::parse_path(&format!("<{}>", cmd.rcpt)) else {
-        eprintln!("error: --rcpt {}: not a mail address", cmd.rcpt);
-        return 64;
+        return Err(Failure::NotAMailAddress(cmd.rcpt));
     };
     let settings = &listener.settings;
     println!(
@@ -508,17 +398,13 @@ pub fn explain(config_dir: &Path, cmd: ExplainCmd) -> i32 {
             ClientCert::default()
         }
         Some(path) => {
-            let chain = match std::fs::read(path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    certrelay_core::cert::parse_certificates(&b).map_err(|e| e.to_string())
-                }) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {}: {e}", path.display());
-                    return 1;
-                }
+            let cert_file = |error| Failure::CertFile {
+                path: path.clone(),
+                error,
             };
+            let bytes = std::fs::read(path).map_err(|e| cert_file(CertFileError::Read(e)))?;
+            let chain = certrelay_core::cert::parse_certificates(&bytes)
+                .map_err(|e| cert_file(CertFileError::Parse(e)))?;
             let algs = rustls::crypto::ring::default_provider()
                 .signature_verification_algorithms
                 .all;
@@ -575,7 +461,7 @@ pub fn explain(config_dir: &Path, cmd: ExplainCmd) -> i32 {
              (smtpd_tls_req_ccert = yes)",
             settings.myhostname
         );
-        return 0;
+        return Ok(());
     }
     let peer = PeerInfo {
         addr,
@@ -606,5 +492,5 @@ pub fn explain(config_dir: &Path, cmd: ExplainCmd) -> i32 {
             cmd.rcpt, decision.decided_by, cmd.from
         ),
     }
-    0
+    Ok(())
 }

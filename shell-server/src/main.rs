@@ -7,14 +7,16 @@
 mod admin;
 mod checks;
 mod demo;
+mod failure;
 mod generation;
 mod privilege;
 mod running;
 mod serve;
 
+use crate::failure::Failure;
 use argh::FromArgs;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// certrelayd: relays mail for clients whose TLS certificate fingerprint is listed.
 /// Without a subcommand it serves (as `run`).
@@ -67,40 +69,48 @@ struct Run {}
 
 fn main() {
     let args: Args = argh::from_env();
-    let code = match args.command {
-        Some(Command::Check(Check {})) => {
-            match certrelay_shell::conf::run_check(&args.config_dir, privilege::check) {
-                Ok((errors, _)) => i32::from(errors > 0),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    1
-                }
-            }
-        }
-        Some(Command::Demo(Demo {})) => {
-            init_demo_logging();
-            match demo::run() {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("demo failed: {e}");
-                    1
-                }
-            }
-        }
-        Some(Command::Fingerprint(cmd)) => admin::fingerprint(cmd),
-        Some(Command::Queue(cmd)) => admin::queue(&args.config_dir, cmd),
-        Some(Command::Explain(cmd)) => admin::explain(&args.config_dir, cmd),
-        Some(Command::Flush(cmd)) => admin::flush(&args.config_dir, cmd),
-        Some(Command::Delete(cmd)) => admin::delete(&args.config_dir, cmd),
-        Some(Command::Ca(cmd)) => admin::ca(&args.config_dir, cmd),
-        Some(Command::Allow(cmd)) => admin::allow(&args.config_dir, cmd),
-        Some(Command::Revoke(cmd)) => admin::revoke(&args.config_dir, cmd),
+    let dir = args.config_dir.as_path();
+    let outcome = match args.command {
+        // Serving logs its own failures as the relay runs.
         Some(Command::Run(Run {})) | None => {
             init_logging();
-            serve::run(&args.config_dir)
+            std::process::exit(serve::run(dir));
+        }
+        Some(Command::Check(Check {})) => check(dir),
+        Some(Command::Demo(Demo {})) => {
+            init_demo_logging();
+            demo::run().map_err(Failure::Demo)
+        }
+        Some(Command::Fingerprint(cmd)) => admin::fingerprint(cmd),
+        Some(Command::Queue(cmd)) => admin::queue(dir, cmd),
+        Some(Command::Explain(cmd)) => admin::explain(dir, cmd),
+        Some(Command::Flush(cmd)) => admin::flush(dir, cmd),
+        Some(Command::Delete(cmd)) => admin::delete(dir, cmd),
+        Some(Command::Ca(cmd)) => admin::ca(dir, cmd),
+        Some(Command::Allow(cmd)) => admin::allow(dir, cmd),
+        Some(Command::Revoke(cmd)) => admin::revoke(dir, cmd),
+    };
+    // The one place a failure is put into words.
+    let code = match outcome {
+        Ok(()) => 0,
+        Err(failure) => {
+            if failure.has_message() {
+                eprintln!("{failure}");
+            }
+            failure.exit_code()
         }
     };
     std::process::exit(code);
+}
+
+/// `certrelayd check`: the report goes to standard output and standard error as it is
+/// made; the failure only says whether it found errors.
+fn check(dir: &Path) -> Result<(), Failure> {
+    match certrelay_shell::conf::run_check(dir, privilege::check) {
+        Ok((0, _)) => Ok(()),
+        Ok(_) => Err(Failure::ChecksFailed),
+        Err(e) => Err(Failure::Check(e)),
+    }
 }
 
 /// Postfix-like lines on stderr: `warning: ...`, `error: ...`, plain text for info. The
