@@ -155,3 +155,64 @@ fn must_refuses_a_name_mismatch_and_must_nopeermatch_accepts_it() {
     let got = wait_until("delivery at MUST_NOPEERMATCH", || sink.messages().pop());
     assert_eq!(got.recipients, ["friend@elsewhere.example"]);
 }
+
+/// The wire lines from the long-line message's `X-Long:` header on, without the empty line
+/// and the headers the laptop adds at the end of the header (`Date:`, `Message-ID:`).
+fn long_lines_arrived(wire: &str) -> Vec<&str> {
+    let lines: Vec<&str> = wire.split("\r\n").collect();
+    let from = lines
+        .iter()
+        .position(|l| l.starts_with("X-Long: "))
+        .expect("the long header arrived");
+    let added = |l: &&str| l.starts_with("Date: ") || l.starts_with("Message-ID: ");
+    lines[from..]
+        .iter()
+        .copied()
+        .filter(|l| !l.is_empty() && !added(l))
+        .collect()
+}
+
+#[test]
+fn long_lines_arrive_broken_as_postfix_breaks_them() {
+    // A 1500-octet header and a 2500-octet body line, submitted two ways: `sendmail -t`
+    // (which breaks them as it queues) and `sendmail -bs`, an SMTP dialogue that queues
+    // them whole, so that the laptop's SMTP client breaks them on the way to the relay.
+    let sink = Sink::start(SinkOptions::default());
+    let (relay_dir, _relay, port) = relay("long-relay", &["127.0.0.1"], sink.port());
+    let laptop = laptop("long-laptop", &relay_dir, port, "MUST");
+    let (h, b) = ("h".repeat(1500), "b".repeat(2500));
+    let header = format!("X-Long: {}", &h[..1500 - 8]);
+    let want = [
+        format!("X-Long: {}", &h[..990]),
+        format!(" {}", &h[..502]),
+        b[..998].to_string(),
+        format!(" {}", &b[..997]),
+        format!(" {}", &b[..505]),
+        "end".to_string(),
+    ];
+    let message = format!(
+        "From: bob@laptop.test\nTo: friend@elsewhere.example\nSubject: long\n{header}\n\n{b}\nend\n"
+    );
+    let out = certrelay(&laptop, &["sendmail", "-t"], message.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = wait_until("the -t message", || sink.messages().pop());
+    assert_eq!(long_lines_arrived(&got.wire()), want, "sendmail -t");
+
+    let dialogue = format!(
+        "EHLO laptop.test\r\nMAIL FROM:<bob@laptop.test>\r\nRCPT TO:<friend@elsewhere.example>\r\n\
+         DATA\r\nFrom: bob@laptop.test\r\nSubject: long via -bs\r\n{header}\r\n\r\n{b}\r\nend\r\n.\r\nQUIT\r\n"
+    );
+    let out = certrelay(&laptop, &["sendmail", "-bs"], dialogue.as_bytes());
+    let replies = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(replies.contains("queued as"), "{replies}");
+    let got = wait_until("the -bs message", || {
+        sink.messages()
+            .into_iter()
+            .find(|m| m.wire().contains("via -bs"))
+    });
+    assert_eq!(long_lines_arrived(&got.wire()), want, "sendmail -bs");
+}

@@ -504,6 +504,83 @@ pub fn matches_server_name(cert_der: &[u8], host: &str) -> bool {
     !has_dns && subject_cn(cert_der).is_some_and(|cn| dns_pattern_matches(cn.as_bytes(), &host))
 }
 
+/// A name the server certificate must present (one of several), at `verify` or `secure`.
+///
+/// Names are compared case-insensitively, without a trailing dot. [`CertName::Host`] is
+/// matched as [`matches_server_name`] matches a host (IP literals against IP SANs);
+/// [`CertName::Subdomain`] is matched by any certificate name that ends in `.` and the
+/// domain (a wildcard `*.domain` counts: it names subdomains only).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CertName {
+    /// The certificate must name exactly this host (or cover it by a wildcard).
+    Host(String),
+    /// The certificate must name a host below this domain.
+    Subdomain(String),
+}
+
+impl fmt::Display for CertName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertName::Host(host) => f.write_str(host),
+            CertName::Subdomain(domain) => write!(f, "a subdomain of {domain}"),
+        }
+    }
+}
+
+/// Whether a name presented in a certificate (`presented`) is a host strictly below `domain`
+/// (already normalized).
+fn presented_below(presented: &[u8], domain: &str) -> bool {
+    let Ok(presented) = core::str::from_utf8(presented) else {
+        return false;
+    };
+    if !presented.is_ascii() || domain.is_empty() {
+        return false;
+    }
+    let presented = normalize_host(presented);
+    let Some(head) = presented.strip_suffix(domain) else {
+        return false;
+    };
+    // At least one label of its own, and a whole label boundary before the domain.
+    let Some(label) = head.strip_suffix('.') else {
+        return false;
+    };
+    if label.is_empty() || label.split('.').any(str::is_empty) {
+        return false;
+    }
+    // A wildcard stands only as a whole left-most label.
+    match label.strip_prefix('*') {
+        Some(rest) => (rest.is_empty() || rest.starts_with('.')) && !rest.contains('*'),
+        None => !label.contains('*'),
+    }
+}
+
+/// Whether the certificate names a host below `domain`: a DNS SAN, or the subject CN only
+/// when the certificate has no DNS SAN at all (as for [`matches_server_name`]).
+fn names_a_subdomain(cert_der: &[u8], domain: &str) -> bool {
+    let domain = normalize_host(domain);
+    if domain.parse::<IpAddr>().is_ok() {
+        return false;
+    }
+    let mut has_dns = false;
+    for name in alt_names(cert_der) {
+        if let AltName::Dns(presented) = name {
+            has_dns = true;
+            if presented_below(presented, &domain) {
+                return true;
+            }
+        }
+    }
+    !has_dns && subject_cn(cert_der).is_some_and(|cn| presented_below(cn.as_bytes(), &domain))
+}
+
+/// Whether the certificate presents any of `names`. An empty list matches nothing.
+pub fn matches_any_name(cert_der: &[u8], names: &[CertName]) -> bool {
+    names.iter().any(|name| match name {
+        CertName::Host(host) => matches_server_name(cert_der, host),
+        CertName::Subdomain(domain) => names_a_subdomain(cert_der, domain),
+    })
+}
+
 /// A person-readable reason for a webpki refusal, as it appears in logs.
 fn webpki_reason(err: &webpki::Error) -> String {
     use webpki::Error as E;
@@ -628,6 +705,21 @@ pub fn verify_server_chain(
     now: UnixTime,
     algs: &[&dyn SignatureVerificationAlgorithm],
 ) -> Result<(), ServerCertError> {
+    let names = [CertName::Host(String::from(host))];
+    verify_server_chain_names(chain, anchors, &names, now, algs)
+}
+
+/// Verifies a server's chain (leaf first): it must chain to `anchors` for server
+/// authentication at `now`, and present one of `names` ([`matches_any_name`]). The names
+/// come from the match strategy of the TLS level (see
+/// [`crate::tls_policy::cert_names`]).
+pub fn verify_server_chain_names(
+    chain: &[CertificateDer<'_>],
+    anchors: &[TrustAnchor<'_>],
+    names: &[CertName],
+    now: UnixTime,
+    algs: &[&dyn SignatureVerificationAlgorithm],
+) -> Result<(), ServerCertError> {
     let (leaf_der, intermediates) = chain.split_first().ok_or(ServerCertError::NoCertificate)?;
     let leaf = EndEntityCert::try_from(leaf_der)
         .map_err(|err| ServerCertError::Untrusted(webpki_reason(&err)))?;
@@ -641,13 +733,15 @@ pub fn verify_server_chain(
         None,
     )
     .map_err(|err| ServerCertError::Untrusted(webpki_reason(&err)))?;
-    if matches_server_name(leaf_der, host) {
-        Ok(())
-    } else {
-        Err(ServerCertError::NameMismatch {
-            host: String::from(host),
-        })
+    if matches_any_name(leaf_der, names) {
+        return Ok(());
     }
+    let wanted: Vec<String> = names.iter().map(|n| format!("{n}")).collect();
+    let host = match wanted.is_empty() {
+        true => String::from("any name the match strategy allows (none applies)"),
+        false => wanted.join(" or "),
+    };
+    Err(ServerCertError::NameMismatch { host })
 }
 
 /// Everything the server session needs to know about a client's certificate: the trust
@@ -985,6 +1079,78 @@ mod tests {
             );
         }
         assert_eq!(dns_names(&exact), ["relay.example.com", "mx.example.net"]);
+    }
+
+    #[test]
+    fn subdomain_and_host_names() {
+        let cert = |cn: &str, sans: &[&str]| {
+            self_signed(&leaf_params(cn, sans, ExtendedKeyUsagePurpose::ServerAuth))
+        };
+        let host = |h: &str| CertName::Host(String::from(h));
+        let below = |d: &str| CertName::Subdomain(String::from(d));
+        let mx = cert("x", &["mx1.example.test"]);
+        let deep = cert("x", &["a.b.Example.TEST."]);
+        let apex = cert("x", &["example.test"]);
+        let wildcard = cert("x", &["*.example.test"]);
+        let bad_wildcards = cert("x", &["f*.example.test", "a.*.example.test", "*"]);
+        let lookalike = cert("x", &["mx.badexample.test", "example.test.evil"]);
+        let cn_only = cert("mx.example.test", &[]);
+        let cn_with_san = cert("mx.example.test", &["other.test"]);
+        let with_ip = cert("x", &["192.0.2.7"]);
+        let table: &[(&CertificateDer<'_>, Vec<CertName>, bool)] = &[
+            (&mx, vec![below("example.test")], true),
+            (&mx, vec![below("EXAMPLE.test.")], true),
+            (&mx, vec![host("example.test")], false),
+            (&mx, vec![host("example.test"), below("example.test")], true),
+            (&mx, vec![below("mx1.example.test")], false),
+            (&mx, vec![], false),
+            (&deep, vec![below("example.test")], true),
+            (&deep, vec![below("b.example.test")], true),
+            (&apex, vec![below("example.test")], false),
+            (&apex, vec![host("example.test")], true),
+            (&wildcard, vec![below("example.test")], true),
+            (&wildcard, vec![host("example.test")], false),
+            (&bad_wildcards, vec![below("example.test")], false),
+            (&lookalike, vec![below("example.test")], false),
+            (&cn_only, vec![below("example.test")], true),
+            (&cn_with_san, vec![below("example.test")], false),
+            (&with_ip, vec![below("0.2.7")], false),
+            (&with_ip, vec![below("192.0.2.7")], false),
+            (&with_ip, vec![host("192.0.2.7")], true),
+        ];
+        for (cert, names, expected) in table {
+            assert_eq!(
+                matches_any_name(cert, names),
+                *expected,
+                "{names:?} vs {:?}",
+                dns_names(cert)
+            );
+        }
+    }
+
+    #[test]
+    fn chain_must_present_one_of_the_names() {
+        let root_ca = root("Relay Root");
+        let server = leaf_params(
+            "mail.example.test",
+            &["mail.example.test"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let chain = vec![sign(&server, &root_ca)];
+        let good = anchors(&[&root_ca]);
+        let verify =
+            |names: &[CertName]| verify_server_chain_names(&chain, &good, names, now(), ALGS);
+        let domain = CertName::Host(String::from("example.test"));
+        let below = CertName::Subdomain(String::from("example.test"));
+        assert_eq!(verify(&[domain.clone(), below.clone()]), Ok(()));
+        let err = verify(&[domain]).unwrap_err();
+        assert_eq!(err.to_string(), "certificate does not name example.test");
+        let err = verify(&[]).unwrap_err();
+        assert!(matches!(err, ServerCertError::NameMismatch { .. }), "{err}");
+        assert_eq!(
+            verify_server_chain_names(&chain, &anchors(&[&root("Other")]), &[below], now(), ALGS),
+            Err(ServerCertError::Untrusted(String::from("unknown issuer")))
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::net::Cidr;
 use crate::restriction::Restriction;
-use crate::tls_policy::TlsLevel;
+use crate::tls_policy::{MatchStrategy, TlsLevel};
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -113,6 +113,12 @@ pub struct ClientSettings {
     pub command_timeout: Duration,
     /// `smtp_data_done_timeout`: the longest wait for the reply after the final dot.
     pub data_done_timeout: Duration,
+    /// `smtp_tls_secure_cert_match`: the names a server certificate may present at `secure`.
+    pub secure_cert_match: Vec<MatchStrategy>,
+    /// `smtp_tls_verify_cert_match`: the names a server certificate may present at `verify`.
+    pub verify_cert_match: Vec<MatchStrategy>,
+    /// `smtp_line_length_limit`: longer message lines are broken on the way out (0: never).
+    pub line_length_limit: usize,
 }
 
 impl Default for ClientSettings {
@@ -122,6 +128,9 @@ impl Default for ClientSettings {
             tls_level: TlsLevel::None,
             command_timeout: Duration::from_secs(300),
             data_done_timeout: Duration::from_secs(600),
+            secure_cert_match: vec![MatchStrategy::Nexthop, MatchStrategy::DotNexthop],
+            verify_cert_match: vec![MatchStrategy::Hostname],
+            line_length_limit: 998,
         }
     }
 }

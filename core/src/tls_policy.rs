@@ -3,6 +3,7 @@
 //! The per-site decision is returned with the steps that led to it, so that an `explain`
 //! command can show a person why a next hop gets the level it gets.
 
+use crate::cert::CertName;
 use crate::table::Table;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -56,6 +57,122 @@ impl fmt::Display for TlsLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// One entry of `smtp_tls_secure_cert_match` or `smtp_tls_verify_cert_match`: which names
+/// the server certificate may present.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MatchStrategy {
+    /// `nexthop`: the next-hop domain itself.
+    Nexthop,
+    /// `dot-nexthop`: any host below the next-hop domain.
+    DotNexthop,
+    /// `hostname`: the server's host name.
+    Hostname,
+    /// `dot-hostname`: any host below the server's host name.
+    DotHostname,
+    /// Any other word: that host name (lower case); with a leading `.`, any host below it.
+    Literal(String),
+}
+
+/// `smtp_tls_secure_cert_match`'s default.
+pub const SECURE_MATCH_DEFAULT: &str = "nexthop, dot-nexthop";
+/// `smtp_tls_verify_cert_match`'s default.
+pub const VERIFY_MATCH_DEFAULT: &str = "hostname";
+
+/// Reads a match list: entries separated by commas, colons or whitespace, case-insensitive.
+/// An empty list or an entry that is not a strategy nor a host name is an error.
+pub fn parse_cert_match(text: &str) -> Result<Vec<MatchStrategy>, TlsPolicyError> {
+    let entries = text
+        .split(|c: char| c == ',' || c == ':' || c.is_ascii_whitespace())
+        .filter(|e| !e.is_empty());
+    let mut out = Vec::new();
+    for entry in entries {
+        let lower = entry.to_ascii_lowercase();
+        let strategy = match lower.as_str() {
+            "nexthop" => MatchStrategy::Nexthop,
+            "dot-nexthop" => MatchStrategy::DotNexthop,
+            "hostname" => MatchStrategy::Hostname,
+            "dot-hostname" => MatchStrategy::DotHostname,
+            name if is_match_name(name) => {
+                MatchStrategy::Literal(String::from(name.strip_suffix('.').unwrap_or(name)))
+            }
+            _ => return Err(TlsPolicyError::BadCertMatch(entry.into())),
+        };
+        if !out.contains(&strategy) {
+            out.push(strategy);
+        }
+    }
+    if out.is_empty() {
+        return Err(TlsPolicyError::BadCertMatch(String::new()));
+    }
+    Ok(out)
+}
+
+/// A host name as a literal match entry: letters, digits, `-` and `.`, no empty label (a
+/// leading dot asks for hosts below the name).
+fn is_match_name(name: &str) -> bool {
+    let bare = name.strip_prefix('.').unwrap_or(name);
+    let bare = bare.strip_suffix('.').unwrap_or(bare);
+    !bare.is_empty()
+        && bare.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// What the certificate names are decided from, for one server of one next hop.
+#[derive(Clone, Copy, Debug)]
+pub struct CertNameQuery<'a> {
+    /// The TLS level of the delivery.
+    pub level: TlsLevel,
+    /// The next-hop domain: the recipient domain, or the relayhost's host without brackets
+    /// or port.
+    pub nexthop: &'a str,
+    /// The server's host name (or its address text).
+    pub host: &'a str,
+    /// True when `host` was learned from an MX record rather than written in the next hop.
+    pub host_from_mx: bool,
+    /// `smtp_tls_secure_cert_match`.
+    pub secure_match: &'a [MatchStrategy],
+    /// `smtp_tls_verify_cert_match`.
+    pub verify_match: &'a [MatchStrategy],
+}
+
+/// The names the server certificate may present; empty below `verify` (no name is checked).
+///
+/// At `secure` no name learned from an MX record is ever trusted: `hostname` and
+/// `dot-hostname` stand for the server's host only when it was not found through MX (a
+/// bracketed relayhost, or a domain without MX records, where host and next hop are one);
+/// for an MX host they add nothing. At `verify` they name the host as found, MX included.
+pub fn cert_names(query: &CertNameQuery<'_>) -> Vec<CertName> {
+    let strategies = match query.level {
+        TlsLevel::Secure => query.secure_match,
+        TlsLevel::Verify => query.verify_match,
+        _ => return Vec::new(),
+    };
+    let trust_host = query.level == TlsLevel::Verify || !query.host_from_mx;
+    let domain = |name: &str| String::from(name.strip_suffix('.').unwrap_or(name));
+    let mut names = Vec::new();
+    for strategy in strategies {
+        let name = match strategy {
+            MatchStrategy::Nexthop => CertName::Host(domain(query.nexthop)),
+            MatchStrategy::DotNexthop => CertName::Subdomain(domain(query.nexthop)),
+            MatchStrategy::Hostname if trust_host => CertName::Host(domain(query.host)),
+            MatchStrategy::DotHostname if trust_host => CertName::Subdomain(domain(query.host)),
+            MatchStrategy::Hostname | MatchStrategy::DotHostname => continue,
+            MatchStrategy::Literal(name) => match name.strip_prefix('.') {
+                Some(below) => CertName::Subdomain(domain(below)),
+                None => CertName::Host(domain(name)),
+            },
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// The client parameters that decide the global level, already read as text and booleans.
@@ -341,6 +458,9 @@ pub enum TlsPolicyError {
     /// A per-site value other than `NONE`, `MAY`, `MUST_NOPEERMATCH`, `MUST`: the delivery is
     /// deferred with [`CONFIG_PROBLEM_REASON`].
     BadPerSiteValue(SiteHit),
+    /// An entry of `smtp_tls_secure_cert_match` or `smtp_tls_verify_cert_match` that is
+    /// neither a strategy nor a host name (empty: the list is empty).
+    BadCertMatch(String),
 }
 
 impl TlsPolicyError {
@@ -368,6 +488,15 @@ impl fmt::Display for TlsPolicyError {
                  MUST_NOPEERMATCH or MUST",
                 hit.file, hit.line, hit.value
             ),
+            TlsPolicyError::BadCertMatch(t) if t.is_empty() => f.write_str(
+                "empty certificate match list; use nexthop, dot-nexthop, hostname, \
+                 dot-hostname or host names",
+            ),
+            TlsPolicyError::BadCertMatch(t) => write!(
+                f,
+                "invalid certificate match \"{t}\"; use nexthop, dot-nexthop, hostname, \
+                 dot-hostname or a host name"
+            ),
         }
     }
 }
@@ -376,6 +505,7 @@ impl fmt::Display for TlsPolicyError {
 mod tests {
     use super::*;
     use alloc::string::ToString;
+    use alloc::vec;
     use PerSitePolicy as P;
 
     #[test]
@@ -406,6 +536,96 @@ mod tests {
             TlsLevel::parse(""),
             Err(TlsPolicyError::BadLevel(_))
         ));
+    }
+
+    #[test]
+    fn cert_match_lists() {
+        use MatchStrategy as M;
+        assert_eq!(
+            parse_cert_match(SECURE_MATCH_DEFAULT),
+            Ok(vec![M::Nexthop, M::DotNexthop])
+        );
+        assert_eq!(
+            parse_cert_match(VERIFY_MATCH_DEFAULT),
+            Ok(vec![M::Hostname])
+        );
+        assert_eq!(
+            parse_cert_match(" NextHop:dot-HOSTNAME\tMail.Example.COM. , .Example.net nexthop"),
+            Ok(vec![
+                M::Nexthop,
+                M::DotHostname,
+                M::Literal("mail.example.com".into()),
+                M::Literal(".example.net".into()),
+            ])
+        );
+        for bad in [
+            "",
+            " , ",
+            "exa_mple.com",
+            "a..b",
+            "*.example.com",
+            "fingerprint!",
+        ] {
+            let err = parse_cert_match(bad).unwrap_err();
+            assert!(matches!(err, TlsPolicyError::BadCertMatch(_)), "{bad:?}");
+        }
+        assert_eq!(
+            parse_cert_match("nexthop x_y").unwrap_err().to_string(),
+            "invalid certificate match \"x_y\"; use nexthop, dot-nexthop, hostname, \
+             dot-hostname or a host name"
+        );
+    }
+
+    #[test]
+    fn names_per_level_never_trust_an_mx_host_at_secure() {
+        use CertName::{Host, Subdomain};
+        let secure = parse_cert_match(SECURE_MATCH_DEFAULT).unwrap();
+        let verify = parse_cert_match(VERIFY_MATCH_DEFAULT).unwrap();
+        let all =
+            parse_cert_match("hostname dot-hostname nexthop relay.Example.org .corp.test").unwrap();
+        let names = |level, secure_match: &[MatchStrategy], from_mx| {
+            cert_names(&CertNameQuery {
+                level,
+                nexthop: "example.test.",
+                host: "mx.attacker.test",
+                host_from_mx: from_mx,
+                secure_match,
+                verify_match: &verify,
+            })
+        };
+        let s = |t: &str| String::from(t);
+        assert_eq!(
+            names(TlsLevel::Secure, &secure, true),
+            [Host(s("example.test")), Subdomain(s("example.test"))]
+        );
+        assert_eq!(
+            names(TlsLevel::Verify, &secure, true),
+            [Host(s("mx.attacker.test"))]
+        );
+        assert_eq!(
+            names(TlsLevel::Secure, &all, true),
+            [
+                Host(s("example.test")),
+                Host(s("relay.example.org")),
+                Subdomain(s("corp.test")),
+            ],
+            "the MX host is never a name at secure"
+        );
+        assert_eq!(
+            names(TlsLevel::Secure, &all, false),
+            [
+                Host(s("mx.attacker.test")),
+                Subdomain(s("mx.attacker.test")),
+                Host(s("example.test")),
+                Host(s("relay.example.org")),
+                Subdomain(s("corp.test")),
+            ]
+        );
+        let host_only = parse_cert_match("hostname").unwrap();
+        assert!(names(TlsLevel::Secure, &host_only, true).is_empty());
+        for level in [TlsLevel::None, TlsLevel::May, TlsLevel::Encrypt] {
+            assert!(names(level, &secure, false).is_empty(), "{level}");
+        }
     }
 
     #[test]

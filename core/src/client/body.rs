@@ -1,36 +1,66 @@
-//! The message body as DATA carries it: dot-stuffed, CR LF line ends, ended by `.`.
+//! The message body as DATA carries it: dot-stuffed, CR LF line ends, long lines broken,
+//! ended by `.`.
 //!
 //! The body comes in chunks that may split a line, or a CR LF pair, anywhere; the encoder
-//! keeps the two facts it needs across chunks (at the start of a line? was the last octet
-//! CR?) and nothing else, so memory does not grow with the message.
+//! keeps the few facts it needs across chunks (at the start of a line? was the last octet
+//! CR? how long is the line so far?) and nothing else, so memory does not grow with the
+//! message. It does not read the message's structure: headers and body lines are broken
+//! alike.
+//!
+//! ## Long lines
+//!
+//! With a line length limit (`smtp_line_length_limit`, 998 by default) a longer line goes
+//! out as its first `limit` octets, CR LF, then a space and the next `limit - 1` octets, and
+//! so on: the space counts towards the limit of the line it starts. In a header the space
+//! makes the rest a continuation line of the same header. Dot-stuffing applies to each
+//! resulting line (a piece after a break starts with the space, so never needs it) and does
+//! not count towards the limit: the receiver removes it. [`line_break_overhead`] tells how
+//! many octets the breaking adds to a message held whole.
 
 use alloc::vec::Vec;
+
+/// The smallest limit that lets a broken line progress: a piece after a break holds the
+/// space and at least one octet of the line. Smaller non-zero limits are raised to it.
+const MIN_LIMIT: usize = 2;
 
 /// Turns message octets into the DATA stream.
 #[derive(Clone, Debug)]
 pub struct BodyEncoder {
     at_line_start: bool,
     after_cr: bool,
+    /// Octets of the current output line, an inserted space included, stuffing excluded.
+    line_len: usize,
+    /// Longest line; 0: no limit.
+    limit: usize,
 }
 
 impl Default for BodyEncoder {
     fn default() -> Self {
-        BodyEncoder {
-            at_line_start: true,
-            after_cr: false,
-        }
+        BodyEncoder::with_line_limit(0)
     }
 }
 
 impl BodyEncoder {
-    /// An encoder at the start of a message.
+    /// An encoder at the start of a message, breaking no line.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An encoder at the start of a message that breaks lines longer than `limit` octets
+    /// (0: never; 1 is taken as 2).
+    pub fn with_line_limit(limit: usize) -> Self {
+        BodyEncoder {
+            at_line_start: true,
+            after_cr: false,
+            line_len: 0,
+            limit: if limit == 0 { 0 } else { limit.max(MIN_LIMIT) },
+        }
+    }
+
     /// Appends `chunk` to `out`: a `.` that starts a line is doubled, a bare LF or a bare CR
-    /// becomes CR LF. RFC 5321 forbids bare line ends on the wire, and a receiver that took
-    /// them for line ends could be made to see an end of data inside the message.
+    /// becomes CR LF, a line reaching the limit is broken. RFC 5321 forbids bare line ends on
+    /// the wire, and a receiver that took them for line ends could be made to see an end of
+    /// data inside the message.
     pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.reserve(chunk.len() + chunk.len() / 32 + 2);
         let mut rest = chunk;
@@ -48,20 +78,33 @@ impl BodyEncoder {
                 b'\n' => {
                     out.extend_from_slice(b"\r\n");
                     self.at_line_start = true;
+                    self.line_len = 0;
                     rest = &rest[1..];
                 }
                 b'\r' => {
                     out.push(b'\r');
                     self.after_cr = true;
+                    self.line_len = 0;
                     rest = &rest[1..];
                 }
                 _ => {
+                    if self.limit > 0 && self.line_len >= self.limit {
+                        // More of this line is coming: break it here.
+                        out.extend_from_slice(b"\r\n ");
+                        self.line_len = 1;
+                        self.at_line_start = false;
+                    }
                     if first == b'.' && self.at_line_start {
                         out.push(b'.');
                     }
-                    // The rest of the line's octets go as they are, in one copy.
-                    let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    // The rest of the line's octets go as they are, in one copy, up to the
+                    // limit.
+                    let mut end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    if self.limit > 0 {
+                        end = end.min(self.limit - self.line_len);
+                    }
                     out.extend_from_slice(&rest[..end]);
+                    self.line_len += end;
                     self.at_line_start = false;
                     rest = &rest[end..];
                 }
@@ -70,6 +113,7 @@ impl BodyEncoder {
     }
 
     /// Appends the end of data: a CR LF when the body did not end with one, then `.` CR LF.
+    /// The encoder is then ready for the next message, with the same limit.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if self.after_cr {
             out.push(b'\n');
@@ -77,8 +121,26 @@ impl BodyEncoder {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b".\r\n");
-        *self = BodyEncoder::new();
+        *self = BodyEncoder::with_line_limit(self.limit);
     }
+}
+
+/// The octets that breaking lines longer than `limit` adds to `content` (a whole message):
+/// CR LF and a space per break. 0 when `limit` is 0. For a `SIZE=` estimate.
+pub fn line_break_overhead(content: &[u8], limit: usize) -> u64 {
+    if limit == 0 {
+        return 0;
+    }
+    let limit = limit.max(MIN_LIMIT);
+    content
+        .split(|&b| b == b'\r' || b == b'\n')
+        .filter(|line| line.len() > limit)
+        .map(|line| {
+            // The first piece takes `limit` octets, each further one `limit - 1`.
+            let breaks = 1 + (line.len() - limit - 1) / (limit - 1);
+            3 * breaks as u64
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -87,9 +149,10 @@ mod tests {
     use proptest::prelude::*;
 
     /// The encoder's rules applied one octet at a time, as a reference.
-    fn encode_octetwise(body: &[u8]) -> Vec<u8> {
+    fn encode_octetwise(body: &[u8], limit: usize) -> Vec<u8> {
+        let limit = if limit == 1 { 2 } else { limit };
         let mut out = Vec::new();
-        let (mut at_line_start, mut after_cr) = (true, false);
+        let (mut at_line_start, mut after_cr, mut line_len) = (true, false, 0);
         for &b in body {
             if after_cr {
                 after_cr = false;
@@ -100,14 +163,28 @@ mod tests {
                 }
             }
             match b {
-                b'\n' => out.extend_from_slice(b"\r\n"),
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    line_len = 0;
+                }
                 b'\r' => {
                     out.push(b'\r');
                     after_cr = true;
+                    line_len = 0;
                     continue;
                 }
-                b'.' if at_line_start => out.extend_from_slice(b".."),
-                _ => out.push(b),
+                _ => {
+                    if limit > 0 && line_len == limit {
+                        out.extend_from_slice(b"\r\n ");
+                        line_len = 1;
+                        at_line_start = false;
+                    }
+                    if b == b'.' && at_line_start {
+                        out.push(b'.');
+                    }
+                    out.push(b);
+                    line_len += 1;
+                }
             }
             at_line_start = b == b'\n';
         }
@@ -121,7 +198,11 @@ mod tests {
     }
 
     fn encode_in_pieces(body: &[u8], piece: usize) -> Vec<u8> {
-        let mut enc = BodyEncoder::new();
+        encode_limited(body, piece, 0)
+    }
+
+    fn encode_limited(body: &[u8], piece: usize, limit: usize) -> Vec<u8> {
+        let mut enc = BodyEncoder::with_line_limit(limit);
         let mut out = Vec::new();
         for chunk in body.chunks(piece.max(1)) {
             enc.encode(chunk, &mut out);
@@ -161,7 +242,118 @@ mod tests {
         }
     }
 
+    /// The wire lines of `stream` (each without CR LF), the final dot left out.
+    fn wire_lines(stream: &[u8]) -> Vec<&[u8]> {
+        let body = stream
+            .strip_suffix(b".\r\n")
+            .expect("ends with the final dot");
+        let mut lines: Vec<&[u8]> = body
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .collect();
+        // What follows the last CR LF: nothing.
+        lines.pop();
+        lines
+    }
+
+    #[test]
+    fn long_lines_break_as_debian_postfix_does() {
+        let x = |n: usize| alloc::vec![b'x'; n];
+        let mut long = x(2500);
+        long.extend_from_slice(b"\r\n");
+        let stream = encode_limited(&long, long.len(), 998);
+        let lines = wire_lines(&stream);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], &x(998)[..]);
+        assert_eq!(lines[1][0], b' ');
+        assert_eq!(&lines[1][1..], &x(997)[..]);
+        assert_eq!(lines[2][0], b' ');
+        assert_eq!(&lines[2][1..], &x(2500 - 998 - 997)[..]);
+        assert_eq!(line_break_overhead(&long, 998), 6);
+        assert_eq!(stream.len() - encode_in_pieces(&long, 1).len(), 6);
+
+        // At the limit nothing happens; one octet over, a piece of a space and that octet.
+        for (len, pieces) in [(997, 1), (998, 1), (999, 2), (1995, 2), (1996, 3)] {
+            let mut body = x(len);
+            body.extend_from_slice(b"\n");
+            let stream = encode_limited(&body, 7, 998);
+            let lines = wire_lines(&stream);
+            assert_eq!(lines.len(), pieces, "{len}");
+            assert!(lines.iter().all(|l| l.len() <= 998), "{len}");
+            let overhead = line_break_overhead(&body, 998);
+            assert_eq!(overhead, 3 * (pieces as u64 - 1), "{len}");
+        }
+
+        // A header: the rest becomes continuation lines of the same header.
+        let mut header = b"Subject: ".to_vec();
+        header.extend(x(1491));
+        header.extend_from_slice(b"\r\n\r\n.body\r\n");
+        let stream = encode_limited(&header, 100, 998);
+        let lines = wire_lines(&stream);
+        assert_eq!(lines[0].len(), 998);
+        assert!(lines[0].starts_with(b"Subject: "));
+        assert_eq!(lines[1], [&b" "[..], &x(1500 - 998)[..]].concat());
+        assert_eq!(&lines[2..], [&b""[..], b"..body"]);
+
+        // Stuffing applies to the first piece and is not counted; pieces start with a space.
+        let mut dotted = b".".to_vec();
+        dotted.extend(alloc::vec![b'.'; 1199]);
+        let stream = encode_limited(&dotted, 3, 998);
+        let lines = wire_lines(&stream);
+        assert_eq!(lines[0].len(), 999, "the stuffing dot and 998 octets");
+        assert_eq!(lines[1].len(), 1 + 1200 - 998);
+        assert!(lines[1].starts_with(b" ."));
+
+        // Limit 0: never broken.
+        let stream = encode_limited(&long, 64, 0);
+        assert_eq!(wire_lines(&stream), [&x(2500)[..]]);
+        assert_eq!(line_break_overhead(&long, 0), 0);
+    }
+
+    #[test]
+    fn the_limit_survives_finish() {
+        let mut enc = BodyEncoder::with_line_limit(4);
+        let mut out = Vec::new();
+        enc.encode(b"abcdef", &mut out);
+        enc.finish(&mut out);
+        enc.encode(b"ghijkl", &mut out);
+        enc.finish(&mut out);
+        assert_eq!(out, b"abcd\r\n ef\r\n.\r\nghij\r\n kl\r\n.\r\n");
+        // A limit of 1 could not progress: it is taken as 2.
+        let mut enc = BodyEncoder::with_line_limit(1);
+        let mut out = Vec::new();
+        enc.encode(b"abc", &mut out);
+        enc.finish(&mut out);
+        assert_eq!(out, b"ab\r\n c\r\n.\r\n");
+        assert_eq!(line_break_overhead(b"abc", 1), 3);
+    }
+
     proptest! {
+        #[test]
+        fn long_lines_break_the_same_in_any_chunking(
+            body in proptest::collection::vec(
+                prop_oneof![Just(b'.'), Just(b'\r'), Just(b'\n'), Just(b' '), any::<u8>()],
+                0..300,
+            ),
+            piece in 1usize..40,
+            limit in 0usize..12,
+        ) {
+            let whole = encode_limited(&body, body.len().max(1), limit);
+            prop_assert_eq!(encode_limited(&body, piece, limit), whole.clone());
+            prop_assert_eq!(&whole, &encode_octetwise(&body, limit));
+            // Only CR LF SP was added, exactly as counted.
+            let plain = encode_in_pieces(&body, body.len().max(1));
+            let added = (whole.len() - plain.len()) as u64;
+            prop_assert_eq!(added, line_break_overhead(&body, limit));
+            // No wire line longer than the limit, once stuffing is undone.
+            if limit > 0 {
+                for line in wire_lines(&whole) {
+                    let line = line.strip_prefix(b".").unwrap_or(line);
+                    prop_assert!(line.len() <= limit.max(2));
+                }
+            }
+        }
+
         #[test]
         fn chunking_never_changes_the_stream(
             body in proptest::collection::vec(prop_oneof![Just(b'.'), Just(b'\r'), Just(b'\n'), any::<u8>()], 0..200),
@@ -169,7 +361,7 @@ mod tests {
         ) {
             let whole = encode_in_pieces(&body, body.len().max(1));
             prop_assert_eq!(encode_in_pieces(&body, piece), whole.clone());
-            prop_assert_eq!(&whole, &encode_octetwise(&body));
+            prop_assert_eq!(&whole, &encode_octetwise(&body, 0));
             // The stream ends only at its end, and every LF has its CR.
             let end = whole.windows(5).position(|w| w == b"\r\n.\r\n");
             prop_assert!(end.is_none() || end == Some(whole.len() - 5));

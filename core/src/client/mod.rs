@@ -59,7 +59,7 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
-pub use body::BodyEncoder;
+pub use body::{line_break_overhead, BodyEncoder};
 pub use capabilities::Capabilities;
 pub use envelope::{ClientError, Envelope};
 pub use events::{ClientEvent, ClientOutput, Closing};

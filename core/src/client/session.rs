@@ -490,7 +490,9 @@ impl ClientSession {
         let Some(txn) = self.txn.as_mut() else { return };
         if reply.class() == 3 {
             if txn.any_accepted() {
-                txn.body = Some(BodyEncoder::new());
+                txn.body = Some(BodyEncoder::with_line_limit(
+                    self.settings.line_length_limit,
+                ));
                 self.out.push_back(ClientOutput::NeedBody);
             } else {
                 // Pipelined DATA went out before the RCPT replies said no: end it empty.

@@ -48,10 +48,16 @@ struct Shell {
 
 impl Shell {
     fn new(level: TlsLevel) -> Self {
-        let settings = ClientSettings {
-            helo_name: "laptop.example".into(),
+        Shell::with(ClientSettings {
             tls_level: level,
             ..ClientSettings::default()
+        })
+    }
+
+    fn with(settings: ClientSettings) -> Self {
+        let settings = ClientSettings {
+            helo_name: "laptop.example".into(),
+            ..settings
         };
         let peer = ServerPeer {
             name: "mx.example".into(),
@@ -831,6 +837,40 @@ fn body_is_pulled_chunk_by_chunk() {
     t.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n");
     assert_eq!(t.sent(), "a\r\n..b\r\nc\r\n.\r\n");
     assert_eq!(t.body_requests, 5, "one request per chunk, one for the end");
+}
+
+#[test]
+fn long_lines_are_broken_per_the_settings() {
+    let x = |n: usize| "x".repeat(n);
+    let body = std::format!("Subject: {}\n\n{}\n", x(991), x(1200));
+    let (head, tail) = body.as_bytes().split_at(700);
+    for (limit, want) in [
+        (
+            998,
+            std::format!(
+                "Subject: {}\r\n xx\r\n\r\n{}\r\n {}\r\n.\r\n",
+                x(989),
+                x(998),
+                x(202)
+            ),
+        ),
+        (
+            0,
+            std::format!("Subject: {}\r\n\r\n{}\r\n.\r\n", x(991), x(1200)),
+        ),
+    ] {
+        let mut t = Shell::with(ClientSettings {
+            line_length_limit: limit,
+            ..ClientSettings::default()
+        });
+        t.server(b"220 mx.example ESMTP\r\n");
+        t.server(&ehlo(&["PIPELINING"]));
+        t.send("a@x", &["b@y"], &[head, tail]);
+        t.sent();
+        t.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n");
+        assert_eq!(t.sent(), want, "limit {limit}");
+    }
+    assert_eq!(ClientSettings::default().line_length_limit, 998);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use super::{Config, Diagnostic};
 use crate::settings::ClientSettings;
+use crate::tls_policy::{self, MatchStrategy};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -33,13 +34,38 @@ pub fn client_settings(config: &Config) -> (ClientSettings, Vec<Diagnostic>) {
         d.tls_level
     });
     diagnostics.extend(check_tls_maps(config));
+    let mut cert_match = |name: &str, default: &[MatchStrategy]| {
+        tls_policy::parse_cert_match(config.text(name)).unwrap_or_else(|e| {
+            diagnostics.push(config.problem(name, e));
+            default.to_vec()
+        })
+    };
+    let secure_cert_match = cert_match("smtp_tls_secure_cert_match", &d.secure_cert_match);
+    let verify_cert_match = cert_match("smtp_tls_verify_cert_match", &d.verify_cert_match);
+    let line_length_limit = line_length_limit(config).unwrap_or_else(|e| {
+        diagnostics.push(e);
+        d.line_length_limit
+    });
     let settings = ClientSettings {
         helo_name: String::from(config.text("smtp_helo_name")),
         tls_level,
         command_timeout,
         data_done_timeout,
+        secure_cert_match,
+        verify_cert_match,
+        line_length_limit,
     };
     (settings, diagnostics)
+}
+
+/// `smtp_line_length_limit`: 0 (no limit) or at least 2, since each broken-off piece starts
+/// with a space and must still carry one octet of the line.
+fn line_length_limit(config: &Config) -> Result<usize, Diagnostic> {
+    const NAME: &str = "smtp_line_length_limit";
+    match config.number(NAME)? {
+        1 => Err(config.problem(NAME, "use 0 (no limit) or at least 2")),
+        n => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+    }
 }
 
 /// Warnings about the per-site TLS tables: `smtp_tls_policy_maps` is not read by certrelay,
@@ -126,6 +152,47 @@ mod tests {
             err.to_string(),
             "main.cf:1: error: smtp_use_tls = maybe: expected yes or no"
         );
+    }
+
+    #[test]
+    fn cert_match_and_line_limit() {
+        use MatchStrategy as M;
+        let (s, d) = client_settings(&load(""));
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(s.secure_cert_match, [M::Nexthop, M::DotNexthop]);
+        assert_eq!(s.verify_cert_match, [M::Hostname]);
+        assert_eq!(s.line_length_limit, 998);
+        let (s, d) = client_settings(&load(
+            "smtp_tls_secure_cert_match = nexthop\n\
+             smtp_tls_verify_cert_match = hostname, nexthop\n\
+             smtp_line_length_limit = 0\n",
+        ));
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(s.secure_cert_match, [M::Nexthop]);
+        assert_eq!(s.verify_cert_match, [M::Hostname, M::Nexthop]);
+        assert_eq!(s.line_length_limit, 0);
+        let (s, d) = client_settings(&load(
+            "smtp_tls_secure_cert_match = nexthop, bad_name\n\
+             smtp_line_length_limit = 1\n\
+             smtp_tls_verify_cert_match =\n",
+        ));
+        let shown: Vec<String> = d.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 3, "{shown:?}");
+        assert!(shown[0].starts_with("main.cf:1: error: "), "{shown:?}");
+        assert!(shown[0].contains("\"bad_name\""), "{shown:?}");
+        assert!(shown[1].starts_with("main.cf:3: error: "), "{shown:?}");
+        assert!(
+            shown[1].contains("empty certificate match list"),
+            "{shown:?}"
+        );
+        assert!(shown[2].starts_with("main.cf:2: error: "), "{shown:?}");
+        assert!(shown[2].contains("at least 2"), "{shown:?}");
+        assert_eq!(
+            s.secure_cert_match,
+            [M::Nexthop, M::DotNexthop],
+            "default kept"
+        );
+        assert_eq!(s.line_length_limit, 998);
     }
 
     #[test]

@@ -157,6 +157,13 @@ pub const PARAMS: &[Param] = &[
     p("smtp_tls_loglevel", "0", Kind::Number),
     p("smtp_tls_per_site", "", Kind::List),
     p("smtp_tls_policy_maps", "", Kind::List),
+    p(
+        "smtp_tls_secure_cert_match",
+        "nexthop, dot-nexthop",
+        Kind::List,
+    ),
+    p("smtp_tls_verify_cert_match", "hostname", Kind::List),
+    p("smtp_line_length_limit", "998", Kind::Number),
     p("smtp_tls_session_cache_timeout", "3600s", SECONDS),
     p("smtp_connect_timeout", "30s", SECONDS),
     p("smtp_helo_timeout", "300s", SECONDS),

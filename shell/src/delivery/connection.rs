@@ -3,7 +3,7 @@
 //!
 //! The session decides every byte and every state change; this module only moves bytes,
 //! runs the TLS handshake when the session asks for it, judges the server certificate with
-//! the core's [`cert::verify_server_chain`], and turns the session's deadline into a
+//! the core's [`cert::verify_server_chain_names`], and turns the session's deadline into a
 //! [`Timer`]. The plaintext socket is handed to rustls whole after the server's 220 to
 //! STARTTLS, so nothing read before the handshake can reach the TLS dialogue.
 
@@ -11,12 +11,13 @@ use crate::clock::Clock;
 use crate::delivery::route::ServerAddr;
 use crate::io::{io_reason, with_timeout};
 use crate::tls;
-use certrelay_core::cert;
+use certrelay_core::cert::{self, CertName};
 use certrelay_core::client::{
-    ClientError, ClientEvent, ClientOutput, ClientSession, Closing, DeliveryStatus, Envelope,
-    MessageReport, Outcome, ServerCertVerdict,
+    line_break_overhead, ClientError, ClientEvent, ClientOutput, ClientSession, Closing,
+    DeliveryStatus, Envelope, MessageReport, Outcome, ServerCertVerdict,
 };
 use certrelay_core::settings::ClientSettings;
+use certrelay_core::tls_policy::TlsLevel;
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
 use rustls::pki_types::TrustAnchor;
@@ -191,6 +192,8 @@ struct Link {
     stream: Stream,
     server: ServerAddr,
     settings: ClientSettings,
+    /// The names the server certificate must present (empty below `verify`).
+    names: Vec<CertName>,
     tls: ClientTls,
     clock: Clock,
     buf: Vec<u8>,
@@ -199,10 +202,13 @@ struct Link {
 
 impl SmtpConnection {
     /// Connects to `server` within `connect_timeout` and starts a session with `settings`
-    /// (whose `tls_level` is the level resolved for this next hop).
+    /// (whose `tls_level` is the level resolved for this next hop). From `verify` up the
+    /// server certificate must present one of `names`
+    /// ([`tls_policy::cert_names`](certrelay_core::tls_policy::cert_names)).
     pub async fn open(
         server: &ServerAddr,
         settings: ClientSettings,
+        names: Vec<CertName>,
         tls: &ClientTls,
         connect_timeout: Duration,
         clock: Clock,
@@ -220,6 +226,7 @@ impl SmtpConnection {
             stream: Stream::Plain(tcp),
             server: server.clone(),
             settings,
+            names,
             tls: tls.clone(),
             clock,
             buf: vec![0; 8192],
@@ -296,6 +303,19 @@ impl SmtpConnection {
                 Step::Ready => {}
             }
         }
+    }
+
+    /// Delivers one message whose content is held whole, as [`send`](Self::send) does. Its
+    /// `SIZE=` estimate (the stored size) grows by the octets that breaking lines longer
+    /// than `smtp_line_length_limit` will add, so that it stays an honest estimate.
+    pub async fn send_whole(
+        &mut self,
+        mut envelope: Envelope,
+        content: &[u8],
+    ) -> Result<MessageReport, SendError> {
+        let added = line_break_overhead(content, self.link.settings.line_length_limit);
+        envelope.body_size = envelope.body_size.map(|size| size.saturating_add(added));
+        self.send(envelope, &mut &content[..]).await
     }
 
     /// Ends the connection politely (QUIT when the session is idle) and closes it.
@@ -456,13 +476,20 @@ impl Link {
         self.event(session, ClientEvent::ConnectionLost);
     }
 
-    /// The core's judgement of the server's chain and name.
+    /// The core's judgement of the server's chain and names. Below `verify` nothing depends
+    /// on it but the log line, which judges the host name as `verify` would.
     fn judge(&self, tls: &TlsStream<TcpStream>, host: &str) -> ServerCertVerdict {
         let chain = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
         let algs = rustls::crypto::ring::default_provider()
             .signature_verification_algorithms
             .all;
-        match cert::verify_server_chain(chain, &self.tls.anchors, host, UnixTime::now(), algs) {
+        let logged_only = [CertName::Host(host.to_owned())];
+        let names = match self.settings.tls_level >= TlsLevel::Verify {
+            true => &self.names[..],
+            false => &logged_only[..],
+        };
+        let anchors = &self.tls.anchors;
+        match cert::verify_server_chain_names(chain, anchors, names, UnixTime::now(), algs) {
             Ok(()) => ServerCertVerdict::Verified,
             Err(e) => {
                 log::info!("{}: server certificate not verified: {e}", self.server);

@@ -18,9 +18,10 @@ use crate::delivery::conn_cache::ConnectionCache;
 use crate::delivery::connection::{ClientTls, SendError, SmtpConnection, BODY_CHUNK};
 use crate::delivery::route::{Candidate, ServerAddr};
 use crate::spool::Spool;
+use certrelay_core::cert::CertName;
 use certrelay_core::client::{ClientError, Closing, DeliveryStatus, Envelope, Outcome};
 use certrelay_core::settings::ClientSettings;
-use certrelay_core::tls_policy::TlsLevel;
+use certrelay_core::tls_policy::{self, CertNameQuery, TlsLevel};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -142,6 +143,20 @@ impl DeliveryContext {
     }
 }
 
+/// The names the server certificate of `candidate` may present at the level of `settings`
+/// (none below `verify`): at `secure` the next-hop domain per `smtp_tls_secure_cert_match`,
+/// never a name learned from MX; at `verify` per `smtp_tls_verify_cert_match`.
+fn cert_names(settings: &ClientSettings, candidate: &Candidate) -> Vec<CertName> {
+    tls_policy::cert_names(&CertNameQuery {
+        level: settings.tls_level,
+        nexthop: &candidate.nexthop_domain,
+        host: &candidate.server.name,
+        host_from_mx: candidate.host_from_mx,
+        secure_match: &settings.secure_cert_match,
+        verify_match: &settings.verify_cert_match,
+    })
+}
+
 /// The last reason the remaining messages could not go.
 struct Failure {
     outcome: Outcome,
@@ -203,14 +218,17 @@ async fn use_server(
     let mut plaintext_retried = false;
     let mut cache = ctx.cache.as_ref();
     while !queue.is_empty() {
-        let key = format!("{server} {:?}", settings.tls_level);
+        let names = cert_names(&settings, candidate);
+        // A connection is reused only for what it was checked for: a certificate verified
+        // for one next hop's names proves nothing about another's.
+        let key = format!("{server} {:?} {names:?}", settings.tls_level);
         let cached = match cache {
             Some(cache) => take_live(cache, &key).await,
             None => None,
         };
         let (mut conn, reused) = match cached {
             Some(conn) => (conn, true),
-            None => match open_ready(server, &settings, ctx).await {
+            None => match open_ready(server, &settings, names, ctx).await {
                 Ok(conn) => (conn, false),
                 Err(NotReady::Ended(Closing::RetryWithoutTls(o))) if !plaintext_retried => {
                     log::info!("{server}: {}; trying again without TLS", o.reason);
@@ -291,11 +309,13 @@ enum NotReady {
 async fn open_ready(
     server: &ServerAddr,
     settings: &ClientSettings,
+    names: Vec<CertName>,
     ctx: &DeliveryContext,
 ) -> Result<SmtpConnection, NotReady> {
     let conn = SmtpConnection::open(
         server,
         settings.clone(),
+        names,
         &ctx.tls,
         ctx.connect_timeout,
         ctx.clock,
@@ -345,10 +365,10 @@ async fn send_one(
     let server = conn.server().clone();
     let envelope = job.envelope.clone();
     let sent = match &job.message {
-        MessageSource::Memory(body) => conn.send(envelope, &mut body.bytes()).await,
+        MessageSource::Memory(body) => conn.send_whole(envelope, body.bytes()).await,
         MessageSource::Spooled { spool, id } => {
             match read_spooled(spool, id, &job.envelope).await {
-                Ok(Content::Whole(bytes)) => conn.send(envelope, &mut bytes.as_slice()).await,
+                Ok(Content::Whole(bytes)) => conn.send_whole(envelope, &bytes).await,
                 Ok(Content::Stream(content)) => {
                     // Not smol::fs::File: it reads through an 8 MiB pipe per open file, which
                     // cost an 8 MiB allocation per message delivered.

@@ -69,13 +69,20 @@ impl fmt::Display for ServerAddr {
     }
 }
 
-/// A server to try, with the next hop it was found for (the per-site policy key).
+/// A server to try, with the next hop it was found for (the per-site policy key, and the
+/// names its certificate may present).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     /// Where to connect.
     pub server: ServerAddr,
     /// The next hop as written (relayhost entry text, or the domain).
     pub nexthop: String,
+    /// The next-hop domain: the recipient domain, or the relayhost's host without brackets
+    /// or port. The name `secure` checks the certificate against by default.
+    pub nexthop_domain: String,
+    /// True when the server's name was learned from an MX record (and differs from the
+    /// next-hop domain): a name DNS gave us, which `secure` never trusts.
+    pub host_from_mx: bool,
 }
 
 /// The servers to try for `dest`, in order, or why there are none.
@@ -114,7 +121,7 @@ pub async fn candidates(
                 }
             }
         } else {
-            vec![host]
+            vec![host.clone()]
         };
         for name in hosts {
             if out.len() >= MAX_SERVERS {
@@ -125,6 +132,7 @@ pub async fn candidates(
             } else {
                 system_addresses(&name, port).await
             };
+            let host_from_mx = from_mx && !same_name(&name, &host);
             match found {
                 Ok(addrs) => out.extend(addrs.into_iter().map(|addr| Candidate {
                     server: ServerAddr {
@@ -133,6 +141,8 @@ pub async fn candidates(
                         port,
                     },
                     nexthop: nexthop.clone(),
+                    nexthop_domain: host.clone(),
+                    host_from_mx,
                 })),
                 Err(e) => last_error = Some(e),
             }
@@ -146,6 +156,12 @@ pub async fn candidates(
         ))),
         _ => Ok(out),
     }
+}
+
+/// Whether two host names are the same (any case, trailing dot or not).
+fn same_name(a: &str, b: &str) -> bool {
+    let bare = |n: &str| n.strip_suffix('.').unwrap_or(n).to_owned();
+    bare(a).eq_ignore_ascii_case(&bare(b))
 }
 
 /// Addresses of a host named without MX lookup (a bracketed relayhost), through the system
