@@ -1,18 +1,14 @@
 #![no_main]
-//! The line splitter and the DATA receiver: arbitrary bytes in arbitrary chunks.
-//!
-//! - `LineBuffer` (read in place first, as the server session does) finds exactly the lines
-//!   between LFs, one CR before the LF removed, and reports each over-long line once.
-//! - A server session in DATA ends the message only at the first `CR LF . CR LF` (the data
-//!   counts as starting after a CR LF), right in the chunk that completes it; the content it
-//!   hands out is the data before that marker with dot-stuffing undone and bare CR or LF
-//!   turned into CR LF; it keeps a message only when that content has no bare newline (in
-//!   reject mode) and fits the size limit; and no output depends on how the input was cut.
+//! The DATA receiver, through a server session that has just answered `DATA`: arbitrary
+//! bytes in arbitrary chunks. The message ends only at the first `CR LF . CR LF` (the data
+//! counts as starting after a CR LF), right in the chunk that completes it; the content
+//! handed out is the data before that marker with dot-stuffing undone and bare CR or LF
+//! turned into CR LF; the message is kept only when that content has no bare newline (in
+//! reject mode) and fits the size limit; and no output depends on how the input was cut.
 //!
 //! Input: see `certrelay_fuzz::Input`; the payload is the data after `DATA`, the low two
 //! bits of the pick choose bare newline handling and a size limit.
 use certrelay_core::facts::PeerInfo;
-use certrelay_core::line::{LineBuffer, Push};
 use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession};
 use certrelay_core::settings::{BareNewline, ServerSettings};
 use certrelay_core::Instant;
@@ -20,7 +16,6 @@ use certrelay_fuzz::{pieces, Input};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, LazyLock};
 
-const LINE: usize = 16;
 const LIMIT: u64 = 600;
 
 /// Normalize or reject bare newlines, with or without a size limit.
@@ -47,7 +42,6 @@ fuzz_target!(|input: &[u8]| {
         payload: data,
     } = Input::new(input);
     let pieces = pieces(data, cuts);
-    lines(data, &pieces);
     let settings = &SETTINGS[usize::from(pick % 4)];
     let (outputs, end_piece) = receive(settings, &pieces);
     // Where the marker ends, if it is there; and which piece holds its last octet.
@@ -94,35 +88,6 @@ fuzz_target!(|input: &[u8]| {
         "outputs depend on the cuts"
     );
 });
-
-fn lines(data: &[u8], pieces: &[&[u8]]) {
-    let mut lb = LineBuffer::<LINE>::new();
-    let mut got: Vec<Option<Vec<u8>>> = Vec::new();
-    for piece in pieces {
-        let mut rest = *piece;
-        while !rest.is_empty() {
-            if let Some((n, line)) = lb.whole_line(rest) {
-                got.push(Some(line.to_vec()));
-                rest = &rest[n..];
-                continue;
-            }
-            let (n, found) = lb.push(rest);
-            assert!(n > 0 && n <= rest.len());
-            rest = &rest[n..];
-            match found {
-                Push::Line => got.push(Some(lb.line().to_vec())),
-                Push::TooLong => got.push(None),
-                Push::NeedMore => assert!(rest.is_empty()),
-            }
-        }
-    }
-    let mut want: Vec<Option<Vec<u8>>> = data
-        .split(|&b| b == b'\n')
-        .map(|l| (l.len() <= LINE).then(|| l.strip_suffix(b"\r").unwrap_or(l).to_vec()))
-        .collect();
-    want.pop(); // what follows the last LF is no line yet
-    assert_eq!(got, want, "lines of {data:?}");
-}
 
 /// A session that has just answered DATA, fed the pieces; every MessageEnd is reported
 /// stored at once. Returns its outputs after the 354 and the index of the piece after which
