@@ -1,31 +1,41 @@
 #![no_main]
 //! Arbitrary client bytes, split at arbitrary points, against a server session that stores
 //! every message at once: never a panic.
+//!
+//! Input: see `certrelay_fuzz::Input` (the payload is what the client sends).
 use certrelay_core::facts::PeerInfo;
 use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession};
 use certrelay_core::settings::ServerSettings;
 use certrelay_core::Instant;
+use certrelay_fuzz::{pieces, Input};
 use libfuzzer_sys::fuzz_target;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-fuzz_target!(|input: (Vec<u8>, Vec<u8>)| {
-    let (bytes, cuts) = input;
-    let peer = PeerInfo { addr: [192, 0, 2, 1].into(), name: "unknown".into() };
-    let mut s = ServerSession::new(Arc::new(ServerSettings::default()), peer, Instant(0));
-    let mut rest = &bytes[..];
-    let mut cuts = cuts.into_iter();
+static SETTINGS: LazyLock<Arc<ServerSettings>> =
+    LazyLock::new(|| Arc::new(ServerSettings::default()));
+
+fuzz_target!(|data: &[u8]| {
+    let input = Input::new(data);
+    let peer = PeerInfo {
+        addr: [192, 0, 2, 1].into(),
+        name: "unknown".into(),
+    };
+    let mut s = ServerSession::new(Arc::clone(&SETTINGS), peer, Instant(0));
     let mut now = 0u64;
-    while !rest.is_empty() {
-        let n = (cuts.next().unwrap_or(255) as usize).clamp(1, rest.len());
-        s.handle_input(&rest[..n], Instant(now));
-        rest = &rest[n..];
+    for piece in pieces(input.payload, input.cuts) {
+        s.handle_input(piece, Instant(now));
         now += 10;
         let mut stored = false;
         while let Some(out) = s.poll_output() {
             stored |= matches!(out, ServerOutput::MessageEnd);
         }
         if stored {
-            s.handle_event(ServerEvent::MessageStored { queue_id: "F".into() }, Instant(now));
+            s.handle_event(
+                ServerEvent::MessageStored {
+                    queue_id: "F".into(),
+                },
+                Instant(now),
+            );
         }
         if s.is_closed() {
             break;

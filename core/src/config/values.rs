@@ -30,7 +30,11 @@ pub fn parse_time(text: &str, default_unit: TimeUnit) -> Option<Duration> {
     let t = text.trim();
     let (digits, unit) = match t.as_bytes().last() {
         Some(b) if b.is_ascii_digit() => (t, default_unit),
-        Some(&b) => (&t[..t.len() - 1], TimeUnit::from_letter(b)?),
+        // A unit is one ASCII letter, so cutting it off stays on a character boundary.
+        Some(&b) => {
+            let unit = TimeUnit::from_letter(b)?;
+            (&t[..t.len() - 1], unit)
+        }
         None => return None,
     };
     let n = parse_number(digits)?;
@@ -117,6 +121,9 @@ mod tests {
             ("1.5h", Second, None),
             ("99999999999999999999w", Second, None),
             ("30000000000000000w", Second, None),
+            // Ends in a multi-byte character (found by fuzz/fuzz_targets/master_cf.rs).
+            ("2\u{48c}", Second, None),
+            ("5é", Second, None),
         ];
         for (text, unit, want) in cases {
             assert_eq!(
