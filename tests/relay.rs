@@ -799,11 +799,15 @@ fn when_every_session_is_taken_idle_clients_give_way_and_working_ones_stay() {
     assert_eq!(stalled.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS");
     let mut working = Smtp::connect(relay.port());
     assert!(working.reply().starts_with("220 "));
-    let mut refused = Smtp::connect(relay.port());
+    // A newcomer takes the slot of the client idle longest, which is told why.
+    let mut newcomer = Smtp::connect(relay.port());
+    assert!(newcomer.reply().starts_with("220 "));
+    let mut oldest = idle.remove(0);
     assert_eq!(
-        refused.reply(),
-        "421 4.7.0 relay.test Error: too many connections"
+        oldest.reply(),
+        "421 4.7.0 relay.test Error: too many connections; closing idle session"
     );
+    assert_eq!(oldest.line(), "");
     relay.wait_log("all 20 sessions in use");
     // Under stress a session may wait 10 s for a command (smtpd_timeout is 300 s): the
     // client that keeps working is not cut off meanwhile.

@@ -33,6 +33,32 @@ pub enum BareNewline {
     Normalize,
 }
 
+/// Command words that end a session at once (`smtpd_forbidden_commands`): clients that speak
+/// another protocol, such as a web browser made to post to an SMTP port. A line shaped like a
+/// message header (`Name: value`) where a command is expected ends it too, whatever this
+/// holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForbiddenCommands {
+    /// Verbs, upper case (`CONNECT`, `GET`, `POST`).
+    pub verbs: Vec<String>,
+    /// A first word that does not begin with a letter: Postfix's default entry
+    /// `regexp:{{/^[^A-Z]/ Bogus}}`, the one regular expression certrelay knows.
+    pub not_a_letter: bool,
+}
+
+impl Default for ForbiddenCommands {
+    fn default() -> Self {
+        ForbiddenCommands {
+            verbs: vec![
+                String::from("CONNECT"),
+                String::from("GET"),
+                String::from("POST"),
+            ],
+            not_a_letter: true,
+        }
+    }
+}
+
 /// Settings of one SMTP listener (main.cf with that listener's `-o` overrides applied).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSettings {
@@ -61,6 +87,24 @@ pub struct ServerSettings {
     pub hard_error_limit: u32,
     /// `smtpd_forbid_bare_newline`.
     pub bare_newline: BareNewline,
+    /// `smtpd_soft_error_limit`: from this many errors on, every reply waits
+    /// `error_sleep_time`.
+    pub soft_error_limit: u32,
+    /// `smtpd_error_sleep_time`.
+    pub error_sleep_time: Duration,
+    /// `smtpd_forbidden_commands`.
+    pub forbidden_commands: ForbiddenCommands,
+    /// An unknown command before EHLO/HELO ends the session (the laptop's listener: its
+    /// clients are local mail programs, so anything else is a web page or an attacker).
+    pub unknown_before_helo_ends: bool,
+    /// `certrelay_command_time_limit`: a command line must be complete this long after its
+    /// first byte (zero: no limit beyond `timeout`).
+    pub command_time_limit: Duration,
+    /// `certrelay_data_min_rate`: the slowest DATA accepted, in bytes per second, once
+    /// `data_rate_grace` has passed (0: no minimum).
+    pub data_min_rate: u64,
+    /// `certrelay_data_rate_grace`: the head start DATA gets before its rate counts.
+    pub data_rate_grace: Duration,
     /// `smtpd_relay_restrictions` (empty by default, see SPEC A2).
     pub relay_restrictions: Vec<Restriction>,
     /// `smtpd_recipient_restrictions`.
@@ -88,6 +132,13 @@ impl Default for ServerSettings {
             timeout: Duration::from_secs(300),
             hard_error_limit: 20,
             bare_newline: BareNewline::Reject,
+            soft_error_limit: 10,
+            error_sleep_time: Duration::from_secs(1),
+            forbidden_commands: ForbiddenCommands::default(),
+            unknown_before_helo_ends: false,
+            command_time_limit: Duration::from_secs(10),
+            data_min_rate: 1000,
+            data_rate_grace: Duration::from_secs(30),
             relay_restrictions: Vec::new(),
             recipient_restrictions: vec![
                 Restriction::PermitMynetworks,

@@ -33,6 +33,14 @@
 //! ([`LAPTOP_RELAY_RESTRICTIONS`]): with the default `mynetworks` (`127.0.0.0/8, [::1]/128`)
 //! only local programs may send, to any domain, and the laptop relays for no one else.
 //!
+//! ## Web pages
+//!
+//! Any web page in the user's browser can make it post to `http://127.0.0.1:2525/`, with
+//! SMTP commands in the body. The request line (`POST / HTTP/1.1`) ends the session at
+//! once, as every `smtpd_forbidden_commands` line and header-shaped line does on the relay
+//! too; here, besides, any unknown command before EHLO/HELO ends it, since mail programs
+//! greet first. Nothing after that first line is read.
+//!
 //! ## What is added to what they send
 //!
 //! Both store as local submissions ([`LocalSubmission`]), as `sendmail` does: envelope
@@ -88,6 +96,9 @@ pub fn laptop_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
     if !config.is_set("smtpd_relay_restrictions") {
         settings.relay_restrictions = LAPTOP_RELAY_RESTRICTIONS.to_vec();
     }
+    // Its clients are local mail programs, which greet first; anything else is most likely
+    // a web page in the user's browser posting to 127.0.0.1:2525.
+    settings.unknown_before_helo_ends = true;
     (settings, diags)
 }
 
@@ -394,6 +405,7 @@ mod tests {
         for l in &ls {
             assert_eq!(l.settings.relay_restrictions, LAPTOP_RELAY_RESTRICTIONS);
             assert!(l.tls.is_none());
+            assert!(l.settings.unknown_before_helo_ends);
         }
     }
 

@@ -78,6 +78,7 @@ async fn run_async(dir: &Path) -> i32 {
         }
     };
     log_diagnostics(&notes);
+    raise_open_files(generation.session_limit);
     let owner = if as_root {
         match privilege::mail_owner(&generation.mail_owner) {
             Ok(user) => Some(user),
@@ -341,6 +342,7 @@ fn reload(relay: &Relay, runner: &QueueRunner) -> Result<(), Vec<String>> {
         log::warn!("inet_interfaces or inet_protocols changed: takes effect at the next restart");
     }
     let listeners = next.listeners.len();
+    raise_open_files(next.session_limit);
     *relay.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
     runner.reconfigure(delivery.runner, delivery.tls);
     log::info!(
@@ -366,6 +368,45 @@ fn keep_bound_listeners(relay: &Relay, old: &Generation, next: &mut Generation) 
         if !relay.bound_keys.contains(&l.key) {
             log::warn!("new listener {}: it listens after a restart", l.key);
         }
+    }
+}
+
+/// The most open files Linux lets a process have by default (`fs.nr_open`): a soft limit
+/// above it is refused, so an unlimited hard limit is raised to this.
+const NR_OPEN: u64 = 1 << 20;
+
+/// Raises the soft limit on open files as far as the hard limit allows, and says so when
+/// even that is too low for `session_limit` sessions: each holds a socket, and a spool
+/// file while it receives; the queue runner and the listeners need some more.
+fn raise_open_files(session_limit: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let target = hard.min(NR_OPEN).max(soft);
+    let now = if target > soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            Ok(()) => {
+                log::info!("open files limit raised from {soft} to {target}");
+                target
+            }
+            Err(e) => {
+                log::warn!("cannot raise the open files limit from {soft} to {target}: {e}");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    let sessions = u64::try_from(session_limit).unwrap_or(u64::MAX);
+    let needed = sessions.saturating_mul(2).saturating_add(64);
+    if now < needed {
+        log::warn!(
+            "open files limit {now} (hard limit {hard}) is below the {needed} that \
+             default_process_limit = {session_limit} may need (a socket and a spool file per \
+             session, and some to spare): past it, connections fail; raise the hard limit \
+             (LimitNOFILE= in a systemd unit, ulimit -Hn) or lower default_process_limit"
+        );
     }
 }
 

@@ -89,8 +89,6 @@ const DAYS: Kind = Kind::Time(TimeUnit::Day);
 const NO_LOCAL: &str = "certrelay does no local delivery";
 const TLS_LIB: &str = "certrelay's TLS library offers only TLS 1.2 and 1.3 with strong ciphers";
 const CAFILE_ONLY: &str = "certrelay reads trust anchors from the CAfile only";
-const TWO_LISTS: &str =
-    "certrelay applies only smtpd_relay_restrictions and smtpd_recipient_restrictions";
 
 /// Every known parameter, in no particular order.
 pub const PARAMS: &[Param] = &[
@@ -145,6 +143,23 @@ pub const PARAMS: &[Param] = &[
     p("smtpd_forbid_bare_newline", "reject", Kind::Text),
     p("smtpd_client_connection_count_limit", "50", Kind::Number),
     p("smtpd_peername_lookup", "yes", Kind::Bool),
+    // Hostile clients: other protocols, errors, slow senders (core/src/server/guard.rs).
+    p(
+        "smtpd_forbidden_commands",
+        "CONNECT GET POST regexp:{{/^[^A-Z]/ Bogus}}",
+        Kind::Text,
+    ),
+    p("certrelay_command_time_limit", "10s", SECONDS),
+    p("certrelay_data_min_rate", "1000", Kind::Number),
+    p("certrelay_data_rate_grace", "30s", SECONDS),
+    // Restriction classes certrelay does not apply: anything but `permit` in them refuses
+    // the configuration, rather than being silently skipped (config/server/guard.rs).
+    p("smtpd_client_restrictions", "", Kind::List),
+    p("smtpd_helo_restrictions", "", Kind::List),
+    p("smtpd_sender_restrictions", "", Kind::List),
+    p("smtpd_data_restrictions", "", Kind::List),
+    p("smtpd_end_of_data_restrictions", "", Kind::List),
+    p("smtpd_etrn_restrictions", "", Kind::List),
     // Client.
     p("smtp_helo_name", "$myhostname", Kind::Text),
     p("smtp_use_tls", "no", Kind::Bool),
@@ -221,10 +236,6 @@ pub const PARAMS: &[Param] = &[
     ignored("smtp_tls_mandatory_ciphers", TLS_LIB),
     ignored("smtp_tls_exclude_ciphers", TLS_LIB),
     ignored("smtpd_tls_auth_only", "certrelay offers no SMTP AUTH"),
-    ignored("smtpd_client_restrictions", TWO_LISTS),
-    ignored("smtpd_helo_restrictions", TWO_LISTS),
-    ignored("smtpd_sender_restrictions", TWO_LISTS),
-    ignored("smtpd_data_restrictions", TWO_LISTS),
 ];
 
 /// The known parameter called `name`.

@@ -37,6 +37,7 @@ pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
     let relay_restrictions = b.restrictions("smtpd_relay_restrictions");
     let recipient_restrictions = b.restrictions("smtpd_recipient_restrictions");
     b.refuse_open_relay(&relay_restrictions, &recipient_restrictions);
+    b.refuse_unapplied_restrictions();
     let settings = ServerSettings {
         myhostname: String::from(config.text("myhostname")),
         banner: String::from(config.text("smtpd_banner")),
@@ -53,6 +54,16 @@ pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
         timeout: b.or(config.time("smtpd_timeout"), d.timeout),
         hard_error_limit: b.count("smtpd_hard_error_limit", d.hard_error_limit),
         bare_newline: b.bare_newline(),
+        soft_error_limit: b.count("smtpd_soft_error_limit", d.soft_error_limit),
+        error_sleep_time: b.or(config.time("smtpd_error_sleep_time"), d.error_sleep_time),
+        forbidden_commands: b.forbidden_commands(),
+        unknown_before_helo_ends: d.unknown_before_helo_ends,
+        command_time_limit: b.or(
+            config.time("certrelay_command_time_limit"),
+            d.command_time_limit,
+        ),
+        data_min_rate: b.or(config.number("certrelay_data_min_rate"), d.data_min_rate),
+        data_rate_grace: b.or(config.time("certrelay_data_rate_grace"), d.data_rate_grace),
         relay_restrictions,
         recipient_restrictions,
         mynetworks: b.or(config.mynetworks(), d.mynetworks),
@@ -226,5 +237,6 @@ fn can_refuse(list: &[Restriction]) -> bool {
         })
 }
 
+mod guard;
 #[cfg(test)]
 mod tests;

@@ -65,6 +65,11 @@ pub enum ServerError {
     InsufficientStorage,
     /// Refused by the restriction lists, with the reply they chose.
     Policy(Reply),
+    /// A line of another protocol where a command was expected (`smtpd_forbidden_commands`,
+    /// a header-shaped line; on the laptop's listener any unknown command before EHLO).
+    NonSmtpCommand,
+    /// Every session slot is taken and this idle session gives way to a new connection.
+    Displaced,
 }
 
 impl ServerError {
@@ -122,6 +127,14 @@ impl ServerError {
                 (452, String::from("4.3.1 Insufficient system storage"))
             }
             ServerError::Policy(reply) => return reply.clone(),
+            ServerError::NonSmtpCommand => (
+                221,
+                String::from("2.7.0 Error: I can break rules, too. Goodbye."),
+            ),
+            ServerError::Displaced => (
+                421,
+                format!("4.7.0 {host} Error: too many connections; closing idle session"),
+            ),
         };
         Reply::new(code, text)
     }
@@ -134,6 +147,8 @@ impl ServerError {
                 | ServerError::UntrustedClientCert
                 | ServerError::TooManyErrors
                 | ServerError::Timeout
+                | ServerError::NonSmtpCommand
+                | ServerError::Displaced
         )
     }
 }
@@ -232,6 +247,14 @@ mod tests {
             (
                 ServerError::InsufficientStorage,
                 "452 4.3.1 Insufficient system storage",
+            ),
+            (
+                ServerError::NonSmtpCommand,
+                "221 2.7.0 Error: I can break rules, too. Goodbye.",
+            ),
+            (
+                ServerError::Displaced,
+                "421 4.7.0 mx.example Error: too many connections; closing idle session",
             ),
         ];
         for (err, want) in table {

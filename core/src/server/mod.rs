@@ -37,6 +37,12 @@
 //!   [`ServerTlsHandshake::failed`] and close the connection.
 //! - `Close`: close the connection. Nothing follows.
 //!
+//! Once the client has made `smtpd_soft_error_limit` errors, each reply is held back for
+//! `smtpd_error_sleep_time`: `poll_output` then returns `None` before it, `wants_read` is
+//! false and `poll_timeout` says when it may go. The time limits on slow clients
+//! (`certrelay_command_time_limit`, `certrelay_data_min_rate`) are deadlines of
+//! `poll_timeout` too; the shell sleeps on nothing but that one timer.
+//!
 //! One reply is one `Transmit`, and body chunks are cut at fixed sizes, so the outputs do not
 //! depend on how the network split the input.
 //!
@@ -49,6 +55,7 @@ mod data;
 mod envelope;
 mod error;
 mod events;
+mod guard;
 mod received;
 mod session;
 mod stats;

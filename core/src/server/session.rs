@@ -5,6 +5,7 @@ use super::data::{DataProblem, DataReceiver};
 use super::envelope::Envelope;
 use super::error::ServerError;
 use super::events::{LogLine, ServerEvent, ServerOutput};
+use super::guard::{self, Guard};
 use super::received::{printable, ClientName, Received, ReceivedFacts};
 use super::stats::CommandStats;
 use crate::address::{parse_path, Path};
@@ -111,6 +112,8 @@ pub struct ServerSession {
     /// The rule that permitted the last recipient, and its text for the log: usually the
     /// same rule permits every recipient of a transaction.
     permitted_by: Option<(policy::DecidedBy, String)>,
+    /// Paced replies, slow lines and slow DATA, idleness ([`guard`]).
+    guard: Guard,
 }
 
 impl ServerSession {
@@ -159,16 +162,21 @@ impl ServerSession {
             last: "CONNECT",
             discarded: 0,
             permitted_by: None,
+            guard: Guard::new(now),
         }
     }
 
     /// Bytes from the client. Everything is taken; see [`ServerSession::wants_read`].
     pub fn handle_input(&mut self, input: &[u8], now: Instant) {
+        self.guard.now = now;
+        if matches!(self.mode, Mode::Data(_)) {
+            self.guard.progress.data_received(input.len());
+        }
         // A command must arrive whole within the timeout: bytes that continue a started
         // line do not extend it, so a client cannot hold a session by dribbling one byte at
         // a time. DATA extends it on any progress; plaintext after STARTTLS never does.
         let extends = match self.mode {
-            Mode::Command => self.lines.pending() == 0,
+            Mode::Command => !self.guard.progress.line_open(),
             Mode::Data(_) | Mode::Storing => true,
             Mode::TlsRequested | Mode::Closed => false,
         };
@@ -180,6 +188,11 @@ impl ServerSession {
 
     /// A fact from the shell: the message is stored (or not), or the client went away.
     pub fn handle_event(&mut self, event: ServerEvent, now: Instant) {
+        self.guard.now = now;
+        if matches!(event, ServerEvent::ConnectionLost) {
+            // Nobody is left to read the replies held back.
+            self.guard.pacer.clear();
+        }
         if matches!(self.mode, Mode::Closed) {
             return;
         }
@@ -204,7 +217,17 @@ impl ServerSession {
 
     /// The timer armed at [`ServerSession::poll_timeout`] fired.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.guard.now = now;
+        if self.guard.pacer.is_active() {
+            return self.end_pause(now);
+        }
         if self.poll_timeout().is_some_and(|d| now >= d) {
+            let in_data = matches!(self.mode, Mode::Data(_));
+            let settings = &self.conn.settings;
+            if let Some(why) = self.guard.progress.overdue(settings, in_data, now) {
+                let text = format!("{}: {why}", self.conn.client());
+                self.log(log::Level::Info, text);
+            }
             self.abort_message();
             self.log(
                 log::Level::Info,
@@ -241,27 +264,41 @@ impl ServerSession {
 
     /// The next output, in order; `None` when there is nothing more to do now.
     pub fn poll_output(&mut self) -> Option<ServerOutput> {
-        self.outputs.pop_front()
+        if self.guard.pacer.holds(self.guard.polled) {
+            return None;
+        }
+        let output = self.outputs.pop_front()?;
+        self.guard.polled += 1;
+        Some(output)
     }
 
-    /// When [`ServerSession::handle_timeout`] is due; `None` while the shell stores a
-    /// message or after the session closed.
+    /// When [`ServerSession::handle_timeout`] is due: the end of a pause in the replies
+    /// (`smtpd_error_sleep_time`) while one is pending, else the earliest of the idle
+    /// timeout, the command line's time limit and the DATA rate's; `None` while the shell
+    /// stores a message or after the session closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Some(release) = self.guard.pacer.next_release() {
+            return Some(release);
+        }
+        let progress = &self.guard.progress;
+        let settings = &self.conn.settings;
         match self.mode {
-            Mode::Command | Mode::Data(_) => self.deadline,
+            Mode::Command => guard::earliest(self.deadline, progress.line_deadline(settings)),
+            Mode::Data(_) => guard::earliest(self.deadline, progress.data_deadline(settings)),
             Mode::Storing | Mode::TlsRequested | Mode::Closed => None,
         }
     }
 
     /// False while the shell should not read from the client: the session waits for a
-    /// storage result, for the TLS handshake, or has closed.
+    /// storage result, for the TLS handshake, for the end of a pause in its replies, or
+    /// has closed.
     pub fn wants_read(&self) -> bool {
-        matches!(self.mode, Mode::Command | Mode::Data(_))
+        matches!(self.mode, Mode::Command | Mode::Data(_)) && !self.guard.pacer.is_active()
     }
 
-    /// True once `Close` was emitted.
+    /// True once `Close` was emitted and no reply before it is held back.
     pub fn is_closed(&self) -> bool {
-        matches!(self.mode, Mode::Closed)
+        matches!(self.mode, Mode::Closed) && !self.guard.pacer.is_active()
     }
 
     /// True once TLS is active.
@@ -325,6 +362,11 @@ impl ServerSession {
     /// session has to wait.
     fn consume(&mut self, mut rest: &[u8]) {
         while !rest.is_empty() {
+            let reading = matches!(self.mode, Mode::Command | Mode::Data(_));
+            if reading && self.guard.pacer.is_active() {
+                // Like a server asleep before its reply: the next command waits.
+                return self.hold(rest);
+            }
             match &mut self.mode {
                 Mode::Command => {
                     // Pipelined commands usually arrive whole: read them in place.
@@ -336,8 +378,11 @@ impl ServerSession {
                     let (n, found) = self.lines.push(rest);
                     rest = &rest[n..];
                     match found {
-                        Push::NeedMore => {}
-                        Push::TooLong => self.refuse(ServerError::LineTooLong),
+                        Push::NeedMore => self.guard.progress.line_begun(self.guard.now),
+                        Push::TooLong => {
+                            self.guard.progress.line_ended();
+                            self.refuse(ServerError::LineTooLong);
+                        }
                         Push::Line => {
                             // A complete line always fits the buffer, hence the copy.
                             let line =
@@ -387,6 +432,8 @@ impl ServerSession {
 
     /// One complete command line.
     fn on_line(&mut self, line: &[u8]) {
+        self.guard.progress.line_ended();
+        self.guard.last_command = self.guard.now;
         if core::mem::take(&mut self.ccert_due) {
             if let Some(refusal) = self.missing_client_cert() {
                 return self.refuse(refusal);
@@ -397,7 +444,7 @@ impl ServerSession {
             Err(e) => {
                 self.conn.stats.record_unknown();
                 self.last = "UNKNOWN";
-                return self.refuse(e);
+                return self.refuse_unknown(line, e);
             }
         };
         self.last = upper_name(cmd.verb);
@@ -431,6 +478,83 @@ impl ServerSession {
             Some(CertVerdict::Untrusted(_)) => Some(ServerError::UntrustedClientCert),
             Some(CertVerdict::Absent) | None => Some(ServerError::NoClientCert),
         }
+    }
+
+    /// A line that is no command: answered with its error, unless it shows a client
+    /// speaking another protocol (`smtpd_forbidden_commands`, a header-shaped line, and on
+    /// the laptop's listener any unknown command before EHLO/HELO), which ends the session.
+    fn refuse_unknown(&mut self, line: &[u8], e: ServerError) {
+        let settings = &self.conn.settings;
+        let foreign = e == ServerError::Unrecognized
+            && (guard::is_non_smtp(line, &settings.forbidden_commands)
+                || (settings.unknown_before_helo_ends && self.helo.is_none()));
+        if !foreign {
+            return self.refuse(e);
+        }
+        let shown: String = printable(&String::from_utf8_lossy(line))
+            .chars()
+            .take(100)
+            .collect();
+        let text = format!("non-SMTP command from {}: {shown}", self.conn.client());
+        self.log(log::Level::Warn, text);
+        self.refuse(ServerError::NonSmtpCommand);
+    }
+
+    /// Since when the client has sent no command, while it has no mail transaction under
+    /// way; `None` from MAIL FROM to the end of the message, and once closed. When every
+    /// session slot is taken, the shell closes the session idle longest
+    /// ([`ServerSession::displace`]) to make room for a new connection.
+    pub fn idle_since(&self) -> Option<Instant> {
+        match self.mode {
+            Mode::Command | Mode::TlsRequested if self.txn.is_none() => {
+                Some(self.guard.last_command)
+            }
+            _ => None,
+        }
+    }
+
+    /// Closes an idle session to make room for a new connection:
+    /// `421 4.7.0 <myhostname> Error: too many connections; closing idle session`, sent at
+    /// once (replies held back for errors go first, without their wait).
+    pub fn displace(&mut self, now: Instant) {
+        self.guard.now = now;
+        self.guard.pacer.clear();
+        if matches!(self.mode, Mode::Closed) {
+            return;
+        }
+        let idle = now.saturating_since(self.guard.last_command).as_secs();
+        let text = format!(
+            "{}: closing idle session after {idle}s to make room for a new connection",
+            self.conn.client()
+        );
+        self.log(log::Level::Info, text);
+        self.abort_message();
+        self.refuse(ServerError::Displaced);
+        self.guard.pacer.clear();
+    }
+
+    /// The last pause in the replies ended: the commands held meanwhile run, and the
+    /// client's time to send the next one starts now.
+    fn end_pause(&mut self, now: Instant) {
+        self.guard.pacer.release(now);
+        if self.guard.pacer.is_active() || !matches!(self.mode, Mode::Command | Mode::Data(_)) {
+            return;
+        }
+        self.arm(now);
+        let held = core::mem::take(&mut self.pending);
+        self.consume(&held);
+    }
+
+    /// `smtpd_error_sleep_time`: once the client has made `smtpd_soft_error_limit` errors,
+    /// every reply waits, as Postfix sleeps before each.
+    fn pace_reply(&mut self) {
+        let settings = &self.conn.settings;
+        if self.conn.errors < settings.soft_error_limit || settings.error_sleep_time.is_zero() {
+            return;
+        }
+        let seq = self.guard.polled + self.outputs.len() as u64;
+        let (now, sleep) = (self.guard.now, settings.error_sleep_time);
+        self.guard.pacer.pause(seq, now, sleep);
     }
 
     /// Executes one command; `Err` is answered by the caller.
@@ -588,6 +712,7 @@ impl ServerSession {
             settings.message_size_limit,
             settings.bare_newline,
         ));
+        self.guard.progress.data_begun(self.guard.now);
         Ok(())
     }
 
@@ -769,6 +894,7 @@ impl ServerSession {
     }
 
     fn transmit(&mut self, reply: &Reply) {
+        self.pace_reply();
         let size = reply.lines.iter().map(|line| line.len() + 6).sum();
         let mut bytes = Vec::with_capacity(size);
         reply.write_to(&mut bytes);
@@ -777,6 +903,7 @@ impl ServerSession {
 
     /// A one-line `250` reply, written straight to the wire form.
     fn transmit_ok(&mut self, text: &str) {
+        self.pace_reply();
         let mut bytes = Vec::with_capacity(text.len() + 6);
         bytes.extend_from_slice(b"250 ");
         bytes.extend_from_slice(text.as_bytes());

@@ -15,6 +15,8 @@ use alloc::vec::Vec;
 use core::time::Duration;
 use proptest::prelude::*;
 
+mod hostile;
+
 const T0: Instant = Instant::from_millis(1_000);
 
 fn settings() -> ServerSettings {
@@ -27,6 +29,15 @@ fn settings() -> ServerSettings {
         }],
         mydestination: vec!["relay.example".into()],
         ..ServerSettings::default()
+    }
+}
+
+/// Only `smtpd_timeout` bounds the client (no command time limit, no DATA rate).
+fn without_slow_client_limits() -> ServerSettings {
+    ServerSettings {
+        command_time_limit: Duration::ZERO,
+        data_min_rate: 0,
+        ..settings()
     }
 }
 
@@ -296,7 +307,12 @@ fn relay_denied_is_logged_like_postfix() {
 
 #[test]
 fn sequence_and_syntax_errors() {
-    let mut sh = Shell::new(settings(), insider());
+    // More errors than smtpd_soft_error_limit: no pause in the replies here.
+    let paced_not = ServerSettings {
+        error_sleep_time: Duration::ZERO,
+        ..settings()
+    };
+    let mut sh = Shell::new(paced_not, insider());
     let long = "NOOP ".to_string() + &"x".repeat(600);
     sh.script(&format!(
         "S: 220 relay.example ESMTP certrelay
@@ -638,7 +654,7 @@ fn capped_timeout_counts_from_the_last_progress() {
 
 #[test]
 fn idle_timeout() {
-    let mut sh = Shell::new(settings(), outsider());
+    let mut sh = Shell::new(without_slow_client_limits(), outsider());
     let deadline = T0 + Duration::from_secs(300);
     assert_eq!(sh.s().poll_timeout(), Some(deadline));
     sh.now = T0 + Duration::from_secs(100);
@@ -1003,7 +1019,7 @@ proptest! {
 
 #[test]
 fn a_command_dribbled_byte_by_byte_gets_no_more_time() {
-    let mut sh = Shell::new(settings(), outsider());
+    let mut sh = Shell::new(without_slow_client_limits(), outsider());
     sh.now = T0 + Duration::from_secs(10);
     sh.feed(b"N");
     let deadline = sh.now + Duration::from_secs(300);

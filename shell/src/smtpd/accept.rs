@@ -78,10 +78,12 @@ async fn connection<L: ListenerSource>(
     } else {
         listener.client_limit
     };
-    let slot = match server
-        .sessions
-        .enter(ip, server.source.session_limit(), client_limit)
-    {
+    let slot = match server.sessions.enter(
+        ip,
+        server.source.session_limit(),
+        client_limit,
+        server.clock.now(),
+    ) {
         Ok(slot) => slot,
         Err(refusal) => return refuse(&listener, stream, ip, refusal).await,
     };
@@ -99,9 +101,7 @@ async fn connection<L: ListenerSource>(
         let (server, key) = (server.clone(), key.to_owned());
         Arc::new(move || server.source.listener(&key).map(|l| l.trust.clone()))
     };
-    conn.serve(stream, ip, name, server.sessions.clone(), current)
-        .await;
-    drop(slot);
+    conn.serve(stream, ip, name, slot, current).await;
 }
 
 /// `421 4.7.0 <myhostname> Error: too many connections`, then close.

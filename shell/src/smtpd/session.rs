@@ -4,7 +4,7 @@
 //! The connection is any byte stream: a TCP socket from a listener, or standard input and
 //! output for `sendmail -bs` (the laptop's local listener).
 
-use super::limits::Sessions;
+use super::limits::{Sessions, Slot};
 use super::listener::{ListenerConf, Trust};
 use super::store::{Receiving, Store};
 use super::tlsinfo;
@@ -83,6 +83,8 @@ enum Wake {
     Timeout,
     /// The server entered or left stress: the deadline changes.
     Stress,
+    /// Every session slot is taken and this idle session must give way.
+    Displaced,
 }
 
 /// Waits until `deadline`, or forever without one.
@@ -110,20 +112,21 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Serves `stream` from `addr` (whose host name is `name`, or `unknown`) until the
-    /// session closes, with shorter timeouts while `sessions` is under stress. Before it
-    /// reads commands, the session looks its client certificate up again when `current`
-    /// holds another `relay_clientcerts` than the one it was judged with.
+    /// Serves `stream` from `addr` (whose host name is `name`, or `unknown`) in `slot`
+    /// until the session closes, with shorter timeouts while the sessions are under stress,
+    /// and giving way when the slot is wanted for a new connection while this one is idle.
+    /// Before it reads commands, the session looks its client certificate up again when
+    /// `current` holds another `relay_clientcerts` than the one it was judged with.
     pub async fn serve(
         self,
         stream: TcpStream,
         addr: IpAddr,
         name: String,
-        sessions: Sessions,
+        slot: Slot,
         current: CurrentTrust,
     ) {
         let peer = PeerInfo { addr, name };
-        self.serve_with(stream, peer, Some(sessions), Some(current))
+        self.serve_with(stream, peer, Some(slot), Some(current))
             .await;
     }
 
@@ -139,7 +142,7 @@ impl Connection {
         self,
         stream: S,
         peer: PeerInfo,
-        sessions: Option<Sessions>,
+        slot: Option<Slot>,
         current_trust: Option<CurrentTrust>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -158,7 +161,8 @@ impl Connection {
             c: self,
             peer,
             write_timeout: settings.timeout,
-            sessions,
+            sessions: slot.as_ref().map(|s| s.sessions().clone()),
+            slot,
         };
         driver.run(session).await;
     }
@@ -172,6 +176,8 @@ struct Driver<S> {
     peer: PeerInfo,
     write_timeout: Duration,
     sessions: Option<Sessions>,
+    /// This session's place in the counts, kept until the connection ends.
+    slot: Option<Slot>,
     /// Where the listener's trust is now, and the map the certificate was last looked up in.
     current_trust: Option<CurrentTrust>,
     listed_by: Arc<FingerprintMap>,
@@ -195,6 +201,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if !session.wants_read() && session.poll_timeout().is_none() {
                 log::warn!("session with {} stalled; closing", self.peer.addr);
                 return;
+            }
+            // Listen before reading the flag, so that no notice slips between the two.
+            self.publish_idle(&session);
+            let activity = self.slot.as_ref().map(|s| s.activity().clone());
+            let displaced = activity.as_ref().map(|a| a.displaced());
+            if activity.as_ref().is_some_and(|a| a.is_displaced()) {
+                session.displace(self.c.clock.now());
+                continue;
             }
             // Listen before reading the state, so that no change slips between the two. A
             // session keeps the cap once it had it, as a Postfix process started under
@@ -222,10 +236,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     }
                     Wake::Stress
                 };
-                smol::future::or(read, smol::future::or(timer, stress)).await
+                let stress_or_displaced = smol::future::or(stress, wait_displaced(displaced));
+                smol::future::or(read, smol::future::or(timer, stress_or_displaced)).await
             } else {
-                sleep_until(clock, deadline).await;
-                Wake::Timeout
+                let timer = async {
+                    sleep_until(clock, deadline).await;
+                    Wake::Timeout
+                };
+                smol::future::or(timer, wait_displaced(displaced)).await
             };
             let now = self.c.clock.now();
             match wake {
@@ -240,6 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
                 Wake::Timeout => session.handle_timeout(now),
                 Wake::Stress => {}
+                Wake::Displaced => session.displace(now),
             }
         }
     }
@@ -270,6 +289,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     session.handle_event(event, self.c.clock.now());
                 }
                 ServerOutput::StartTls => {
+                    // Waiting for a handshake is idle too.
+                    self.publish_idle(&session);
                     if self.flush().await.is_err() {
                         session.handle_event(ServerEvent::ConnectionLost, self.c.clock.now());
                         continue;
@@ -291,6 +312,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
         }
         Some(session)
+    }
+
+    /// Tells the session counts since when the session is idle (or that it is not).
+    fn publish_idle(&self, session: &ServerSession) {
+        if let Some(slot) = &self.slot {
+            slot.activity().set_idle_since(session.idle_since());
+        }
     }
 
     /// When a reload replaced the listener's `relay_clientcerts`, looks the client
@@ -331,7 +359,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             handshake_deadline(self.c.clock, hs.poll_timeout(), self.sessions.as_ref()).await;
             Err(String::from("timeout"))
         };
-        match smol::future::or(accept, timer).await {
+        let activity = self.slot.as_ref().map(|s| s.activity().clone());
+        let displaced = async {
+            if let Some(a) = &activity {
+                let notice = a.displaced();
+                if !a.is_displaced() {
+                    notice.await;
+                }
+            } else {
+                std::future::pending::<()>().await;
+            }
+            Err(String::from(
+                "every session slot is taken: closed to make room for a new connection",
+            ))
+        };
+        match smol::future::or(accept, smol::future::or(timer, displaced)).await {
             Ok(tls) => {
                 let listener = &self.c.listener;
                 let facts = tlsinfo::facts(
@@ -365,6 +407,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         })
         .await
     }
+}
+
+/// Completes when the session must give way; never without a slot.
+async fn wait_displaced(notice: Option<event_listener::EventListener>) -> Wake {
+    match notice {
+        Some(notice) => notice.await,
+        None => std::future::pending().await,
+    }
+    Wake::Displaced
 }
 
 /// Waits out a TLS handshake's time: its session deadline, or under stress (now or once it
