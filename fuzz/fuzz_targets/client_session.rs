@@ -51,7 +51,9 @@ impl Shell {
             match out {
                 ClientOutput::Transmit(_) => {}
                 ClientOutput::StartTls => {
-                    let hs = self.session.take().unwrap().start_tls();
+                    let Ok(hs) = self.session.take().unwrap().start_tls() else {
+                        panic!("start_tls refused right after StartTls was polled");
+                    };
                     let verdict = if self.pick & 8 == 0 {
                         ServerCertVerdict::Verified
                     } else {
