@@ -75,6 +75,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod address;
+pub mod alias;
 pub mod cert;
 pub mod client;
 pub mod config;

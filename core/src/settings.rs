@@ -5,6 +5,7 @@
 
 use crate::net::Cidr;
 use crate::restriction::Restriction;
+use crate::table::Table;
 use crate::tls_policy::TlsLevel;
 use alloc::string::String;
 use alloc::vec;
@@ -71,6 +72,10 @@ pub struct ServerSettings {
     pub mydestination: Vec<String>,
     /// `relay_domains`, lower case (subdomains match too).
     pub relay_domains: Vec<String>,
+    /// `virtual_alias_maps`, searched in order; read by the shell (the core reads no file).
+    pub virtual_alias_maps: Vec<Table>,
+    /// `hopcount_limit`: more `Received:` and `Delivered-To:` headers refuse the message.
+    pub hopcount_limit: u32,
 }
 
 impl Default for ServerSettings {
@@ -97,6 +102,8 @@ impl Default for ServerSettings {
             mynetworks: Vec::new(),
             mydestination: vec![String::from("localhost")],
             relay_domains: Vec::new(),
+            virtual_alias_maps: Vec::new(),
+            hopcount_limit: 50,
         }
     }
 }

@@ -58,7 +58,13 @@ pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
         mynetworks: b.or(config.mynetworks(), d.mynetworks),
         mydestination: lower_list(config, "mydestination"),
         relay_domains: lower_list(config, "relay_domains"),
+        // The tables are files: the shell reads them (the core reads no file).
+        virtual_alias_maps: Vec::new(),
+        hopcount_limit: b.count("hopcount_limit", d.hopcount_limit),
     };
+    if let Err(d) = config.tables("virtual_alias_maps") {
+        b.diagnostics.push(d);
+    }
     (settings, b.diagnostics)
 }
 

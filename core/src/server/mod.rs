@@ -49,6 +49,7 @@ mod data;
 mod envelope;
 mod error;
 mod events;
+mod hops;
 mod received;
 mod session;
 mod stats;
