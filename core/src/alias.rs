@@ -18,7 +18,7 @@
 //! do with a final address that is still local (the relay policy refuses it; see
 //! [`crate::policy::resolve_recipient`]).
 
-use crate::address::{parse_mailbox, Domain, Mailbox, Path};
+use crate::address::{parse_mailbox, Mailbox, Path};
 use crate::table::Table;
 use alloc::format;
 use alloc::string::String;
@@ -104,8 +104,8 @@ impl fmt::Display for AliasError {
 /// The addresses one recipient goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expansion {
-    /// The final addresses, in the order the tables list them, each once; always
-    /// qualified (an unqualified address is taken as being at the `home` domain).
+    /// The final addresses, in the order the tables list them, each once. An unqualified
+    /// one stays unqualified (it was looked up as being at the `home` domain).
     pub addresses: Vec<Mailbox>,
     /// True when some table entry applied (the list is not just the recipient itself).
     pub rewritten: bool,
@@ -141,11 +141,11 @@ pub fn expand<L: Lookup + ?Sized>(
 /// A qualified address as the tables see it: the local part unquoted, the domain as text.
 #[derive(Clone, Debug)]
 struct Address {
-    /// The mailbox to hand out when this address is final.
+    /// The mailbox to hand out when this address is final, as written.
     mailbox: Mailbox,
     /// The local part with quoting undone.
     user: String,
-    /// The domain in lower case, without a final dot.
+    /// The domain in lower case, without a final dot (`home` for an unqualified address).
     domain: String,
 }
 
@@ -155,15 +155,10 @@ impl Address {
             Some(d) => format!("{d}"),
             None => String::from(home),
         };
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        let mut mailbox = mailbox.clone();
-        if mailbox.domain.is_none() {
-            mailbox.domain = Some(Domain::Name(domain.clone()));
-        }
         Address {
             user: mailbox.local_unquoted(),
-            mailbox,
-            domain,
+            mailbox: mailbox.clone(),
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
         }
     }
 

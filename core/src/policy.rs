@@ -249,9 +249,9 @@ pub struct Unresolved {
 /// Rewrites an accepted recipient through `virtual_alias_maps` and refuses what would stay
 /// local.
 ///
-/// A recipient at a `mydestination` domain, or unqualified, is accepted only when the
-/// tables send it to addresses elsewhere: certrelay has no mailboxes, so anything else
-/// would be accepted only to bounce (to a sender who may well be forged) or to loop. The
+/// A recipient at a `mydestination` domain, or unqualified, is accepted
+/// only when the tables send it to addresses elsewhere: certrelay has no mailboxes, so
+/// anything else would be accepted only to bounce (to a sender who may well be forged) or to loop. The
 /// refusal is Postfix's for an unknown local user (`550 5.1.1`). A rewrite that leads back
 /// to a local address is refused the same way; tables that loop, nest too deep or hold a
 /// value that is not an address get `451 4.3.0` (the sender retries once they are fixed).
@@ -262,7 +262,7 @@ pub fn resolve_recipient(settings: &ServerSettings, rcpt: &Path) -> Result<Resol
             rewritten: false,
         });
     };
-    let is_local = |domain: &str| is_mydestination(settings, domain);
+    let is_local = |domain: &str| is_home(settings, domain);
     let expansion = alias::expand(
         &settings.virtual_alias_maps,
         mailbox,
@@ -301,12 +301,18 @@ pub fn resolve_recipient(settings: &ServerSettings, rcpt: &Path) -> Result<Resol
     })
 }
 
-/// True when `mailbox` (qualified) is at one of our `mydestination` domains.
+/// True when `mailbox` is unqualified or at a `mydestination` domain.
 fn is_local_mailbox(settings: &ServerSettings, mailbox: &Mailbox) -> bool {
     match &mailbox.domain {
         None => true,
-        Some(d) => is_mydestination(settings, format!("{d}").trim_end_matches('.')),
+        Some(d) => is_mydestination(settings, &format!("{d}")),
     }
+}
+
+/// Where a bare `user` alias key applies: a `mydestination` domain, or `myhostname`
+/// (where unqualified addresses are taken to be, as Postfix takes them to `$myorigin`).
+fn is_home(settings: &ServerSettings, domain: &str) -> bool {
+    is_mydestination(settings, domain) || domain_eq(domain, &settings.myhostname)
 }
 
 /// Postfix's reply for a local user it does not know.

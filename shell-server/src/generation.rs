@@ -6,6 +6,7 @@
 //! the `Arc`s of the generation they started under.
 
 use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint, Location};
+use certrelay_core::settings::ServerSettings;
 use certrelay_shell::conf::{self, Loaded};
 use certrelay_shell::delivery::outbound::{self, Delivery};
 use certrelay_shell::smtpd::listener::ListenerBuilder;
@@ -116,8 +117,14 @@ fn build_listeners(
         host: None,
         port: 25,
     };
-    // check_relay already refused errors in every listener's settings.
-    builder.build_all(loaded, &[implicit], |config| {
-        server::server_settings(config).0
-    })
+    // check_relay already refused errors in every listener's settings and tables.
+    builder.build_all(loaded, &[implicit], relay_settings)
+}
+
+/// A listener's session settings: main.cf with its `-o` overrides (in `config`), and the
+/// `virtual_alias_maps` tables it names, read now so that a reload reads them anew.
+pub fn relay_settings(config: &Config) -> ServerSettings {
+    let mut settings = server::server_settings(config).0;
+    settings.virtual_alias_maps = conf::read_tables(config, "virtual_alias_maps").0;
+    settings
 }

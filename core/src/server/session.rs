@@ -562,9 +562,15 @@ impl ServerSession {
         }
         let why = self.permitted_line(&rcpt, decision.decided_by);
         self.log(log::Level::Debug, why);
-        let recipients = self.resolve_recipient(&rcpt)?;
+        let (recipients, rewritten) = self.resolve_recipient(&rcpt)?;
         if let Some(txn) = self.txn.as_mut() {
-            txn.recipients.extend(recipients);
+            for r in recipients {
+                // Aliases of two recipients often meet (root and postmaster both to the
+                // admin): the message goes there once.
+                if !(rewritten && txn.recipients.contains(&r)) {
+                    txn.recipients.push(r);
+                }
+            }
         }
         self.transmit_ok("2.1.5 Ok");
         Ok(())
@@ -572,7 +578,8 @@ impl ServerSession {
 
     /// A recipient the lists permitted, rewritten by `virtual_alias_maps`; refused (and
     /// logged like any other refusal) when its mail would stay on this host.
-    fn resolve_recipient(&mut self, rcpt: &Path) -> Result<Vec<Path>, ServerError> {
+    /// Returns the recipients to store and whether aliases applied.
+    fn resolve_recipient(&mut self, rcpt: &Path) -> Result<(Vec<Path>, bool), ServerError> {
         match policy::resolve_recipient(&self.conn.settings, rcpt) {
             Ok(resolved) => {
                 if resolved.rewritten {
@@ -588,7 +595,7 @@ impl ServerSession {
                     );
                     self.log(log::Level::Info, line);
                 }
-                Ok(resolved.recipients)
+                Ok((resolved.recipients, resolved.rewritten))
             }
             Err(unresolved) => {
                 let sender = match self.txn.as_mut() {
