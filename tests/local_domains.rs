@@ -75,6 +75,12 @@ struct Relay {
 
 impl Relay {
     fn start(label: &str, sink: &Sink, extra: &str) -> Relay {
+        let next_hop = format!("[127.0.0.1]:{}", sink.port());
+        Relay::start_on(label, free_port(), &next_hop, extra)
+    }
+
+    /// A relay listening on `port` whose `relayhost` is `next_hop`.
+    fn start_on(label: &str, port: u16, next_hop: &str, extra: &str) -> Relay {
         let dir = TempDir::new(label);
         let d = dir.path().display().to_string();
         dir.write(
@@ -86,12 +92,10 @@ impl Relay {
                  smtpd_peername_lookup = no\n\
                  mynetworks = 192.0.2.0/24\n\
                  queue_directory = {d}/spool\n\
-                 relayhost = [127.0.0.1]:{}\n\
-                 {extra}",
-                sink.port()
+                 relayhost = {next_hop}\n\
+                 {extra}"
             ),
         );
-        let port = free_port();
         dir.write(
             "master.cf",
             &format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
@@ -275,4 +279,70 @@ fn a_message_that_went_round_too_often_is_refused_after_data() {
         c.data(&format!("{}\r\nbody\r\n", hops(3))),
         "554 5.4.0 Error: too many hops"
     );
+}
+
+/// Sends one message from `<>` to `root@relay.test` (aliased elsewhere) and returns its
+/// queue id.
+fn send_to_root(port: u16) -> String {
+    let mut c = Client::connect(port);
+    c.cmd("HELO outside.test");
+    assert_eq!(c.cmd("MAIL FROM:<>"), "250 2.1.0 Ok");
+    assert_eq!(c.cmd("RCPT TO:<root@relay.test>"), "250 2.1.5 Ok");
+    let done = c.data("Subject: round\r\n\r\nand round\r\n");
+    done.strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("{done}"))
+        .to_owned()
+}
+
+#[test]
+fn a_next_hop_that_greets_with_our_own_name_is_a_loop() {
+    let sink = Sink::start(SinkOptions {
+        greeting: "220 relay.test ESMTP certrelay".into(),
+        ..SinkOptions::default()
+    });
+    let probe = TempDir::new("loop-greeting-table");
+    let table = probe.write("virtual", "root admin@example.org\n");
+    let relay = Relay::start(
+        "loop-greeting",
+        &sink,
+        &format!("virtual_alias_maps = {}\n", table.display()),
+    );
+    let id = send_to_root(relay.port);
+    relay.daemon.wait_log(&format!(
+        "{id}: to=<admin@example.org>, relay=127.0.0.1[127.0.0.1]:{}, delay=",
+        sink.port()
+    ));
+    relay.daemon.wait_log(&format!(
+        "dsn=5.4.6, status=bounced (mail for [127.0.0.1]:{} loops back to myself)",
+        sink.port()
+    ));
+    // The sink never got past the greeting.
+    assert!(sink.messages().is_empty());
+}
+
+#[test]
+fn a_next_hop_that_is_our_own_listener_is_a_loop() {
+    let probe = TempDir::new("loop-self-table");
+    let table = probe.write("virtual", "root admin@example.org\n");
+    let port = free_port();
+    let relay = Relay::start_on(
+        "loop-self",
+        port,
+        &format!("[127.0.0.1]:{port}"),
+        &format!("virtual_alias_maps = {}\n", table.display()),
+    );
+    let id = send_to_root(port);
+    relay
+        .daemon
+        .wait_log(&format!("{id}: to=<admin@example.org>, relay=none, delay="));
+    relay.daemon.wait_log(&format!(
+        "dsn=5.4.6, status=bounced (mail for [127.0.0.1]:{port} loops back to myself)"
+    ));
+    // The relay never connected to itself: one client only, the test's.
+    let log = relay.daemon.log();
+    let connects = log
+        .lines()
+        .filter(|l| l.starts_with("connect from"))
+        .count();
+    assert_eq!(connects, 1, "{log}");
 }

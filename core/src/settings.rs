@@ -108,9 +108,20 @@ impl Default for ServerSettings {
     }
 }
 
+/// How the client tells that the server it reached is this very host (a mail loop).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfCheck {
+    /// `myhostname`: a server that greets with it (220 or EHLO reply) is this host.
+    pub myhostname: String,
+    /// The next hop the server was found for, named in the reason.
+    pub nexthop: String,
+}
+
 /// Settings of the SMTP client for one delivery attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientSettings {
+    /// When set, a server that greets with our own name fails every recipient with 5.4.6.
+    pub self_check: Option<SelfCheck>,
     /// `smtp_helo_name` (default `$myhostname`): the name sent in EHLO/HELO.
     pub helo_name: String,
     /// The TLS level for this next hop, after the per-site policy was applied.
@@ -125,6 +136,7 @@ pub struct ClientSettings {
 impl Default for ClientSettings {
     fn default() -> Self {
         ClientSettings {
+            self_check: None,
             helo_name: String::from("localhost"),
             tls_level: TlsLevel::None,
             command_timeout: Duration::from_secs(300),

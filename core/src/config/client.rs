@@ -34,6 +34,8 @@ pub fn client_settings(config: &Config) -> (ClientSettings, Vec<Diagnostic>) {
     });
     diagnostics.extend(check_tls_maps(config));
     let settings = ClientSettings {
+        // The delivery engine sets it per next hop.
+        self_check: None,
         helo_name: String::from(config.text("smtp_helo_name")),
         tls_level,
         command_timeout,
