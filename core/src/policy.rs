@@ -246,8 +246,8 @@ pub struct Unresolved {
     pub detail: alloc::string::String,
 }
 
-/// Rewrites an accepted recipient through `virtual_alias_maps` and refuses what would stay
-/// local.
+/// Rewrites an accepted recipient through `virtual_alias_maps` and, with
+/// `refuse_local_recipients` (the relay), refuses what would stay local.
 ///
 /// A recipient at a `mydestination` domain, or unqualified, is accepted
 /// only when the tables send it to addresses elsewhere: certrelay has no mailboxes, so
@@ -270,11 +270,11 @@ pub fn resolve_recipient(settings: &ServerSettings, rcpt: &Path) -> Result<Resol
         &is_local,
     )
     .map_err(|e| lookup_failure(rcpt, &e))?;
-    if let Some(stays) = expansion
+    let stays_here = expansion
         .addresses
         .iter()
-        .find(|m| is_local_mailbox(settings, m))
-    {
+        .find(|m| is_local_mailbox(settings, m));
+    if let Some(stays) = stays_here.filter(|_| settings.refuse_local_recipients) {
         let detail = if expansion.rewritten {
             format!("virtual_alias_maps sends it to local address <{stays}>, which has no mailbox")
         } else {
@@ -665,6 +665,7 @@ mod tests {
             "root admin@example.org\n@localhost root@relay.example\nself@relay.example self@relay.example\n",
         );
         s.virtual_alias_maps = vec![t];
+        s.refuse_local_recipients = true;
         let resolve = |rcpt: &str| {
             let path = parse_path(rcpt).unwrap().0;
             match resolve_recipient(&s, &path) {
@@ -696,6 +697,15 @@ mod tests {
         for (rcpt, want) in table {
             assert_eq!(&resolve(rcpt), want, "{rcpt}");
         }
+        // The laptop's listener sends local mail on, aliased or not.
+        s.refuse_local_recipients = false;
+        let path = parse_path("<x@relay.example>").unwrap().0;
+        assert_eq!(
+            resolve_recipient(&s, &path).map(|r| r.recipients),
+            Ok(vec![path.clone()])
+        );
+        let root = parse_path("<root>").unwrap().0;
+        assert!(resolve_recipient(&s, &root).is_ok_and(|r| r.rewritten));
     }
 
     #[test]

@@ -72,6 +72,11 @@ pub struct ServerSettings {
     pub mydestination: Vec<String>,
     /// `relay_domains`, lower case (subdomains match too).
     pub relay_domains: Vec<String>,
+    /// Refuse at RCPT a recipient that would stay on this host (at a `mydestination` domain
+    /// or unqualified, after `virtual_alias_maps`): the relay sets it, having no mailboxes.
+    /// Off by default: the laptop's listener takes local mail for anyone and sends it all
+    /// on to the relay.
+    pub refuse_local_recipients: bool,
     /// `virtual_alias_maps`, searched in order; read by the shell (the core reads no file).
     pub virtual_alias_maps: Vec<Table>,
     /// `hopcount_limit`: more `Received:` and `Delivered-To:` headers refuse the message.
@@ -102,6 +107,7 @@ impl Default for ServerSettings {
             mynetworks: Vec::new(),
             mydestination: vec![String::from("localhost")],
             relay_domains: Vec::new(),
+            refuse_local_recipients: false,
             virtual_alias_maps: Vec::new(),
             hopcount_limit: 50,
         }

@@ -48,6 +48,7 @@ fn local_mail(config: &Config, settings: &ServerSettings) -> Vec<Diagnostic> {
     }
     let settings = ServerSettings {
         virtual_alias_maps: tables,
+        refuse_local_recipients: true,
         ..settings.clone()
     };
     let postmaster = Path {

@@ -1107,6 +1107,7 @@ fn local_settings() -> ServerSettings {
         mydestination: vec!["relay.example".into(), "localhost".into()],
         relay_domains: Vec::new(),
         virtual_alias_maps: vec![aliases],
+        refuse_local_recipients: true,
         ..settings()
     }
 }
