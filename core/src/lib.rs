@@ -17,7 +17,8 @@
 //! - [`client`]: the SMTP client session that delivers queued mail, with its TLS decisions
 //!   and its STARTTLS hand-over.
 //! - [`policy`], [`restriction`]: relay restrictions (`permit_tls_clientcerts`,
-//!   `reject_unauth_destination`, ...) and their evaluation.
+//!   `reject_unauth_destination`, ...) and their evaluation; [`alias`]: `virtual_alias_maps`
+//!   rewriting, with which the policy refuses mail that would stay on this host.
 //! - [`config`], [`settings`], [`table`], [`tls_policy`], [`net`]: Postfix-style
 //!   `main.cf`/`master.cf` and the typed settings built from them, lookup tables, per-site TLS
 //!   policy, address lists; [`text`] and [`diagnostic`] are the text conventions and the
@@ -75,6 +76,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod address;
+pub mod alias;
 pub mod cert;
 pub mod client;
 pub mod config;

@@ -4,7 +4,8 @@
 //! back a [`Decision`] that says what to answer and which rule decided, so logs (and a later
 //! `explain` command) can show why a recipient was accepted or refused.
 
-use crate::address::{domain_eq, domain_within, Domain, Path};
+use crate::address::{domain_eq, domain_within, Domain, Mailbox, Path};
+use crate::alias::{self, AliasError};
 use crate::facts::{PeerInfo, TlsFacts};
 use crate::net::Cidr;
 use crate::reply::Reply;
@@ -12,6 +13,8 @@ use crate::reply::Reply;
 pub use crate::restriction::Restriction;
 use crate::settings::ServerSettings;
 use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
 use core::fmt;
 use core::net::IpAddr;
 
@@ -222,6 +225,111 @@ fn is_local_postmaster(settings: &ServerSettings, rcpt: &Path) -> bool {
     match &mailbox.domain {
         None => true,
         Some(d) => is_mydestination(settings, &format!("{d}")),
+    }
+}
+
+/// Where an accepted recipient's mail goes: the envelope recipients to store for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The recipients to store, in order (the recipient itself when no alias applied).
+    pub recipients: Vec<Path>,
+    /// True when `virtual_alias_maps` rewrote the recipient.
+    pub rewritten: bool,
+}
+
+/// Why [`resolve_recipient`] refused a recipient: the reply, and a detail for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unresolved {
+    /// The reply to send.
+    pub reply: Reply,
+    /// What the log should add (the alias problem or the local address left over).
+    pub detail: alloc::string::String,
+}
+
+/// Rewrites an accepted recipient through `virtual_alias_maps` and, with
+/// `refuse_local_recipients` (the relay), refuses what would stay local.
+///
+/// A recipient at a `mydestination` domain, or unqualified, is accepted
+/// only when the tables send it to addresses elsewhere: certrelay has no mailboxes, so
+/// anything else would be accepted only to bounce (to a sender who may well be forged) or to loop. The
+/// refusal is Postfix's for an unknown local user (`550 5.1.1`). A rewrite that leads back
+/// to a local address is refused the same way; tables that loop, nest too deep or hold a
+/// value that is not an address get `451 4.3.0` (the sender retries once they are fixed).
+pub fn resolve_recipient(settings: &ServerSettings, rcpt: &Path) -> Result<Resolved, Unresolved> {
+    let Some(mailbox) = &rcpt.mailbox else {
+        return Ok(Resolved {
+            recipients: vec![rcpt.clone()],
+            rewritten: false,
+        });
+    };
+    let is_local = |domain: &str| is_home(settings, domain);
+    let expansion = alias::expand(
+        &settings.virtual_alias_maps,
+        mailbox,
+        &settings.myhostname,
+        &is_local,
+    )
+    .map_err(|e| lookup_failure(rcpt, &e))?;
+    let stays_here = expansion
+        .addresses
+        .iter()
+        .find(|m| is_local_mailbox(settings, m));
+    if let Some(stays) = stays_here.filter(|_| settings.refuse_local_recipients) {
+        let detail = if expansion.rewritten {
+            format!("virtual_alias_maps sends it to local address <{stays}>, which has no mailbox")
+        } else {
+            format!("no virtual_alias_maps entry for <{stays}>, and there is no local delivery")
+        };
+        return Err(Unresolved {
+            reply: unknown_local_user(rcpt),
+            detail,
+        });
+    }
+    if !expansion.rewritten {
+        return Ok(Resolved {
+            recipients: vec![rcpt.clone()],
+            rewritten: false,
+        });
+    }
+    Ok(Resolved {
+        recipients: expansion
+            .addresses
+            .into_iter()
+            .map(alias::to_path)
+            .collect(),
+        rewritten: true,
+    })
+}
+
+/// True when `mailbox` is unqualified or at a `mydestination` domain.
+fn is_local_mailbox(settings: &ServerSettings, mailbox: &Mailbox) -> bool {
+    match &mailbox.domain {
+        None => true,
+        Some(d) => is_mydestination(settings, &format!("{d}")),
+    }
+}
+
+/// Where a bare `user` alias key applies: a `mydestination` domain, or `myhostname`
+/// (where unqualified addresses are taken to be, as Postfix takes them to `$myorigin`).
+fn is_home(settings: &ServerSettings, domain: &str) -> bool {
+    is_mydestination(settings, domain) || domain_eq(domain, &settings.myhostname)
+}
+
+/// Postfix's reply for a local user it does not know.
+fn unknown_local_user(rcpt: &Path) -> Reply {
+    Reply::new(
+        550,
+        format!(
+            "5.1.1 <{rcpt}>: Recipient address rejected: User unknown in local recipient table"
+        ),
+    )
+}
+
+/// The temporary refusal for tables that cannot be followed.
+fn lookup_failure(rcpt: &Path, e: &AliasError) -> Unresolved {
+    Unresolved {
+        reply: Reply::new(451, format!("4.3.0 <{rcpt}>: Temporary lookup failure")),
+        detail: format!("{e}"),
     }
 }
 
@@ -547,6 +655,57 @@ mod tests {
             "554 5.7.1 <x@far.example>: Recipient address rejected: Access denied"
         );
         assert_eq!(reply(vec![]), "permit");
+    }
+
+    #[test]
+    fn local_recipients_need_an_alias_that_leaves() {
+        let mut s = settings();
+        let (t, _) = crate::table::Table::parse(
+            "va",
+            "root admin@example.org\n@localhost root@relay.example\nself@relay.example self@relay.example\n",
+        );
+        s.virtual_alias_maps = vec![t];
+        s.refuse_local_recipients = true;
+        let resolve = |rcpt: &str| {
+            let path = parse_path(rcpt).unwrap().0;
+            match resolve_recipient(&s, &path) {
+                Ok(r) => {
+                    let list: Vec<String> = r.recipients.iter().map(|p| p.to_string()).collect();
+                    format!("{} {}", r.rewritten, list.join(","))
+                }
+                Err(u) => u.reply.to_string(),
+            }
+        };
+        let unknown = |r: &str| {
+            format!("550 5.1.1 <{r}>: Recipient address rejected: User unknown in local recipient table")
+        };
+        let table: &[(&str, String)] = &[
+            ("<root@relay.example>", "true admin@example.org".into()),
+            ("<root>", "true admin@example.org".into()),
+            // The catch-all of localhost leads to root, which leads out.
+            ("<anyone@localhost>", "true admin@example.org".into()),
+            ("<x@relay.example>", unknown("x@relay.example")),
+            ("<x>", unknown("x")),
+            ("<postmaster>", unknown("postmaster")),
+            // An address kept as itself stays local: refused, not accepted and bounced.
+            ("<self@relay.example>", unknown("self@relay.example")),
+            // Mail for other domains passes untouched.
+            ("<x@far.example>", "false x@far.example".into()),
+            ("<x@partner.example>", "false x@partner.example".into()),
+            ("<>", "false ".into()),
+        ];
+        for (rcpt, want) in table {
+            assert_eq!(&resolve(rcpt), want, "{rcpt}");
+        }
+        // The laptop's listener sends local mail on, aliased or not.
+        s.refuse_local_recipients = false;
+        let path = parse_path("<x@relay.example>").unwrap().0;
+        assert_eq!(
+            resolve_recipient(&s, &path).map(|r| r.recipients),
+            Ok(vec![path.clone()])
+        );
+        let root = parse_path("<root>").unwrap().0;
+        assert!(resolve_recipient(&s, &root).is_ok_and(|r| r.rewritten));
     }
 
     #[test]

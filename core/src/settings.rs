@@ -5,6 +5,7 @@
 
 use crate::net::Cidr;
 use crate::restriction::Restriction;
+use crate::table::Table;
 use crate::tls_policy::{MatchStrategy, TlsLevel};
 use alloc::string::String;
 use alloc::vec;
@@ -115,6 +116,15 @@ pub struct ServerSettings {
     pub mydestination: Vec<String>,
     /// `relay_domains`, lower case (subdomains match too).
     pub relay_domains: Vec<String>,
+    /// Refuse at RCPT a recipient that would stay on this host (at a `mydestination` domain
+    /// or unqualified, after `virtual_alias_maps`): the relay sets it, having no mailboxes.
+    /// Off by default: the laptop's listener takes local mail for anyone and sends it all
+    /// on to the relay.
+    pub refuse_local_recipients: bool,
+    /// `virtual_alias_maps`, searched in order; read by the shell (the core reads no file).
+    pub virtual_alias_maps: Vec<Table>,
+    /// `hopcount_limit`: more `Received:` and `Delivered-To:` headers refuse the message.
+    pub hopcount_limit: u32,
 }
 
 impl Default for ServerSettings {
@@ -148,13 +158,27 @@ impl Default for ServerSettings {
             mynetworks: Vec::new(),
             mydestination: vec![String::from("localhost")],
             relay_domains: Vec::new(),
+            refuse_local_recipients: false,
+            virtual_alias_maps: Vec::new(),
+            hopcount_limit: 50,
         }
     }
+}
+
+/// How the client tells that the server it reached is this very host (a mail loop).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfCheck {
+    /// `myhostname`: a server that greets with it (220 or EHLO reply) is this host.
+    pub myhostname: String,
+    /// The next hop the server was found for, named in the reason.
+    pub nexthop: String,
 }
 
 /// Settings of the SMTP client for one delivery attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientSettings {
+    /// When set, a server that greets with our own name fails every recipient with 5.4.6.
+    pub self_check: Option<SelfCheck>,
     /// `smtp_helo_name` (default `$myhostname`): the name sent in EHLO/HELO.
     pub helo_name: String,
     /// The TLS level for this next hop, after the per-site policy was applied.
@@ -175,6 +199,7 @@ pub struct ClientSettings {
 impl Default for ClientSettings {
     fn default() -> Self {
         ClientSettings {
+            self_check: None,
             helo_name: String::from("localhost"),
             tls_level: TlsLevel::None,
             command_timeout: Duration::from_secs(300),

@@ -1,9 +1,13 @@
 //! What `certrelayd check` verifies, and what a start or a reload refuses: the relay's
-//! settings of main.cf and of each listener, the fingerprint map and the TLS files.
+//! settings of main.cf and of each listener, the fingerprint map, the alias tables and the
+//! TLS files.
 //!
 //! Not here: loading the files (the shell's `conf`) or serving.
 
-use certrelay_core::config::{self, Diagnostic};
+use certrelay_core::address::{Mailbox, Path};
+use certrelay_core::config::{self, Config, Diagnostic};
+use certrelay_core::policy;
+use certrelay_core::settings::ServerSettings;
 use certrelay_shell::conf::{self, Loaded};
 
 /// Everything `certrelayd check` verifies: settings of main.cf and of each listener, the
@@ -11,11 +15,14 @@ use certrelay_shell::conf::{self, Loaded};
 pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
     let config = &loaded.config;
     let mut diags = loaded.diagnostics.clone();
-    let (_, main_diags) = config::server::server_settings(config);
+    let (main_settings, main_diags) = config::server::server_settings(config);
     conf::push_new(&mut diags, main_diags);
+    conf::push_new(&mut diags, local_mail(config, &main_settings));
     for listener in &loaded.listeners {
-        let (_, more) = config::server::listener_settings(config, listener);
+        let (settings, more) = config::server::listener_settings(config, listener);
         conf::push_new(&mut diags, more);
+        let (listener_config, _) = config.with_overrides(&listener.override_list());
+        conf::push_new(&mut diags, local_mail(&listener_config, &settings));
     }
     conf::push_new(&mut diags, conf::fingerprint_map(config).1);
     conf::push_new(
@@ -29,5 +36,35 @@ pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
             ],
         ),
     );
+    diags
+}
+
+/// Reads `virtual_alias_maps` as `settings`' listener would, and warns when `postmaster`
+/// has nowhere to go: certrelay has no mailboxes, so mail for it is then refused.
+fn local_mail(config: &Config, settings: &ServerSettings) -> Vec<Diagnostic> {
+    let (tables, mut diags) = conf::read_tables(config, "virtual_alias_maps");
+    if config::has_errors(&diags) {
+        return diags;
+    }
+    let settings = ServerSettings {
+        virtual_alias_maps: tables,
+        refuse_local_recipients: true,
+        ..settings.clone()
+    };
+    let postmaster = Path {
+        route: Vec::new(),
+        mailbox: Some(Mailbox {
+            local: "postmaster".to_owned(),
+            domain: None,
+        }),
+    };
+    if policy::resolve_recipient(&settings, &postmaster).is_err() {
+        diags.push(Diagnostic::warning(
+            &config.location("virtual_alias_maps"),
+            "mail for postmaster (unqualified, or at a mydestination domain) is refused: \
+             certrelay has no local mailboxes; send it to a real mailbox with a \
+             virtual_alias_maps table holding a line such as \"postmaster admin@example.org\"",
+        ));
+    }
     diags
 }

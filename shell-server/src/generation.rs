@@ -6,10 +6,13 @@
 //! the `Arc`s of the generation they started under.
 
 use certrelay_core::config::{self, server, Config, Diagnostic, Endpoint, Location};
+use certrelay_core::settings::ServerSettings;
 use certrelay_shell::conf::{self, Loaded};
 use certrelay_shell::delivery::outbound::{self, Delivery};
+use certrelay_shell::delivery::route::OwnEndpoint;
 use certrelay_shell::smtpd::listener::ListenerBuilder;
 pub use certrelay_shell::smtpd::listener::ListenerConf;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -88,7 +91,35 @@ pub fn onward_delivery(dir: &Path) -> Result<Delivery, Vec<Diagnostic>> {
         )]
     })?;
     let config = &loaded.config;
-    outbound::delivery(config, config.text("myhostname"))
+    let mut delivery = outbound::delivery(config, config.text("myhostname"))?;
+    delivery.runner.own_endpoints = own_endpoints(&loaded);
+    Ok(delivery)
+}
+
+/// Where this relay takes mail: its master.cf listeners (or port 25 on every address
+/// without any). Delivering to one of them would bring the mail straight back.
+fn own_endpoints(loaded: &Loaded) -> Vec<OwnEndpoint> {
+    if loaded.listeners.is_empty() {
+        return vec![(None, 25)];
+    }
+    let mut out = Vec::new();
+    for listener in &loaded.listeners {
+        let port = listener.endpoint.port;
+        match listener.endpoint.host.as_deref() {
+            None => out.push((None, port)),
+            Some(host) => {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                match host.parse::<IpAddr>() {
+                    Ok(ip) => out.push((Some(ip), port)),
+                    Err(_) => {
+                        let addrs = (host, port).to_socket_addrs().into_iter().flatten();
+                        out.extend(addrs.map(|a| (Some(a.ip()), port)));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Everything a reload reads and checks, as this process can read it: `Err` holds every
@@ -116,8 +147,17 @@ fn build_listeners(
         host: None,
         port: 25,
     };
-    // check_relay already refused errors in every listener's settings.
-    builder.build_all(loaded, &[implicit], |config| {
-        server::server_settings(config).0
-    })
+    // check_relay already refused errors in every listener's settings and tables.
+    builder.build_all(loaded, &[implicit], relay_settings)
+}
+
+/// A listener's session settings: main.cf with its `-o` overrides (in `config`), the
+/// `virtual_alias_maps` tables it names (read now, so that a reload reads them anew), and
+/// local recipients refused.
+pub fn relay_settings(config: &Config) -> ServerSettings {
+    let mut settings = server::server_settings(config).0;
+    // The relay has no mailboxes: what would stay here is refused at RCPT.
+    settings.refuse_local_recipients = true;
+    settings.virtual_alias_maps = conf::read_tables(config, "virtual_alias_maps").0;
+    settings
 }

@@ -383,6 +383,9 @@ impl ClientSession {
     /// another server, or a later try, may do better).
     fn on_hello(&mut self, cmd: Cmd, reply: &Reply) {
         let next = if reply.is_positive() {
+            if let Some(outcome) = self.loops_back(cmd, reply) {
+                return self.fail(outcome, true);
+            }
             match cmd {
                 Cmd::Ehlo => self.caps = Capabilities::from_ehlo(reply),
                 Cmd::Helo => self.caps = Capabilities::default(),
@@ -407,6 +410,22 @@ impl ClientSession {
                 self.fail(Outcome::deferred_by(reply, reason), reply.code != 421);
             }
         }
+    }
+
+    /// A positive greeting or EHLO reply that names this very host (`myhostname`): the
+    /// mail would come back here. Every recipient bounces with 5.4.6, as Postfix's do.
+    fn loops_back(&self, cmd: Cmd, reply: &Reply) -> Option<Outcome> {
+        let check = self.settings.self_check.as_ref()?;
+        if !matches!(cmd, Cmd::Greeting | Cmd::Ehlo) {
+            return None;
+        }
+        let name = reply.lines.first()?.split_ascii_whitespace().next()?;
+        let me = check.myhostname.trim_end_matches('.');
+        if !name.trim_end_matches('.').eq_ignore_ascii_case(me) {
+            return None;
+        }
+        let reason = format!("mail for {} loops back to myself", check.nexthop);
+        Some(Outcome::local(DeliveryStatus::Bounced, "5.4.6", reason))
     }
 
     /// The STARTTLS decision, per TLS level.

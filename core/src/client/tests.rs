@@ -1160,3 +1160,52 @@ proptest! {
         }
     }
 }
+
+/// A client that knows it is `relay.example`, talking to a server that greets with `greeting`
+/// and answers EHLO with `ehlo_name`; returns what it wrote after the greeting and its end.
+fn meets(greeting: &[u8], ehlo_name: &str) -> (String, Vec<Seen>) {
+    let mut t = Shell::new(TlsLevel::None);
+    if let Some(s) = t.session.as_mut() {
+        s.settings.self_check = Some(crate::settings::SelfCheck {
+            myhostname: "Relay.Example".into(),
+            nexthop: "[192.0.2.7]:25".into(),
+        });
+    }
+    t.server(greeting);
+    let mut sent = t.sent();
+    if sent.starts_with("EHLO") {
+        let reply = crate::reply::Reply::multi(250, vec![String::from(ehlo_name)]).to_bytes();
+        t.server(&reply);
+        sent.push_str(&t.sent());
+    }
+    (sent, t.seen())
+}
+
+#[test]
+fn a_server_that_greets_with_our_own_name_is_a_loop() {
+    let loops = "failed: dsn=5.4.6, status=bounced (mail for [192.0.2.7]:25 loops back to myself)";
+    // The 220 banner names us: no EHLO, QUIT at once, everything bounces.
+    let (sent, seen) = meets(b"220 relay.example. ESMTP certrelay\r\n", "mx.example");
+    assert_eq!(sent, "QUIT\r\n");
+    assert!(seen.is_empty(), "{seen:?}");
+    // The banner hides it, the EHLO reply does not.
+    let (sent, _) = meets(b"220 mx.example ESMTP\r\n", "RELAY.example");
+    assert_eq!(sent, "EHLO laptop.example\r\nQUIT\r\n");
+    // Another name: ready to send.
+    let (sent, seen) = meets(b"220 mx.example ESMTP\r\n", "mx.example");
+    assert_eq!(sent, "EHLO laptop.example\r\n");
+    assert_eq!(seen, [Seen::Ready]);
+    // The outcome, as the delivery engine sees it once the QUIT is answered.
+    let mut t = Shell::new(TlsLevel::None);
+    if let Some(s) = t.session.as_mut() {
+        s.settings.self_check = Some(crate::settings::SelfCheck {
+            myhostname: "relay.example".into(),
+            nexthop: "[192.0.2.7]:25".into(),
+        });
+    }
+    t.server(b"220 relay.example ESMTP\r\n");
+    t.server(b"221 2.0.0 Bye\r\n");
+    let seen = t.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(failed(&seen[0]), loops);
+}

@@ -47,6 +47,8 @@ pub fn client_settings(config: &Config) -> (ClientSettings, Vec<Diagnostic>) {
         d.line_length_limit
     });
     let settings = ClientSettings {
+        // The delivery engine sets it per next hop.
+        self_check: None,
         helo_name: String::from(config.text("smtp_helo_name")),
         tls_level,
         command_timeout,

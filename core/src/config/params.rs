@@ -111,6 +111,8 @@ pub const PARAMS: &[Param] = &[
     p("defer_transports", "", Kind::List),
     p("default_process_limit", "100", Kind::Number),
     p("relay_clientcerts", "", Kind::List),
+    p("virtual_alias_maps", "", Kind::List),
+    p("hopcount_limit", "50", Kind::Number),
     p("mail_owner", "certrelay", Kind::Text),
     p("queue_directory", "/var/spool/certrelay", Kind::Text),
     // Server TLS.

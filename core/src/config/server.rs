@@ -69,7 +69,14 @@ pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
         mynetworks: b.or(config.mynetworks(), d.mynetworks),
         mydestination: lower_list(config, "mydestination"),
         relay_domains: lower_list(config, "relay_domains"),
+        // The relay's shell turns this on and reads the tables (the core reads no file).
+        refuse_local_recipients: false,
+        virtual_alias_maps: Vec::new(),
+        hopcount_limit: b.count("hopcount_limit", d.hopcount_limit),
     };
+    if let Err(d) = config.tables("virtual_alias_maps") {
+        b.diagnostics.push(d);
+    }
     (settings, b.diagnostics)
 }
 

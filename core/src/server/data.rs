@@ -6,6 +6,7 @@
 //! an end (the SMTP smuggling attacks of 2023). The receiver holds at most one chunk and a
 //! few bytes of state, whatever the line lengths.
 
+use super::hops::HopCounter;
 use crate::settings::BareNewline;
 use alloc::vec::Vec;
 
@@ -57,6 +58,8 @@ pub struct DataReceiver {
     limit: u64,
     bare: BareNewline,
     problem: Option<DataProblem>,
+    /// Hop header fields in the content handed out.
+    hops: HopCounter,
 }
 
 impl DataReceiver {
@@ -69,6 +72,7 @@ impl DataReceiver {
             limit,
             bare,
             problem: None,
+            hops: HopCounter::default(),
         }
     }
 
@@ -80,6 +84,12 @@ impl DataReceiver {
     /// Octets of content so far (after unstuffing and newline normalization).
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// `Received:` and `Delivered-To:` fields in the header of the content handed out so
+    /// far (all of it once the end was found).
+    pub fn hops(&self) -> u32 {
+        self.hops.count()
     }
 
     /// Content octets held for the next chunk.
@@ -112,6 +122,7 @@ impl DataReceiver {
             if self.step(b, emit) {
                 fed.ended = true;
                 if self.problem.is_none() && !self.chunk.is_empty() {
+                    self.hops.feed(&self.chunk);
                     emit(core::mem::take(&mut self.chunk));
                 }
                 break;
@@ -243,6 +254,7 @@ impl DataReceiver {
             self.chunk.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             if self.chunk.len() == CHUNK_SIZE {
+                self.hops.feed(&self.chunk);
                 emit(core::mem::take(&mut self.chunk));
             }
         }

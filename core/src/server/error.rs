@@ -59,6 +59,8 @@ pub enum ServerError {
     BareNewline,
     /// DATA over `message_size_limit`.
     MessageTooBig,
+    /// More `Received:` and `Delivered-To:` fields than `hopcount_limit`: a mail loop.
+    TooManyHops,
     /// The shell could not write the message.
     QueueWriteError,
     /// The shell is out of space for the message.
@@ -120,6 +122,7 @@ impl ServerError {
             ServerError::Timeout => (421, format!("4.4.2 {host} Error: timeout exceeded")),
             ServerError::BareNewline => (550, format!("5.5.2 {host} Error: bare <LF> received")),
             ServerError::MessageTooBig => (552, String::from("5.3.4 Error: message file too big")),
+            ServerError::TooManyHops => (554, String::from("5.4.0 Error: too many hops")),
             ServerError::QueueWriteError => {
                 (451, String::from("4.3.0 Error: queue file write error"))
             }
@@ -240,6 +243,7 @@ mod tests {
                 ServerError::MessageTooBig,
                 "552 5.3.4 Error: message file too big",
             ),
+            (ServerError::TooManyHops, "554 5.4.0 Error: too many hops"),
             (
                 ServerError::QueueWriteError,
                 "451 4.3.0 Error: queue file write error",

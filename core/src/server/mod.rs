@@ -56,6 +56,7 @@ mod envelope;
 mod error;
 mod events;
 mod guard;
+mod hops;
 mod received;
 mod session;
 mod stats;

@@ -686,11 +686,56 @@ impl ServerSession {
         }
         let why = self.permitted_line(&rcpt, decision.decided_by);
         self.log(log::Level::Debug, why);
+        let (recipients, rewritten) = self.resolve_recipient(&rcpt)?;
         if let Some(txn) = self.txn.as_mut() {
-            txn.recipients.push(rcpt);
+            for r in recipients {
+                // Aliases of two recipients often meet (root and postmaster both to the
+                // admin): the message goes there once.
+                if !(rewritten && txn.recipients.contains(&r)) {
+                    txn.recipients.push(r);
+                }
+            }
         }
         self.transmit_ok("2.1.5 Ok");
         Ok(())
+    }
+
+    /// A recipient the lists permitted, rewritten by `virtual_alias_maps`; refused (and
+    /// logged like any other refusal) when its mail would stay on this host.
+    /// Returns the recipients to store and whether aliases applied.
+    fn resolve_recipient(&mut self, rcpt: &Path) -> Result<(Vec<Path>, bool), ServerError> {
+        match policy::resolve_recipient(&self.conn.settings, rcpt) {
+            Ok(resolved) => {
+                if resolved.rewritten {
+                    let to: Vec<String> = resolved
+                        .recipients
+                        .iter()
+                        .map(|r| format!("<{r}>"))
+                        .collect();
+                    let line = format!(
+                        "RCPT from {}: <{rcpt}> rewritten by virtual_alias_maps to {}",
+                        self.conn.client(),
+                        to.join(", ")
+                    );
+                    self.log(log::Level::Info, line);
+                }
+                Ok((resolved.recipients, resolved.rewritten))
+            }
+            Err(unresolved) => {
+                let sender = match self.txn.as_mut() {
+                    Some(txn) => {
+                        txn.refused += 1;
+                        txn.mail.sender.to_string()
+                    }
+                    None => String::new(),
+                };
+                let e = ServerError::Policy(unresolved.reply);
+                self.log_reject("RCPT", &e, &sender, Some(rcpt));
+                let line = format!("RCPT <{rcpt}> refused: {}", unresolved.detail);
+                self.log(log::Level::Info, line);
+                Err(e)
+            }
+        }
     }
 
     fn data(&mut self, args: &str) -> Result<(), ServerError> {
@@ -771,6 +816,10 @@ impl ServerSession {
             return;
         };
         let refusal = match rx.problem() {
+            None if self.too_many_hops(rx.hops()) => {
+                self.outputs.push_back(ServerOutput::MessageAbort);
+                ServerError::TooManyHops
+            }
             None => {
                 self.outputs.push_back(ServerOutput::MessageEnd);
                 self.mode = Mode::Storing;
@@ -788,6 +837,13 @@ impl ServerSession {
             .unwrap_or_default();
         self.log_reject("END-OF-MESSAGE", &refusal, &sender, None);
         self.refuse(refusal);
+    }
+
+    /// True when a message whose header holds `hops` `Received:` and `Delivered-To:`
+    /// fields is over `hopcount_limit`, counting the `Received:` this host adds: it has
+    /// gone round too often and is refused rather than sent round once more.
+    fn too_many_hops(&self, hops: u32) -> bool {
+        hops.saturating_add(1) > self.conn.settings.hopcount_limit
     }
 
     /// Drops a message being received, if there is one the shell still keeps.

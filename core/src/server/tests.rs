@@ -27,7 +27,9 @@ fn settings() -> ServerSettings {
             addr: "127.0.0.0".parse().unwrap(),
             prefix: 8,
         }],
-        mydestination: vec!["relay.example".into()],
+        // Mail for relay.example goes onward: certrelay has no local mailboxes (the local
+        // domain tests at the end of this file set mydestination themselves).
+        relay_domains: vec!["relay.example".into()],
         ..ServerSettings::default()
     }
 }
@@ -244,7 +246,7 @@ fn relay_from_mynetworks_with_pipelining() {
          S: 250 8BITMIME
          C: MAIL FROM:<me@laptop.example> BODY=8BITMIME SIZE=100
          C: RCPT TO:<you@far.example>
-         C: RCPT TO:<Postmaster>
+         C: RCPT TO:<Friend@relay.example>
          C: DATA
          S: 250 2.1.0 Ok
          S: 250 2.1.5 Ok
@@ -264,7 +266,7 @@ fn relay_from_mynetworks_with_pipelining() {
     assert_eq!(body, b"Subject: hello\r\n\r\n.leading dot\r\n");
     assert_eq!(env.sender.to_string(), "me@laptop.example");
     let rcpts: Vec<String> = env.recipients.iter().map(|r| r.to_string()).collect();
-    assert_eq!(rcpts, ["you@far.example", "Postmaster"]);
+    assert_eq!(rcpts, ["you@far.example", "Friend@relay.example"]);
     assert_eq!(
         (env.size_hint, env.body),
         (Some(100), BodyType::EightBitMime)
@@ -1101,4 +1103,174 @@ fn each_accepted_recipient_names_its_own_rule() {
         rules.insert(rule);
     }
     assert!(rules.len() >= 2, "{rules:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Local domains and hops
+
+/// relay.example is local; `virtual_alias_maps` sends some of its users elsewhere.
+fn local_settings() -> ServerSettings {
+    let (aliases, _) = crate::table::Table::parse(
+        "virtual",
+        "root@relay.example  admin@example.org\n\
+         postmaster          admin@example.org, ops@example.org\n\
+         back@relay.example  nobody@relay.example\n\
+         loop1@relay.example loop2@relay.example\n\
+         loop2@relay.example loop1@relay.example\n\
+         bob@far.example     robert@elsewhere.example\n",
+    );
+    ServerSettings {
+        mydestination: vec!["relay.example".into(), "localhost".into()],
+        relay_domains: Vec::new(),
+        virtual_alias_maps: vec![aliases],
+        refuse_local_recipients: true,
+        ..settings()
+    }
+}
+
+#[test]
+fn local_recipients_without_an_alias_are_refused_at_rcpt() {
+    // An outsider, no certificate: what used to be accepted and then bounced or looped.
+    let mut sh = Shell::new(local_settings(), outsider());
+    sh.script(
+        "S: 220 relay.example ESMTP certrelay
+         C: HELO outside
+         S: 250 relay.example
+         C: MAIL FROM:<forged@victim.example>
+         S: 250 2.1.0 Ok
+         C: RCPT TO:<zzz@relay.example>
+         S: 550 5.1.1 <zzz@relay.example>: Recipient address rejected: User unknown in local recipient table
+         C: RCPT TO:<root@localhost>
+         S: 550 5.1.1 <root@localhost>: Recipient address rejected: User unknown in local recipient table
+         C: RCPT TO:<daemon>
+         S: 550 5.1.1 <daemon>: Recipient address rejected: User unknown in local recipient table
+         C: RCPT TO:<back@relay.example>
+         S: 550 5.1.1 <back@relay.example>: Recipient address rejected: User unknown in local recipient table
+         C: RCPT TO:<loop1@relay.example>
+         S: 451 4.3.0 <loop1@relay.example>: Temporary lookup failure
+         C: DATA
+         S: 554 5.5.1 Error: no valid recipients",
+    );
+    assert!(sh.logs.contains(
+        &"NOQUEUE: reject: RCPT from unknown[192.0.2.7]: 550 5.1.1 <zzz@relay.example>: Recipient address rejected: User unknown in local recipient table; from=<forged@victim.example> to=<zzz@relay.example> proto=SMTP helo=<outside>".to_string()
+    ), "{:?}", sh.logs);
+    assert!(sh.logs.iter().any(|l| l.contains("<back@relay.example> refused: virtual_alias_maps sends it to local address <nobody@relay.example>")));
+    assert!(sh
+        .logs
+        .iter()
+        .any(|l| l.contains("virtual_alias_maps loop")));
+    // Without an alias, postmaster is refused too.
+    let mut set = local_settings();
+    set.virtual_alias_maps = Vec::new();
+    let mut sh = Shell::new(set, outsider());
+    sh.feed(
+        b"HELO x\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster>\r\nRCPT TO:<Postmaster@relay.example>\r\n",
+    );
+    let wire = sh.take_wire();
+    assert!(wire.ends_with(
+        "550 5.1.1 <postmaster>: Recipient address rejected: User unknown in local recipient table\r\n\
+         550 5.1.1 <Postmaster@relay.example>: Recipient address rejected: User unknown in local recipient table\r\n"
+    ), "{wire}");
+}
+
+#[test]
+fn aliases_rewrite_the_stored_recipients() {
+    let mut sh = Shell::new(local_settings(), outsider());
+    sh.script(
+        "S: 220 relay.example ESMTP certrelay
+         C: EHLO outside
+         C: MAIL FROM:<someone@example.net>
+         C: RCPT TO:<root@relay.example>
+         C: RCPT TO:<postmaster>
+         C: DATA
+         S: 250-relay.example
+         S: 250-PIPELINING
+         S: 250-SIZE 10240000
+         S: 250-ENHANCEDSTATUSCODES
+         S: 250 8BITMIME
+         S: 250 2.1.0 Ok
+         S: 250 2.1.5 Ok
+         S: 250 2.1.5 Ok
+         S: 354 End data with <CR><LF>.<CR><LF>
+         C: hi
+         C: .
+         S: 250 2.0.0 Ok: queued as Q1",
+    );
+    let rcpts: Vec<String> = sh.stored[0]
+        .0
+        .recipients
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // root and postmaster both lead to the admin: stored once.
+    assert_eq!(rcpts, ["admin@example.org", "ops@example.org"]);
+    assert!(sh.logs.contains(
+        &"RCPT from unknown[192.0.2.7]: <postmaster> rewritten by virtual_alias_maps to <admin@example.org>, <ops@example.org>".to_string()
+    ), "{:?}", sh.logs);
+    // A domain that is not ours is rewritten too, once the lists let it through.
+    let mut sh = Shell::new(local_settings(), insider());
+    sh.feed(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@far.example>\r\nRCPT TO:<carol@far.example>\r\nDATA\r\nx\r\n.\r\n");
+    let rcpts: Vec<String> = sh.stored[0]
+        .0
+        .recipients
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(rcpts, ["robert@elsewhere.example", "carol@far.example"]);
+    // ...but not an outsider's relay attempt: the lists refuse it first.
+    let mut sh = Shell::new(local_settings(), outsider());
+    sh.feed(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@far.example>\r\n");
+    assert!(sh
+        .take_wire()
+        .ends_with("554 5.7.1 <bob@far.example>: Relay access denied\r\n"));
+}
+
+fn hop_message(hops: u32) -> Vec<u8> {
+    let mut m = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<x@relay.example>\r\nDATA\r\n".to_vec();
+    for i in 0..hops {
+        let name = if i % 2 == 0 {
+            "Received"
+        } else {
+            "Delivered-To"
+        };
+        m.extend_from_slice(format!("{name}: hop {i}\r\n").as_bytes());
+    }
+    m.extend_from_slice(b"Subject: s\r\n\r\nReceived: in the body\r\n.\r\n");
+    m
+}
+
+#[test]
+fn too_many_hops_is_refused_at_end_of_data() {
+    let mut set = settings();
+    set.hopcount_limit = 5;
+    // Four in the header and ours make five: within the limit.
+    let mut sh = Shell::new(set.clone(), insider());
+    sh.feed(&hop_message(4));
+    assert!(sh.take_wire().ends_with("250 2.0.0 Ok: queued as Q1\r\n"));
+    // Five and ours: over it. The message is dropped, the session goes on.
+    let mut sh = Shell::new(set, insider());
+    sh.feed(&hop_message(5));
+    sh.feed(b"NOOP\r\n");
+    assert!(sh.take_wire().ends_with(
+        "354 End data with <CR><LF>.<CR><LF>\r\n554 5.4.0 Error: too many hops\r\n250 2.0.0 Ok\r\n"
+    ));
+    assert_eq!((sh.stored.len(), sh.aborted), (0, 1));
+    assert!(
+        sh.logs.iter().any(|l| {
+            l.starts_with(
+        "NOQUEUE: reject: END-OF-MESSAGE from localhost[127.0.0.1]: 554 5.4.0 Error: too many hops"
+    )
+        }),
+        "{:?}",
+        sh.logs
+    );
+    // The default is Postfix's 50.
+    let mut sh = Shell::new(settings(), insider());
+    sh.feed(&hop_message(49));
+    assert!(sh.take_wire().ends_with("queued as Q1\r\n"));
+    let mut sh = Shell::new(settings(), insider());
+    sh.feed(&hop_message(50));
+    assert!(sh
+        .take_wire()
+        .ends_with("554 5.4.0 Error: too many hops\r\n"));
 }

@@ -136,6 +136,9 @@ pub struct DeliveryContext {
 impl DeliveryContext {
     fn settings_for(&self, candidate: &Candidate) -> ClientSettings {
         let mut settings = self.settings.clone();
+        if let Some(check) = &mut settings.self_check {
+            check.nexthop.clone_from(&candidate.nexthop);
+        }
         if let Some(level) = &self.tls_level {
             settings.tls_level = level(candidate);
         }
@@ -181,7 +184,12 @@ pub async fn deliver(
             break;
         }
         if let Err(f) = use_server(candidate, jobs, &mut queue, &mut results, ctx).await {
+            let looped = loops_back(&f.outcome);
             failure = f;
+            if looped {
+                // The next hop is this host: no other server of it is tried.
+                break;
+            }
         }
     }
     for i in queue {
@@ -405,6 +413,11 @@ async fn send_one(
         }
         Err(SendError::Closed(closing)) => Err(closing),
     }
+}
+
+/// True for the outcome of a server that turned out to be this very host.
+pub fn loops_back(outcome: &Outcome) -> bool {
+    outcome.status == DeliveryStatus::Bounced && outcome.dsn == "5.4.6"
 }
 
 fn failed(closing: Closing, server: &ServerAddr) -> Failure {

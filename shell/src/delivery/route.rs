@@ -180,3 +180,63 @@ async fn system_addresses(host: &str, port: u16) -> Result<Vec<IpAddr>, LookupEr
         ))),
     }
 }
+
+/// A socket this host listens on for mail: an address (`None`: every address of the host)
+/// and a port.
+pub type OwnEndpoint = (Option<IpAddr>, u16);
+
+/// True when `server` is one of `own`: this host itself, so mail sent there comes back.
+///
+/// The port counts: a filter on 127.0.0.1:10025 is another program, not this one.
+pub fn is_own(server: &ServerAddr, own: &[OwnEndpoint]) -> bool {
+    own.iter().any(|(addr, port)| {
+        *port == server.port
+            && match addr {
+                Some(a) => same_ip(*a, server.addr),
+                None => is_local_address(server.addr),
+            }
+    })
+}
+
+/// The same address, an IPv4 address and its IPv6-mapped form alike.
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
+/// True when `addr` belongs to this host: the system lets a socket bind to it (loopback,
+/// or an address of one of its interfaces); the unspecified address counts too.
+pub fn is_local_address(addr: IpAddr) -> bool {
+    let addr = addr.to_canonical();
+    addr.is_unspecified()
+        || addr.is_loopback()
+        || std::net::UdpSocket::bind(SocketAddr::new(addr, 0)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(addr: &str, port: u16) -> ServerAddr {
+        ServerAddr {
+            name: "mx".into(),
+            addr: addr.parse().unwrap(),
+            port,
+        }
+    }
+
+    #[test]
+    fn own_endpoints_need_address_and_port() {
+        let own = [(Some("192.0.2.1".parse().unwrap()), 25), (None, 2525)];
+        assert!(is_own(&server("192.0.2.1", 25), &own));
+        assert!(is_own(&server("::ffff:192.0.2.1", 25), &own));
+        assert!(!is_own(&server("192.0.2.1", 26), &own));
+        assert!(!is_own(&server("192.0.2.2", 25), &own));
+        // A wildcard listener: every address of this host, on its port only.
+        assert!(is_own(&server("127.0.0.1", 2525), &own));
+        assert!(is_own(&server("::1", 2525), &own));
+        assert!(!is_own(&server("127.0.0.1", 10025), &own));
+        // 192.0.2.0/24 is documentation space, on no interface of a test machine.
+        assert!(!is_own(&server("192.0.2.9", 2525), &own));
+        assert!(!is_own(&server("127.0.0.1", 25), &[]));
+    }
+}

@@ -13,16 +13,17 @@ use crate::delivery::connection::ClientTls;
 use crate::delivery::deliver::{
     deliver, DeliveryContext, DeliveryJob, HeldBody, MessageSource, RecipientFate, TlsLevelFor,
 };
-use crate::delivery::resolver::Resolver;
-use crate::delivery::route::{candidates, Destination, NextHop};
+use crate::delivery::resolver::{LookupError, Resolver};
+use crate::delivery::route::{self, candidates, is_own, Destination, NextHop, OwnEndpoint};
 use crate::spool::{Spool, SpoolError};
 use certrelay_core::client::{self, DeliveryStatus};
+use certrelay_core::dns::MxFailure;
 use certrelay_core::dsn::{self, BounceReport, FailedRecipient};
 use certrelay_core::queue::{
     delivery_line, expired_line, AttemptEnd, Envelope, QueueId, RecipientState, Relay,
     RetrySettings, Verdict,
 };
-use certrelay_core::settings::ClientSettings;
+use certrelay_core::settings::{ClientSettings, SelfCheck};
 use smol::channel::{Receiver, Sender, TryRecvError};
 use smol::future;
 use smol::lock::{Mutex as AsyncMutex, Semaphore};
@@ -57,6 +58,9 @@ pub struct RunnerConfig {
     pub tls_level: Option<TlsLevelFor>,
     /// `defer_transports = smtp`: mail waits in the queue until a flush.
     pub hold: bool,
+    /// Where this host itself takes mail (the relay's listeners): a server among them is a
+    /// loop, and its recipients bounce with 5.4.6.
+    pub own_endpoints: Vec<OwnEndpoint>,
 }
 
 impl RunnerConfig {
@@ -77,6 +81,7 @@ impl RunnerConfig {
             destination_concurrency: 10,
             tls_level: None,
             hold: false,
+            own_endpoints: Vec::new(),
         }
     }
 }
@@ -636,6 +641,27 @@ impl QueueRunner {
     }
 }
 
+/// The servers of `dest` that are not this host itself; when every one is, the mail would
+/// only come back here: it bounces with 5.4.6 (Postfix's "loops back to myself").
+fn not_myself(
+    dest: &Destination,
+    servers: Vec<route::Candidate>,
+    config: &RunnerConfig,
+) -> Result<Vec<route::Candidate>, LookupError> {
+    let (own, others): (Vec<route::Candidate>, Vec<route::Candidate>) = servers
+        .into_iter()
+        .partition(|c| is_own(&c.server, &config.own_endpoints));
+    for c in &own {
+        log::info!("{dest}: {} is this host; not delivering there", c.server);
+    }
+    if others.is_empty() && !own.is_empty() {
+        return Err(LookupError::NoMailHost(MxFailure::LoopsToMyself(
+            dest.to_string(),
+        )));
+    }
+    Ok(others)
+}
+
 impl Inner {
     fn settings(&self) -> Arc<Settings> {
         self.settings
@@ -654,7 +680,8 @@ impl Inner {
         let jobs = self.jobs(&group, &flights);
         let settings = self.settings();
         let myhostname = &settings.config.myhostname;
-        let fates = match candidates(&dest, &self.resolver, myhostname).await {
+        let found = candidates(&dest, &self.resolver, myhostname).await;
+        let fates = match found.and_then(|s| not_myself(&dest, s, &settings.config)) {
             Ok(servers) => deliver(&servers, &jobs, &self.context(&settings)).await,
             Err(e) => {
                 log::info!("{dest}: {e}");
@@ -687,8 +714,14 @@ impl Inner {
     }
 
     fn context(&self, s: &Settings) -> DeliveryContext {
+        let mut settings = s.config.client.clone();
+        // A server that greets with our name is this host (deliver fills in the next hop).
+        settings.self_check = Some(SelfCheck {
+            myhostname: s.config.myhostname.clone(),
+            nexthop: String::new(),
+        });
         DeliveryContext {
-            settings: s.config.client.clone(),
+            settings,
             tls: s.tls.clone(),
             connect_timeout: s.config.connect_timeout,
             tls_level: s.config.tls_level.clone(),
