@@ -731,15 +731,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for r in [
-            Restriction::PermitMynetworks,
-            Restriction::PermitTlsClientcerts,
-            Restriction::PermitTlsAllClientcerts,
-            Restriction::RejectUnauthDestination,
-            Restriction::DeferUnauthDestination,
-            Restriction::Permit,
-            Restriction::Reject,
-        ] {
+        for r in Restriction::ALL {
             assert_eq!(Restriction::from_name(r.name()), Some(r.clone()));
             assert_eq!(
                 Restriction::from_name(&r.name().to_ascii_uppercase()),
