@@ -312,6 +312,13 @@ fn change_and_reload(
     config_dir: &Path,
     change: impl FnOnce() -> Result<String, pki::PkiError>,
 ) -> Result<(), Failure> {
+    if !config_dir.join("main.cf").exists() {
+        // No relay can serve from a directory without main.cf (a CA kept apart, for
+        // instance): the change is all there is to do.
+        finish(change())?;
+        println!("no main.cf in {}: no relay to reload", config_dir.display());
+        return Ok(());
+    }
     generation::check_reload(config_dir).map_err(|diagnostics| Failure::NotChanged {
         config_dir: config_dir.to_owned(),
         diagnostics,
