@@ -428,3 +428,30 @@ fn fingerprint_names_a_file_that_holds_no_certificate() {
         );
     }
 }
+
+/// A CA kept in a directory of its own, with no main.cf (as benches/compare-postfix.sh
+/// keeps one): issuing lists the laptop and says there is no relay to reload.
+#[test]
+fn ca_issue_in_a_directory_without_main_cf_lists_the_laptop() {
+    let dir = TempDir::new("ca-no-main-cf");
+    let d = path_str(dir.path());
+    certrelay_testkit::certrelayd_ok(dir.path(), &["ca", "init", "--hostname", "relay.test"]);
+    let out = dir.path().join("out");
+    let map = dir.path().join("relay_clientcerts");
+    let issued = certrelay_testkit::certrelayd_ok(
+        dir.path(),
+        &[
+            "ca",
+            "issue",
+            "--map",
+            path_str(&map),
+            "--out",
+            path_str(&out),
+            "alice",
+        ],
+    );
+    let said = String::from_utf8_lossy(&issued.stdout);
+    assert!(said.contains("no main.cf in"), "{said}");
+    let listed = std::fs::read_to_string(&map).unwrap();
+    assert!(listed.contains(" alice"), "{listed} in {d}");
+}
