@@ -10,7 +10,6 @@ use certrelay_core::tls_policy::{MatchStrategy, TlsLevel};
 use certrelay_shell::delivery::resolver::Resolver;
 use certrelay_shell::delivery::route::NextHop;
 use certrelay_shell::delivery::runner::{QueueRunner, RunnerConfig};
-use certrelay_shell::tls;
 use certrelay_testkit::dns::{DnsServer, Rr};
 use certrelay_testkit::pki::Ca;
 use certrelay_testkit::sink::{Sink, SinkOptions};
@@ -20,15 +19,7 @@ use std::time::Duration;
 
 /// A sink offering STARTTLS with a certificate from `ca` that names `names` only.
 fn tls_sink(ca: &Ca, names: &[&str]) -> Sink {
-    let leaf = ca.issue(names[0], names, false);
-    let server = tls::server_config(tls::ServerTls {
-        chain: vec![leaf.cert_der()],
-        key: leaf.key_der(),
-        ca_subjects: Vec::new(),
-        ask_ccert: false,
-        session_cache_timeout: Duration::from_secs(3600),
-    })
-    .unwrap();
+    let server = server_tls(&ca.issue(names[0], names, false));
     Sink::start(SinkOptions {
         tls: Some(server),
         ..SinkOptions::default()

@@ -34,17 +34,21 @@ pub struct Pki {
     pub server: Arc<rustls::ServerConfig>,
 }
 
-pub fn pki(ca_name: &str) -> Pki {
-    let ca = certrelay_testkit::pki::Ca::new(ca_name);
-    let leaf = ca.issue("localhost", &["localhost", "127.0.0.1"], false);
-    let server = tls::server_config(tls::ServerTls {
+/// A server configuration presenting `leaf` and asking for no client certificate.
+pub fn server_tls(leaf: &certrelay_testkit::pki::Issued) -> Arc<rustls::ServerConfig> {
+    tls::server_config(tls::ServerTls {
         chain: vec![leaf.cert_der()],
         key: leaf.key_der(),
         ca_subjects: Vec::new(),
         ask_ccert: false,
         session_cache_timeout: Duration::from_secs(3600),
     })
-    .unwrap();
+    .unwrap()
+}
+
+pub fn pki(ca_name: &str) -> Pki {
+    let ca = certrelay_testkit::pki::Ca::new(ca_name);
+    let server = server_tls(&ca.issue("localhost", &["localhost", "127.0.0.1"], false));
     Pki {
         ca: ca.cert_der,
         server,
