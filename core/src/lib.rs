@@ -18,7 +18,8 @@
 //!   and its STARTTLS hand-over.
 //! - [`policy`], [`restriction`]: relay restrictions (`permit_tls_clientcerts`,
 //!   `reject_unauth_destination`, ...) and their evaluation; [`alias`]: `virtual_alias_maps`
-//!   rewriting, with which the policy refuses mail that would stay on this host.
+//!   rewriting, with which the policy refuses mail that would stay on this host;
+//!   [`ccert_senders`]: the senders each client certificate owns (`smtpd_sender_ccert_maps`).
 //! - [`config`], [`settings`], [`table`], [`tls_policy`], [`net`]: Postfix-style
 //!   `main.cf`/`master.cf` and the typed settings built from them, lookup tables, per-site TLS
 //!   policy, address lists; [`text`] and [`diagnostic`] are the text conventions and the
@@ -77,6 +78,7 @@ extern crate std;
 
 pub mod address;
 pub mod alias;
+pub mod ccert_senders;
 pub mod cert;
 pub mod client;
 pub mod config;

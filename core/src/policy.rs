@@ -6,6 +6,7 @@
 
 use crate::address::{domain_eq, domain_within, Domain, Mailbox, Path};
 use crate::alias::{self, AliasError};
+use crate::ccert_senders::{self, Lookup};
 use crate::facts::{PeerInfo, TlsFacts};
 use crate::net::Cidr;
 use crate::reply::Reply;
@@ -27,6 +28,8 @@ pub struct RcptFacts<'a> {
     pub tls: Option<&'a TlsFacts>,
     /// The recipient as given in `RCPT TO:`.
     pub recipient: &'a Path,
+    /// The envelope sender of the transaction (`MAIL FROM:`).
+    pub sender: &'a Path,
 }
 
 /// Which restriction list a rule came from.
@@ -170,8 +173,42 @@ fn apply(settings: &ServerSettings, rule: &Restriction, facts: &RcptFacts<'_>) -
             };
             return Some(Verdict::Reject(relay_denied(code, facts.recipient)));
         }
+        Restriction::RejectSenderCcertMismatch => {
+            let (label, lookup) = sender_ownership(settings, facts)?;
+            if lookup.is_owned() {
+                return None;
+            }
+            return Some(Verdict::Reject(sender_not_owned(facts.sender, label)));
+        }
     };
     decides.then_some(Verdict::Permit)
+}
+
+/// What `reject_sender_ccert_mismatch` looks at: the label of the client's listed
+/// certificate and whether that label owns the envelope sender in `smtpd_sender_ccert_maps`.
+///
+/// `None` when the rule does not apply and the next rule decides: the client presented no
+/// certificate listed in `relay_clientcerts` (such clients are left to the other rules), or
+/// the sender is the null sender `<>` (a bounce is nobody's address; Postfix's
+/// `reject_sender_login_mismatch` lets it pass too).
+pub fn sender_ownership<'a>(
+    settings: &ServerSettings,
+    facts: &RcptFacts<'a>,
+) -> Option<(&'a str, Lookup)> {
+    let cert = &facts.tls?.client_cert;
+    let listed = cert.listed.as_ref().filter(|_| cert.verdict.is_present())?;
+    let sender = facts.sender.mailbox.as_ref()?;
+    let lookup = ccert_senders::lookup(&settings.sender_ccert_maps, &listed.label, sender);
+    Some((&listed.label, lookup))
+}
+
+/// The refusal of a sender the certificate's label does not own, in the shape of Postfix's
+/// `reject_sender_login_mismatch` (`... not owned by user NAME`).
+fn sender_not_owned(sender: &Path, label: &str) -> Reply {
+    Reply::new(
+        553,
+        format!("5.7.1 <{sender}>: Sender address rejected: not owned by certificate {label}"),
+    )
 }
 
 /// `<rcpt>: Relay access denied` with the given code.
@@ -404,12 +441,14 @@ mod tests {
     fn run(s: &ServerSettings, ip: &str, tls: Option<&TlsFacts>, rcpt: &str) -> (u16, String) {
         let client = peer(ip);
         let recipient = parse_path(rcpt).unwrap().0;
+        let sender = parse_path("<me@laptop.test>").unwrap().0;
         let d = check_recipient(
             s,
             &RcptFacts {
                 client: &client,
                 tls,
                 recipient: &recipient,
+                sender: &sender,
             },
         );
         let code = match d.verdict {
@@ -632,10 +671,12 @@ mod tests {
         let client = peer("192.0.2.9");
         let reply = |rules: Vec<Restriction>| {
             let recipient = parse_path("<x@far.example>").unwrap().0;
+            let sender = Path::null();
             let facts = RcptFacts {
                 client: &client,
                 tls: None,
                 recipient: &recipient,
+                sender: &sender,
             };
             match evaluate_list(&s, ListName::Recipient, &rules, &facts).verdict {
                 Verdict::Reject(r) => r.to_string(),
@@ -655,6 +696,137 @@ mod tests {
             "554 5.7.1 <x@far.example>: Recipient address rejected: Access denied"
         );
         assert_eq!(reply(vec![]), "permit");
+    }
+
+    /// A listed laptop with `label`, as a TLS session's facts.
+    fn listed_as(label: &str, verdict: CertVerdict) -> TlsFacts {
+        let mut t = tls(verdict, true);
+        if let Some(m) = t.client_cert.listed.as_mut() {
+            m.label = label.into();
+        }
+        t
+    }
+
+    #[test]
+    fn sender_ccert_mismatch_refuses_senders_the_label_does_not_own() {
+        let mut s = settings();
+        s.relay_restrictions = vec![
+            Restriction::PermitMynetworks,
+            Restriction::RejectSenderCcertMismatch,
+            Restriction::PermitTlsClientcerts,
+            Restriction::RejectUnauthDestination,
+        ];
+        let (t, d) = crate::table::Table::parse(
+            "senders",
+            "alice alice@example.net, @alice.example\nnobody-here\n",
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        s.sender_ccert_maps = vec![t];
+        let alice = listed_as("alice", CertVerdict::Untrusted("self-signed".into()));
+        let carol = listed_as("carol", CertVerdict::Trusted);
+        let unlisted = tls(CertVerdict::Trusted, false);
+        let client_in_mynetworks = "127.0.0.1";
+        let far = "192.0.2.9";
+        let table: &[(&str, Option<&TlsFacts>, &str, &str)] = &[
+            (far, Some(&alice), "<alice@example.net>", "250 permit_tls_clientcerts"),
+            (far, Some(&alice), "<Alice@EXAMPLE.net>", "250 permit_tls_clientcerts"),
+            (far, Some(&alice), "<x@alice.example>", "250 permit_tls_clientcerts"),
+            // Bounces are nobody's: the null sender passes on to the next rule.
+            (far, Some(&alice), "<>", "250 permit_tls_clientcerts"),
+            (
+                far,
+                Some(&alice),
+                "<bob@example.net>",
+                "553 5.7.1 <bob@example.net>: Sender address rejected: not owned by certificate alice",
+            ),
+            (
+                far,
+                Some(&alice),
+                "<alice+tag@example.net>",
+                "553 5.7.1 <alice+tag@example.net>: Sender address rejected: not owned by certificate alice",
+            ),
+            (
+                far,
+                Some(&alice),
+                "<@relay.example:bob@example.net>",
+                "553 5.7.1 <bob@example.net>: Sender address rejected: not owned by certificate alice",
+            ),
+            // A label with no entry owns nothing.
+            (
+                far,
+                Some(&carol),
+                "<alice@example.net>",
+                "553 5.7.1 <alice@example.net>: Sender address rejected: not owned by certificate carol",
+            ),
+            // Clients without a listed certificate are left to the other rules.
+            (
+                far,
+                Some(&unlisted),
+                "<bob@example.net>",
+                "554 5.7.1 <x@far.example>: Relay access denied",
+            ),
+            (far, None, "<bob@example.net>", "554 5.7.1 <x@far.example>: Relay access denied"),
+            // Rules before it still decide first.
+            (client_in_mynetworks, Some(&alice), "<bob@example.net>", "250 permit_mynetworks"),
+        ];
+        for &(ip, tls, sender, want) in table {
+            let client = peer(ip);
+            let recipient = parse_path("<x@far.example>").unwrap().0;
+            let sender_path = parse_path(sender).unwrap().0;
+            let d = check_recipient(
+                &s,
+                &RcptFacts {
+                    client: &client,
+                    tls,
+                    recipient: &recipient,
+                    sender: &sender_path,
+                },
+            );
+            let got = match (d.verdict, d.decided_by) {
+                (Verdict::Permit, DecidedBy::Rule { rule, .. }) => format!("250 {rule}"),
+                (Verdict::Reject(r), DecidedBy::Rule { rule, list, index }) => {
+                    if r.code == 553 {
+                        assert_eq!(
+                            (rule, list, index),
+                            (Restriction::RejectSenderCcertMismatch, ListName::Relay, 1)
+                        );
+                    }
+                    r.to_string()
+                }
+                other => format!("{other:?}"),
+            };
+            assert_eq!(got, want, "{ip} {sender}");
+        }
+        // An absent certificate never matches, whatever `listed` holds.
+        let absent = listed_as("alice", CertVerdict::Absent);
+        let client = peer(far);
+        let rcpt = parse_path("<x@partner.example>").unwrap().0;
+        let bob = parse_path("<bob@example.net>").unwrap().0;
+        let facts = RcptFacts {
+            client: &client,
+            tls: Some(&absent),
+            recipient: &rcpt,
+            sender: &bob,
+        };
+        assert_eq!(sender_ownership(&s, &facts), None);
+        assert_eq!(check_recipient(&s, &facts).verdict, Verdict::Permit);
+        // The same rule in the recipient list refuses the same way.
+        s.relay_restrictions = Vec::new();
+        s.recipient_restrictions = vec![
+            Restriction::RejectSenderCcertMismatch,
+            Restriction::PermitTlsClientcerts,
+            Restriction::RejectUnauthDestination,
+        ];
+        let facts = RcptFacts {
+            tls: Some(&alice),
+            ..facts
+        };
+        let d = check_recipient(&s, &facts);
+        assert_eq!(d.verdict, Verdict::Reject(sender_not_owned(&bob, "alice")));
+        assert_eq!(
+            d.decided_by.to_string(),
+            "reject_sender_ccert_mismatch (item 1 of smtpd_recipient_restrictions)"
+        );
     }
 
     #[test]

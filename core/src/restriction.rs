@@ -23,6 +23,11 @@ pub enum Restriction {
     Permit,
     /// `reject`.
     Reject,
+    /// `reject_sender_ccert_mismatch`: a client whose certificate is listed in
+    /// `relay_clientcerts` must send as a sender its label owns in `smtpd_sender_ccert_maps`
+    /// (553 otherwise). It never permits, and says nothing about clients without a listed
+    /// certificate, so it does not stop an open relay.
+    RejectSenderCcertMismatch,
 }
 
 impl Restriction {
@@ -36,6 +41,7 @@ impl Restriction {
             Restriction::DeferUnauthDestination => "defer_unauth_destination",
             Restriction::Permit => "permit",
             Restriction::Reject => "reject",
+            Restriction::RejectSenderCcertMismatch => "reject_sender_ccert_mismatch",
         }
     }
 
@@ -47,7 +53,7 @@ impl Restriction {
     }
 
     /// Every restriction certrelay knows, in the order `check` lists them.
-    pub const ALL: [Restriction; 7] = [
+    pub const ALL: [Restriction; 8] = [
         Restriction::PermitMynetworks,
         Restriction::PermitTlsClientcerts,
         Restriction::PermitTlsAllClientcerts,
@@ -55,9 +61,12 @@ impl Restriction {
         Restriction::DeferUnauthDestination,
         Restriction::Permit,
         Restriction::Reject,
+        Restriction::RejectSenderCcertMismatch,
     ];
 
-    /// True for the rules that can refuse; a list without one relays for anybody.
+    /// True for the rules that can refuse any recipient we are not responsible for; a list
+    /// without one relays for anybody. (`reject_sender_ccert_mismatch` refuses only
+    /// clients with a listed certificate, so it is not one.)
     pub const fn can_reject(&self) -> bool {
         matches!(
             self,

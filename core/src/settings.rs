@@ -125,6 +125,9 @@ pub struct ServerSettings {
     pub virtual_alias_maps: Vec<Table>,
     /// `hopcount_limit`: more `Received:` and `Delivered-To:` headers refuse the message.
     pub hopcount_limit: u32,
+    /// `smtpd_sender_ccert_maps`, searched in order: the senders each `relay_clientcerts`
+    /// label owns, for `reject_sender_ccert_mismatch`; read by the shell.
+    pub sender_ccert_maps: Vec<Table>,
 }
 
 impl Default for ServerSettings {
@@ -161,6 +164,7 @@ impl Default for ServerSettings {
             refuse_local_recipients: false,
             virtual_alias_maps: Vec::new(),
             hopcount_limit: 50,
+            sender_ccert_maps: Vec::new(),
         }
     }
 }

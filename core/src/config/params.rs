@@ -131,6 +131,7 @@ pub const PARAMS: &[Param] = &[
     p("smtpd_tls_fingerprint_digest", "", Kind::Text),
     // Server limits and restrictions.
     p("smtpd_relay_restrictions", "", Kind::List),
+    p("smtpd_sender_ccert_maps", "", Kind::List),
     p(
         "smtpd_recipient_restrictions",
         "permit_mynetworks, permit_tls_clientcerts, reject_unauth_destination",

@@ -38,6 +38,7 @@ pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
     let recipient_restrictions = b.restrictions("smtpd_recipient_restrictions");
     b.refuse_open_relay(&relay_restrictions, &recipient_restrictions);
     b.refuse_unapplied_restrictions();
+    b.check_sender_ccert(&relay_restrictions, &recipient_restrictions);
     let settings = ServerSettings {
         myhostname: String::from(config.text("myhostname")),
         banner: String::from(config.text("smtpd_banner")),
@@ -73,9 +74,13 @@ pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
         refuse_local_recipients: false,
         virtual_alias_maps: Vec::new(),
         hopcount_limit: b.count("hopcount_limit", d.hopcount_limit),
+        // Read by the relay's shell, like virtual_alias_maps.
+        sender_ccert_maps: Vec::new(),
     };
-    if let Err(d) = config.tables("virtual_alias_maps") {
-        b.diagnostics.push(d);
+    for name in ["virtual_alias_maps", SENDER_CCERT_MAPS] {
+        if let Err(d) = config.tables(name) {
+            b.diagnostics.push(d);
+        }
     }
     (settings, b.diagnostics)
 }
@@ -226,6 +231,66 @@ impl Builder<'_> {
              permit_tls_clientcerts, reject_unauth_destination)",
         );
         self.diagnostics.push(d);
+    }
+}
+
+/// The parameter naming the senders each listed certificate owns.
+const SENDER_CCERT_MAPS: &str = "smtpd_sender_ccert_maps";
+
+impl Builder<'_> {
+    /// `reject_sender_ccert_mismatch` and `smtpd_sender_ccert_maps` go together: the rule
+    /// without the map is an error (it would refuse every sender of every listed
+    /// certificate), the map without the rule a warning (it would do nothing). The rule
+    /// after a `permit`, `permit_tls_clientcerts` or `permit_tls_all_clientcerts` of its own
+    /// list never sees a listed certificate: a warning too.
+    fn check_sender_ccert(&mut self, relay: &[Restriction], recipient: &[Restriction]) {
+        const RULE: Restriction = Restriction::RejectSenderCcertMismatch;
+        let lists = [
+            ("smtpd_relay_restrictions", relay),
+            ("smtpd_recipient_restrictions", recipient),
+        ];
+        let map_set = !self.config.list(SENDER_CCERT_MAPS).is_empty();
+        let mut used = false;
+        for (name, list) in lists {
+            let Some(at) = list.iter().position(|r| *r == RULE) else {
+                continue;
+            };
+            used = true;
+            if !map_set {
+                let d = self.config.problem(
+                    name,
+                    "reject_sender_ccert_mismatch needs smtpd_sender_ccert_maps (the senders \
+                     each relay_clientcerts label owns); without it every sender of every \
+                     listed certificate would be refused. Set smtpd_sender_ccert_maps = \
+                     texthash:/path, or remove the rule",
+                );
+                self.diagnostics.push(d);
+            }
+            if let Some(before) = list[..at].iter().find(|r| {
+                matches!(
+                    r,
+                    Restriction::Permit
+                        | Restriction::PermitTlsClientcerts
+                        | Restriction::PermitTlsAllClientcerts
+                )
+            }) {
+                self.diagnostics.push(Diagnostic::warning(
+                    &self.config.location(name),
+                    format!(
+                        "reject_sender_ccert_mismatch comes after {before}, which permits a \
+                         listed certificate first: it never applies; put it before {before}"
+                    ),
+                ));
+            }
+        }
+        if map_set && !used {
+            self.diagnostics.push(Diagnostic::warning(
+                &self.config.location(SENDER_CCERT_MAPS),
+                "smtpd_sender_ccert_maps is set but neither smtpd_relay_restrictions nor \
+                 smtpd_recipient_restrictions has reject_sender_ccert_mismatch: the map \
+                 restricts nothing",
+            ));
+        }
     }
 }
 

@@ -669,6 +669,7 @@ impl ServerSession {
             client: &self.conn.peer,
             tls: self.tls.as_ref(),
             recipient: &rcpt,
+            sender: &txn.mail.sender,
         };
         let decision = policy::check_recipient(&self.conn.settings, &facts);
         if let Verdict::Reject(reply) = decision.verdict {

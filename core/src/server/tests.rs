@@ -1094,6 +1094,7 @@ fn each_accepted_recipient_names_its_own_rule() {
             client: &peer,
             tls: None,
             recipient: &path,
+            sender: &crate::address::Path::null(),
         };
         let rule = crate::policy::check_recipient(&settings, &facts)
             .decided_by

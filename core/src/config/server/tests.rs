@@ -266,3 +266,60 @@ fn listener_overrides_apply() {
     );
     assert!(shown[1].starts_with("master.cf:2: notice: smtpd_tls_req_ccert = yes"));
 }
+
+#[test]
+fn sender_ccert_rule_and_map_go_together() {
+    let map = "smtpd_sender_ccert_maps = texthash:/etc/certrelay/senders\n";
+    let rule = "smtpd_relay_restrictions = permit_mynetworks, reject_sender_ccert_mismatch, \
+                permit_tls_clientcerts, reject_unauth_destination\n";
+    // Both: quiet, and the rule reads.
+    let (s, d) = settings(&alloc::format!("{map}{rule}"));
+    assert!(d.is_empty(), "{d:?}");
+    assert_eq!(
+        s.relay_restrictions[1],
+        Restriction::RejectSenderCcertMismatch
+    );
+    // The rule without the map refuses the configuration, at the list's line.
+    let (_, d) = settings(&alloc::format!("\n{rule}"));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].starts_with("main.cf:2: error: smtpd_relay_restrictions = ")
+            && d[0].contains("reject_sender_ccert_mismatch needs smtpd_sender_ccert_maps"),
+        "{d:?}"
+    );
+    // The map without the rule: a warning at the map's line.
+    let (_, d) = settings(&alloc::format!("\n\n{map}"));
+    assert_eq!(
+        d,
+        ["main.cf:3: warning: smtpd_sender_ccert_maps is set but neither smtpd_relay_restrictions nor smtpd_recipient_restrictions has reject_sender_ccert_mismatch: the map restricts nothing"]
+    );
+    // After a rule that permits a listed certificate, it never applies.
+    for before in ["permit_tls_clientcerts", "permit_tls_all_clientcerts"] {
+        let (_, d) = settings(&alloc::format!(
+            "{map}smtpd_recipient_restrictions = {before}, reject_sender_ccert_mismatch, \
+             reject_unauth_destination\n"
+        ));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].starts_with("main.cf:2: warning: reject_sender_ccert_mismatch comes after")
+                && d[0].contains(before),
+            "{d:?}"
+        );
+    }
+    // Another table type than text is refused at the map's line.
+    let (_, d) = settings("smtpd_sender_ccert_maps = ldap:/etc/x.cf\n");
+    assert!(
+        d.iter()
+            .any(|m| m.starts_with("main.cf:1: error: smtpd_sender_ccert_maps")),
+        "{d:?}"
+    );
+    // A name certrelay does not know stays refused.
+    let (_, d) = settings(&alloc::format!(
+        "{map}smtpd_relay_restrictions = reject_sender_ccert_mismatches, reject_unauth_destination\n"
+    ));
+    assert!(
+        d.iter()
+            .any(|m| m.contains("unknown restriction \"reject_sender_ccert_mismatches\"")),
+        "{d:?}"
+    );
+}
