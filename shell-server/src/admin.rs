@@ -362,7 +362,7 @@ pub struct ExplainCmd {
     /// the recipient address
     #[argh(option)]
     rcpt: String,
-    /// the sender address (for the log line)
+    /// the envelope sender (checked by reject_sender_ccert_mismatch; "" for <>)
     #[argh(option, default = "String::from(\"sender@example.org\")")]
     from: String,
     /// the client's IP address (default 192.0.2.1, outside any mynetworks)
@@ -393,6 +393,9 @@ pub fn explain(config_dir: &Path, cmd: ExplainCmd) -> Result<(), Failure> {
         .map_err(|_| Failure::NotAnAddress(cmd.client.clone()))?;
     let Ok((recipient, _)) = certrelay_core::address::parse_path(&format!("<{}>", cmd.rcpt)) else {
         return Err(Failure::NotAMailAddress(cmd.rcpt));
+    };
+    let Ok((sender, _)) = certrelay_core::address::parse_path(&format!("<{}>", cmd.from)) else {
+        return Err(Failure::NotAMailAddress(cmd.from));
     };
     let settings = &listener.settings;
     println!(
@@ -481,14 +484,14 @@ pub fn explain(config_dir: &Path, cmd: ExplainCmd) -> Result<(), Failure> {
         resumed: false,
         client_cert,
     });
-    let decision = policy::check_recipient(
-        settings,
-        &RcptFacts {
-            client: &peer,
-            tls: tls.as_ref(),
-            recipient: &recipient,
-        },
-    );
+    let facts = RcptFacts {
+        client: &peer,
+        tls: tls.as_ref(),
+        recipient: &recipient,
+        sender: &sender,
+    };
+    explain_sender(settings, &facts);
+    let decision = policy::check_recipient(settings, &facts);
     match decision.verdict {
         Verdict::Permit => println!(
             "decision: RCPT TO:<{}> accepted ({})",
@@ -500,4 +503,38 @@ pub fn explain(config_dir: &Path, cmd: ExplainCmd) -> Result<(), Failure> {
         ),
     }
     Ok(())
+}
+
+/// The `reject_sender_ccert_mismatch` step of `explain`, when a list of the listener has
+/// it: whose certificate is looked at, and whether its label owns the sender.
+fn explain_sender(
+    settings: &certrelay_core::settings::ServerSettings,
+    facts: &certrelay_core::policy::RcptFacts<'_>,
+) {
+    use certrelay_core::policy::{self, Restriction};
+    let rule = Restriction::RejectSenderCcertMismatch;
+    let lists = [
+        ("smtpd_relay_restrictions", &settings.relay_restrictions),
+        (
+            "smtpd_recipient_restrictions",
+            &settings.recipient_restrictions,
+        ),
+    ];
+    let Some((list, _)) = lists.iter().find(|(_, rules)| rules.contains(&rule)) else {
+        return;
+    };
+    let sender = facts.sender;
+    match policy::sender_ownership(settings, facts) {
+        Some((label, lookup)) => println!(
+            "sender <{sender}> ({rule} in {list}): certificate label {label:?} in \
+             smtpd_sender_ccert_maps: {lookup}"
+        ),
+        None if sender.mailbox.is_none() => {
+            println!("sender <> ({rule} in {list}): the null sender is not checked")
+        }
+        None => println!(
+            "sender <{sender}> ({rule} in {list}): not checked, the client has no \
+             certificate listed in relay_clientcerts"
+        ),
+    }
 }

@@ -1,10 +1,11 @@
 //! What `certrelayd check` verifies, and what a start or a reload refuses: the relay's
-//! settings of main.cf and of each listener, the fingerprint map, the alias tables and the
-//! TLS files.
+//! settings of main.cf and of each listener, the fingerprint map, the alias tables, the
+//! senders each certificate owns, and the TLS files.
 //!
 //! Not here: loading the files (the shell's `conf`) or serving.
 
 use certrelay_core::address::{Mailbox, Path};
+use certrelay_core::ccert_senders;
 use certrelay_core::config::{self, Config, Diagnostic};
 use certrelay_core::policy;
 use certrelay_core::settings::ServerSettings;
@@ -18,11 +19,13 @@ pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
     let (main_settings, main_diags) = config::server::server_settings(config);
     conf::push_new(&mut diags, main_diags);
     conf::push_new(&mut diags, local_mail(config, &main_settings));
+    conf::push_new(&mut diags, sender_maps(config));
     for listener in &loaded.listeners {
         let (settings, more) = config::server::listener_settings(config, listener);
         conf::push_new(&mut diags, more);
         let (listener_config, _) = config.with_overrides(&listener.override_list());
         conf::push_new(&mut diags, local_mail(&listener_config, &settings));
+        conf::push_new(&mut diags, sender_maps(&listener_config));
     }
     conf::push_new(&mut diags, conf::fingerprint_map(config).1);
     conf::push_new(
@@ -36,6 +39,17 @@ pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
             ],
         ),
     );
+    diags
+}
+
+/// Reads `smtpd_sender_ccert_maps` as a listener of `config` would: a table that cannot be
+/// read, and an owned sender that is not `local@domain` or `@domain`, are errors at their
+/// file and line.
+fn sender_maps(config: &Config) -> Vec<Diagnostic> {
+    let (tables, mut diags) = conf::read_tables(config, "smtpd_sender_ccert_maps");
+    for table in &tables {
+        diags.extend(ccert_senders::check_table(table));
+    }
     diags
 }
 

@@ -152,12 +152,14 @@ fn build_listeners(
 }
 
 /// A listener's session settings: main.cf with its `-o` overrides (in `config`), the
-/// `virtual_alias_maps` tables it names (read now, so that a reload reads them anew), and
+/// `virtual_alias_maps` and `smtpd_sender_ccert_maps` tables it names (read now, so that a
+/// reload reads them anew), and
 /// local recipients refused.
 pub fn relay_settings(config: &Config) -> ServerSettings {
     let mut settings = server::server_settings(config).0;
     // The relay has no mailboxes: what would stay here is refused at RCPT.
     settings.refuse_local_recipients = true;
     settings.virtual_alias_maps = conf::read_tables(config, "virtual_alias_maps").0;
+    settings.sender_ccert_maps = conf::read_tables(config, "smtpd_sender_ccert_maps").0;
     settings
 }
