@@ -125,6 +125,9 @@ pub struct ServerSettings {
     pub virtual_alias_maps: Vec<Table>,
     /// `hopcount_limit`: more `Received:` and `Delivered-To:` headers refuse the message.
     pub hopcount_limit: u32,
+    /// `smtputf8_enable`: offer SMTPUTF8 (RFC 6531), accept it on MAIL, and refuse command
+    /// lines that are not valid UTF-8.
+    pub smtputf8_enable: bool,
 }
 
 impl Default for ServerSettings {
@@ -161,6 +164,7 @@ impl Default for ServerSettings {
             refuse_local_recipients: false,
             virtual_alias_maps: Vec::new(),
             hopcount_limit: 50,
+            smtputf8_enable: true,
         }
     }
 }

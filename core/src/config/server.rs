@@ -73,6 +73,7 @@ pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
         refuse_local_recipients: false,
         virtual_alias_maps: Vec::new(),
         hopcount_limit: b.count("hopcount_limit", d.hopcount_limit),
+        smtputf8_enable: b.or(config.bool("smtputf8_enable"), d.smtputf8_enable),
     };
     if let Err(d) = config.tables("virtual_alias_maps") {
         b.diagnostics.push(d);
