@@ -158,6 +158,27 @@ impl Path {
         self.mailbox.is_none()
     }
 
+    /// True when the mailbox's local part is ASCII (and for `<>`).
+    pub fn local_is_ascii(&self) -> bool {
+        self.mailbox.as_ref().is_none_or(|m| m.local.is_ascii())
+    }
+
+    /// True when every domain, of the mailbox and of the source route, is ASCII.
+    pub fn domains_are_ascii(&self) -> bool {
+        let ascii = |d: &Domain| d.name().is_none_or(str::is_ascii);
+        self.route.iter().all(ascii)
+            && self
+                .mailbox
+                .as_ref()
+                .and_then(|m| m.domain.as_ref())
+                .is_none_or(ascii)
+    }
+
+    /// True when the path is all ASCII: it needs no SMTPUTF8.
+    pub fn is_ascii(&self) -> bool {
+        self.local_is_ascii() && self.domains_are_ascii()
+    }
+
     /// True when the path carries a source route or its local part routes further.
     pub fn has_sender_routing(&self) -> bool {
         !self.route.is_empty()
@@ -185,6 +206,13 @@ impl fmt::Display for Path {
 /// space. The rest starts right after the path (normally empty or a space before ESMTP
 /// parameters).
 pub fn parse_path(input: &str) -> Result<(Path, &str), AddressError> {
+    parse_path_with(input, false)
+}
+
+/// As [`parse_path`], with `utf8` also accepting the UTF-8 addresses of RFC 6531 (SMTPUTF8):
+/// non-ASCII characters in the local part, quoted or not, and in domain labels (U-labels).
+/// C1 control characters (U+0080 to U+009F) are refused like the ASCII ones.
+pub fn parse_path_with(input: &str, utf8: bool) -> Result<(Path, &str), AddressError> {
     let (inner, rest) = if let Some(after) = input.strip_prefix('<') {
         let end = closing_bracket(after).ok_or(AddressError::Unclosed)?;
         (&after[..end], &after[end + 1..])
@@ -201,11 +229,11 @@ pub fn parse_path(input: &str) -> Result<(Path, &str), AddressError> {
     if inner.is_empty() {
         return Ok((Path::null(), rest));
     }
-    let (route, mailbox) = split_route(inner)?;
+    let (route, mailbox) = split_route(inner, utf8)?;
     Ok((
         Path {
             route,
-            mailbox: Some(parse_mailbox(mailbox)?),
+            mailbox: Some(parse_mailbox_with(mailbox, utf8)?),
         },
         rest,
     ))
@@ -228,7 +256,7 @@ fn closing_bracket(s: &str) -> Option<usize> {
 }
 
 /// Splits `@a,@b:mailbox` into its route and mailbox.
-fn split_route(inner: &str) -> Result<(Vec<Domain>, &str), AddressError> {
+fn split_route(inner: &str, utf8: bool) -> Result<(Vec<Domain>, &str), AddressError> {
     if !inner.starts_with('@') {
         return Ok((Vec::new(), inner));
     }
@@ -237,7 +265,7 @@ fn split_route(inner: &str) -> Result<(Vec<Domain>, &str), AddressError> {
         .split(',')
         .map(|hop| {
             let name = hop.strip_prefix('@').ok_or(AddressError::BadSourceRoute)?;
-            parse_domain(name).map_err(|_| AddressError::BadSourceRoute)
+            parse_domain_with(name, utf8).map_err(|_| AddressError::BadSourceRoute)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((route, &inner[colon + 1..]))
@@ -245,15 +273,21 @@ fn split_route(inner: &str) -> Result<(Vec<Domain>, &str), AddressError> {
 
 /// Parses `local@domain` or a bare local part.
 pub fn parse_mailbox(s: &str) -> Result<Mailbox, AddressError> {
+    parse_mailbox_with(s, false)
+}
+
+/// As [`parse_mailbox`]; `utf8` as in [`parse_path_with`].
+pub fn parse_mailbox_with(s: &str, utf8: bool) -> Result<Mailbox, AddressError> {
     if s.is_empty() {
         return Err(AddressError::Empty);
     }
-    let local_end = local_part_end(s)?;
+    let local_end = local_part_end(s, utf8)?;
     let local = &s[..local_end];
     let domain = match &s[local_end..] {
         "" => None,
-        rest => Some(parse_domain(
+        rest => Some(parse_domain_with(
             rest.strip_prefix('@').ok_or(AddressError::BadLocalPart)?,
+            utf8,
         )?),
     };
     Ok(Mailbox {
@@ -263,24 +297,26 @@ pub fn parse_mailbox(s: &str) -> Result<Mailbox, AddressError> {
 }
 
 /// Length of the local part at the start of `s` (quoted string or unquoted run).
-fn local_part_end(s: &str) -> Result<usize, AddressError> {
+fn local_part_end(s: &str, utf8: bool) -> Result<usize, AddressError> {
     if let Some(quoted) = s.strip_prefix('"') {
         let mut escaped = false;
-        for (i, b) in quoted.bytes().enumerate() {
-            if !(b == b' ' || b.is_ascii_graphic()) {
+        for (i, c) in quoted.char_indices() {
+            if !(c == ' ' || c.is_ascii_graphic() || (utf8 && is_utf8_non_ascii(c))) {
                 return Err(AddressError::BadQuotedString);
             }
-            match b {
+            match c {
                 _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => return Ok(i + 2),
+                '\\' => escaped = true,
+                '"' => return Ok(i + 2),
                 _ => {}
             }
         }
         return Err(AddressError::BadQuotedString);
     }
     let end = s.rfind('@').unwrap_or(s.len());
-    if end == 0 || !s[..end].bytes().all(is_atext_or_dot) {
+    let allowed =
+        |c: char| u8::try_from(c).is_ok_and(is_atext_or_dot) || (utf8 && is_utf8_non_ascii(c));
+    if end == 0 || !s[..end].chars().all(allowed) {
         return Err(AddressError::BadLocalPart);
     }
     Ok(end)
@@ -291,8 +327,19 @@ fn is_atext_or_dot(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b)
 }
 
+/// A character RFC 6532 allows beyond ASCII: any but the C1 controls (U+0080 to U+009F).
+fn is_utf8_non_ascii(c: char) -> bool {
+    !c.is_ascii() && !c.is_control()
+}
+
 /// Parses a host name or an address literal.
 pub fn parse_domain(s: &str) -> Result<Domain, AddressError> {
+    parse_domain_with(s, false)
+}
+
+/// As [`parse_domain`]; with `utf8`, labels may also hold non-ASCII characters (U-labels,
+/// kept as written; a label's 63-octet limit counts UTF-8 octets).
+pub fn parse_domain_with(s: &str, utf8: bool) -> Result<Domain, AddressError> {
     if let Some(lit) = s.strip_prefix('[') {
         let inner = lit
             .strip_suffix(']')
@@ -301,7 +348,10 @@ pub fn parse_domain(s: &str) -> Result<Domain, AddressError> {
     }
     let name = s.strip_suffix('.').unwrap_or(s);
     let valid_label = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || (utf8 && is_utf8_non_ascii(c)))
     };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
         return Err(AddressError::BadDomain);

@@ -110,6 +110,8 @@ pub fn bounce_envelope(id: QueueId, arrival: u64, original: &Envelope, size: u64
         alloc::vec![Recipient::new(original.sender.clone())],
     );
     e.is_bounce = true;
+    // The bounce quotes the original's addresses and header: it needs what they needed.
+    e.smtputf8 = original.smtputf8;
     e.size = size;
     e.client.protocol = String::from("local");
     e
@@ -696,6 +698,15 @@ mod tests {
         assert_eq!(b.recipients.len(), 1);
         assert_eq!(b.recipients[0].address, "alice@example.org");
         assert!(!bounce_wanted(&b.sender, b.is_bounce));
+        assert!(!b.smtputf8);
+        let mut utf8 = sample_envelope();
+        utf8.sender = "josé@exemple.fr".into();
+        utf8.smtputf8 = true;
+        let b = bounce_envelope(QueueId::generate(1, 2), 5, &utf8, 900);
+        assert!(
+            b.smtputf8,
+            "the bounce of an SMTPUTF8 message asks for SMTPUTF8 too"
+        );
     }
 
     #[test]

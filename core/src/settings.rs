@@ -128,6 +128,9 @@ pub struct ServerSettings {
     /// `smtpd_sender_ccert_maps`, searched in order: the senders each `relay_clientcerts`
     /// label owns, for `reject_sender_ccert_mismatch`; read by the shell.
     pub sender_ccert_maps: Vec<Table>,
+    /// `smtputf8_enable`: offer SMTPUTF8 (RFC 6531), accept it on MAIL, and refuse command
+    /// lines that are not valid UTF-8.
+    pub smtputf8_enable: bool,
 }
 
 impl Default for ServerSettings {
@@ -165,6 +168,7 @@ impl Default for ServerSettings {
             virtual_alias_maps: Vec::new(),
             hopcount_limit: 50,
             sender_ccert_maps: Vec::new(),
+            smtputf8_enable: true,
         }
     }
 }

@@ -147,6 +147,8 @@ impl Pair {
             recipients: rcpts.iter().map(|r| r.to_string()).collect(),
             body_size: Some(body.len() as u64),
             eight_bit: false,
+            smtputf8: false,
+            utf8_header: false,
         };
         self.outbox.push((env, body.to_vec()));
     }

@@ -302,6 +302,10 @@ pub fn submit(
         body.clear();
     }
     let id = QueueId::parse(drop_file.id()).expect("generated id");
+    // As Postfix's sendmail (smtputf8_autodetect_classes): a message with UTF-8 in its
+    // envelope or header asks for SMTPUTF8.
+    let smtputf8 =
+        !(head.is_ascii() && sender.is_ascii() && recipients.iter().all(|r| r.is_ascii()));
     let mut envelope = Envelope::new(
         id,
         sender,
@@ -309,6 +313,7 @@ pub fn submit(
         recipients.into_iter().map(Recipient::new).collect(),
     );
     envelope.size = drop_file.size();
+    envelope.smtputf8 = smtputf8;
     envelope.client = ClientFacts {
         protocol: "local".to_owned(),
         ..ClientFacts::default()

@@ -37,6 +37,8 @@ pub struct SinkOptions {
     pub record: bool,
     /// A connection silent for this long is closed.
     pub idle_timeout: Duration,
+    /// Offer SMTPUTF8 (RFC 6531) in the EHLO reply.
+    pub smtputf8: bool,
 }
 
 impl Default for SinkOptions {
@@ -50,6 +52,7 @@ impl Default for SinkOptions {
             hang_up_after_message: false,
             record: true,
             idle_timeout: Duration::from_secs(300),
+            smtputf8: false,
         }
     }
 }
@@ -75,6 +78,8 @@ pub struct Received {
     pub data: Vec<u8>,
     /// Whether it came inside TLS.
     pub tls: bool,
+    /// The MAIL FROM parameters after the address (`SIZE=123 SMTPUTF8`), as sent.
+    pub mail_params: String,
 }
 
 impl Received {
@@ -259,6 +264,14 @@ fn address(arg: &[u8]) -> &[u8] {
     &rest[..close]
 }
 
+/// What follows the `<...>` of a MAIL or RCPT argument.
+fn after_address(arg: &[u8]) -> &[u8] {
+    match arg.iter().position(|b| *b == b'>') {
+        Some(close) => &arg[close + 1..],
+        None => &[],
+    }
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -276,6 +289,7 @@ impl Session<'_> {
         }
         let offer_tls = !tls && (o.tls.is_some() || o.broken_tls);
         let (mut sender, mut recipients, mut accepted_rcpts) = (String::new(), Vec::new(), 0);
+        let mut mail_params = String::new();
         let mut line = Vec::with_capacity(1024);
         loop {
             line.clear();
@@ -290,6 +304,9 @@ impl Session<'_> {
             let is = |word: &str| verb.eq_ignore_ascii_case(word.as_bytes());
             if is("EHLO") {
                 out.extend_from_slice(b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
+                if o.smtputf8 {
+                    out.extend_from_slice(b"250-SMTPUTF8\r\n");
+                }
                 if offer_tls {
                     out.extend_from_slice(b"250-STARTTLS\r\n");
                 }
@@ -304,6 +321,9 @@ impl Session<'_> {
             } else if is("MAIL") {
                 if o.record {
                     sender = String::from_utf8_lossy(address(arg)).into_owned();
+                    mail_params = String::from_utf8_lossy(after_address(arg))
+                        .trim()
+                        .to_owned();
                     recipients.clear();
                 }
                 accepted_rcpts = 0;
@@ -356,6 +376,7 @@ impl Session<'_> {
                             recipients: std::mem::take(&mut recipients),
                             data,
                             tls,
+                            mail_params: mail_params.clone(),
                         });
                     }
                     self.shared.accepted.fetch_add(1, Ordering::SeqCst);

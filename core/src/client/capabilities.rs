@@ -15,6 +15,8 @@ pub struct Capabilities {
     pub starttls: bool,
     /// `ENHANCEDSTATUSCODES` (RFC 2034).
     pub enhanced_status_codes: bool,
+    /// `SMTPUTF8` (RFC 6531).
+    pub smtputf8: bool,
 }
 
 impl Capabilities {
@@ -34,6 +36,7 @@ impl Capabilities {
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "STARTTLS" => caps.starttls = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
                 _ => {}
             }
         }
@@ -67,6 +70,7 @@ mod tests {
             "starttls",
             "ENHANCEDSTATUSCODES",
             "DSN",
+            "smtputf8",
         ]);
         assert_eq!(
             caps,
@@ -76,6 +80,7 @@ mod tests {
                 eight_bit_mime: true,
                 starttls: true,
                 enhanced_status_codes: true,
+                smtputf8: true,
             }
         );
         assert_eq!(caps.size_limit(), Some(10_240_000));

@@ -61,7 +61,7 @@ mod tests;
 
 pub use body::{line_break_overhead, BodyEncoder};
 pub use capabilities::Capabilities;
-pub use envelope::{ClientError, Envelope};
+pub use envelope::{header_is_ascii, ClientError, Envelope};
 pub use events::{ClientEvent, ClientOutput, Closing};
 pub use outcome::{DeliveryStatus, MessageReport, Outcome, RecipientResult, ServerPeer};
 pub use reply_parser::{ReplyError, ReplyParser, MAX_REPLY_LINE, MAX_REPLY_LINES};

@@ -313,8 +313,11 @@ impl ClientSession {
             pipelined: self.caps.pipelining,
             body: None,
         };
-        if let Some(too_big) = self.size_refusal(&txn.envelope) {
-            txn.settle_all(&too_big);
+        let refusal = self
+            .smtputf8_refusal(&txn.envelope)
+            .or_else(|| self.size_refusal(&txn.envelope));
+        if let Some(refused) = refusal {
+            txn.settle_all(&refused);
             self.out.push_back(ClientOutput::MessageDone(txn.report()));
             self.out.push_back(ClientOutput::Ready);
             return Ok(());
@@ -682,8 +685,24 @@ impl ClientSession {
         if envelope.eight_bit && self.caps.eight_bit_mime {
             mail.push_str(" BODY=8BITMIME");
         }
+        if envelope.smtputf8 && self.caps.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
         mail.push_str("\r\n");
         mail
+    }
+
+    /// A message that needs SMTPUTF8 bounces without being offered to a server that does
+    /// not announce it (Postfix's 5.6.7).
+    fn smtputf8_refusal(&self, envelope: &Envelope) -> Option<Outcome> {
+        if self.caps.smtputf8 || !envelope.requires_smtputf8() {
+            return None;
+        }
+        let reason = format!(
+            "SMTPUTF8 is required, but was not offered by host {}",
+            self.peer
+        );
+        Some(Outcome::local(DeliveryStatus::Bounced, "5.6.7", reason))
     }
 
     /// A message larger than the server's announced limit bounces without being offered.

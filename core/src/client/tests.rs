@@ -132,6 +132,8 @@ impl Shell {
             recipients: rcpts.iter().map(|r| String::from(*r)).collect(),
             body_size: None,
             eight_bit: false,
+            smtputf8: false,
+            utf8_header: false,
         };
         let now = self.now;
         self.s().send_message(envelope, now).expect("session ready");
@@ -225,6 +227,8 @@ fn pipelining_sends_one_batch_and_reads_replies_in_order() {
         recipients: vec!["b@y".into(), "c@z".into()],
         body_size: Some(500),
         eight_bit: true,
+        smtputf8: false,
+        utf8_header: false,
     };
     t.body = [b"body".to_vec()].into();
     t.s().send_message(envelope, Instant(0)).unwrap();
@@ -881,6 +885,8 @@ fn size_limit_refuses_before_sending() {
         recipients: vec!["b@y".into()],
         body_size: Some(1001),
         eight_bit: true,
+        smtputf8: false,
+        utf8_header: false,
     };
     t.s().send_message(envelope, Instant(0)).unwrap();
     t.drain();
@@ -899,6 +905,8 @@ fn shell_mistakes_are_errors_not_panics() {
         recipients: vec!["b@y".into()],
         body_size: None,
         eight_bit: false,
+        smtputf8: false,
+        utf8_header: false,
     };
     assert_eq!(
         t.s().send_message(env.clone(), Instant(0)),
@@ -1208,4 +1216,60 @@ fn a_server_that_greets_with_our_own_name_is_a_loop() {
     let seen = t.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(failed(&seen[0]), loops);
+}
+
+fn utf8_envelope(sender: &str, rcpt: &str, smtputf8: bool, utf8_header: bool) -> Envelope {
+    Envelope {
+        sender: sender.into(),
+        recipients: vec![rcpt.into()],
+        body_size: None,
+        eight_bit: false,
+        smtputf8,
+        utf8_header,
+    }
+}
+
+#[test]
+fn smtputf8_goes_on_mail_when_offered_and_asked_for() {
+    let cases = [
+        // (asked for, offered, MAIL line)
+        (true, true, "MAIL FROM:<josé@exemple.fr> SMTPUTF8\r\n"),
+        (false, true, "MAIL FROM:<a@x>\r\n"),
+        (false, false, "MAIL FROM:<a@x>\r\n"),
+    ];
+    for (asked, offered, want) in cases {
+        let keywords: &[&str] = if offered { &["SMTPUTF8"] } else { &[] };
+        let mut t = Shell::open(TlsLevel::None, keywords);
+        let sender = if asked { "josé@exemple.fr" } else { "a@x" };
+        let envelope = utf8_envelope(sender, "b@y", asked, false);
+        t.s().send_message(envelope, Instant(0)).unwrap();
+        t.drain();
+        assert_eq!(t.sent(), want, "asked {asked}, offered {offered}");
+    }
+}
+
+#[test]
+fn smtputf8_needed_but_not_offered_bounces_with_5_6_7() {
+    let needy = [
+        utf8_envelope("a@x", "josé@exemple.fr", true, false),
+        utf8_envelope("a@exemplé.fr", "b@y", true, false),
+        utf8_envelope("a@x", "b@y", true, true),
+    ];
+    for envelope in needy {
+        let mut t = Shell::open(TlsLevel::None, &["8BITMIME"]);
+        let rcpt = envelope.recipients[0].clone();
+        t.s().send_message(envelope.clone(), Instant(0)).unwrap();
+        t.drain();
+        assert_eq!(t.sent(), "", "nothing is offered: {envelope:?}");
+        let why = std::format!(
+            "dsn=5.6.7, status=bounced (SMTPUTF8 is required, but was not offered by host {PEER})"
+        );
+        assert_eq!(t.seen(), [done(&[(&rcpt, &why)]), Seen::Ready]);
+    }
+    // Asked for but all ASCII, header included: goes without SMTPUTF8, as Postfix sends it.
+    let mut t = Shell::open(TlsLevel::None, &["8BITMIME"]);
+    let envelope = utf8_envelope("a@x", "b@y", true, false);
+    t.s().send_message(envelope, Instant(0)).unwrap();
+    t.drain();
+    assert_eq!(t.sent(), "MAIL FROM:<a@x>\r\n");
 }

@@ -113,6 +113,9 @@ pub const PARAMS: &[Param] = &[
     p("relay_clientcerts", "", Kind::List),
     p("virtual_alias_maps", "", Kind::List),
     p("hopcount_limit", "50", Kind::Number),
+    // Postfix's built-in default depends on compatibility_level (no below level 1); this is
+    // its value at every level Debian's main.cf sets.
+    p("smtputf8_enable", "yes", Kind::Bool),
     p("mail_owner", "certrelay", Kind::Text),
     p("queue_directory", "/var/spool/certrelay", Kind::Text),
     // Server TLS.
@@ -239,6 +242,11 @@ pub const PARAMS: &[Param] = &[
     ignored("smtp_tls_mandatory_ciphers", TLS_LIB),
     ignored("smtp_tls_exclude_ciphers", TLS_LIB),
     ignored("smtpd_tls_auth_only", "certrelay offers no SMTP AUTH"),
+    ignored(
+        "strict_smtputf8",
+        "certrelay always refuses a UTF-8 address on MAIL or RCPT without SMTPUTF8 on MAIL, as \
+         Postfix does with strict_smtputf8 = yes",
+    ),
 ];
 
 /// The known parameter called `name`.

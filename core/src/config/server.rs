@@ -76,6 +76,7 @@ pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
         hopcount_limit: b.count("hopcount_limit", d.hopcount_limit),
         // Read by the relay's shell, like virtual_alias_maps.
         sender_ccert_maps: Vec::new(),
+        smtputf8_enable: b.or(config.bool("smtputf8_enable"), d.smtputf8_enable),
     };
     for name in ["virtual_alias_maps", SENDER_CCERT_MAPS] {
         if let Err(d) = config.tables(name) {

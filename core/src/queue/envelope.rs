@@ -108,6 +108,10 @@ pub struct Envelope {
     pub size: u64,
     /// True when this message is itself a bounce (never bounced again).
     pub is_bounce: bool,
+    /// The message asked for SMTPUTF8 (MAIL carried it, or `sendmail` found UTF-8 in its
+    /// envelope or header): the next hop must offer it when the envelope or the header
+    /// actually holds UTF-8.
+    pub smtputf8: bool,
     /// Who sent it to us.
     pub client: ClientFacts,
     /// The recipients, in `RCPT TO` order.
@@ -186,6 +190,7 @@ impl Envelope {
             arrival,
             size: 0,
             is_bounce: false,
+            smtputf8: false,
             client: ClientFacts::default(),
             recipients,
             attempts: 0,

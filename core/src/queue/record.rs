@@ -7,6 +7,7 @@
 //! sender: alice@example.org
 //! size: 1834
 //! bounce: no
+//! smtputf8: yes
 //! attempts: 1
 //! next-attempt: 1700000360
 //! last-error: connect to mx.example.net[192.0.2.7]:25: Connection refused
@@ -22,6 +23,9 @@
 //! remote-mta:
 //! end
 //! ```
+//!
+//! `smtputf8:` is written only for a message that asked for SMTPUTF8, and read as `no` when
+//! absent, so records written before it existed read as they did.
 //!
 //! The first line names the format and its version. Message-level keys come first, then
 //! each `rcpt:` line opens a recipient whose keys follow it. `end` closes the record, so a
@@ -115,7 +119,7 @@ impl fmt::Display for RecordError {
             K::BadEscape => f.write_str("bad %-escape (expected % and two hex digits)"),
             K::NotUtf8 => f.write_str("text is not valid UTF-8"),
             K::BadNumber(k) => write!(f, "value of {k:?} is not a number"),
-            K::BadFlag => f.write_str("\"bounce:\" must be yes or no"),
+            K::BadFlag => f.write_str("\"bounce:\" and \"smtputf8:\" must be yes or no"),
             K::BadState => f.write_str("\"state:\" must be pending, sent, deferred or bounced"),
             K::BadQueueId => f.write_str("\"id:\" is not a queue id"),
             K::BadAddress => f.write_str("\"client-addr:\" is not an IP address"),
@@ -140,6 +144,9 @@ impl Envelope {
         w.field("sender", &self.sender);
         w.number("size", self.size);
         w.field("bounce", if self.is_bounce { "yes" } else { "no" });
+        if self.smtputf8 {
+            w.field("smtputf8", "yes");
+        }
         w.number("attempts", u64::from(self.attempts));
         w.number("next-attempt", self.next_attempt);
         w.field("last-error", &self.last_error);
@@ -239,6 +246,7 @@ const MESSAGE_KEYS: &[&str] = &[
     "sender",
     "size",
     "bounce",
+    "smtputf8",
     "attempts",
     "next-attempt",
     "last-error",
@@ -258,6 +266,7 @@ struct Parser {
     sender: Option<String>,
     size: u64,
     is_bounce: bool,
+    smtputf8: bool,
     attempts: u32,
     next_attempt: Option<u64>,
     last_error: String,
@@ -341,13 +350,8 @@ impl Parser {
             "arrival" => self.arrival = Some(number(&value)?),
             "sender" => self.sender = Some(value),
             "size" => self.size = number(&value)?,
-            "bounce" => {
-                self.is_bounce = match value.as_str() {
-                    "yes" => true,
-                    "no" => false,
-                    _ => return Err(RecordErrorKind::BadFlag),
-                }
-            }
+            "bounce" => self.is_bounce = flag(&value)?,
+            "smtputf8" => self.smtputf8 = flag(&value)?,
             "attempts" => {
                 self.attempts = value
                     .parse()
@@ -399,12 +403,22 @@ impl Parser {
             arrival,
             size: self.size,
             is_bounce: self.is_bounce,
+            smtputf8: self.smtputf8,
             client: self.client,
             recipients: self.recipients,
             attempts: self.attempts,
             next_attempt: self.next_attempt.unwrap_or(arrival),
             last_error: self.last_error,
         })
+    }
+}
+
+/// `yes` or `no`.
+fn flag(value: &str) -> Result<bool, RecordErrorKind> {
+    match value {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(RecordErrorKind::BadFlag),
     }
 }
 

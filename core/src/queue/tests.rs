@@ -54,6 +54,33 @@ fn text_round_trip() {
 }
 
 #[test]
+fn smtputf8_flag_round_trips_and_old_records_read_without_it() {
+    let mut e = sample();
+    let plain = e.to_text();
+    assert!(
+        !plain.contains("smtputf8"),
+        "written only when set: {plain}"
+    );
+    e.smtputf8 = true;
+    e.sender = "josé@exemple.fr".into();
+    let text = e.to_text();
+    assert!(text.contains("\nbounce: no\nsmtputf8: yes\n"), "{text}");
+    assert_eq!(Envelope::parse(text.as_bytes()), Ok(e));
+    // A record from before the key: no SMTPUTF8.
+    assert!(!Envelope::parse(plain.as_bytes()).unwrap().smtputf8);
+    let bad = plain.replace("bounce: no\n", "bounce: no\nsmtputf8: maybe\n");
+    assert_eq!(
+        Envelope::parse(bad.as_bytes()).unwrap_err().kind,
+        K::BadFlag
+    );
+    let twice = text.replace("smtputf8: yes\n", "smtputf8: yes\nsmtputf8: no\n");
+    assert!(matches!(
+        Envelope::parse(twice.as_bytes()).unwrap_err().kind,
+        K::DuplicateKey(_)
+    ));
+}
+
+#[test]
 fn hostile_values_cannot_forge_lines() {
     let mut e = sample();
     e.sender = "evil\r\nrcpt: injected@example.com".into();

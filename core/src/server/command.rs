@@ -4,7 +4,7 @@
 //! checked sequence and TLS rules, because that is the order in which Postfix answers.
 
 use super::error::ServerError;
-use crate::address::{parse_path, Path};
+use crate::address::{parse_path_with, Path};
 use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::String;
@@ -128,12 +128,21 @@ pub struct MailArgs {
     pub size: Option<u64>,
     /// `BODY=`.
     pub body: BodyType,
+    /// `SMTPUTF8` (RFC 6531): the transaction may carry UTF-8 addresses and header fields.
+    pub smtputf8: bool,
 }
 
-/// Parses `FROM:<path> [SIZE=n] [BODY=...]`; `limit` is `message_size_limit` (0: none).
-pub fn parse_mail(args: &str, limit: u64) -> Result<MailArgs, ServerError> {
+/// Parses `FROM:<path> [SIZE=n] [BODY=...] [SMTPUTF8]`; `limit` is `message_size_limit`
+/// (0: none), `smtputf8` is `smtputf8_enable` (without it `SMTPUTF8` is an unsupported
+/// option and every address is ASCII).
+///
+/// A UTF-8 sender needs `SMTPUTF8` on the same command: without it a UTF-8 local part is
+/// refused with `553 5.6.7` and a UTF-8 domain as bad address syntax, Postfix's replies
+/// with `strict_smtputf8 = yes`.
+pub fn parse_mail(args: &str, limit: u64, smtputf8: bool) -> Result<MailArgs, ServerError> {
     let rest = strip_keyword(args, "FROM:").ok_or(ServerError::Syntax("MAIL FROM:<address>"))?;
-    let (sender, params) = parse_path(rest.trim_start()).map_err(|_| ServerError::BadSender)?;
+    let (sender, params) =
+        parse_path_with(rest.trim_start(), smtputf8).map_err(|_| ServerError::BadSender)?;
     if !params.is_empty() && !params.starts_with(' ') {
         return Err(ServerError::BadSender);
     }
@@ -141,6 +150,7 @@ pub fn parse_mail(args: &str, limit: u64) -> Result<MailArgs, ServerError> {
         sender,
         size: None,
         body: BodyType::SevenBit,
+        smtputf8: false,
     };
     for param in params.split_ascii_whitespace() {
         let (key, value) = param.split_once('=').unwrap_or((param, ""));
@@ -148,14 +158,31 @@ pub fn parse_mail(args: &str, limit: u64) -> Result<MailArgs, ServerError> {
             mail.size = Some(parse_size(value)?);
         } else if key.eq_ignore_ascii_case("BODY") {
             mail.body = parse_body(value)?;
+        } else if smtputf8 && param.eq_ignore_ascii_case("SMTPUTF8") {
+            mail.smtputf8 = true;
         } else {
             return Err(ServerError::UnsupportedOption(String::from(param)));
         }
+    }
+    if !mail.smtputf8 {
+        undeclared_utf8(&mail.sender, ServerError::BadSender)?;
     }
     if limit > 0 && mail.size.is_some_and(|s| s > limit) {
         return Err(ServerError::SizeExceedsLimit);
     }
     Ok(mail)
+}
+
+/// A UTF-8 address in a transaction without `SMTPUTF8`: `bad_syntax` for a UTF-8 domain,
+/// [`ServerError::Smtputf8Undeclared`] for a UTF-8 local part.
+fn undeclared_utf8(path: &Path, bad_syntax: ServerError) -> Result<(), ServerError> {
+    if !path.domains_are_ascii() {
+        Err(bad_syntax)
+    } else if !path.local_is_ascii() {
+        Err(ServerError::Smtputf8Undeclared)
+    } else {
+        Ok(())
+    }
 }
 
 /// A decimal size; one too large for 64 bits counts as over any limit.
@@ -177,12 +204,18 @@ fn parse_body(value: &str) -> Result<BodyType, ServerError> {
     }
 }
 
-/// Parses `TO:<path>`; no RCPT parameter is supported.
-pub fn parse_rcpt(args: &str) -> Result<Path, ServerError> {
+/// Parses `TO:<path>`; no RCPT parameter is supported. `smtputf8` is `smtputf8_enable`,
+/// `declared` whether this transaction's MAIL carried `SMTPUTF8` (a UTF-8 recipient needs
+/// it, as a UTF-8 sender does in [`parse_mail`]).
+pub fn parse_rcpt(args: &str, smtputf8: bool, declared: bool) -> Result<Path, ServerError> {
     let rest = strip_keyword(args, "TO:").ok_or(ServerError::Syntax("RCPT TO:<address>"))?;
-    let (rcpt, params) = parse_path(rest.trim_start()).map_err(|_| ServerError::BadRecipient)?;
+    let (rcpt, params) =
+        parse_path_with(rest.trim_start(), smtputf8).map_err(|_| ServerError::BadRecipient)?;
     if rcpt.is_null() || (!params.is_empty() && !params.starts_with(' ')) {
         return Err(ServerError::BadRecipient);
+    }
+    if !declared {
+        undeclared_utf8(&rcpt, ServerError::BadRecipient)?;
     }
     match params.split_ascii_whitespace().next() {
         Some(param) => Err(ServerError::UnsupportedOption(String::from(param))),
@@ -289,12 +322,13 @@ mod tests {
             ("FROM:<\u{e9}@b.org>", Err(ServerError::BadSender)),
         ];
         for (args, want) in table {
-            let got = parse_mail(args, 1000).map(|m| (m.sender.to_string(), m.size, m.body));
+            // smtputf8_enable = no: SMTPUTF8 is unknown and addresses are ASCII.
+            let got = parse_mail(args, 1000, false).map(|m| (m.sender.to_string(), m.size, m.body));
             let want = want.clone().map(|(s, z, b)| (s.to_string(), z, b));
             assert_eq!(got, want, "{args}");
         }
         assert_eq!(
-            parse_mail("FROM:<a@b> SIZE=99999", 0).unwrap().size,
+            parse_mail("FROM:<a@b> SIZE=99999", 0, false).unwrap().size,
             Some(99999)
         );
     }
@@ -316,9 +350,113 @@ mod tests {
             ),
         ];
         for (args, want) in table {
-            let got = parse_rcpt(args).map(|p| p.to_string());
+            let got = parse_rcpt(args, false, false).map(|p| p.to_string());
             assert_eq!(got, want.clone().map(ToString::to_string), "{args}");
         }
+    }
+
+    #[test]
+    fn smtputf8_on_mail() {
+        type Case = (&'static str, Result<(&'static str, bool), ServerError>);
+        let table: &[Case] = &[
+            ("FROM:<a@b.org>", Ok(("a@b.org", false))),
+            ("FROM:<a@b.org> SMTPUTF8", Ok(("a@b.org", true))),
+            ("FROM:<a@b.org> smtputf8 SIZE=10", Ok(("a@b.org", true))),
+            (
+                "FROM:<josé@exemple.fr> SMTPUTF8",
+                Ok(("josé@exemple.fr", true)),
+            ),
+            ("FROM:<a@exemplé.fr> SMTPUTF8", Ok(("a@exemplé.fr", true))),
+            (
+                "FROM:<\"jo sé\"@exemple.fr> SMTPUTF8",
+                Ok(("\"jo sé\"@exemple.fr", true)),
+            ),
+            (
+                "FROM:<用户@例子.广告> SMTPUTF8",
+                Ok(("用户@例子.广告", true)),
+            ),
+            ("FROM:<> SMTPUTF8", Ok(("", true))),
+            // Postfix with strict_smtputf8 = yes: a UTF-8 local part needs SMTPUTF8 ...
+            (
+                "FROM:<josé@exemple.fr>",
+                Err(ServerError::Smtputf8Undeclared),
+            ),
+            // ... and a UTF-8 domain without it is bad syntax.
+            ("FROM:<a@exemplé.fr>", Err(ServerError::BadSender)),
+            ("FROM:<josé@exemplé.fr>", Err(ServerError::BadSender)),
+            (
+                "FROM:<a@b.org> SMTPUTF8=yes",
+                Err(ServerError::UnsupportedOption("SMTPUTF8=yes".into())),
+            ),
+            // Control characters stay refused, C1 ones included.
+            (
+                "FROM:<a\u{85}b@exemple.fr> SMTPUTF8",
+                Err(ServerError::BadSender),
+            ),
+            (
+                "FROM:<a@exem\u{9f}ple.fr> SMTPUTF8",
+                Err(ServerError::BadSender),
+            ),
+            (
+                "FROM:<\"a\u{85}\"@exemple.fr> SMTPUTF8",
+                Err(ServerError::BadSender),
+            ),
+            (
+                "FROM:<a\u{1}b@exemple.fr> SMTPUTF8",
+                Err(ServerError::BadSender),
+            ),
+            // U+FFFD is what a malformed line would become; the session refuses those first,
+            // and an address of sheer punctuation is still refused.
+            ("FROM:<a<é>@b.fr> SMTPUTF8", Err(ServerError::BadSender)),
+        ];
+        for (args, want) in table {
+            let got = parse_mail(args, 1000, true).map(|m| (m.sender.to_string(), m.smtputf8));
+            let want = want.clone().map(|(s, u)| (s.to_string(), u));
+            assert_eq!(got, want, "{args}");
+        }
+    }
+
+    #[test]
+    fn smtputf8_on_rcpt() {
+        let table: &[(&str, bool, Result<&str, ServerError>)] = &[
+            ("TO:<josé@exemple.fr>", true, Ok("josé@exemple.fr")),
+            ("TO:<a@exemplé.fr>", true, Ok("a@exemplé.fr")),
+            ("TO:<a@b.org>", false, Ok("a@b.org")),
+            (
+                "TO:<josé@exemple.fr>",
+                false,
+                Err(ServerError::Smtputf8Undeclared),
+            ),
+            ("TO:<a@exemplé.fr>", false, Err(ServerError::BadRecipient)),
+            (
+                "TO:<@relais.fr:josé@exemple.fr>",
+                true,
+                Ok("josé@exemple.fr"),
+            ),
+            (
+                "TO:<@relaïs.fr:jose@exemple.fr>",
+                false,
+                Err(ServerError::BadRecipient),
+            ),
+            (
+                "TO:<a\u{9b}@exemple.fr>",
+                true,
+                Err(ServerError::BadRecipient),
+            ),
+        ];
+        for (args, declared, want) in table {
+            let got = parse_rcpt(args, true, *declared).map(|p| p.to_string());
+            assert_eq!(
+                got,
+                want.clone().map(ToString::to_string),
+                "{args} {declared}"
+            );
+        }
+        // smtputf8_enable = no: no UTF-8 address at all.
+        assert_eq!(
+            parse_rcpt("TO:<josé@exemple.fr>", false, false),
+            Err(ServerError::BadRecipient)
+        );
     }
 
     #[test]

@@ -21,11 +21,14 @@ pub struct Envelope {
     pub size_hint: Option<u64>,
     /// `BODY=` from MAIL.
     pub body: BodyType,
+    /// MAIL carried `SMTPUTF8`: the message may need it on the next hop too.
+    pub smtputf8: bool,
     /// The client.
     pub client: PeerInfo,
     /// Its HELO/EHLO name.
     pub helo: Option<String>,
-    /// `SMTP`, `ESMTP` or `ESMTPS`, as in the Received header.
+    /// `SMTP`, `ESMTP` or `ESMTPS` (`UTF8SMTP`, `UTF8SMTPS` with SMTPUTF8), as in the
+    /// Received header.
     pub protocol: &'static str,
     /// The TLS session, if any.
     pub tls: Option<TlsFacts>,

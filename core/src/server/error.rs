@@ -23,6 +23,11 @@ pub enum ServerError {
     BadSender,
     /// `RCPT TO:` with an address that does not parse (or `<>`).
     BadRecipient,
+    /// A command line that is not valid UTF-8 while `smtputf8_enable` is on (malformed or
+    /// overlong sequences, surrogates).
+    BadUtf8,
+    /// A UTF-8 local part in a transaction whose MAIL did not carry `SMTPUTF8`.
+    Smtputf8Undeclared,
     /// An ESMTP parameter we did not advertise.
     UnsupportedOption(String),
     /// `SIZE=` that is not a number.
@@ -84,6 +89,11 @@ impl ServerError {
             ServerError::Syntax(usage) => (501, format!("5.5.4 Syntax: {usage}")),
             ServerError::BadSender => (501, String::from("5.1.7 Bad sender address syntax")),
             ServerError::BadRecipient => (501, String::from("5.1.3 Bad recipient address syntax")),
+            ServerError::BadUtf8 => (500, String::from("5.5.2 Error: bad UTF-8 syntax")),
+            ServerError::Smtputf8Undeclared => (
+                553,
+                String::from("5.6.7 Must declare SMTPUTF8 to send unicode address"),
+            ),
             ServerError::UnsupportedOption(o) => (555, format!("5.5.4 Unsupported option: {o}")),
             ServerError::BadSize => (501, String::from("5.5.4 Bad message size syntax")),
             ServerError::SizeExceedsLimit => {
@@ -192,6 +202,11 @@ mod tests {
             (
                 ServerError::UnsupportedOption("SMTPUTF8".into()),
                 "555 5.5.4 Unsupported option: SMTPUTF8",
+            ),
+            (ServerError::BadUtf8, "500 5.5.2 Error: bad UTF-8 syntax"),
+            (
+                ServerError::Smtputf8Undeclared,
+                "553 5.6.7 Must declare SMTPUTF8 to send unicode address",
             ),
             (
                 ServerError::SizeExceedsLimit,

@@ -439,6 +439,12 @@ impl ServerSession {
                 return self.refuse(refusal);
             }
         }
+        if self.conn.settings.smtputf8_enable && core::str::from_utf8(line).is_err() {
+            // Postfix checks every command line once SMTPUTF8 is on, before the verb.
+            self.conn.stats.record_unknown();
+            self.last = "UNKNOWN";
+            return self.refuse(ServerError::BadUtf8);
+        }
         let cmd = match split_line(line) {
             Ok(cmd) => cmd,
             Err(e) => {
@@ -616,6 +622,9 @@ impl ServerSession {
         }
         lines.push(String::from("ENHANCEDSTATUSCODES"));
         lines.push(String::from("8BITMIME"));
+        if settings.smtputf8_enable {
+            lines.push(String::from("SMTPUTF8"));
+        }
         lines
     }
 
@@ -640,7 +649,10 @@ impl ServerSession {
         if self.txn.is_some() {
             return Err(ServerError::NestedMail);
         }
-        let mail = match command::parse_mail(args, self.conn.settings.message_size_limit) {
+        let settings = &self.conn.settings;
+        let parsed =
+            command::parse_mail(args, settings.message_size_limit, settings.smtputf8_enable);
+        let mail = match parsed {
             Ok(mail) => mail,
             Err(e) => {
                 if e == ServerError::SizeExceedsLimit {
@@ -660,7 +672,8 @@ impl ServerSession {
 
     fn rcpt(&mut self, args: &str) -> Result<(), ServerError> {
         let txn = self.txn.as_ref().ok_or(ServerError::NeedMail)?;
-        let rcpt = command::parse_rcpt(args)?;
+        let rcpt =
+            command::parse_rcpt(args, self.conn.settings.smtputf8_enable, txn.mail.smtputf8)?;
         let limit = self.conn.settings.recipient_limit;
         if limit > 0 && txn.recipients.len() >= limit {
             return Err(ServerError::TooManyRecipients);
@@ -764,7 +777,12 @@ impl ServerSession {
 
     fn envelope(&self, txn: &Transaction) -> Envelope {
         let settings = &self.conn.settings;
-        let protocol = self.protocol();
+        let protocol = match (txn.mail.smtputf8, self.protocol()) {
+            // RFC 6531's names, as Postfix writes them in Received: for SMTPUTF8 mail.
+            (true, "ESMTPS") => "UTF8SMTPS",
+            (true, _) => "UTF8SMTP",
+            (false, p) => p,
+        };
         let names: Vec<String> = txn.recipients.iter().map(|r| r.to_string()).collect();
         let received = Received::new(&ReceivedFacts {
             peer: &self.conn.peer,
@@ -781,6 +799,7 @@ impl ServerSession {
             recipients: txn.recipients.clone(),
             size_hint: txn.mail.size,
             body: txn.mail.body,
+            smtputf8: txn.mail.smtputf8,
             client: self.conn.peer.clone(),
             helo: self.helo.as_ref().map(|h| h.name.clone()),
             protocol,

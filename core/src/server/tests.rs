@@ -243,7 +243,8 @@ fn relay_from_mynetworks_with_pipelining() {
          S: 250-PIPELINING
          S: 250-SIZE 10240000
          S: 250-ENHANCEDSTATUSCODES
-         S: 250 8BITMIME
+         S: 250-8BITMIME
+         S: 250 SMTPUTF8
          C: MAIL FROM:<me@laptop.example> BODY=8BITMIME SIZE=100
          C: RCPT TO:<you@far.example>
          C: RCPT TO:<Friend@relay.example>
@@ -344,11 +345,11 @@ fn sequence_and_syntax_errors() {
          S: 250 2.0.0 Ok
          S: 501 5.5.4 Syntax: RSET
          S: 503 5.5.1 Error: need MAIL command
-         C: MAIL FROM:<a@b.example> SMTPUTF8
+         C: MAIL FROM:<a@b.example> SMTPUTF8=yes
          C: MAIL FROM:<a@b.example> SIZE=10240001
          C: MAIL FROM:<a b>
          C: MAIL TO:<a@b.example>
-         S: 555 5.5.4 Unsupported option: SMTPUTF8
+         S: 555 5.5.4 Unsupported option: SMTPUTF8=yes
          S: 552 5.3.4 Message size exceeds fixed limit
          S: 501 5.1.7 Bad sender address syntax
          S: 501 5.5.4 Syntax: MAIL FROM:<address>
@@ -386,7 +387,8 @@ fn starttls_then_listed_certificate_relays() {
          S: 250-SIZE 10240000
          S: 250-STARTTLS
          S: 250-ENHANCEDSTATUSCODES
-         S: 250 8BITMIME
+         S: 250-8BITMIME
+         S: 250 SMTPUTF8
          C: MAIL FROM:<me@laptop.example>
          C: NOOP
          C: STARTTLS now
@@ -403,7 +405,8 @@ fn starttls_then_listed_certificate_relays() {
          S: 250-PIPELINING
          S: 250-SIZE 10240000
          S: 250-ENHANCEDSTATUSCODES
-         S: 250 8BITMIME
+         S: 250-8BITMIME
+         S: 250 SMTPUTF8
          C: STARTTLS
          S: 554 5.5.1 Error: TLS already active
          C: MAIL FROM:<me@laptop.example>
@@ -445,7 +448,8 @@ fn unlisted_certificate_is_denied_relay() {
          S: 250-PIPELINING
          S: 250-SIZE 10240000
          S: 250-ENHANCEDSTATUSCODES
-         S: 250 8BITMIME
+         S: 250-8BITMIME
+         S: 250 SMTPUTF8
          S: 250 2.1.0 Ok
          S: 554 5.7.1 <you@far.example>: Relay access denied",
     );
@@ -1055,7 +1059,8 @@ fn data_after_every_recipient_was_refused_says_no_valid_recipients() {
          S: 250-PIPELINING
          S: 250-SIZE 10240000
          S: 250-ENHANCEDSTATUSCODES
-         S: 250 8BITMIME
+         S: 250-8BITMIME
+         S: 250 SMTPUTF8
          C: DATA
          S: 503 5.5.1 Error: need RCPT command
          C: MAIL FROM:<me@laptop.example>
@@ -1188,7 +1193,8 @@ fn aliases_rewrite_the_stored_recipients() {
          S: 250-PIPELINING
          S: 250-SIZE 10240000
          S: 250-ENHANCEDSTATUSCODES
-         S: 250 8BITMIME
+         S: 250-8BITMIME
+         S: 250 SMTPUTF8
          S: 250 2.1.0 Ok
          S: 250 2.1.5 Ok
          S: 250 2.1.5 Ok
@@ -1274,4 +1280,128 @@ fn too_many_hops_is_refused_at_end_of_data() {
     assert!(sh
         .take_wire()
         .ends_with("554 5.4.0 Error: too many hops\r\n"));
+}
+
+#[test]
+fn smtputf8_transaction_with_utf8_addresses() {
+    let mut sh = Shell::new(settings(), insider());
+    sh.script(
+        "S: 220 relay.example ESMTP certrelay
+         C: EHLO laptop.example
+         S: 250-relay.example
+         S: 250-PIPELINING
+         S: 250-SIZE 10240000
+         S: 250-ENHANCEDSTATUSCODES
+         S: 250-8BITMIME
+         S: 250 SMTPUTF8
+         C: MAIL FROM:<josé@exemple.fr>
+         S: 553 5.6.7 Must declare SMTPUTF8 to send unicode address
+         C: MAIL FROM:<a@exemplé.fr>
+         S: 501 5.1.7 Bad sender address syntax
+         C: MAIL FROM:<a@b.example>
+         C: RCPT TO:<josé@exemple.fr>
+         C: RCPT TO:<a@exemplé.fr>
+         C: RSET
+         S: 250 2.1.0 Ok
+         S: 553 5.6.7 Must declare SMTPUTF8 to send unicode address
+         S: 501 5.1.3 Bad recipient address syntax
+         S: 250 2.0.0 Ok
+         C: MAIL FROM:<josé@exemple.fr> SMTPUTF8
+         C: RCPT TO:<chloé@exemplé.fr>
+         C: DATA
+         S: 250 2.1.0 Ok
+         S: 250 2.1.5 Ok
+         S: 354 End data with <CR><LF>.<CR><LF>
+         C: Subject: café
+         C:
+         C: voilà
+         C: .
+         S: 250 2.0.0 Ok: queued as Q1",
+    );
+    let (env, body) = &sh.stored[0];
+    assert!(env.smtputf8);
+    assert_eq!(env.sender.to_string(), "josé@exemple.fr");
+    assert_eq!(env.recipients[0].to_string(), "chloé@exemplé.fr");
+    assert_eq!(body, "Subject: café\r\n\r\nvoilà\r\n".as_bytes());
+    // RFC 6531's protocol name, as Postfix writes it.
+    assert_eq!(env.protocol, "UTF8SMTP");
+    assert!(env
+        .received
+        .render(Some("Q1"), "D")
+        .contains(" with UTF8SMTP id Q1"));
+    // An ASCII transaction without SMTPUTF8 is remembered as such.
+    sh.script(
+        "C: MAIL FROM:<a@b.example>
+         C: RCPT TO:<c@d.example>
+         C: DATA
+         S: 250 2.1.0 Ok
+         S: 250 2.1.5 Ok
+         S: 354 End data with <CR><LF>.<CR><LF>
+         C: Subject: café
+         C:
+         C: .
+         S: 250 2.0.0 Ok: queued as Q2",
+    );
+    assert!(!sh.stored[1].0.smtputf8);
+    assert_eq!(sh.stored[1].0.protocol, "ESMTP");
+}
+
+#[test]
+fn malformed_utf8_command_lines_are_refused() {
+    let mut sh = Shell::new(settings(), insider());
+    sh.script("S: 220 relay.example ESMTP certrelay");
+    let bad: &[&[u8]] = &[
+        b"MAIL FROM:<a\xff@b.example> SMTPUTF8\r\n",
+        // Truncated sequence, overlong '/', a UTF-16 surrogate, past U+10FFFF.
+        b"MAIL FROM:<a\xc3(@b.example> SMTPUTF8\r\n",
+        b"MAIL FROM:<a\xc0\xaf@b.example> SMTPUTF8\r\n",
+        b"MAIL FROM:<\xed\xa0\x80@b.example> SMTPUTF8\r\n",
+        b"MAIL FROM:<\xf4\x90\x80\x80@b.example> SMTPUTF8\r\n",
+        b"NOOP \xff\r\n",
+        b"XYZZY \xfe\r\n",
+    ];
+    for line in bad {
+        sh.feed(line);
+        assert_eq!(
+            sh.take_wire(),
+            "500 5.5.2 Error: bad UTF-8 syntax\r\n",
+            "{line:?}"
+        );
+    }
+    // The session goes on: a good MAIL is accepted afterwards.
+    sh.script(
+        "C: EHLO laptop.example
+         S: 250-relay.example
+         S: 250-PIPELINING
+         S: 250-SIZE 10240000
+         S: 250-ENHANCEDSTATUSCODES
+         S: 250-8BITMIME
+         S: 250 SMTPUTF8
+         C: MAIL FROM:<zoë@b.example> SMTPUTF8
+         S: 250 2.1.0 Ok",
+    );
+}
+
+#[test]
+fn smtputf8_disabled_is_an_unknown_option() {
+    let mut set = settings();
+    set.smtputf8_enable = false;
+    let mut sh = Shell::new(set, insider());
+    sh.script(
+        "S: 220 relay.example ESMTP certrelay
+         C: EHLO laptop.example
+         S: 250-relay.example
+         S: 250-PIPELINING
+         S: 250-SIZE 10240000
+         S: 250-ENHANCEDSTATUSCODES
+         S: 250 8BITMIME
+         C: MAIL FROM:<a@b.example> SMTPUTF8
+         S: 555 5.5.4 Unsupported option: SMTPUTF8
+         C: MAIL FROM:<josé@exemple.fr>
+         S: 501 5.1.7 Bad sender address syntax",
+    );
+    // Without SMTPUTF8 the line is not checked as UTF-8 (Postfix neither), and the
+    // mangled address is still refused.
+    sh.feed(b"MAIL FROM:<a\xff@b.example>\r\n");
+    assert_eq!(sh.take_wire(), "501 5.1.7 Bad sender address syntax\r\n");
 }

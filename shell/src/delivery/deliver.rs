@@ -19,7 +19,9 @@ use crate::delivery::connection::{ClientTls, SendError, SmtpConnection, BODY_CHU
 use crate::delivery::route::{Candidate, ServerAddr};
 use crate::spool::Spool;
 use certrelay_core::cert::CertName;
-use certrelay_core::client::{ClientError, Closing, DeliveryStatus, Envelope, Outcome};
+use certrelay_core::client::{
+    header_is_ascii, ClientError, Closing, DeliveryStatus, Envelope, Outcome,
+};
 use certrelay_core::settings::ClientSettings;
 use certrelay_core::tls_policy::{self, CertNameQuery, TlsLevel};
 use std::collections::VecDeque;
@@ -340,9 +342,14 @@ async fn open_ready(
 enum Content {
     /// Read whole, in the same trip to the blocking pool as the open.
     Whole(Vec<u8>),
-    /// Larger than [`READ_WHOLE_MAX`]: to be read in chunks while sending.
-    Stream(std::io::Take<std::fs::File>),
+    /// Larger than [`READ_WHOLE_MAX`]: to be read in chunks while sending; with whether
+    /// its header section is ASCII (looked at only for a message that asked for SMTPUTF8).
+    Stream(std::io::Take<std::fs::File>, bool),
 }
+
+/// Most octets of a streamed message read to see whether its header section is ASCII (as
+/// Postfix's `header_size_limit`: what follows counts as body).
+const HEADER_SCAN_MAX: u64 = 102_400;
 
 /// Opens message `id` and, up to [`READ_WHOLE_MAX`], reads its content, in one trip to the
 /// blocking pool.
@@ -353,10 +360,18 @@ async fn read_spooled(spool: &Spool, id: &str, envelope: &Envelope) -> std::io::
     let expected = envelope.body_size.filter(|&size| size <= READ_WHOLE_MAX);
     let mut bytes = Vec::with_capacity(expected.unwrap_or(0) as usize);
     let (spool, id) = (spool.clone(), id.to_owned());
+    let smtputf8 = envelope.smtputf8;
     smol::unblock(move || {
         let mut content = spool.open_message(&id)?;
         if content.limit() > READ_WHOLE_MAX {
-            return Ok(Content::Stream(content));
+            let mut ascii = true;
+            if smtputf8 {
+                let mut head = Vec::new();
+                let mut file = std::io::Read::take(spool.open_message(&id)?, HEADER_SCAN_MAX);
+                std::io::Read::read_to_end(&mut file, &mut head)?;
+                ascii = header_is_ascii(&head);
+            }
+            return Ok(Content::Stream(content, ascii));
         }
         std::io::Read::read_to_end(&mut content, &mut bytes)?;
         Ok(Content::Whole(bytes))
@@ -371,13 +386,25 @@ async fn send_one(
     job: &DeliveryJob,
 ) -> Result<Vec<RecipientFate>, Closing> {
     let server = conn.server().clone();
-    let envelope = job.envelope.clone();
+    let mut envelope = job.envelope.clone();
+    // Only a message that asked for SMTPUTF8 needs to know (Envelope::requires_smtputf8).
+    let mut note_header = |content: &[u8]| {
+        envelope.utf8_header = envelope.smtputf8 && !header_is_ascii(content);
+        envelope.clone()
+    };
     let sent = match &job.message {
-        MessageSource::Memory(body) => conn.send_whole(envelope, body.bytes()).await,
+        MessageSource::Memory(body) => {
+            let envelope = note_header(body.bytes());
+            conn.send_whole(envelope, body.bytes()).await
+        }
         MessageSource::Spooled { spool, id } => {
             match read_spooled(spool, id, &job.envelope).await {
-                Ok(Content::Whole(bytes)) => conn.send_whole(envelope, &bytes).await,
-                Ok(Content::Stream(content)) => {
+                Ok(Content::Whole(bytes)) => {
+                    let envelope = note_header(&bytes);
+                    conn.send_whole(envelope, &bytes).await
+                }
+                Ok(Content::Stream(content, header_ascii)) => {
+                    envelope.utf8_header = envelope.smtputf8 && !header_ascii;
                     // Not smol::fs::File: it reads through an 8 MiB pipe per open file, which
                     // cost an 8 MiB allocation per message delivered.
                     let mut content = smol::Unblock::with_capacity(BODY_CHUNK, content);

@@ -746,6 +746,9 @@ impl Inner {
                             .collect(),
                         body_size: Some(e.size),
                         eight_bit: false,
+                        smtputf8: e.smtputf8,
+                        // Looked at when the content is read (deliver::send_one).
+                        utf8_header: false,
                     },
                     message: match &flight.body {
                         Some(body) => MessageSource::Memory(body.clone()),

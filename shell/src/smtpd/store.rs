@@ -447,6 +447,7 @@ fn queue_envelope(
     let mut env = Envelope::new(id.clone(), sender, arrival_secs, recipients);
     env.size = size;
     env.is_bounce = a.sender.is_null();
+    env.smtputf8 = a.smtputf8;
     env.client = ClientFacts {
         name: a.client.name.clone(),
         addr: Some(a.client.addr),
@@ -492,6 +493,7 @@ mod tests {
             sender: parse_path(from).unwrap().0,
             recipients: vec![parse_path(to).unwrap().0],
             size_hint: None,
+            smtputf8: false,
             body: BodyType::SevenBit,
             client: peer,
             helo: Some("client".to_owned()),
