@@ -34,6 +34,9 @@ pub struct DeliveryJob {
     pub envelope: Envelope,
     /// The message content.
     pub message: MessageSource,
+    /// A header field written before the content (the relay's DKIM signature, made at
+    /// receipt and kept in the envelope record); `None` for none.
+    pub prepend: Option<Arc<str>>,
 }
 
 /// Where a job's message content is read from.
@@ -372,15 +375,28 @@ async fn send_one(
 ) -> Result<Vec<RecipientFate>, Closing> {
     let server = conn.server().clone();
     let envelope = job.envelope.clone();
+    let prepend = job.prepend.as_deref().unwrap_or_default().as_bytes();
     let sent = match &job.message {
-        MessageSource::Memory(body) => conn.send_whole(envelope, body.bytes()).await,
+        MessageSource::Memory(body) if prepend.is_empty() => {
+            conn.send_whole(envelope, body.bytes()).await
+        }
+        MessageSource::Memory(body) => {
+            conn.send_whole(envelope, &[prepend, body.bytes()].concat())
+                .await
+        }
         MessageSource::Spooled { spool, id } => {
             match read_spooled(spool, id, &job.envelope).await {
-                Ok(Content::Whole(bytes)) => conn.send_whole(envelope, &bytes).await,
+                Ok(Content::Whole(mut bytes)) => {
+                    if !prepend.is_empty() {
+                        bytes.splice(0..0, prepend.iter().copied());
+                    }
+                    conn.send_whole(envelope, &bytes).await
+                }
                 Ok(Content::Stream(content)) => {
                     // Not smol::fs::File: it reads through an 8 MiB pipe per open file, which
                     // cost an 8 MiB allocation per message delivered.
-                    let mut content = smol::Unblock::with_capacity(BODY_CHUNK, content);
+                    let content = smol::Unblock::with_capacity(BODY_CHUNK, content);
+                    let mut content = smol::io::AsyncReadExt::chain(prepend, content);
                     conn.send(envelope, &mut content).await
                 }
                 Err(e) => {

@@ -744,9 +744,10 @@ impl Inner {
                             .iter()
                             .map(|&i| e.recipients[i].address.clone())
                             .collect(),
-                        body_size: Some(e.size),
+                        body_size: Some(e.size + e.signature.len() as u64),
                         eight_bit: false,
                     },
+                    prepend: (!e.signature.is_empty()).then(|| Arc::from(e.signature.as_str())),
                     message: match &flight.body {
                         Some(body) => MessageSource::Memory(body.clone()),
                         None => MessageSource::Spooled {
