@@ -402,6 +402,25 @@ fn a_listed_clients_mail_is_signed_and_verifies_with_the_published_keys() {
     relay.wait_log(&format!(
         "{rsa_id}: DKIM-Signature added: d=example.org s=mail a=rsa-sha256"
     ));
+
+    // After a reload (as mail_owner, when started as root: the 0600 keys are kept from the
+    // start), mail is still signed.
+    relay.signal("HUP");
+    relay.wait_log("configuration reloaded");
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .unwrap()
+        .stdout;
+    if uid == b"0\n" {
+        // Dropped to nobody: the key file is root's, and the copy read at start is used.
+        relay.wait_log("keeping the copy read at start");
+    }
+    let mut smtp = Smtp::open(port, Some((&s.ca.cert_pem, &s.laptop)));
+    let later = smtp.send("Alice <alice@example.org>", "friend@elsewhere.example");
+    smtp.cmd("QUIT");
+    let later = taken(&sink, &later).text();
+    verify(&later, record(&s, "example.org")).unwrap_or_else(|e| panic!("{e}\n{later}"));
 }
 
 #[test]

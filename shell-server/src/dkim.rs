@@ -144,7 +144,14 @@ pub fn load(config: &Config) -> (Keys, Vec<Diagnostic>) {
                 }
             };
             let key = conf::read_secret_file(&line.key_file)
-                .map_err(|e| format!("{}: cannot read: {e}", line.key_file))
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::PermissionDenied => format!(
+                        "{}: cannot read: {e} (a relay started as root reads new keys at a \
+                         restart: restart it)",
+                        line.key_file
+                    ),
+                    _ => format!("{}: cannot read: {e}", line.key_file),
+                })
                 .and_then(|bytes| parse_key(&bytes).map_err(|e| format!("{}: {e}", line.key_file)));
             match key {
                 Ok(key) => {
