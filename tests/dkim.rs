@@ -95,6 +95,11 @@ impl Smtp {
 
     /// Sends one message; returns its queue id.
     fn send(&mut self, from_header: &str, rcpt: &str) -> String {
+        self.send_with(from_header, rcpt, "")
+    }
+
+    /// As [`send`](Self::send), with `more` (CR LF lines) at the end of the body.
+    fn send_with(&mut self, from_header: &str, rcpt: &str, more: &str) -> String {
         assert!(self.cmd("MAIL FROM:<me@laptop.test>").starts_with("250"));
         let r = self.cmd(&format!("RCPT TO:<{rcpt}>"));
         assert!(r.starts_with("250"), "{r}");
@@ -103,7 +108,7 @@ impl Smtp {
             "From: {from_header}\r\nTo: <{rcpt}>\r\nSubject: DKIM  test\r\n\
              Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <{}@laptop.test>\r\n\
              MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n\
-             Hello  there. \r\n..a dot-stuffed line\r\n\r\n.\r\n",
+             Hello  there. \r\n..a dot-stuffed line\r\n{more}\r\n.\r\n",
             free_port()
         );
         self.io().write_all(message.as_bytes()).unwrap();
@@ -574,6 +579,32 @@ fn python_dkim_verifies_the_signatures() {
         assert!(
             !out.status.success(),
             "{domain}: a changed subject verified"
+        );
+    }
+}
+
+#[test]
+fn large_messages_are_signed_over_all_their_content() {
+    let (s, sink, _relay, port) = start("dkim-large");
+    let line = "0123456789 abcdefghijklmnopqrstuvwxyz\t ABCDEFGHIJKLMNOPQRSTUVWXYZ  \r\n";
+    let mut smtp = Smtp::open(port, Some((&s.ca.cert_pem, &s.laptop)));
+    // Past the size kept in memory (read back whole from the spool), and past the size read
+    // whole (streamed from the spool file, and written to it in several batches).
+    let ids: Vec<String> = [600, 6000]
+        .iter()
+        .map(|&n| {
+            let more = line.repeat(n);
+            smtp.send_with("alice@example.org", "friend@elsewhere.example", &more)
+        })
+        .collect();
+    smtp.cmd("QUIT");
+    for id in ids {
+        let text = taken(&sink, &id).text();
+        assert!(text.len() > 40_000, "{}", text.len());
+        verify(&text, record(&s, "example.org")).unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert!(
+            text.ends_with(&format!("{line}\r\n")),
+            "the content is whole"
         );
     }
 }
