@@ -73,8 +73,9 @@ struct KeygenCmd {
     /// the selector (s=): the key's DNS record is SELECTOR._domainkey.DOMAIN
     #[argh(option)]
     selector: String,
-    /// an Ed25519 key (RFC 8463) instead of RSA-2048; not every receiver checks Ed25519
-    /// signatures yet, so sign with an RSA key as well
+    /// an Ed25519 key (RFC 8463) instead of RSA-2048; receivers that do not check Ed25519
+    /// signatures treat the mail as unsigned, so RSA is the safe choice (one key signs
+    /// per domain)
     #[argh(switch)]
     ed25519: bool,
     /// replace an existing key file of that domain and selector
