@@ -28,6 +28,7 @@
 //!   fingerprint map, chain trust and depth, and what the shell learned about a peer.
 //! - [`queue`], [`dsn`], [`dns`], [`nexthop`]: the pure parts of the spool and delivery engine
 //!   (queue records, retry schedule, bounces, DNS messages, next-hop choice).
+//! - [`dkim`]: DKIM canonicalization and the signature field, without the cryptography.
 //! - [`address`], [`reply`], [`line`](mod@line), [`hosts`], [`time`]: mail addresses and domains, SMTP
 //!   replies, bounded line buffers, the hosts file's text, and time as the shell reads it.
 //!
@@ -83,6 +84,7 @@ pub mod cert;
 pub mod client;
 pub mod config;
 pub mod diagnostic;
+pub mod dkim;
 pub mod dns;
 pub mod dsn;
 pub mod facts;

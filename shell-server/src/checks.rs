@@ -1,6 +1,6 @@
 //! What `certrelayd check` verifies, and what a start or a reload refuses: the relay's
 //! settings of main.cf and of each listener, the fingerprint map, the alias tables, the
-//! senders each certificate owns, and the TLS files.
+//! senders each certificate owns, the DKIM keys and the TLS files.
 //!
 //! Not here: loading the files (the shell's `conf`) or serving.
 
@@ -28,6 +28,7 @@ pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
         conf::push_new(&mut diags, sender_maps(&listener_config));
     }
     conf::push_new(&mut diags, conf::fingerprint_map(config).1);
+    conf::push_new(&mut diags, crate::dkim::load(config).1);
     conf::push_new(
         &mut diags,
         conf::check_tls_files(

@@ -110,6 +110,8 @@ pub enum Failure {
     NotAnAddress(String),
     /// `--rcpt`, as typed, is not a mail address.
     NotAMailAddress(String),
+    /// `dkim keygen` failed.
+    Keygen(crate::dkim::KeygenError),
     /// `--cert` cannot be used.
     CertFile {
         /// The file.
@@ -147,7 +149,8 @@ impl Failure {
             | Failure::NoCertificateFiles
             | Failure::NoListener(_)
             | Failure::NotAnAddress(_)
-            | Failure::NotAMailAddress(_) => EX_USAGE,
+            | Failure::NotAMailAddress(_)
+            | Failure::Keygen(crate::dkim::KeygenError::BadName(_)) => EX_USAGE,
             Failure::ExplainConfig(_) => EX_CONFIG,
             _ => 1,
         }
@@ -183,6 +186,7 @@ impl fmt::Display for Failure {
             Failure::Check(e) | Failure::Config(e) => write!(f, "error: {e}"),
             Failure::ChecksFailed => f.write_str("error: the check found errors"),
             Failure::Demo(e) => write!(f, "demo failed: {e}"),
+            Failure::Keygen(e) => write!(f, "error: {e}"),
             Failure::MapConfig(e) => write!(f, "error: {e} (or name the table with --map)"),
             Failure::MapSetting(d) => write!(f, "{d}"),
             Failure::Listing {

@@ -34,6 +34,8 @@ pub struct Generation {
     pub session_limit: usize,
     /// `mail_owner`: the account the relay becomes when started as root.
     pub mail_owner: String,
+    /// `dkim_signing_keys`, read (as root at start) with the rest.
+    pub dkim: Arc<crate::dkim::Keys>,
 }
 
 impl Generation {
@@ -66,7 +68,10 @@ pub fn load(dir: &Path) -> Result<(Generation, Vec<Diagnostic>), Vec<Diagnostic>
         }
     };
     let config = &loaded.config;
+    // Its problems were reported (and errors refused) by the check above.
+    let (dkim, _) = crate::dkim::load(config);
     let generation = Generation {
+        dkim: Arc::new(dkim),
         listeners,
         queue_directory: config.text("queue_directory").to_owned(),
         mail_owner: config.text("mail_owner").to_owned(),

@@ -7,6 +7,7 @@
 mod admin;
 mod checks;
 mod demo;
+mod dkim;
 mod failure;
 mod generation;
 mod privilege;
@@ -44,6 +45,42 @@ enum Command {
     Flush(admin::FlushCmd),
     Delete(admin::DeleteCmd),
     Explain(admin::ExplainCmd),
+    Dkim(DkimCmd),
+}
+
+/// DKIM signing keys (subcommand: keygen)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "dkim")]
+struct DkimCmd {
+    #[argh(subcommand)]
+    command: DkimCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum DkimCommand {
+    Keygen(KeygenCmd),
+}
+
+/// make a signing key for DOMAIN under DIR/dkim (mode 0600; RSA-2048 unless --ed25519) and
+/// print the DNS TXT record to publish and the line to add to the dkim_signing_keys table
+#[derive(FromArgs)]
+#[argh(subcommand, name = "keygen")]
+struct KeygenCmd {
+    /// the From: domain the key signs for (d=)
+    #[argh(positional)]
+    domain: String,
+    /// the selector (s=): the key's DNS record is SELECTOR._domainkey.DOMAIN
+    #[argh(option)]
+    selector: String,
+    /// an Ed25519 key (RFC 8463) instead of RSA-2048; receivers that do not check Ed25519
+    /// signatures treat the mail as unsigned, so RSA is the safe choice (one key signs
+    /// per domain)
+    #[argh(switch)]
+    ed25519: bool,
+    /// replace an existing key file of that domain and selector
+    #[argh(switch)]
+    force: bool,
 }
 
 /// run the whole system on loopback in a temporary directory: make a CA, the relay's and
@@ -89,6 +126,11 @@ fn main() {
         Some(Command::Ca(cmd)) => admin::ca(dir, cmd),
         Some(Command::Allow(cmd)) => admin::allow(dir, cmd),
         Some(Command::Revoke(cmd)) => admin::revoke(dir, cmd),
+        Some(Command::Dkim(DkimCmd {
+            command: DkimCommand::Keygen(k),
+        })) => {
+            dkim::keygen(dir, &k.domain, &k.selector, k.ed25519, k.force).map_err(Failure::Keygen)
+        }
     };
     // The one place a failure is put into words.
     let code = match outcome {

@@ -178,6 +178,8 @@ async fn run_async(dir: &Path) -> i32 {
         let runner = runner.clone();
         smol::spawn(async move { runner.serve_with_fresh(wakeups, runner_rx).await })
     };
+    // Keys read with the generation (as root); a reload hands it the new ones.
+    let signer = Arc::new(crate::dkim::Signer::new(generation.dkim.clone()));
     let relay = Arc::new(Server {
         source: Relay {
             dir: dir.to_owned(),
@@ -185,7 +187,7 @@ async fn run_async(dir: &Path) -> i32 {
             bound_keys: bound.iter().map(|b| b.key.clone()).collect(),
         },
         sessions: Sessions::default(),
-        store: Store::new(spool, wake),
+        store: Store::new(spool, wake).with_signer(signer.clone()),
         clock: Clock::new(),
     });
     log::info!(
@@ -202,7 +204,7 @@ async fn run_async(dir: &Path) -> i32 {
         match signals.next().await {
             Some(Ok(Signal::Hup)) => {
                 let began = running::monotonic_ns();
-                let outcome = reload(&relay.source, &runner);
+                let outcome = reload(&relay.source, &runner, &signer);
                 report.began = began;
                 match outcome {
                     Ok(()) => {
@@ -290,7 +292,11 @@ async fn open_spool(shown: &Path) -> Result<Spool, String> {
 
 /// SIGHUP: read the configuration again; switch to it only when it has no error. `Err`
 /// holds why it did not switch (the errors, with file:line), for the reload report.
-fn reload(relay: &Relay, runner: &QueueRunner) -> Result<(), Vec<String>> {
+fn reload(
+    relay: &Relay,
+    runner: &QueueRunner,
+    signer: &crate::dkim::Signer,
+) -> Result<(), Vec<String>> {
     log::info!(
         "reload -- version {}, configuration {}",
         env!("CARGO_PKG_VERSION"),
@@ -343,6 +349,7 @@ fn reload(relay: &Relay, runner: &QueueRunner) -> Result<(), Vec<String>> {
     }
     let listeners = next.listeners.len();
     raise_open_files(next.session_limit);
+    signer.replace(next.dkim.clone());
     *relay.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
     runner.reconfigure(delivery.runner, delivery.tls);
     log::info!(

@@ -203,6 +203,13 @@ fn read_tls_file(path: &str) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Reads a private key file other than the TLS ones (the relay's DKIM keys) as the TLS
+/// files are read: once [`keep_tls_files`] was called, a file that can no longer be read
+/// for lack of permission gives the copy read last.
+pub fn read_secret_file(path: &str) -> std::io::Result<Vec<u8>> {
+    read_tls_file(path)
+}
+
 /// Reads the certificate chain named by parameter `name`.
 pub fn read_chain(
     config: &Config,

@@ -112,6 +112,8 @@ pub const PARAMS: &[Param] = &[
     p("default_process_limit", "100", Kind::Number),
     p("relay_clientcerts", "", Kind::List),
     p("virtual_alias_maps", "", Kind::List),
+    // The relay's DKIM keys: `DOMAIN SELECTOR KEYFILE` lines (certrelay's own parameter).
+    p("dkim_signing_keys", "", Kind::List),
     p("hopcount_limit", "50", Kind::Number),
     // Postfix's built-in default depends on compatibility_level (no below level 1); this is
     // its value at every level Debian's main.cf sets.

@@ -122,6 +122,9 @@ pub struct Envelope {
     pub next_attempt: u64,
     /// Why the latest attempt did not finish the message, empty when nothing failed.
     pub last_error: String,
+    /// A header field made at receipt to go before the content at each delivery (the
+    /// relay's `DKIM-Signature:`, CR LF included); empty for none.
+    pub signature: String,
 }
 
 /// The result for one recipient of one attempt, before it is written into the record.
@@ -196,6 +199,7 @@ impl Envelope {
             attempts: 0,
             next_attempt: arrival,
             last_error: String::new(),
+            signature: String::new(),
         }
     }
 

@@ -16,6 +16,7 @@
 //! helo: laptop
 //! protocol: ESMTPS
 //! tls: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)
+//! dkim-signature: DKIM-Signature: v=1; a=rsa-sha256; ...%0D%0A
 //! rcpt: bob@example.net
 //! state: deferred
 //! dsn: 4.4.1
@@ -159,6 +160,10 @@ impl Envelope {
         w.field("helo", &c.helo);
         w.field("protocol", &c.protocol);
         w.field("tls", &c.tls);
+        // Only when there is one: records of unsigned messages read as before.
+        if !self.signature.is_empty() {
+            w.field("dkim-signature", &self.signature);
+        }
         for r in &self.recipients {
             w.field("rcpt", &r.address);
             if let Some(o) = &r.original {
@@ -255,6 +260,7 @@ const MESSAGE_KEYS: &[&str] = &[
     "helo",
     "protocol",
     "tls",
+    "dkim-signature",
 ];
 /// Keys of a recipient, after its `rcpt:` line.
 const RECIPIENT_KEYS: &[&str] = &["orcpt", "state", "dsn", "reason", "remote-mta"];
@@ -271,6 +277,7 @@ struct Parser {
     next_attempt: Option<u64>,
     last_error: String,
     client: ClientFacts,
+    signature: String,
     recipients: Vec<Recipient>,
     /// Keys seen for the message (bit per `MESSAGE_KEYS` entry) and the current recipient.
     seen_message: u32,
@@ -370,6 +377,7 @@ impl Parser {
             }
             "helo" => self.client.helo = value,
             "protocol" => self.client.protocol = value,
+            "dkim-signature" => self.signature = value,
             _ => self.client.tls = value,
         }
         Ok(())
@@ -409,6 +417,7 @@ impl Parser {
             attempts: self.attempts,
             next_attempt: self.next_attempt.unwrap_or(arrival),
             last_error: self.last_error,
+            signature: self.signature,
         })
     }
 }

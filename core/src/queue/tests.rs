@@ -81,6 +81,19 @@ fn smtputf8_flag_round_trips_and_old_records_read_without_it() {
 }
 
 #[test]
+fn a_signature_round_trips_on_one_line_and_only_when_present() {
+    let mut e = sample();
+    assert!(!e.to_text().contains("dkim-signature"));
+    e.signature = "DKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\n".into();
+    let text = e.to_text();
+    assert!(
+        text.contains("\ndkim-signature: DKIM-Signature: v=1; a=rsa-sha256;%0D%0A%09b=abc%0D%0A\n"),
+        "{text}"
+    );
+    assert_eq!(Envelope::parse(text.as_bytes()), Ok(e));
+}
+
+#[test]
 fn hostile_values_cannot_forge_lines() {
     let mut e = sample();
     e.sender = "evil\r\nrcpt: injected@example.com".into();

@@ -36,6 +36,9 @@ pub struct DeliveryJob {
     pub envelope: Envelope,
     /// The message content.
     pub message: MessageSource,
+    /// A header field written before the content (the relay's DKIM signature, made at
+    /// receipt and kept in the envelope record); `None` for none.
+    pub prepend: Option<Arc<str>>,
 }
 
 /// Where a job's message content is read from.
@@ -387,27 +390,38 @@ async fn send_one(
 ) -> Result<Vec<RecipientFate>, Closing> {
     let server = conn.server().clone();
     let mut envelope = job.envelope.clone();
+    // The DKIM-Signature field signed at receipt, written before the content (ASCII).
+    let prepend = job.prepend.as_deref().unwrap_or_default().as_bytes();
     // Only a message that asked for SMTPUTF8 needs to know (Envelope::requires_smtputf8).
     let mut note_header = |content: &[u8]| {
         envelope.utf8_header = envelope.smtputf8 && !header_is_ascii(content);
         envelope.clone()
     };
     let sent = match &job.message {
-        MessageSource::Memory(body) => {
+        MessageSource::Memory(body) if prepend.is_empty() => {
             let envelope = note_header(body.bytes());
             conn.send_whole(envelope, body.bytes()).await
         }
+        MessageSource::Memory(body) => {
+            let envelope = note_header(body.bytes());
+            conn.send_whole(envelope, &[prepend, body.bytes()].concat())
+                .await
+        }
         MessageSource::Spooled { spool, id } => {
             match read_spooled(spool, id, &job.envelope).await {
-                Ok(Content::Whole(bytes)) => {
+                Ok(Content::Whole(mut bytes)) => {
                     let envelope = note_header(&bytes);
+                    if !prepend.is_empty() {
+                        bytes.splice(0..0, prepend.iter().copied());
+                    }
                     conn.send_whole(envelope, &bytes).await
                 }
                 Ok(Content::Stream(content, header_ascii)) => {
                     envelope.utf8_header = envelope.smtputf8 && !header_ascii;
                     // Not smol::fs::File: it reads through an 8 MiB pipe per open file, which
                     // cost an 8 MiB allocation per message delivered.
-                    let mut content = smol::Unblock::with_capacity(BODY_CHUNK, content);
+                    let content = smol::Unblock::with_capacity(BODY_CHUNK, content);
+                    let mut content = smol::io::AsyncReadExt::chain(prepend, content);
                     conn.send(envelope, &mut content).await
                 }
                 Err(e) => {

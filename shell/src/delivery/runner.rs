@@ -744,12 +744,13 @@ impl Inner {
                             .iter()
                             .map(|&i| e.recipients[i].address.clone())
                             .collect(),
-                        body_size: Some(e.size),
+                        body_size: Some(e.size + e.signature.len() as u64),
                         eight_bit: false,
                         smtputf8: e.smtputf8,
                         // Looked at when the content is read (deliver::send_one).
                         utf8_header: false,
                     },
+                    prepend: (!e.signature.is_empty()).then(|| Arc::from(e.signature.as_str())),
                     message: match &flight.body {
                         Some(body) => MessageSource::Memory(body.clone()),
                         None => MessageSource::Spooled {

@@ -8,7 +8,9 @@
 //! message and its envelope were fsynced and renamed into place.
 //!
 //! The laptop's stores also treat its own programs as Postfix treats local submissions
-//! ([`LocalSubmission`]); the relay's store keeps every message as it came.
+//! ([`LocalSubmission`]); the relay's store keeps every message as it came, and may have a
+//! [`Signer`] add a header field (the relay's DKIM signature), kept in the envelope record
+//! and written before the content at delivery, so the content file stays as received.
 
 use crate::delivery::deliver::HeldBody;
 use crate::delivery::runner::{Claim, Fresh, Handoff};
@@ -154,6 +156,23 @@ pub struct Store {
     target: Target,
     wake: QueueWake,
     local: Option<Arc<LocalSubmission>>,
+    signer: Option<Arc<dyn Signer>>,
+}
+
+/// Decides, as each message begins, whether a header field is made for it from its content
+/// (the relay's DKIM signing; the role's code implements it).
+pub trait Signer: Send + Sync + std::fmt::Debug {
+    /// A signing for the message that begins, or `None` when it is not to be signed.
+    fn begin(&self, arrival: &Arrival) -> Option<Box<dyn Signing>>;
+}
+
+/// One message being signed: fed the content as it is stored.
+pub trait Signing: Send + std::fmt::Debug {
+    /// The next octets of the content (the `Received:` header this store adds excluded).
+    fn update(&mut self, content: &[u8]);
+    /// The header field to write before the message at delivery, CR LF included, or `None`
+    /// (the implementation logs why, naming `queue_id`). Never fails the message.
+    fn finish(self: Box<Self>, queue_id: &str) -> Option<String>;
 }
 
 /// How the laptop completes what its own mail programs submit, as Postfix does for
@@ -185,6 +204,7 @@ impl Store {
             target: Target::Spool(spool),
             wake,
             local: None,
+            signer: None,
         }
     }
 
@@ -195,7 +215,14 @@ impl Store {
             target: Target::Maildrop(maildrop),
             wake,
             local: None,
+            signer: None,
         }
+    }
+
+    /// The same store, with `signer` offered every message (the relay only).
+    pub fn with_signer(mut self, signer: Arc<dyn Signer>) -> Store {
+        self.signer = Some(signer);
+        self
     }
 
     /// The same store, completing messages as local submissions (the laptop only).
@@ -251,6 +278,7 @@ impl Store {
                 unix: now.as_secs(),
                 text: Vec::new(),
             });
+            let signing = self.signer.as_ref().and_then(|s| s.begin(&arrival));
             return Receiving {
                 store: self.clone(),
                 id,
@@ -259,6 +287,7 @@ impl Store {
                 failure,
                 batch: header.into_bytes(),
                 head,
+                signing,
             };
         }
     }
@@ -284,6 +313,8 @@ pub struct Receiving {
     batch: Vec<u8>,
     /// The header section, held until its end is known, of a message to complete.
     head: Option<PendingHead>,
+    /// The message's signature in the making.
+    signing: Option<Box<dyn Signing>>,
 }
 
 /// The start of a local submission's content, until the header section has ended.
@@ -308,7 +339,12 @@ impl Receiving {
                     self.complete_head();
                 }
             }
-            None => self.batch.extend_from_slice(bytes),
+            None => {
+                self.batch.extend_from_slice(bytes);
+                if let Some(s) = self.signing.as_mut() {
+                    s.update(bytes);
+                }
+            }
         }
         if self.batch.len() >= WRITE_BATCH {
             self.write_batch().await;
@@ -333,10 +369,14 @@ impl Receiving {
             full_name: "",
         };
         message::add_missing_origin(&mut header, &origin);
+        let start = self.batch.len();
         header.write_to(&mut self.batch);
         // The empty line is the text's own, or supplied when the body began without one.
         self.batch.extend_from_slice(b"\r\n");
         self.batch.extend_from_slice(&head.text[end.body_start..]);
+        if let Some(s) = self.signing.as_mut() {
+            s.update(&self.batch[start..]);
+        }
     }
 
     async fn write_batch(&mut self) {
@@ -377,7 +417,10 @@ impl Receiving {
             .map_or(0, |d| d.as_secs());
         let local = self.store.local.as_deref();
         let size = file.size() + batch.len() as u64;
-        let envelope = queue_envelope(&self.id, &self.arrival, arrival_secs, size, local);
+        let mut envelope = queue_envelope(&self.id, &self.arrival, arrival_secs, size, local);
+        if let Some(signing) = self.signing.take() {
+            envelope.signature = signing.finish(id.as_str()).unwrap_or_default();
+        }
         let nrcpt = envelope.recipients.len();
         let record = envelope.to_text().into_bytes();
         let claim = self.store.wake.claim(&id);
