@@ -14,6 +14,7 @@ pub mod dns;
 pub mod fixtures;
 pub mod pki;
 pub mod postfix;
+pub mod recipe;
 pub mod sink;
 
 pub use binaries::{binary, certrelayd, certrelayd_ok, run, run_ok, workspace_root};
