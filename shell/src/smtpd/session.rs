@@ -1,6 +1,11 @@
 //! One SMTP connection: the socket, the TLS stream, the timers and the store around a core
 //! [`ServerSession`].
 //!
+//! On a listener in wrapper mode the TLS handshake runs first, bounded like one after
+//! STARTTLS (the session's timeout from the accept, shorter under stress, and giving way
+//! when the slot is wanted), and the session starts inside it; a client that sends
+//! anything but a TLS handshake is dropped without a byte of SMTP.
+//!
 //! The connection is any byte stream: a TCP socket from a listener, or standard input and
 //! output for `sendmail -bs` (the laptop's local listener).
 
@@ -148,10 +153,18 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let settings = self.listener.settings.clone();
-        let mut session = ServerSession::new(settings.clone(), peer.clone(), self.clock.now());
-        if settings.tls_level != ServerTlsLevel::None && self.listener.tls.is_none() {
-            session.set_tls_unavailable();
-        }
+        let now = self.clock.now();
+        let start = if self.listener.wrappermode {
+            let (hs, connect) = ServerTlsHandshake::implicit(settings.clone(), peer.clone(), now);
+            log::log!(connect.level, "{}", connect.text);
+            Start::Handshake(hs)
+        } else {
+            let mut session = ServerSession::new(settings.clone(), peer.clone(), now);
+            if settings.tls_level != ServerTlsLevel::None && self.listener.tls.is_none() {
+                session.set_tls_unavailable();
+            }
+            Start::Session(session)
+        };
         let mut driver = Driver {
             conn: Conn::Plain(stream),
             out: Vec::new(),
@@ -164,8 +177,27 @@ impl Connection {
             sessions: slot.as_ref().map(|s| s.sessions().clone()),
             slot,
         };
+        let session = match start {
+            Start::Session(session) => session,
+            Start::Handshake(hs) => {
+                // Waiting for a handshake is idle too.
+                if let Some(slot) = &driver.slot {
+                    slot.activity().set_idle_since(Some(now));
+                }
+                match driver.handshake(hs).await {
+                    Some(session) => session,
+                    None => return,
+                }
+            }
+        };
         driver.run(session).await;
     }
+}
+
+/// How a connection begins: with the greeting, or (wrapper mode) with the TLS handshake.
+enum Start {
+    Session(ServerSession),
+    Handshake(ServerTlsHandshake),
 }
 
 struct Driver<S> {
