@@ -113,7 +113,7 @@ mod tests {
         }
         // A file too long to be an entry is not read on, even if it starts with one.
         let mut long = b"[r.example]:587".to_vec();
-        long.extend(std::iter::repeat(b' ').take(2000));
+        long.extend(std::iter::repeat_n(b' ', 2000));
         long.extend(b"[evil.example]:25");
         fs::write(d.join(FILE), &long).unwrap();
         assert_eq!(remembered(&d, &hops), None);

@@ -154,17 +154,9 @@ impl Connection {
     {
         let settings = self.listener.settings.clone();
         let now = self.clock.now();
-        let start = if self.listener.wrappermode {
-            let (hs, connect) = ServerTlsHandshake::implicit(settings.clone(), peer.clone(), now);
-            log::log!(connect.level, "{}", connect.text);
-            Start::Handshake(hs)
-        } else {
-            let mut session = ServerSession::new(settings.clone(), peer.clone(), now);
-            if settings.tls_level != ServerTlsLevel::None && self.listener.tls.is_none() {
-                session.set_tls_unavailable();
-            }
-            Start::Session(session)
-        };
+        let wrappermode = self.listener.wrappermode;
+        let tls_unavailable =
+            settings.tls_level != ServerTlsLevel::None && self.listener.tls.is_none();
         let mut driver = Driver {
             conn: Conn::Plain(stream),
             out: Vec::new(),
@@ -172,32 +164,31 @@ impl Connection {
             listed_by: self.listener.trust.fingerprints.clone(),
             current_trust,
             c: self,
-            peer,
+            peer: peer.clone(),
             write_timeout: settings.timeout,
             sessions: slot.as_ref().map(|s| s.sessions().clone()),
             slot,
         };
-        let session = match start {
-            Start::Session(session) => session,
-            Start::Handshake(hs) => {
-                // Waiting for a handshake is idle too.
-                if let Some(slot) = &driver.slot {
-                    slot.activity().set_idle_since(Some(now));
-                }
-                match driver.handshake(hs).await {
-                    Some(session) => session,
-                    None => return,
-                }
+        let session = if wrappermode {
+            let (hs, connect) = ServerTlsHandshake::implicit(settings, peer, now);
+            log::log!(connect.level, "{}", connect.text);
+            // Waiting for a handshake is idle too.
+            if let Some(slot) = &driver.slot {
+                slot.activity().set_idle_since(Some(now));
             }
+            match driver.handshake(hs).await {
+                Some(session) => session,
+                None => return,
+            }
+        } else {
+            let mut session = ServerSession::new(settings, peer, now);
+            if tls_unavailable {
+                session.set_tls_unavailable();
+            }
+            session
         };
         driver.run(session).await;
     }
-}
-
-/// How a connection begins: with the greeting, or (wrapper mode) with the TLS handshake.
-enum Start {
-    Session(ServerSession),
-    Handshake(ServerTlsHandshake),
 }
 
 struct Driver<S> {
