@@ -53,6 +53,12 @@ fn text(bytes: &[u8]) -> String {
 // certrelayd, configured as the recipe's relay, delivering onward to a sink.
 
 fn start_certrelayd(pki: &Pki, port: u16, sink_port: u16) -> (Daemon, TempDir) {
+    start_certrelayd_with(pki, port, sink_port, "")
+}
+
+/// As [`start_certrelayd`], with `-o` options (`name=value`, space-separated) on its
+/// master.cf line.
+fn start_certrelayd_with(pki: &Pki, port: u16, sink_port: u16, options: &str) -> (Daemon, TempDir) {
     let dir = TempDir::new("interop-relay");
     let d = dir.path().display().to_string();
     dir.write("relay.pem", &pki.relay.cert_pem);
@@ -81,10 +87,11 @@ fn start_certrelayd(pki: &Pki, port: u16, sink_port: u16) -> (Daemon, TempDir) {
              reject_unauth_destination\n"
         ),
     );
-    dir.write(
-        "master.cf",
-        &format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
-    );
+    let mut master = format!("127.0.0.1:{port} inet n - n - - smtpd\n");
+    for o in options.split_whitespace() {
+        master.push_str(&format!("  -o {o}\n"));
+    }
+    dir.write("master.cf", &master);
     let daemon = Daemon::start(
         &binary("certrelayd"),
         &["-c", dir.path().to_str().unwrap()],
@@ -427,4 +434,98 @@ fn postfix_relay_refuses_an_unlisted_certificate_and_certrelay_bounces() {
         plog.contains("Trusted TLS connection established from"),
         "the certificate is trusted, only not listed: {plog}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Submission ports: TLS from the first byte (issue 14).
+
+/// Postfix as the laptop with `smtp_tls_wrappermode = yes` delivers through certrelayd's
+/// wrapper-mode listener (the `smtps` line) with its client certificate.
+#[test]
+#[ignore = "interop: needs Debian's postfix (installed by .ci/run)"]
+fn postfix_laptop_in_wrappermode_delivers_through_certrelayds_smtps_listener() {
+    let pki = Pki::new();
+    let sink = Sink::start(SinkOptions::default());
+    let relay_port = free_port();
+    let (relay, _relay_dir) =
+        start_certrelayd_with(&pki, relay_port, sink.port(), "smtpd_tls_wrappermode=yes");
+    let setup = PostfixSetup::new("laptop-smtps", free_port());
+    let dir = setup.dir();
+    let cert = dir.write("laptop.pem", &pki.laptop.cert_pem);
+    let key = dir.write("laptop.key", &pki.laptop.key_pem);
+    let ca = dir.write("ca.pem", &pki.ca.cert_pem);
+    setup.postconf(&[
+        "myhostname = laptop.test",
+        &format!("relayhost = [127.0.0.1]:{relay_port}"),
+        &format!("smtp_tls_cert_file = {}", cert.display()),
+        &format!("smtp_tls_key_file = {}", key.display()),
+        &format!("smtp_tls_CAfile = {}", ca.display()),
+        "smtp_tls_security_level = verify",
+        "smtp_tls_wrappermode = yes",
+        "smtp_tls_loglevel = 1",
+    ]);
+    let postfix = setup.start();
+    let out = postfix.sendmail(&["-f", "alice@laptop.test", "bob@example.org"], MESSAGE);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = wait_until("the sink to receive the message", || sink.messages().pop());
+    assert_eq!(got.recipients, ["bob@example.org"]);
+    assert!(got.text().contains("with ESMTPS id"), "{}", got.text());
+    relay.wait_log("Trusted TLS connection established from");
+    postfix.wait_log("status=sent");
+    let plog = postfix.log();
+    assert!(
+        plog.contains(&format!(
+            "Verified TLS connection established to 127.0.0.1[127.0.0.1]:{relay_port}"
+        )),
+        "{plog}"
+    );
+}
+
+/// certrelay as the laptop with `smtp_tls_wrappermode = yes` delivers through a Postfix
+/// relay's `smtps`-style listener (`-o smtpd_tls_wrappermode=yes`).
+#[test]
+#[ignore = "interop: needs Debian's postfix (installed by .ci/run)"]
+fn certrelay_in_wrappermode_delivers_through_a_postfix_smtps_listener() {
+    let pki = Pki::new();
+    let sink = Sink::start(SinkOptions::default());
+    let postfix = {
+        // The relay of start_postfix_relay, with its one listener in wrapper mode.
+        let relay = start_postfix_relay("relay-smtps", &pki, sink.port());
+        let cfg = relay.setup().config_dir();
+        let port = relay.port();
+        let entry = format!("127.0.0.1:{port}/inet/smtpd_tls_wrappermode=yes");
+        let out = Command::new("postconf")
+            .arg("-c")
+            .arg(&cfg)
+            .args(["-P", &entry])
+            .output()
+            .expect("postconf -P");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = Command::new("postfix")
+            .arg("-c")
+            .arg(&cfg)
+            .arg("reload")
+            .output()
+            .expect("postfix reload");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        relay.wait_log("reload");
+        relay
+    };
+    let laptop = Laptop::new("interop-laptop-smtps", postfix.port(), &pki, &pki.laptop);
+    let main_cf = laptop.dir.path().join("main.cf");
+    let mut cf = std::fs::read_to_string(&main_cf).unwrap();
+    cf.push_str("smtp_tls_wrappermode = yes\n");
+    std::fs::write(&main_cf, cf).unwrap();
+    let flushed = laptop.submit_and_flush(MESSAGE);
+    let got = wait_until("the sink to receive the message", || sink.messages().pop());
+    assert_eq!(got.recipients, ["bob@example.org"]);
+    assert!(got.text().contains("with ESMTPS id"), "{}", got.text());
+    postfix.wait_log("status=sent");
+    let plog = postfix.log();
+    assert!(
+        plog.contains("Trusted TLS connection established from"),
+        "{plog}"
+    );
+    let llog = laptop.log() + &flushed;
+    assert!(llog.contains("status=sent"), "{llog}");
 }

@@ -2,6 +2,11 @@
 //!
 //! Each form keeps the text as written, because that text is also the first key looked up in
 //! `smtp_tls_per_site`.
+//!
+//! Each entry also says whether it speaks TLS from the first byte (wrapper mode): port 465
+//! (`smtps`, `submissions`, RFC 8314's implicit TLS) does unless `smtp_tls_wrappermode`
+//! says otherwise ([`apply_wrappermode`]); `smtp_tls_wrappermode = yes` makes every entry
+//! do so, as it does in Postfix.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -10,6 +15,9 @@ use core::net::{IpAddr, Ipv6Addr};
 
 /// The SMTP port, used when a next hop names none.
 pub const DEFAULT_PORT: u16 = 25;
+
+/// The submissions port (RFC 8314): implicit TLS unless configured otherwise.
+pub const SUBMISSIONS_PORT: u16 = 465;
 
 /// One next hop: where to deliver, and whether to look up MX records first.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -22,6 +30,8 @@ pub struct NextHop {
     pub port: u16,
     /// False when the host was in brackets: connect to it (its A/AAAA) directly.
     pub mx_lookup: bool,
+    /// TLS from the first byte (wrapper mode) rather than STARTTLS.
+    pub implicit_tls: bool,
 }
 
 impl NextHop {
@@ -46,6 +56,7 @@ impl NextHop {
             host,
             port,
             mx_lookup: !bracketed,
+            implicit_tls: port == SUBMISSIONS_PORT,
         })
     }
 
@@ -65,6 +76,17 @@ impl fmt::Display for NextHop {
 /// text gives an empty list (deliver by MX to each recipient domain).
 pub fn parse_relayhost(text: &str) -> Result<Vec<NextHop>, NextHopError> {
     crate::text::split_list(text).map(NextHop::parse).collect()
+}
+
+/// Applies `smtp_tls_wrappermode` to parsed entries: `Some(true)` makes every entry speak
+/// TLS from the first byte, `Some(false)` none (not even port 465), `None` (not set) keeps
+/// the default, which is wrapper mode on port 465 only.
+pub fn apply_wrappermode(hops: &mut [NextHop], wrappermode: Option<bool>) {
+    if let Some(on) = wrappermode {
+        for hop in hops {
+            hop.implicit_tls = on;
+        }
+    }
 }
 
 /// Why a next hop could not be read.
@@ -250,5 +272,20 @@ mod tests {
         assert_eq!(hops[1].ip(), None);
         assert!(parse_relayhost("").unwrap().is_empty());
         assert!(parse_relayhost("a.example, [b").is_err());
+    }
+
+    #[test]
+    fn port_465_is_wrapper_mode_unless_configured_otherwise() {
+        let text = "[r.example]:465, [r.example]:submissions, [r.example]:587, [r.example]";
+        let implicit =
+            |hops: &[NextHop]| -> Vec<bool> { hops.iter().map(|h| h.implicit_tls).collect() };
+        let mut hops = parse_relayhost(text).unwrap();
+        assert_eq!(implicit(&hops), [true, true, false, false]);
+        apply_wrappermode(&mut hops, None);
+        assert_eq!(implicit(&hops), [true, true, false, false]);
+        apply_wrappermode(&mut hops, Some(true));
+        assert_eq!(implicit(&hops), [true, true, true, true]);
+        apply_wrappermode(&mut hops, Some(false));
+        assert_eq!(implicit(&hops), [false, false, false, false]);
     }
 }

@@ -740,6 +740,13 @@ impl ClientSession {
         (self, discarded, deadline)
     }
 
+    /// A new session on a connection in wrapper mode (implicit TLS): the handshake comes
+    /// before the greeting, within the command timeout.
+    pub(super) fn wait_for_implicit_tls(&mut self, now: Instant) {
+        self.phase = Phase::WantTls;
+        self.rearm(now);
+    }
+
     /// Leaves the TLS wait so that `fail` reports a setup failure.
     pub(super) fn leave_tls_wait(&mut self) {
         if let Phase::WantTls = self.phase {

@@ -5,12 +5,16 @@
 //! in plaintext after its 220 is dropped and counted there, and can never be read as a
 //! reply inside TLS. The handshake gives the session back, established or failed.
 //!
+//! A connection in wrapper mode (`smtp_tls_wrappermode`, port 465) starts as a handshake
+//! ([`ClientTlsHandshake::implicit`]) and never falls back to plaintext.
+//!
 //! Not here: the handshake itself (the shell runs rustls) and the check of the server's
 //! certificate chain and name (the shell hands its verdict in as [`ServerCertVerdict`]).
 
 use super::events::Closing;
-use super::outcome::{DeliveryStatus, Outcome};
+use super::outcome::{DeliveryStatus, Outcome, ServerPeer};
 use super::session::ClientSession;
+use crate::settings::ClientSettings;
 use crate::tls_policy::TlsLevel;
 use crate::Instant;
 
@@ -34,6 +38,9 @@ pub struct ClientTlsHandshake {
     session: ClientSession,
     discarded: usize,
     deadline: Option<Instant>,
+    /// Wrapper mode: the greeting follows the handshake, and a failure never retries in
+    /// plaintext.
+    implicit: bool,
 }
 
 impl ClientSession {
@@ -54,11 +61,28 @@ impl ClientSession {
             session,
             discarded,
             deadline,
+            implicit: false,
         })
     }
 }
 
 impl ClientTlsHandshake {
+    /// A connection just opened to a server in wrapper mode (port 465, `submissions`):
+    /// TLS from the first byte, then the greeting and EHLO inside it. `settings.tls_level`
+    /// is the level for this next hop; the shell never gives less than `encrypt` here, and
+    /// whatever the level a failed handshake ends the connection without a plaintext retry.
+    pub fn implicit(settings: ClientSettings, peer: ServerPeer, now: Instant) -> Self {
+        let mut session = ClientSession::new(settings, peer, now);
+        session.wait_for_implicit_tls(now);
+        let (session, _, deadline) = session.into_tls_parts();
+        ClientTlsHandshake {
+            session,
+            discarded: 0,
+            deadline,
+            implicit: true,
+        }
+    }
+
     /// Octets the server sent after its 220 and before the handshake, dropped.
     pub fn discarded(&self) -> usize {
         self.discarded
@@ -94,7 +118,7 @@ impl ClientTlsHandshake {
                 Outcome::local(DeliveryStatus::Deferred, "4.7.5", reason),
                 true,
             );
-        } else {
+        } else if !self.implicit {
             session.restart_with_ehlo();
         }
         session.rearm(now);
@@ -103,17 +127,94 @@ impl ClientTlsHandshake {
 
     /// The handshake failed: the connection is unusable, and the session closes with
     /// `4.7.5 Cannot start TLS: handshake failure`, as [`Closing::RetryWithoutTls`] at
-    /// level `may`, else as [`Closing::Failed`].
+    /// level `may` after STARTTLS, else (and always in wrapper mode) as [`Closing::Failed`].
     pub fn failed(self) -> ClientSession {
         let mut session = self.session;
         session.leave_tls_wait();
         let reason = "Cannot start TLS: handshake failure";
         let outcome = Outcome::local(DeliveryStatus::Deferred, "4.7.5", reason);
-        if session.settings.tls_level == TlsLevel::May {
+        if session.settings.tls_level == TlsLevel::May && !self.implicit {
             session.close_with(Closing::RetryWithoutTls(outcome));
         } else {
             session.fail(outcome, false);
         }
         session
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ClientOutput;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use core::net::{IpAddr, Ipv4Addr};
+    use core::time::Duration;
+
+    fn implicit(level: TlsLevel) -> ClientTlsHandshake {
+        let settings = ClientSettings {
+            tls_level: level,
+            helo_name: "laptop.example".into(),
+            ..ClientSettings::default()
+        };
+        let peer = ServerPeer {
+            name: "relay.example".into(),
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+        };
+        ClientTlsHandshake::implicit(settings, peer, Instant(0))
+    }
+
+    fn outputs(session: &mut ClientSession) -> Vec<ClientOutput> {
+        core::iter::from_fn(|| session.poll_output()).collect()
+    }
+
+    fn sent(outputs: &[ClientOutput]) -> String {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                ClientOutput::Transmit(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wrapper_mode_waits_for_the_greeting_inside_tls_and_sends_no_starttls() {
+        let hs = implicit(TlsLevel::Encrypt);
+        assert_eq!(
+            hs.poll_timeout(),
+            Some(Instant(0) + Duration::from_secs(300))
+        );
+        let mut s = hs.established(ServerCertVerdict::NotVerified, Instant(5));
+        assert!(s.is_tls());
+        assert!(outputs(&mut s).is_empty(), "nothing before the greeting");
+        s.handle_input(b"220 relay.example ESMTP\r\n", Instant(6));
+        assert_eq!(sent(&outputs(&mut s)), "EHLO laptop.example\r\n");
+        // The server offers STARTTLS (it should not): the client does not take it up.
+        s.handle_input(b"250-relay.example\r\n250 STARTTLS\r\n", Instant(7));
+        assert_eq!(outputs(&mut s), [ClientOutput::Ready]);
+    }
+
+    #[test]
+    fn wrapper_mode_verifies_at_verify_and_never_falls_back_to_plaintext() {
+        let mut s =
+            implicit(TlsLevel::Verify).established(ServerCertVerdict::NotVerified, Instant(0));
+        s.handle_input(b"220 relay.example ESMTP\r\n", Instant(1));
+        let out = outputs(&mut s);
+        assert_eq!(sent(&out), "QUIT\r\n");
+        s.handle_input(b"221 bye\r\n", Instant(2));
+        match outputs(&mut s).last() {
+            Some(ClientOutput::Close(Closing::Failed(o))) => {
+                assert_eq!(o.dsn, "4.7.5");
+                assert!(o.reason.contains("not verified"), "{o:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // At may, a STARTTLS failure retries in plaintext; a wrapper-mode one does not.
+        let mut s = implicit(TlsLevel::May).failed();
+        match outputs(&mut s).last() {
+            Some(ClientOutput::Close(Closing::Failed(o))) => assert_eq!(o.dsn, "4.7.5"),
+            other => panic!("{other:?}"),
+        }
     }
 }

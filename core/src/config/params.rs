@@ -134,6 +134,7 @@ pub const PARAMS: &[Param] = &[
     p("smtpd_tls_received_header", "no", Kind::Bool),
     p("smtpd_tls_session_cache_timeout", "3600s", SECONDS),
     p("smtpd_tls_fingerprint_digest", "", Kind::Text),
+    p("smtpd_tls_wrappermode", "no", Kind::Bool),
     // Server limits and restrictions.
     p("smtpd_relay_restrictions", "", Kind::List),
     p("smtpd_sender_ccert_maps", "", Kind::List),
@@ -173,6 +174,7 @@ pub const PARAMS: &[Param] = &[
     p("smtp_use_tls", "no", Kind::Bool),
     p("smtp_enforce_tls", "no", Kind::Bool),
     p("smtp_tls_enforce_peername", "yes", Kind::Bool),
+    p("smtp_tls_wrappermode", "no", Kind::Bool),
     p("smtp_tls_security_level", "", Kind::Text),
     p("smtp_tls_cert_file", "", Kind::Text),
     p("smtp_tls_key_file", "$smtp_tls_cert_file", Kind::Text),

@@ -51,6 +51,19 @@ pub(super) struct Connection {
 }
 
 impl Connection {
+    /// A connection just accepted from `peer`.
+    pub(super) fn new(settings: Arc<ServerSettings>, peer: PeerInfo) -> Connection {
+        let client_name = ClientName(&peer).to_string();
+        Connection {
+            settings,
+            peer,
+            tls_unavailable: false,
+            errors: 0,
+            stats: CommandStats::default(),
+            client_name,
+        }
+    }
+
     pub(super) fn client(&self) -> &str {
         &self.client_name
     }
@@ -119,23 +132,21 @@ pub struct ServerSession {
 impl ServerSession {
     /// A new session on a connection just accepted; the greeting is queued.
     pub fn new(settings: Arc<ServerSettings>, peer: PeerInfo, now: Instant) -> Self {
-        let client_name = ClientName(&peer).to_string();
-        let conn = Connection {
-            settings,
-            peer,
-            tls_unavailable: false,
-            errors: 0,
-            stats: CommandStats::default(),
-            client_name,
-        };
+        let conn = Connection::new(settings, peer);
         let mut s = ServerSession::fresh(conn, None, now);
         s.log(
             log::Level::Info,
             format!("connect from {}", s.conn.client()),
         );
-        let banner = Reply::new(220, s.conn.settings.banner.clone());
-        s.transmit(&banner);
+        s.greet();
         s
+    }
+
+    /// Queues the `220` greeting.
+    pub(super) fn greet(&mut self) {
+        let banner = Reply::new(220, self.conn.settings.banner.clone());
+        self.transmit(&banner);
+        self.last = "CONNECT";
     }
 
     /// Marks TLS as configured but unusable (the shell could not load its key or

@@ -16,6 +16,7 @@ use core::time::Duration;
 use proptest::prelude::*;
 
 mod hostile;
+mod wrapper;
 
 const T0: Instant = Instant::from_millis(1_000);
 

@@ -1,4 +1,7 @@
-//! The STARTTLS hand-over: a session in the middle of a TLS handshake takes no input.
+//! The STARTTLS hand-over: a session in the middle of a TLS handshake takes no input. Also
+//! the start of a session on a listener in wrapper mode (`smtpd_tls_wrappermode`, the
+//! `smtps`/`submissions` port 465), where the handshake comes first and the greeting is
+//! sent inside TLS ([`ServerTlsHandshake::implicit`]).
 //!
 //! [`ServerSession::start_tls`] consumes the session once it asked for TLS and returns a
 //! [`ServerTlsHandshake`], which has no input method: plaintext the client pipelined after
@@ -12,9 +15,11 @@ use super::events::LogLine;
 use super::received::{printable, ClientName};
 use super::session::{Connection, ServerSession};
 use crate::facts::{CertVerdict, PeerInfo, TlsFacts};
+use crate::settings::ServerSettings;
 use crate::time::Instant;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -28,6 +33,8 @@ pub struct ServerTlsHandshake {
     conn: Connection,
     discarded: usize,
     deadline: Option<Instant>,
+    /// Wrapper mode: no STARTTLS came before, and the greeting follows the handshake.
+    implicit: bool,
 }
 
 impl ServerSession {
@@ -48,11 +55,42 @@ impl ServerSession {
             conn,
             discarded,
             deadline,
+            implicit: false,
         })
     }
 }
 
 impl ServerTlsHandshake {
+    /// A connection just accepted on a listener in wrapper mode: TLS from the first byte.
+    /// Nothing is sent before the handshake; once [`established`](Self::established), the
+    /// session greets inside TLS, where STARTTLS is neither offered nor accepted. The
+    /// handshake must end within `smtpd_timeout` of the accept, however the client paces
+    /// its bytes. Returns the `connect from` line to log now.
+    pub fn implicit(
+        settings: Arc<ServerSettings>,
+        peer: PeerInfo,
+        now: Instant,
+    ) -> (ServerTlsHandshake, LogLine) {
+        let deadline = Some(now + settings.timeout);
+        let conn = Connection::new(settings, peer);
+        let connect = LogLine {
+            level: log::Level::Info,
+            text: format!("connect from {}", conn.client()),
+        };
+        let handshake = ServerTlsHandshake {
+            conn,
+            discarded: 0,
+            deadline,
+            implicit: true,
+        };
+        (handshake, connect)
+    }
+
+    /// True on a listener in wrapper mode (see [`implicit`](Self::implicit)).
+    pub fn is_implicit(&self) -> bool {
+        self.implicit
+    }
+
     /// Plaintext octets the client sent after STARTTLS, dropped.
     pub fn discarded(&self) -> usize {
         self.discarded
@@ -82,13 +120,18 @@ impl ServerTlsHandshake {
                 text: established_line(&self.conn.peer, &tls),
             });
         }
-        ServerSession::inside_tls(self.conn, tls, log, now)
+        let mut session = ServerSession::inside_tls(self.conn, tls, log, now);
+        if self.implicit {
+            session.greet();
+        }
+        session
     }
 
     /// The handshake failed; the shell closes the connection after logging these lines.
     pub fn failed(self, reason: &str) -> Vec<LogLine> {
         let client = self.conn.client().to_string();
         let summary = self.conn.stats.summary();
+        let after = if self.implicit { "CONNECT" } else { "STARTTLS" };
         vec![
             LogLine {
                 level: log::Level::Warn,
@@ -96,7 +139,7 @@ impl ServerTlsHandshake {
             },
             LogLine {
                 level: log::Level::Info,
-                text: format!("lost connection after STARTTLS from {client}"),
+                text: format!("lost connection after {after} from {client}"),
             },
             LogLine {
                 level: log::Level::Info,

@@ -5,7 +5,8 @@
 //! runs the TLS handshake when the session asks for it, judges the server certificate with
 //! the core's [`cert::verify_server_chain_names`], and turns the session's deadline into a
 //! [`Timer`]. The plaintext socket is handed to rustls whole after the server's 220 to
-//! STARTTLS, so nothing read before the handshake can reach the TLS dialogue.
+//! STARTTLS, so nothing read before the handshake can reach the TLS dialogue. In wrapper
+//! mode (implicit TLS, port 465) the socket goes to rustls as soon as it is connected.
 
 use crate::clock::Clock;
 use crate::delivery::route::ServerAddr;
@@ -13,8 +14,8 @@ use crate::io::{io_reason, with_timeout};
 use crate::tls;
 use certrelay_core::cert::{self, CertName};
 use certrelay_core::client::{
-    line_break_overhead, ClientError, ClientEvent, ClientOutput, ClientSession, Closing,
-    DeliveryStatus, Envelope, MessageReport, Outcome, ServerCertVerdict,
+    line_break_overhead, ClientError, ClientEvent, ClientOutput, ClientSession, ClientTlsHandshake,
+    Closing, DeliveryStatus, Envelope, MessageReport, Outcome, ServerCertVerdict,
 };
 use certrelay_core::settings::ClientSettings;
 use certrelay_core::tls_policy::TlsLevel;
@@ -204,7 +205,9 @@ impl SmtpConnection {
     /// Connects to `server` within `connect_timeout` and starts a session with `settings`
     /// (whose `tls_level` is the level resolved for this next hop). From `verify` up the
     /// server certificate must present one of `names`
-    /// ([`tls_policy::cert_names`](certrelay_core::tls_policy::cert_names)).
+    /// ([`tls_policy::cert_names`](certrelay_core::tls_policy::cert_names)). With
+    /// `implicit_tls` (wrapper mode) the TLS handshake runs at once, before the greeting; if
+    /// it fails, [`OpeningConnection::ready`] says so and nothing was sent in plaintext.
     pub async fn open(
         server: &ServerAddr,
         settings: ClientSettings,
@@ -212,6 +215,7 @@ impl SmtpConnection {
         tls: &ClientTls,
         connect_timeout: Duration,
         clock: Clock,
+        implicit_tls: bool,
     ) -> Result<OpeningConnection, ConnectError> {
         let connect = TcpStream::connect(server.socket_addr());
         let tcp = with_timeout(connect_timeout, connect)
@@ -221,8 +225,7 @@ impl SmtpConnection {
                 reason: format!("connect to {server}: {}", io_reason(&e)),
             })?;
         let _ = tcp.set_nodelay(true);
-        let session = ClientSession::new(settings.clone(), server.peer(), clock.now());
-        let link = Link {
+        let mut link = Link {
             stream: Stream::Plain(tcp),
             server: server.clone(),
             settings,
@@ -231,6 +234,13 @@ impl SmtpConnection {
             clock,
             buf: vec![0; 8192],
             closed: None,
+        };
+        let session = if implicit_tls {
+            let handshake =
+                ClientTlsHandshake::implicit(link.settings.clone(), server.peer(), clock.now());
+            link.handshake(handshake).await
+        } else {
+            ClientSession::new(link.settings.clone(), server.peer(), clock.now())
         };
         Ok(OpeningConnection { link, session })
     }
@@ -438,6 +448,13 @@ impl Link {
                 handshake.discarded()
             );
         }
+        self.handshake(handshake).await
+    }
+
+    /// Runs the TLS handshake on the plaintext socket (after STARTTLS, or at once in
+    /// wrapper mode) within the handshake's deadline; the session comes back with its
+    /// result.
+    async fn handshake(&mut self, handshake: ClientTlsHandshake) -> ClientSession {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return handshake.failed();
         };

@@ -147,6 +147,11 @@ impl DeliveryContext {
         if let Some(level) = &self.tls_level {
             settings.tls_level = level(candidate);
         }
+        if candidate.implicit_tls && settings.tls_level < TlsLevel::Encrypt {
+            // TLS from the first byte is encryption whatever the level says, and its
+            // failure never falls back to plaintext: `encrypt` is what it is.
+            settings.tls_level = TlsLevel::Encrypt;
+        }
         settings
     }
 }
@@ -234,14 +239,17 @@ async fn use_server(
         let names = cert_names(&settings, candidate);
         // A connection is reused only for what it was checked for: a certificate verified
         // for one next hop's names proves nothing about another's.
-        let key = format!("{server} {:?} {names:?}", settings.tls_level);
+        let key = format!(
+            "{server} {:?} {names:?} implicit={}",
+            settings.tls_level, candidate.implicit_tls
+        );
         let cached = match cache {
             Some(cache) => take_live(cache, &key).await,
             None => None,
         };
         let (mut conn, reused) = match cached {
             Some(conn) => (conn, true),
-            None => match open_ready(server, &settings, names, ctx).await {
+            None => match open_ready(candidate, &settings, names, ctx).await {
                 Ok(conn) => (conn, false),
                 Err(NotReady::Ended(Closing::RetryWithoutTls(o))) if !plaintext_retried => {
                     log::info!("{server}: {}; trying again without TLS", o.reason);
@@ -318,20 +326,21 @@ enum NotReady {
     Ended(Closing),
 }
 
-/// A new connection to `server`, through its greeting, EHLO and TLS.
+/// A new connection to `candidate`'s server, through its greeting, EHLO and TLS.
 async fn open_ready(
-    server: &ServerAddr,
+    candidate: &Candidate,
     settings: &ClientSettings,
     names: Vec<CertName>,
     ctx: &DeliveryContext,
 ) -> Result<SmtpConnection, NotReady> {
     let conn = SmtpConnection::open(
-        server,
+        &candidate.server,
         settings.clone(),
         names,
         &ctx.tls,
         ctx.connect_timeout,
         ctx.clock,
+        candidate.implicit_tls,
     )
     .await
     .map_err(|e| {

@@ -6,6 +6,7 @@
 pub mod conn_cache;
 pub mod connection;
 pub mod deliver;
+pub mod last_relay;
 pub mod outbound;
 pub mod resolver;
 pub mod route;

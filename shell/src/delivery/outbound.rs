@@ -1,4 +1,4 @@
-//! How mail leaves, for both roles: main.cf's `relayhost`, client certificate
+//! How mail leaves, for both roles: main.cf's `relayhost` (with `smtp_tls_wrappermode`), client certificate
 //! (`smtp_tls_cert_file`, `smtp_tls_key_file`), trust anchors (`smtp_tls_CAfile`), retry
 //! times, and the TLS level per next hop (global level with `smtp_tls_per_site`).
 
@@ -9,6 +9,7 @@ use crate::delivery::route::Candidate;
 use crate::delivery::runner::RunnerConfig;
 use certrelay_core::cert;
 use certrelay_core::config::{client, Config, Diagnostic};
+use certrelay_core::nexthop;
 use certrelay_core::queue::RetrySettings;
 use certrelay_core::table::Table;
 use certrelay_core::tls_policy::{self, PerSiteQuery, TlsLevel, TlsPolicyError};
@@ -42,10 +43,22 @@ pub fn delivery(config: &Config, myhostname: &str) -> Result<Delivery, Vec<Diagn
     let connect_timeout = ok(config.time("smtp_connect_timeout"), Duration::from_secs(30));
     let (settings, diags) = client::client_settings(config);
     errors.extend(diags.into_iter().filter(Diagnostic::is_error));
-    let relayhost = config.relayhost().unwrap_or_else(|d| {
+    let mut relayhost = config.relayhost().unwrap_or_else(|d| {
         errors.push(d);
         Vec::new()
     });
+    // Set or not: unset, port 465 entries alone are in wrapper mode (nexthop.rs).
+    let wrappermode = match config.is_set("smtp_tls_wrappermode") {
+        true => config
+            .bool("smtp_tls_wrappermode")
+            .map(Some)
+            .unwrap_or_else(|d| {
+                errors.push(d);
+                None
+            }),
+        false => None,
+    };
+    nexthop::apply_wrappermode(&mut relayhost, wrappermode);
     let (tables, diags) = conf::read_tables(config, "smtp_tls_per_site");
     errors.extend(diags.into_iter().filter(Diagnostic::is_error));
     let tls = client_tls(config).unwrap_or_else(|mut d| {
@@ -69,6 +82,7 @@ pub fn delivery(config: &Config, myhostname: &str) -> Result<Delivery, Vec<Diagn
         .iter()
         .find_map(|hop| policy.decide(&hop.written, &hop.host).err());
     runner.relayhost = relayhost;
+    runner.wrappermode = wrappermode == Some(true);
     runner.hold = config.list("defer_transports").contains(&"smtp");
     Ok(Delivery {
         runner,

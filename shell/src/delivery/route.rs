@@ -83,6 +83,8 @@ pub struct Candidate {
     /// True when the server's name was learned from an MX record (and differs from the
     /// next-hop domain): a name DNS gave us, which `secure` never trusts.
     pub host_from_mx: bool,
+    /// TLS from the first byte (wrapper mode, [`NextHop::implicit_tls`]).
+    pub implicit_tls: bool,
 }
 
 /// The servers to try for `dest`, in order, or why there are none.
@@ -98,16 +100,19 @@ pub async fn candidates(
 ) -> Result<Vec<Candidate>, LookupError> {
     let mut out = Vec::new();
     let mut last_error = None;
-    let targets: Vec<(String, u16, bool, String)> = match dest {
+    let targets: Vec<(String, u16, bool, String, bool)> = match dest {
         Destination::Relayhost(hops) => hops
             .iter()
-            .map(|h| (h.host.clone(), h.port, h.mx_lookup, h.written.clone()))
+            .map(|h| {
+                let written = h.written.clone();
+                (h.host.clone(), h.port, h.mx_lookup, written, h.implicit_tls)
+            })
             .collect(),
         Destination::Domain { domain, port } => {
-            vec![(domain.clone(), *port, true, domain.clone())]
+            vec![(domain.clone(), *port, true, domain.clone(), false)]
         }
     };
-    for (host, port, mx, nexthop) in targets {
+    for (host, port, mx, nexthop, implicit_tls) in targets {
         let from_mx = mx && host.parse::<IpAddr>().is_err();
         let hosts = if from_mx {
             match resolver.mail_hosts(&host, myhostname).await {
@@ -143,6 +148,7 @@ pub async fn candidates(
                     nexthop: nexthop.clone(),
                     nexthop_domain: host.clone(),
                     host_from_mx,
+                    implicit_tls,
                 })),
                 Err(e) => last_error = Some(e),
             }

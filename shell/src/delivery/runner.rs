@@ -13,6 +13,7 @@ use crate::delivery::connection::ClientTls;
 use crate::delivery::deliver::{
     deliver, DeliveryContext, DeliveryJob, HeldBody, MessageSource, RecipientFate, TlsLevelFor,
 };
+use crate::delivery::last_relay;
 use crate::delivery::resolver::{LookupError, Resolver};
 use crate::delivery::route::{self, candidates, is_own, Destination, NextHop, OwnEndpoint};
 use crate::spool::{Spool, SpoolError};
@@ -61,6 +62,9 @@ pub struct RunnerConfig {
     /// Where this host itself takes mail (the relay's listeners): a server among them is a
     /// loop, and its recipients bounce with 5.4.6.
     pub own_endpoints: Vec<OwnEndpoint>,
+    /// `smtp_tls_wrappermode = yes`: MX deliveries speak TLS from the first byte too (the
+    /// relayhost entries carry their own [`NextHop::implicit_tls`]).
+    pub wrappermode: bool,
 }
 
 impl RunnerConfig {
@@ -82,6 +86,7 @@ impl RunnerConfig {
             tls_level: None,
             hold: false,
             own_endpoints: Vec::new(),
+            wrappermode: false,
         }
     }
 }
@@ -680,9 +685,17 @@ impl Inner {
         let jobs = self.jobs(&group, &flights);
         let settings = self.settings();
         let myhostname = &settings.config.myhostname;
+        let dest = self.last_relay_first(dest).await;
         let found = candidates(&dest, &self.resolver, myhostname).await;
         let fates = match found.and_then(|s| not_myself(&dest, s, &settings.config)) {
-            Ok(servers) => deliver(&servers, &jobs, &self.context(&settings)).await,
+            Ok(mut servers) => {
+                if settings.config.wrappermode {
+                    servers.iter_mut().for_each(|s| s.implicit_tls = true);
+                }
+                let fates = deliver(&servers, &jobs, &self.context(&settings)).await;
+                self.remember_relay(&dest, &servers, &fates).await;
+                fates
+            }
             Err(e) => {
                 log::info!("{dest}: {e}");
                 let status = if e.is_permanent() {
@@ -711,6 +724,57 @@ impl Inner {
             bounces.extend(b);
         }
         (stats, bounces)
+    }
+
+    /// A relayhost list with the entry that last took mail first ([`last_relay`]).
+    async fn last_relay_first(&self, dest: Destination) -> Destination {
+        let Destination::Relayhost(hops) = dest else {
+            return dest;
+        };
+        if hops.len() < 2 {
+            return Destination::Relayhost(hops);
+        }
+        let dir = self.spool.root().to_owned();
+        smol::unblock(move || {
+            let first = last_relay::remembered(&dir, &hops);
+            Destination::Relayhost(last_relay::reordered(&hops, first))
+        })
+        .await
+    }
+
+    /// Remembers the relayhost entry whose server answered for a message (took it or
+    /// refused it for good), when it is not the one tried first already.
+    async fn remember_relay(
+        &self,
+        dest: &Destination,
+        servers: &[route::Candidate],
+        fates: &[Vec<RecipientFate>],
+    ) {
+        let Destination::Relayhost(hops) = dest else {
+            return;
+        };
+        let answered = fates.iter().flatten().find_map(|f| match f.outcome.status {
+            DeliveryStatus::Sent | DeliveryStatus::Bounced => f.server.as_ref(),
+            DeliveryStatus::Deferred => None,
+        });
+        let Some(entry) = answered
+            .and_then(|server| servers.iter().find(|c| c.server == *server))
+            .map(|c| c.nexthop.clone())
+        else {
+            return;
+        };
+        if hops.len() < 2 || hops[0].written == entry {
+            return;
+        }
+        let dir = self.spool.root().to_owned();
+        let shown = entry.clone();
+        match smol::unblock(move || last_relay::remember(&dir, &entry)).await {
+            Ok(()) => log::info!("relayhost {shown} took mail: tried first from now on"),
+            Err(e) => log::warn!(
+                "cannot remember relayhost {shown} in {}: {e}",
+                self.spool.root().join(last_relay::FILE).display()
+            ),
+        }
     }
 
     fn context(&self, s: &Settings) -> DeliveryContext {

@@ -1,6 +1,10 @@
 //! One SMTP listener ready to serve: its endpoint, session settings, TLS configuration and
 //! the trust that judges client certificates, built from a configuration.
 //!
+//! A listener in wrapper mode (`smtpd_tls_wrappermode = yes`, Postfix's `smtps` line) speaks
+//! TLS from the first byte; one without a usable certificate is refused here, so that it
+//! never serves plaintext.
+//!
 //! Both roles build their listeners here; they differ only in which settings they start
 //! from (the relay takes main.cf as it is, the laptop puts its own restrictions first).
 
@@ -34,8 +38,11 @@ pub struct ListenerConf {
     pub endpoint: Endpoint,
     /// The session settings (main.cf with the listener's `-o` overrides).
     pub settings: Arc<ServerSettings>,
-    /// The TLS configuration; `None` when TLS is off or has no certificate.
+    /// The TLS configuration; `None` when TLS is off or has no certificate (never in
+    /// wrapper mode).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `smtpd_tls_wrappermode`: the TLS handshake comes first, the greeting inside it.
+    pub wrappermode: bool,
     /// Certificate judgement.
     pub trust: Arc<Trust>,
     /// `smtpd_client_connection_count_limit` (0: none).
@@ -119,11 +126,20 @@ impl ListenerBuilder {
         let fingerprints = self.fingerprints(config)?;
         let anchors = read_anchors(config)?;
         let verify_depth = config.ccert_verifydepth()?;
-        let tls = if settings.tls_level == ServerTlsLevel::None {
+        let wrappermode = config.bool("smtpd_tls_wrappermode")?;
+        let tls = if settings.tls_level == ServerTlsLevel::None && !wrappermode {
             None
         } else {
             self.tls_config(config, &settings)?
         };
+        if wrappermode && tls.is_none() {
+            // Serving plaintext where clients expect TLS would be a silent downgrade.
+            return Err(config.problem(
+                "smtpd_tls_wrappermode",
+                "TLS from the first byte needs a certificate and key: set smtpd_tls_cert_file \
+                 (and smtpd_tls_key_file)",
+            ));
+        }
         let client_limit = config.number("smtpd_client_connection_count_limit")?;
         let peername_lookup = self.look_up_names && config.bool("smtpd_peername_lookup")?;
         Ok(ListenerConf {
@@ -138,6 +154,7 @@ impl ListenerBuilder {
             }),
             client_limit: usize::try_from(client_limit).unwrap_or(usize::MAX),
             peername_lookup,
+            wrappermode,
         })
     }
 

@@ -1,6 +1,11 @@
 //! One SMTP connection: the socket, the TLS stream, the timers and the store around a core
 //! [`ServerSession`].
 //!
+//! On a listener in wrapper mode the TLS handshake runs first, bounded like one after
+//! STARTTLS (the session's timeout from the accept, shorter under stress, and giving way
+//! when the slot is wanted), and the session starts inside it; a client that sends
+//! anything but a TLS handshake is dropped without a byte of SMTP.
+//!
 //! The connection is any byte stream: a TCP socket from a listener, or standard input and
 //! output for `sendmail -bs` (the laptop's local listener).
 
@@ -148,10 +153,10 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let settings = self.listener.settings.clone();
-        let mut session = ServerSession::new(settings.clone(), peer.clone(), self.clock.now());
-        if settings.tls_level != ServerTlsLevel::None && self.listener.tls.is_none() {
-            session.set_tls_unavailable();
-        }
+        let now = self.clock.now();
+        let wrappermode = self.listener.wrappermode;
+        let tls_unavailable =
+            settings.tls_level != ServerTlsLevel::None && self.listener.tls.is_none();
         let mut driver = Driver {
             conn: Conn::Plain(stream),
             out: Vec::new(),
@@ -159,10 +164,28 @@ impl Connection {
             listed_by: self.listener.trust.fingerprints.clone(),
             current_trust,
             c: self,
-            peer,
+            peer: peer.clone(),
             write_timeout: settings.timeout,
             sessions: slot.as_ref().map(|s| s.sessions().clone()),
             slot,
+        };
+        let session = if wrappermode {
+            let (hs, connect) = ServerTlsHandshake::implicit(settings, peer, now);
+            log::log!(connect.level, "{}", connect.text);
+            // Waiting for a handshake is idle too.
+            if let Some(slot) = &driver.slot {
+                slot.activity().set_idle_since(Some(now));
+            }
+            match driver.handshake(hs).await {
+                Some(session) => session,
+                None => return,
+            }
+        } else {
+            let mut session = ServerSession::new(settings, peer, now);
+            if tls_unavailable {
+                session.set_tls_unavailable();
+            }
+            session
         };
         driver.run(session).await;
     }
