@@ -39,6 +39,19 @@ pub struct DnsOptions {
     pub truncate_udp: bool,
 }
 
+/// A UDP socket and a TCP listener on the same 127.0.0.1 port. The UDP port is chosen by
+/// the kernel; the TCP port of that number may belong to another test, so try again.
+fn bind_pair() -> (UdpSocket, SocketAddr, TcpListener) {
+    for _ in 0..50 {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP on 127.0.0.1");
+        let addr = socket.local_addr().unwrap();
+        if let Ok(tcp) = TcpListener::bind(addr) {
+            return (socket, addr, tcp);
+        }
+    }
+    panic!("no 127.0.0.1 port free for both UDP and TCP after 50 tries");
+}
+
 impl DnsServer {
     /// A name server answering every question from `zone`.
     pub fn start(zone: HashMap<&'static str, Vec<Rr>>) -> DnsServer {
@@ -47,9 +60,7 @@ impl DnsServer {
 
     /// As [`DnsServer::start`], dropping or truncating UDP answers as `options` says.
     pub fn start_with(zone: HashMap<&'static str, Vec<Rr>>, options: DnsOptions) -> DnsServer {
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP on 127.0.0.1");
-        let addr = socket.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).expect("bind TCP beside the UDP port");
+        let (socket, addr, tcp) = bind_pair();
         let queries = Arc::new(AtomicUsize::new(0));
         let tcp_queries = Arc::new(AtomicUsize::new(0));
         let zone = Arc::new(zone);
