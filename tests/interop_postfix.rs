@@ -529,3 +529,82 @@ fn certrelay_in_wrappermode_delivers_through_a_postfix_smtps_listener() {
     let llog = laptop.log() + &flushed;
     assert!(llog.contains("status=sent"), "{llog}");
 }
+
+// ---------------------------------------------------------------------------------------
+// SMTPUTF8 (issue 14): a UTF-8 address and header through each pair of peers.
+
+const UTF8_MESSAGE: &str = "From: alice@laptop.test\n\
+To: José <josé@exemple.fr>\n\
+Subject: café\n\
+\n\
+Ça marche.\n";
+
+/// Postfix as the laptop sends to a UTF-8 address (its sendmail marks the message as
+/// SMTPUTF8); certrelayd accepts it with SMTPUTF8 and delivers it to a sink that offers it.
+#[test]
+#[ignore = "interop: needs Debian's postfix (installed by .ci/run)"]
+fn postfix_laptop_sends_a_utf8_address_through_certrelayd() {
+    let pki = Pki::new();
+    let sink = Sink::start(SinkOptions {
+        smtputf8: true,
+        ..SinkOptions::default()
+    });
+    let relay_port = free_port();
+    let (relay, _relay_dir) = start_certrelayd(&pki, relay_port, sink.port());
+    let setup = PostfixSetup::new("laptop-utf8", free_port());
+    let dir = setup.dir();
+    let cert = dir.write("laptop.pem", &pki.laptop.cert_pem);
+    let key = dir.write("laptop.key", &pki.laptop.key_pem);
+    let ca = dir.write("ca.pem", &pki.ca.cert_pem);
+    setup.postconf(&[
+        "myhostname = laptop.test",
+        "smtputf8_enable = yes",
+        &format!("relayhost = [127.0.0.1]:{relay_port}"),
+        &format!("smtp_tls_cert_file = {}", cert.display()),
+        &format!("smtp_tls_key_file = {}", key.display()),
+        &format!("smtp_tls_CAfile = {}", ca.display()),
+        "smtp_tls_security_level = verify",
+    ]);
+    let postfix = setup.start();
+    let out = postfix.sendmail(
+        &["-f", "alice@laptop.test", "josé@exemple.fr"],
+        UTF8_MESSAGE.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = wait_until("the sink to receive the message", || sink.messages().pop());
+    assert_eq!(got.recipients, ["josé@exemple.fr"]);
+    let params: Vec<&str> = got.mail_params.split_whitespace().collect();
+    assert!(params.contains(&"SMTPUTF8"), "{}", got.mail_params);
+    let message = got.text();
+    assert!(message.contains("Subject: café\r\n"), "{message}");
+    // certrelayd took it from Postfix with SMTPUTF8, inside TLS.
+    assert!(message.contains("with UTF8SMTPS id"), "{message}");
+    relay.wait_log("to=<josé@exemple.fr>");
+    postfix.wait_log("status=sent");
+}
+
+/// certrelay sends to a UTF-8 address through a Postfix relay, which accepts it with
+/// SMTPUTF8 (certrelay's sendmail marked it) and delivers it onward with SMTPUTF8.
+#[test]
+#[ignore = "interop: needs Debian's postfix (installed by .ci/run)"]
+fn certrelay_sends_a_utf8_address_through_a_postfix_relay() {
+    let pki = Pki::new();
+    let sink = Sink::start(SinkOptions {
+        smtputf8: true,
+        ..SinkOptions::default()
+    });
+    let postfix = start_postfix_relay("relay-utf8", &pki, sink.port());
+    let laptop = Laptop::new("interop-laptop-utf8", postfix.port(), &pki, &pki.laptop);
+    let flushed = laptop.submit_and_flush(UTF8_MESSAGE.as_bytes());
+    let got = wait_until("the sink to receive the message", || sink.messages().pop());
+    assert_eq!(got.recipients, ["josé@exemple.fr"]);
+    let params: Vec<&str> = got.mail_params.split_whitespace().collect();
+    assert!(params.contains(&"SMTPUTF8"), "{}", got.mail_params);
+    let message = got.text();
+    assert!(message.contains("Subject: café\r\n"), "{message}");
+    // Postfix's Received: line names the protocol certrelay used with it.
+    assert!(message.contains("with UTF8SMTPS id"), "{message}");
+    postfix.wait_log("status=sent");
+    let llog = laptop.log() + &flushed;
+    assert!(llog.contains("status=sent"), "{llog}");
+}
