@@ -33,7 +33,8 @@ fn the_greeting_comes_inside_tls_and_starttls_is_neither_offered_nor_taken() {
          S: 250-PIPELINING
          S: 250-SIZE 10240000
          S: 250-ENHANCEDSTATUSCODES
-         S: 250 8BITMIME
+         S: 250-8BITMIME
+         S: 250 SMTPUTF8
          C: STARTTLS
          S: 554 5.5.1 Error: TLS already active
          C: MAIL FROM:<me@laptop.example>
