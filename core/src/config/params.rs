@@ -115,6 +115,10 @@ pub const PARAMS: &[Param] = &[
     p("hopcount_limit", "50", Kind::Number),
     p("mail_owner", "certrelay", Kind::Text),
     p("queue_directory", "/var/spool/certrelay", Kind::Text),
+    // Logging (shell/src/logging.rs).
+    p("maillog_file", "", Kind::Text),
+    p("syslog_name", "certrelay", Kind::Text),
+    p("syslog_facility", "mail", Kind::Text),
     // Server TLS.
     p("smtpd_use_tls", "no", Kind::Bool),
     p("smtpd_enforce_tls", "no", Kind::Bool),
