@@ -571,3 +571,73 @@ fn fail2ban_matches_every_hostile_client_and_no_line_of_a_listed_laptop() {
         "{report}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The laptop.
+
+#[test]
+fn the_laptops_delivery_run_writes_maillog_file_and_sendmail_stays_quiet() {
+    let sink = certrelay_testkit::sink::Sink::start(Default::default());
+    let dir = TempDir::new("log-laptop");
+    let log = dir.path().join("mail.log");
+    dir.write(
+        "main.cf",
+        &format!(
+            "myhostname = laptop.test\n\
+             queue_directory = {}/queue\n\
+             relayhost = [127.0.0.1]:{}\n\
+             smtp_connect_timeout = 5s\n\
+             maillog_file = {}\n",
+            dir.path().display(),
+            sink.port(),
+            log.display()
+        ),
+    );
+    let mut child = Command::new(binary("certrelay"))
+        .arg("-c")
+        .arg(dir.path())
+        .args(["sendmail", "bob@example.org"])
+        .env("USER", "alice")
+        .env("HOME", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start certrelay sendmail");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: hi\n\nhello\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The mail program sees nothing on its terminal.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The delivery run it started in the background logs to maillog_file, in the shape
+    // Postfix's pickup and smtp use.
+    let text = wait_file(&log, "status=sent", 1);
+    for line in text.lines() {
+        assert!(has_time_and_host(line), "{line}");
+    }
+    let tagged = |service: &str, rest: &str| {
+        text.lines().any(|l| {
+            l.split_once(&format!(" certrelay/{service}["))
+                .and_then(|(_, t)| t.split_once("]: "))
+                .is_some_and(|(pid, t)| pid.parse::<u32>().is_ok() && t.contains(rest))
+        })
+    };
+    assert!(tagged("pickup", ": picked up from the maildrop"), "{text}");
+    assert!(
+        tagged(
+            "smtp",
+            ": to=<bob@example.org>, relay=127.0.0.1[127.0.0.1]:"
+        ),
+        "{text}"
+    );
+    assert_eq!(sink.count(), 1);
+}
