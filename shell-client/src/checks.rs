@@ -29,5 +29,9 @@ pub fn check_laptop(loaded: &Loaded) -> Vec<Diagnostic> {
             ["smtp_tls_cert_file", "smtp_tls_key_file", "smtp_tls_CAfile"],
         ),
     );
+    conf::push_new(
+        &mut diags,
+        certrelay_shell::logging::Settings::from_config(config).1,
+    );
     diags
 }

@@ -214,10 +214,28 @@ fn certrelay_main(args: Vec<OsString>) -> Result<(), Failure> {
     }
 }
 
-fn init_logging(verbose: bool) {
+/// Plain lines on standard error (`warning: ...`) for a command whose own lines belong to
+/// `service`; RUST_LOG sets the level, default info (debug with `verbose`).
+fn init_logging(service: &'static str, verbose: bool) {
     let default = if verbose { "debug" } else { "info" };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .try_init();
+    certrelay_shell::logging::init(service, default);
+}
+
+/// The queue runners' log goes where main.cf says (`maillog_file`, else syslog when
+/// standard error is not kept, else standard error: `certrelay_shell::logging`). A
+/// parameter it cannot use is said and its default used.
+fn configure_logging(laptop: &Laptop) -> Result<(), Failure> {
+    use certrelay_shell::logging::{self, LogError};
+    let (settings, problems) = logging::Settings::from_config(laptop.config());
+    let configured = logging::configure(&settings);
+    for p in problems {
+        log::warn!("{p}; using its default");
+    }
+    configured.map(drop).map_err(|e| match e {
+        LogError::Open { path, source } => {
+            Failure::Config(Error::io("open maillog_file to append to", path, source))
+        }
+    })
 }
 
 fn load(dir: &Path) -> Result<Laptop, Failure> {
@@ -248,7 +266,8 @@ fn sendmail_main(dir: Option<PathBuf>, args: Vec<OsString>) -> Result<(), Failur
 }
 
 fn submit_main(dir: &Path, args: &SendmailArgs) -> Result<(), Failure> {
-    init_logging(args.verbose);
+    // Mail programs run sendmail: its few lines stay on their standard error.
+    init_logging("sendmail", args.verbose);
     let laptop = load(dir)?;
     let id =
         sendmail::submit(&laptop, args, &mut std::io::stdin().lock()).map_err(Failure::Submit)?;
@@ -264,10 +283,7 @@ fn submit_main(dir: &Path, args: &SendmailArgs) -> Result<(), Failure> {
 
 fn smtp_stdio_main(dir: &Path, args: &SendmailArgs) -> Result<(), Failure> {
     // Standard output is the SMTP dialogue; the log (stderr) says only what went wrong.
-    let _ = env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or(if args.verbose { "info" } else { "warn" }),
-    )
-    .try_init();
+    certrelay_shell::logging::init("sendmail", if args.verbose { "info" } else { "warn" });
     let laptop = load(dir)?;
     let queued = crate::laptop_smtpd::serve_stdio(&laptop).map_err(Failure::SmtpStdio)?;
     if queued > 0 {
@@ -279,8 +295,9 @@ fn smtp_stdio_main(dir: &Path, args: &SendmailArgs) -> Result<(), Failure> {
 }
 
 fn flush_main(dir: &Path, due: bool, quiet: bool) -> Result<(), Failure> {
-    init_logging(false);
+    init_logging("qmgr", false);
     let laptop = load(dir)?;
+    configure_logging(&laptop)?;
     let mut deliverer = deliverer(&laptop)?;
     let (kind, wait) = match (due, quiet) {
         (true, true) => (RunKind::Due, Duration::ZERO),
@@ -326,12 +343,13 @@ fn delete_main(dir: &Path, ids: &[String]) -> Result<(), Failure> {
 }
 
 fn run_main(dir: &Path) -> Result<(), Failure> {
-    init_logging(false);
+    init_logging("master", false);
     // Watched from the start: until then SIGTERM would end the process as the default
     // action does, which loses nothing but skips the drain.
     let mut signals = Signals::new([Signal::Usr1, Signal::Term, Signal::Int])
         .map_err(|e| Failure::System(Error::system("watch signals", e)))?;
     let laptop = load(dir)?;
+    configure_logging(&laptop)?;
     let mut deliverer = deliverer(&laptop)?;
     let delay = laptop
         .config()

@@ -10,6 +10,7 @@ use certrelay_core::config::{self, Config, Diagnostic};
 use certrelay_core::policy;
 use certrelay_core::settings::ServerSettings;
 use certrelay_shell::conf::{self, Loaded};
+use certrelay_shell::logging;
 
 /// Everything `certrelayd check` verifies: settings of main.cf and of each listener, the
 /// fingerprint map, and the TLS files.
@@ -29,6 +30,7 @@ pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
     }
     conf::push_new(&mut diags, conf::fingerprint_map(config).1);
     conf::push_new(&mut diags, crate::dkim::load(config).1);
+    conf::push_new(&mut diags, logging::Settings::from_config(config).1);
     conf::push_new(
         &mut diags,
         conf::check_tls_files(

@@ -16,7 +16,6 @@ mod serve;
 
 use crate::failure::Failure;
 use argh::FromArgs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// certrelayd: relays mail for clients whose TLS certificate fingerprint is listed.
@@ -97,9 +96,10 @@ struct Demo {}
 struct Check {}
 
 /// serve in the foreground (the default): listen on the master.cf smtpd services, or on port
-/// 25 of inet_interfaces without master.cf; log to stderr (RUST_LOG sets the level, default
-/// info); SIGHUP reloads the configuration, SIGTERM stops after the sessions in progress
-/// (at most 10 s)
+/// 25 of inet_interfaces without master.cf; log to maillog_file, else syslog when stderr is
+/// not kept, else stderr (RUST_LOG sets the level, default info); SIGHUP reloads the
+/// configuration and reopens maillog_file, SIGTERM stops after the sessions in progress (at
+/// most 10 s)
 #[derive(FromArgs)]
 #[argh(subcommand, name = "run")]
 struct Run {}
@@ -110,7 +110,7 @@ fn main() {
     let outcome = match args.command {
         // Serving logs its own failures as the relay runs.
         Some(Command::Run(Run {})) | None => {
-            init_logging();
+            init_logging(dir);
             std::process::exit(serve::run(dir));
         }
         Some(Command::Check(Check {})) => check(dir),
@@ -155,27 +155,25 @@ fn check(dir: &Path) -> Result<(), Failure> {
     }
 }
 
-/// Postfix-like lines on stderr: `warning: ...`, `error: ...`, plain text for info. The
-/// service manager (procd, journald) adds the time and the program name.
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            let prefix = match record.level() {
-                log::Level::Error => "error: ",
-                log::Level::Warn => "warning: ",
-                log::Level::Info => "",
-                log::Level::Debug => "debug: ",
-                log::Level::Trace => "trace: ",
-            };
-            writeln!(buf, "{prefix}{}", record.args())
-        })
-        .init();
+/// Postfix's lines (`certrelay/smtpd[PID]: warning: ...`) to `maillog_file`, syslog or
+/// standard error (see `certrelay_shell::logging`); RUST_LOG sets the level, default info.
+/// `maillog_file` is opened here, as root when started so, before the privilege drop: the
+/// relay keeps the open file. A value it cannot use is refused with the configuration
+/// (`checks`); a file it cannot open stops it here.
+fn init_logging(dir: &Path) {
+    use certrelay_shell::logging;
+    logging::init("master", "info");
+    let settings = certrelay_shell::conf::load(dir)
+        .map(|loaded| logging::Settings::from_config(&loaded.config).0)
+        .unwrap_or_default();
+    if let Err(e) = logging::configure(&settings) {
+        log::error!("{e}; not starting");
+        std::process::exit(1);
+    }
 }
 
-/// The demo's own lines are printed as they come; the laptop side's log lines get a prefix.
+/// The demo's own lines are printed as they come; the laptop side's log lines follow a
+/// prefix on standard output.
 fn init_demo_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| writeln!(buf, "  laptop  | {}", record.args()))
-        .target(env_logger::Target::Stdout)
-        .init();
+    certrelay_shell::logging::init_stdout("  laptop  | ", "master", "info");
 }

@@ -204,6 +204,10 @@ async fn run_async(dir: &Path) -> i32 {
         match signals.next().await {
             Some(Ok(Signal::Hup)) => {
                 let began = running::monotonic_ns();
+                // After log rotation; the old file stays in use when this account cannot.
+                if let Err(e) = certrelay_shell::logging::reopen() {
+                    log::warn!("{e}; still writing to the file opened before");
+                }
                 let outcome = reload(&relay.source, &runner, &signer);
                 report.began = began;
                 match outcome {

@@ -10,6 +10,7 @@ pub mod conf;
 pub mod delivery;
 pub mod error;
 pub mod io;
+pub mod logging;
 pub mod pki;
 pub mod smtpd;
 pub mod spool;

@@ -120,6 +120,10 @@ pub const PARAMS: &[Param] = &[
     p("smtputf8_enable", "yes", Kind::Bool),
     p("mail_owner", "certrelay", Kind::Text),
     p("queue_directory", "/var/spool/certrelay", Kind::Text),
+    // Logging (shell/src/logging.rs).
+    p("maillog_file", "", Kind::Text),
+    p("syslog_name", "certrelay", Kind::Text),
+    p("syslog_facility", "mail", Kind::Text),
     // Server TLS.
     p("smtpd_use_tls", "no", Kind::Bool),
     p("smtpd_enforce_tls", "no", Kind::Bool),

@@ -447,6 +447,7 @@ impl ServerSession {
         self.guard.last_command = self.guard.now;
         if core::mem::take(&mut self.ccert_due) {
             if let Some(refusal) = self.missing_client_cert() {
+                self.log_tls_reject(&refusal);
                 return self.refuse(refusal);
             }
         }
@@ -920,6 +921,21 @@ impl ServerSession {
             self.transmit(&ServerError::TooManyErrors.reply(&host));
             self.close();
         }
+    }
+
+    /// `NOQUEUE: reject: TLS from name[ip]: 421 4.7.1 <host> Error: No client certificate
+    /// presented; proto=ESMTP helo=<h>`: `req_ccert` ends the session for its certificate
+    /// (the shape fail2ban's filter in dist/fail2ban matches).
+    fn log_tls_reject(&mut self, e: &ServerError) {
+        let mut text = format!(
+            "NOQUEUE: reject: TLS from {}: {}; proto=ESMTP",
+            self.conn.client(),
+            e.reply(&self.conn.settings.myhostname)
+        );
+        if let Some(h) = &self.helo {
+            text.push_str(&format!(" helo=<{}>", h.name));
+        }
+        self.log(log::Level::Info, text);
     }
 
     /// `NOQUEUE: reject: RCPT from name[ip]: <reply>; from=<s> to=<r> proto=ESMTP helo=<h>`.

@@ -540,6 +540,17 @@ fn req_ccert_closes_at_next_command() {
         let got = sh.take_wire();
         assert!(got.starts_with(want), "{verdict:?}: {got}");
         assert_eq!(sh.closed, !verdict.is_trusted(), "{verdict:?}");
+        // The refusal is logged in the reject shape fail2ban matches, with the address.
+        let reject = format!(
+            "NOQUEUE: reject: TLS from unknown[192.0.2.7]: {}; proto=ESMTP",
+            want.trim_end()
+        );
+        assert_eq!(
+            sh.logs.contains(&reject),
+            !verdict.is_trusted(),
+            "{verdict:?}: {:?}",
+            sh.logs
+        );
     }
 }
 
