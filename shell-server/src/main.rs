@@ -12,6 +12,7 @@ mod generation;
 mod privilege;
 mod running;
 mod serve;
+mod status;
 
 use crate::failure::Failure;
 use argh::FromArgs;
@@ -44,6 +45,7 @@ enum Command {
     Flush(admin::FlushCmd),
     Delete(admin::DeleteCmd),
     Explain(admin::ExplainCmd),
+    Status(status::StatusCmd),
 }
 
 /// run the whole system on loopback in a temporary directory: make a CA, the relay's and
@@ -77,6 +79,8 @@ fn main() {
             std::process::exit(serve::run(dir));
         }
         Some(Command::Check(Check {})) => check(dir),
+        // Prints its own report and problems; the exit code says whether the relay runs.
+        Some(Command::Status(cmd)) => std::process::exit(status::main(dir, cmd)),
         Some(Command::Demo(Demo {})) => {
             init_demo_logging();
             demo::run().map_err(Failure::Demo)

@@ -13,4 +13,5 @@ pub mod io;
 pub mod pki;
 pub mod smtpd;
 pub mod spool;
+pub mod status;
 pub mod tls;
