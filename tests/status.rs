@@ -312,3 +312,96 @@ fn a_status_file_that_is_a_link_a_fifo_foreign_or_garbage_is_refused_cleanly() {
     }
     relay.stop();
 }
+
+/// `certrelay -c DIR ARGS` with the environment of tests/laptop.rs; stdin from `input`.
+fn laptop_cmd(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(binary("certrelay"))
+        .arg("-c")
+        .arg(dir)
+        .args(args)
+        .env("USER", "alice")
+        .env("HOME", dir)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn laptop_status_shows_the_deferred_message_its_reason_the_last_run_and_the_daemon() {
+    let relay_port = free_port();
+    let dir = TempDir::new("status-laptop");
+    let ca = Ca::new("Relay CA");
+    let mine = ca.issue_for_days("alice-laptop", &[], true, 20);
+    dir.write("alice.pem", &mine.cert_pem);
+    dir.write("alice.key", &mine.key_pem);
+    dir.write("relay-ca.pem", &ca.cert_pem);
+    let d = dir.path().display();
+    let smtp_port = free_port();
+    dir.write(
+        "main.cf",
+        &format!(
+            "myhostname = laptop.test\n\
+             queue_directory = {d}/queue\n\
+             relayhost = [127.0.0.1]:{relay_port}\n\
+             smtp_connect_timeout = 5s\n\
+             smtp_tls_cert_file = {d}/alice.pem\n\
+             smtp_tls_key_file = {d}/alice.key\n\
+             smtp_tls_CAfile = {d}/relay-ca.pem\n"
+        ),
+    );
+    dir.write(
+        "master.cf",
+        &format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n"),
+    );
+    // The relay is down: the detached attempt defers the message.
+    let sent = laptop_cmd(
+        dir.path(),
+        &["sendmail", "-t"],
+        b"From: alice@laptop.test\nTo: bob@example.org\nSubject: s\n\nhi\n",
+    );
+    assert!(sent.status.success(), "{}", text(&sent));
+    let json = wait_until("the attempt", || {
+        let out = laptop_cmd(dir.path(), &["status", "--json"], b"");
+        let json = String::from_utf8(out.stdout).unwrap();
+        (json_value(&json, "queue.states.deferred") == "1"
+            && json_value(&json, "last_run") != "null")
+            .then_some(json)
+    });
+    let reason = json_value(&json, "queue.deferral_reasons.0.reason");
+    assert!(reason.contains("Connection refused"), "{reason}");
+    assert_eq!(json_value(&json, "last_run.deferred"), "1");
+    assert_eq!(json_value(&json, "daemon_running"), "false");
+    assert_eq!(json_value(&json, "certificates.0.role"), "\"client\"");
+    assert_eq!(json_value(&json, "certificates.0.expiring"), "true");
+    assert_eq!(json_value(&json, "certificates.1.role"), "\"relay CA\"");
+    assert_eq!(json_value(&json, "certificates.1.expiring"), "false");
+    let out = laptop_cmd(dir.path(), &["status"], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let human = text(&out);
+    assert!(human.contains("certrelay run: not running"), "{human}");
+    assert!(human.contains("deferred 1"), "{human}");
+    assert!(human.contains("Connection refused"), "{human}");
+    assert!(
+        human.contains(&format!("relayhost: [127.0.0.1]:{relay_port}")),
+        "{human}"
+    );
+    assert!(human.contains("EXPIRES SOON"), "{human}");
+    // `certrelay run` serves the queue: status says so, with its pid.
+    let run = Daemon::start(
+        &binary("certrelay"),
+        &["-c", dir.path().to_str().unwrap(), "run"],
+        &format!("listening on 127.0.0.1:{smtp_port}"),
+    );
+    let out = laptop_cmd(dir.path(), &["status", "--json"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let json = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(json_value(&json, "daemon_running"), "true");
+    assert_eq!(json_value(&json, "daemon_pid"), run.pid().to_string());
+    run.stop();
+}
