@@ -214,6 +214,14 @@ fn wrappermode_listener_greets_inside_tls_and_relays_for_a_listed_certificate() 
     );
     assert!(wire.contains("(Client CN \"laptop\""), "{wire}");
     relay.wait_log("Trusted TLS connection established from unknown[127.0.0.1]");
+    // `certrelayd status` names the listener's TLS as wrapper mode.
+    let listed = wait_until("status to list the wrapper-mode listener", || {
+        let out = certrelay_testkit::certrelayd(dir.path(), &["status"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains(&format!("127.0.0.1:{}", ports[0]))
+            .then_some(text)
+    });
+    assert!(listed.contains("tls-wrapper"), "{listed}");
 }
 
 #[test]

@@ -59,7 +59,10 @@ impl Deliverer {
         let mut total = RunStats::default();
         let mut failure = None;
         let served = lock.request(kind, wait, |kind| match self.run_locked(kind) {
-            Ok(stats) => add(&mut total, &stats),
+            Ok(stats) => {
+                crate::status::record_run(&self.queue_dir, kind, &stats);
+                add(&mut total, &stats)
+            }
             Err(e) => failure = Some(e),
         })?;
         match failure {

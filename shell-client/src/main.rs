@@ -9,6 +9,7 @@ mod netwatch;
 mod probe;
 mod runlock;
 mod sendmail;
+mod status;
 mod tools;
 
 use crate::control::{DaemonWake, Deleted, Deliverer, LOCK_WAIT};
@@ -59,6 +60,7 @@ enum Command {
     Keygen(tools::KeygenCmd),
     Explain(tools::ExplainCmd),
     Probe(probe::ProbeCmd),
+    Status(status::StatusCmd),
 }
 
 /// load main.cf, the per-site table and the TLS files; print the settings in effect and
@@ -207,6 +209,11 @@ fn certrelay_main(args: Vec<OsString>) -> Result<(), Failure> {
         Command::Fingerprint(cmd) => tools::fingerprint_main(cmd),
         Command::Keygen(cmd) => tools::keygen_main(cmd),
         Command::Explain(cmd) => tools::explain_main(&dir, cmd),
+        // Prints its own report; the exit code says whether `certrelay run` serves.
+        Command::Status(cmd) => {
+            let laptop = load(&dir)?;
+            std::process::exit(status::main(&laptop, cmd.json))
+        }
         Command::Probe(cmd) => {
             let result = probe::probe(&dir, &cmd.target);
             Failure::of_probe(cmd.target, result)
@@ -351,6 +358,8 @@ fn run_main(dir: &Path) -> Result<(), Failure> {
     let laptop = load(dir)?;
     configure_logging(&laptop)?;
     let mut deliverer = deliverer(&laptop)?;
+    // Held for the life of the daemon: `certrelay status` sees it in /proc/locks.
+    let _daemon_lock = status::hold_daemon_lock(&laptop.queue_dir);
     let delay = laptop
         .config()
         .time("queue_run_delay")
@@ -490,6 +499,7 @@ mod tests {
                     "keygen",
                     "explain",
                     "probe",
+                    "status",
                 ] {
                     assert!(
                         text.contains(&format!("\n  {command} ")),

@@ -13,6 +13,7 @@ mod generation;
 mod privilege;
 mod running;
 mod serve;
+mod status;
 
 use crate::failure::Failure;
 use argh::FromArgs;
@@ -45,6 +46,7 @@ enum Command {
     Delete(admin::DeleteCmd),
     Explain(admin::ExplainCmd),
     Dkim(DkimCmd),
+    Status(status::StatusCmd),
 }
 
 /// DKIM signing keys (subcommand: keygen)
@@ -114,6 +116,8 @@ fn main() {
             std::process::exit(serve::run(dir));
         }
         Some(Command::Check(Check {})) => check(dir),
+        // Prints its own report and problems; the exit code says whether the relay runs.
+        Some(Command::Status(cmd)) => std::process::exit(status::main(dir, cmd)),
         Some(Command::Demo(Demo {})) => {
             init_demo_logging();
             demo::run().map_err(Failure::Demo)

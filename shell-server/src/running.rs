@@ -1,5 +1,5 @@
 //! How the administrator's commands find the running relay and hear back from it: the pid
-//! file, the reload report, and the signals.
+//! file, the reload report, the status file's name, and the signals.
 //!
 //! Both files live in the queue directory and are written by the relay after it dropped
 //! to `mail_owner` (in its working directory, each replaced whole by a rename). Root never
@@ -29,6 +29,10 @@ pub const PID_FILE: &str = "certrelayd.pid";
 
 /// The reload report, in the queue directory.
 pub const REPORT_FILE: &str = "certrelayd.reload";
+
+/// The status file (sessions, counts, listeners), in the queue directory: rewritten every
+/// few seconds by the relay, read by `certrelayd status`.
+pub const STATUS_FILE: &str = "certrelayd.status";
 
 /// How long a command waits for the relay to report a reload.
 pub const REPORT_WAIT: Duration = Duration::from_secs(5);
@@ -115,12 +119,17 @@ impl Report {
 /// The relay's side: writes `name` in the working directory (the queue directory) whole,
 /// through a temporary file and a rename.
 fn replace(name: &str, text: &str) -> io::Result<()> {
+    replace_with_mode(name, text, 0o644)
+}
+
+/// [`replace`], the file created with `mode` (before the umask).
+pub fn replace_with_mode(name: &str, text: &str, mode: u32) -> io::Result<()> {
     let tmp = format!("{name}.tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(mode)
         .open(&tmp)?;
     file.write_all(text.as_bytes())?;
     drop(file);
@@ -136,6 +145,7 @@ pub fn write_pid() -> io::Result<()> {
 pub fn remove_files() {
     let _ = std::fs::remove_file(PID_FILE);
     let _ = std::fs::remove_file(REPORT_FILE);
+    let _ = std::fs::remove_file(STATUS_FILE);
 }
 
 /// The relay's side: how the last load went.

@@ -2,9 +2,10 @@
 //! SIGTERM.
 
 use crate::generation::{self, Generation, ListenerConf};
-use crate::{privilege, running};
+use crate::{privilege, running, status};
 use async_signal::{Signal, Signals};
 use certrelay_core::config::{Diagnostic, Severity};
+use certrelay_core::settings::ServerTlsLevel;
 use certrelay_shell::clock::Clock;
 use certrelay_shell::delivery::resolver::Resolver;
 use certrelay_shell::delivery::runner::{wake_channel, QueueRunner};
@@ -195,6 +196,17 @@ async fn run_async(dir: &Path) -> i32 {
         env!("CARGO_PKG_VERSION"),
         dir.display()
     );
+    // `certrelayd status` reads the live values from a file rewritten every few seconds.
+    let publisher = Arc::new(status::Publisher::new());
+    let status_task = {
+        let (relay, runner, publisher) = (relay.clone(), runner.clone(), publisher.clone());
+        let counts = runner.counts();
+        smol::spawn(async move {
+            publisher
+                .serve(|| live_status(&relay, &runner, &counts))
+                .await
+        })
+    };
     let mut accepting = Vec::new();
     for b in bound {
         log::info!("listening on {} for service {}", b.local, b.key);
@@ -222,6 +234,7 @@ async fn run_async(dir: &Path) -> i32 {
                 if let Err(e) = running::write_report(&report) {
                     log::warn!("{}: {e}", running::REPORT_FILE);
                 }
+                publisher.reloaded(report.generation, &report.refused);
             }
             Some(Ok(Signal::Usr1)) => {
                 log::info!("flush requested: trying every queued message now");
@@ -233,6 +246,7 @@ async fn run_async(dir: &Path) -> i32 {
         }
     };
     drop(accepting);
+    drop(status_task);
     log::info!("terminating on signal {stop_signal}");
     wait_for_sessions(&relay.sessions, STOP_GRACE).await;
     // Deliveries in progress end with the process; their messages stay queued and are
@@ -242,6 +256,44 @@ async fn run_async(dir: &Path) -> i32 {
     runner.close_idle_connections().await;
     running::remove_files();
     0
+}
+
+/// What `certrelayd status` shows of the running relay now.
+fn live_status(
+    relay: &Server<Relay>,
+    runner: &QueueRunner,
+    counts: &certrelay_shell::status::RecentCounts,
+) -> status::Live {
+    let current = relay.source.current();
+    let listeners = relay
+        .source
+        .bound_keys
+        .iter()
+        .map(|key| status::ListenerInfo {
+            key: key.clone(),
+            tls: match current.listener(key) {
+                Some(l) if l.wrappermode => "tls-wrapper",
+                Some(l) if l.tls.is_some() => match l.settings.tls_level {
+                    ServerTlsLevel::None => "none",
+                    ServerTlsLevel::May => "starttls",
+                    ServerTlsLevel::Encrypt => "starttls-required",
+                },
+                _ => "none",
+            }
+            .to_owned(),
+        })
+        .collect();
+    let (refused, displaced) = relay.sessions.refused_and_displaced();
+    status::Live {
+        listeners,
+        sessions: relay.sessions.active(),
+        session_limit: current.session_limit,
+        stress: relay.sessions.under_stress(),
+        refused,
+        displaced,
+        held: runner.is_holding(),
+        deliveries: counts.snapshot(certrelay_shell::clock::unix_secs()),
+    }
 }
 
 /// After the drop (if any): works from the queue directory from now on, checks that

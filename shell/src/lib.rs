@@ -14,4 +14,5 @@ pub mod logging;
 pub mod pki;
 pub mod smtpd;
 pub mod spool;
+pub mod status;
 pub mod tls;

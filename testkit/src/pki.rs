@@ -86,6 +86,30 @@ impl Ca {
         Issued::new(&cert, &key)
     }
 
+    /// As [`Ca::issue`], valid from yesterday until `days` days from now (UTC dates).
+    pub fn issue_for_days(&self, cn: &str, names: &[&str], client: bool, days: i64) -> Issued {
+        let key = KeyPair::generate().expect("key");
+        let mut params = params(cn, names);
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let today = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+            / 86_400;
+        let date = |day: i64| {
+            let (y, m, d) = certrelay_core::time::civil_from_days(day);
+            rcgen::date_time_ymd(y as i32, m, d)
+        };
+        params.not_before = date(today - 1);
+        params.not_after = date(today + days);
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        Issued::new(&cert, &key)
+    }
+
     /// An intermediate CA named `cn`, signed by this CA. Certificates it issues need its
     /// `cert_pem` appended to their own to form a chain.
     pub fn intermediate(&self, cn: &str) -> Ca {

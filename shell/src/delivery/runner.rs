@@ -17,6 +17,7 @@ use crate::delivery::last_relay;
 use crate::delivery::resolver::{LookupError, Resolver};
 use crate::delivery::route::{self, candidates, is_own, Destination, NextHop, OwnEndpoint};
 use crate::spool::{Spool, SpoolError};
+use crate::status::{Outcome, RecentCounts};
 use certrelay_core::client::{self, DeliveryStatus};
 use certrelay_core::dns::MxFailure;
 use certrelay_core::dsn::{self, BounceReport, FailedRecipient};
@@ -194,6 +195,8 @@ struct Inner {
     clock: Clock,
     unique: AtomicU32,
     run_lock: AsyncMutex<()>,
+    /// Recipients' outcomes over time, for `status`.
+    counts: RecentCounts,
 }
 
 impl fmt::Debug for QueueRunner {
@@ -350,6 +353,7 @@ impl QueueRunner {
                 clock: Clock::new(),
                 unique: AtomicU32::new(seed),
                 run_lock: AsyncMutex::new(()),
+                counts: RecentCounts::default(),
             }),
         }
     }
@@ -362,6 +366,16 @@ impl QueueRunner {
             .expect("keep_connections is called on a runner not yet shared")
             .cache = Some(ConnectionCache::default());
         self
+    }
+
+    /// The outcomes of recipients' delivery attempts over time (shared, for `status`).
+    pub fn counts(&self) -> RecentCounts {
+        self.inner.counts.clone()
+    }
+
+    /// True while the transport is held (`defer_transports`): nothing goes until a flush.
+    pub fn is_holding(&self) -> bool {
+        self.inner.settings().config.hold
     }
 
     /// Says QUIT on the idle connections kept (at shutdown).
@@ -866,6 +880,15 @@ impl Inner {
         };
         let delay = Duration::from_millis(unix_millis().saturating_sub(envelope.arrival * 1000));
         let line = delivery_line(&envelope.id, &envelope.recipients[i], &relay, delay);
+        let outcome = match envelope.recipients[i].state {
+            RecipientState::Sent => Some(Outcome::Sent),
+            RecipientState::Deferred => Some(Outcome::Deferred),
+            RecipientState::Bounced => Some(Outcome::Bounced),
+            RecipientState::Pending => None,
+        };
+        if let Some(outcome) = outcome {
+            self.counts.add(outcome, unix_secs());
+        }
         match envelope.recipients[i].state {
             RecipientState::Sent => log::info!("{line}"),
             _ => log::warn!("{line}"),

@@ -143,6 +143,10 @@ impl Counts {
 struct Stress {
     on: AtomicBool,
     changed: Event,
+    /// Connections refused by a limit since the start (for `status`).
+    refused: AtomicU64,
+    /// Sessions that gave way to a new connection since the start (for `status`).
+    displaced: AtomicU64,
 }
 
 impl Stress {
@@ -204,6 +208,7 @@ impl Sessions {
         c.limit = overall;
         let mine = c.per_client.get(&client).copied().unwrap_or(0);
         if client_limit > 0 && mine >= client_limit {
+            self.stress.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::Client { count: mine + 1 });
         }
         if overall > 0 && c.total >= overall {
@@ -216,8 +221,12 @@ impl Sessions {
             }
             let needed = c.total + 1 - overall;
             if !c.displace_idle(needed) {
+                self.stress.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(Refusal::Overall { active: c.total });
             }
+            self.stress
+                .displaced
+                .fetch_add(needed as u64, Ordering::Relaxed);
         }
         let mine = c.per_client.get(&client).copied().unwrap_or(0);
         c.total += 1;
@@ -241,6 +250,20 @@ impl Sessions {
     /// Sessions running now.
     pub fn active(&self) -> usize {
         self.lock().total
+    }
+
+    /// True while the server is under stress (every slot was taken; see the module notes).
+    pub fn under_stress(&self) -> bool {
+        self.stress.on.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused by a limit, and sessions that gave way to a new connection,
+    /// since the start.
+    pub fn refused_and_displaced(&self) -> (u64, u64) {
+        (
+            self.stress.refused.load(Ordering::Relaxed),
+            self.stress.displaced.load(Ordering::Relaxed),
+        )
     }
 
     /// The cap on a session's command timeout now: [`STRESS_TIMEOUT`] under stress.
@@ -307,6 +330,11 @@ mod tests {
         );
         assert!(!a1.activity().is_displaced());
         assert_eq!(s.active(), 3);
+        assert_eq!(
+            s.refused_and_displaced(),
+            (2, 0),
+            "one per-client, one overall"
+        );
         drop(a1);
         assert_eq!(s.active(), 2);
         let _a3 = s.enter(a, 3, 2, at(0)).unwrap();
@@ -336,6 +364,8 @@ mod tests {
             .enumerate()
             .all(|(i, slot)| slot.activity().is_displaced() == (i == 1)));
         assert_eq!(s.active(), 4, "the one giving way is no longer counted");
+        assert_eq!(s.refused_and_displaced(), (0, 1));
+        assert!(s.under_stress());
         // Its end does not count it out twice.
         let mut slots = slots;
         drop(slots.remove(1));

@@ -62,6 +62,26 @@ fn content_bounds(file: &File) -> io::Result<Option<(u64, u64)>> {
     Ok(content.map(|c| (c, len - TRAILER_LEN)))
 }
 
+/// The envelope record inside an open `.msg` file (one without a `.env` beside it), at
+/// most `max` bytes; for readers that opened the file themselves (`status`).
+pub fn embedded_envelope(file: &File, max: u64) -> io::Result<Vec<u8>> {
+    let Some((content, end)) = content_bounds(file)? else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message file without an envelope",
+        ));
+    };
+    if end - content > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "envelope too large",
+        ));
+    }
+    let mut record = vec![0; (end - content) as usize];
+    file.read_exact_at(&mut record, content)?;
+    Ok(record)
+}
+
 /// Why the spool could not take or update a message.
 #[derive(Debug)]
 pub enum SpoolError {
