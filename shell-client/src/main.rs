@@ -208,7 +208,7 @@ fn certrelay_main(args: Vec<OsString>) -> Result<(), Failure> {
         Command::Keygen(cmd) => tools::keygen_main(cmd),
         Command::Explain(cmd) => tools::explain_main(&dir, cmd),
         Command::Probe(cmd) => {
-            let result = probe::probe(&dir, &cmd.target);
+            let result = probe::probe(&dir, &cmd);
             Failure::of_probe(cmd.target, result)
         }
     }
