@@ -546,10 +546,12 @@ fn a_trickling_server_times_out_per_step_not_per_byte() {
 // ---------------------------------------------------------------------------------------
 // Implicit TLS.
 
-#[test]
-fn tls_wrapper_speaks_tls_from_the_first_byte_and_tries_the_envelope() {
-    let ca = certrelay_testkit::pki::Ca::new("Wrapper CA");
-    let server = ca.issue("implicit.test", &["127.0.0.1"], false);
+/// An SMTP server speaking TLS from the first byte with `chain`: it answers EHLO, MAIL,
+/// RCPT, RSET and QUIT, and tells each command it heard (and the first byte's value).
+fn implicit_tls_server(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> (String, std::sync::mpsc::Receiver<String>) {
     let config = std::sync::Arc::new(
         rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -557,7 +559,7 @@ fn tls_wrapper_speaks_tls_from_the_first_byte_and_tries_the_envelope() {
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![server.cert_der()], server.key_der())
+        .with_single_cert(chain, key)
         .unwrap(),
     );
     let (said, heard) = std::sync::mpsc::channel();
@@ -602,6 +604,14 @@ fn tls_wrapper_speaks_tls_from_the_first_byte_and_tries_the_envelope() {
             reply(&mut s, answer);
         }
     });
+    (target, heard)
+}
+
+#[test]
+fn tls_wrapper_speaks_tls_from_the_first_byte_and_tries_the_envelope() {
+    let ca = certrelay_testkit::pki::Ca::new("Wrapper CA");
+    let server = ca.issue("implicit.test", &["127.0.0.1"], false);
+    let (target, heard) = implicit_tls_server(vec![server.cert_der()], server.key_der());
     let laptop = TempDir::new("probe-wrapper");
     let l = laptop.path().display().to_string();
     laptop.write("ca.pem", &ca.cert_pem);
@@ -657,4 +667,30 @@ fn tls_wrapper_speaks_tls_from_the_first_byte_and_tries_the_envelope() {
             "QUIT"
         ]
     );
+}
+
+#[test]
+fn a_long_server_chain_is_shown_cut() {
+    let ca = certrelay_testkit::pki::Ca::new("Long CA");
+    let server = ca.issue("long.test", &["127.0.0.1"], false);
+    let mut chain = vec![server.cert_der()];
+    chain.extend(std::iter::repeat_n(ca.cert_der.clone(), 11));
+    let (target, _heard) = implicit_tls_server(chain, server.key_der());
+    let laptop = plain_laptop("probe-long-chain");
+    let ran = probe(
+        laptop.path(),
+        &[&target, "--tls-wrapper", "--timeout", "10"],
+    );
+    let text = ran.out();
+    assert_eq!(ran.code, Some(0), "{}", ran.both());
+    let shown = text
+        .lines()
+        .filter(|l| l.starts_with("server certificate ") && l.contains(": subject CN "))
+        .count();
+    assert_eq!(shown, 10, "{text}");
+    assert!(
+        text.contains("server certificate 9: subject CN Long CA"),
+        "{text}"
+    );
+    assert!(text.contains("(and 2 more server certificates)"), "{text}");
 }

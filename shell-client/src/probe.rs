@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 /// connect, show the banner, EHLO, STARTTLS, whether the server asks for a client
 /// certificate, its chain with fingerprints, and whether this laptop's policy would deliver
 /// there; with --rcpt, whether the relay would relay for this laptop's certificate (exit 0
-/// yes, 1 no, 2 when the probe itself failed)
+/// yes, 1 no or not now, 2 when the probe itself failed)
 #[derive(FromArgs)]
 #[argh(subcommand, name = "probe")]
 pub struct ProbeCmd {
@@ -169,6 +169,9 @@ const MAX_SHOWN: usize = 200;
 
 /// Lines of one reply shown; the rest are counted.
 const MAX_SHOWN_LINES: usize = 30;
+
+/// Certificates of the server's chain shown; the rest are counted.
+const MAX_SHOWN_CERTS: usize = 10;
 
 /// Offers the laptop's certificate (if any) and remembers whether the server asked.
 #[derive(Debug)]
@@ -412,12 +415,18 @@ impl Session<'_> {
             None => println!("the server did not ask for a client certificate"),
         }
         let chain: Vec<CertificateDer<'static>> = conn.peer_certificates().unwrap_or(&[]).to_vec();
-        for (i, c) in chain.iter().enumerate() {
+        for (i, c) in chain.iter().enumerate().take(MAX_SHOWN_CERTS) {
             println!(
                 "server certificate {i}: subject CN {}, issuer CN {}, sha256 {}",
                 shown(&cert::subject_cn(c).unwrap_or_default()),
                 shown(&cert::issuer_cn(c).unwrap_or_default()),
                 Fingerprint::of(DigestKind::Sha256, c)
+            );
+        }
+        if chain.len() > MAX_SHOWN_CERTS {
+            println!(
+                "(and {} more server certificates)",
+                chain.len() - MAX_SHOWN_CERTS
             );
         }
         let anchors = match self.config.text("smtp_tls_CAfile") {
