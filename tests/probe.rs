@@ -694,3 +694,79 @@ fn a_long_server_chain_is_shown_cut() {
     );
     assert!(text.contains("(and 2 more server certificates)"), "{text}");
 }
+
+/// A plain SMTP server (no STARTTLS) answering MAIL and RCPT as told; it reports each
+/// command it heard.
+fn plain_server(
+    mail: &'static str,
+    rcpt: &'static str,
+) -> (String, std::sync::mpsc::Receiver<String>) {
+    let (said, heard) = std::sync::mpsc::channel();
+    let target = fake(move |mut s| {
+        let _ = s.write_all(b"220 plain.test ESMTP\r\n");
+        loop {
+            let command = read_line(&mut s).trim_end().to_owned();
+            let _ = said.send(command.clone());
+            let answer = match command.split([' ', ':']).next().unwrap_or("") {
+                "EHLO" => "250-plain.test\r\n250 8BITMIME",
+                "MAIL" => mail,
+                "RCPT" => rcpt,
+                "RSET" => "250 2.0.0 Ok",
+                "QUIT" => {
+                    let _ = s.write_all(b"221 2.0.0 Bye\r\n");
+                    return;
+                }
+                _ => return,
+            };
+            let _ = s.write_all(format!("{answer}\r\n").as_bytes());
+        }
+    });
+    (target, heard)
+}
+
+#[test]
+fn a_4xx_to_rcpt_is_not_now_and_a_refused_sender_is_no() {
+    let laptop = plain_laptop("probe-4xx");
+    let (target, heard) = plain_server("250 2.1.0 Ok", "451 4.3.0 Try again later");
+    let ran = probe(laptop.path(), &[&target, "--rcpt", "someone@example.org"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.both());
+    assert!(
+        ran.out().contains(
+            "=> the relay would not take <someone@example.org> now (try later): \
+             451 4.3.0 Try again later"
+        ),
+        "{}",
+        ran.out()
+    );
+    let heard: Vec<String> = heard.try_iter().collect();
+    assert_eq!(
+        heard[1..],
+        [
+            "MAIL FROM:<alice@laptop.test>",
+            "RCPT TO:<someone@example.org>",
+            "RSET",
+            "QUIT"
+        ]
+    );
+
+    // The sender refused: no RCPT at all, and the refusal is the answer.
+    let (target, heard) = plain_server(
+        "553 5.7.1 <alice@laptop.test>: Sender address rejected",
+        "250 2.1.5 Ok",
+    );
+    let ran = probe(laptop.path(), &[&target, "--rcpt", "someone@example.org"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.both());
+    assert!(
+        ran.out().contains(
+            "=> the relay would NOT relay to <someone@example.org> without TLS: \
+             553 5.7.1 <alice@laptop.test>: Sender address rejected"
+        ),
+        "{}",
+        ran.out()
+    );
+    let heard: Vec<String> = heard.try_iter().collect();
+    assert_eq!(
+        heard[1..],
+        ["MAIL FROM:<alice@laptop.test>", "RSET", "QUIT"]
+    );
+}
