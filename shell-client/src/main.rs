@@ -215,7 +215,7 @@ fn certrelay_main(args: Vec<OsString>) -> Result<(), Failure> {
             std::process::exit(status::main(&laptop, cmd.json))
         }
         Command::Probe(cmd) => {
-            let result = probe::probe(&dir, &cmd.target);
+            let result = probe::probe(&dir, &cmd);
             Failure::of_probe(cmd.target, result)
         }
     }

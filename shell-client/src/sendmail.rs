@@ -385,7 +385,7 @@ fn complete_header(
 }
 
 /// The user submitting: `$USER` (`$LOGNAME`), else the uid.
-fn login_name() -> String {
+pub(crate) fn login_name() -> String {
     ["USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
