@@ -13,6 +13,7 @@ mod generation;
 mod privilege;
 mod running;
 mod serve;
+mod watch;
 
 use crate::failure::Failure;
 use argh::FromArgs;
