@@ -53,7 +53,10 @@ fn rcpt(port: u16, ca_pem: &str, laptop: &Issued) -> String {
             command(&mut tcp, l);
         }
         let reply = read_reply(&mut tcp, &mut pending);
-        assert!(reply.lines().last().unwrap_or("").starts_with(want), "{reply}");
+        assert!(
+            reply.lines().last().unwrap_or("").starts_with(want),
+            "{reply}"
+        );
     }
     command(&mut tcp, "STARTTLS");
     let reply = read_reply(&mut tcp, &mut pending);
@@ -121,7 +124,10 @@ impl Setup {
         let port = free_port();
         let files = [
             ("main.cf", main_cf(dir.path(), extra)),
-            ("master.cf", format!("127.0.0.1:{port} inet n - n - - smtpd\n")),
+            (
+                "master.cf",
+                format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
+            ),
             ("relay_clientcerts", String::new()),
             ("virtual", "postmaster admin@elsewhere.example\n".to_owned()),
         ];
@@ -266,7 +272,8 @@ fn a_broken_main_cf_keeps_the_running_configuration_and_says_why() {
     let log = s.relay.log();
     let why = format!("{}:{line}: smtpd_timeout", s.path("main.cf").display());
     assert!(
-        log.lines().any(|l| l.starts_with("error: ") && l.contains(&why)),
+        log.lines()
+            .any(|l| l.starts_with("error: ") && l.contains(&why)),
         "no {why} in\n{log}"
     );
     wait_until("the refusal in the reload report", || {
@@ -307,7 +314,8 @@ fn a_kubernetes_data_swap_is_applied() {
     files.push(("relay_clientcerts", &listed));
     kubernetes_update(dir, "..2026_02", &files);
     s.wait_rcpt("250");
-    s.relay.wait_log("..data: changed; reloading the configuration");
+    s.relay
+        .wait_log("..data: changed; reloading the configuration");
 
     // And the next swap is seen as well (the watch follows the new folder).
     files.pop();
@@ -318,7 +326,11 @@ fn a_kubernetes_data_swap_is_applied() {
 
 #[test]
 fn polling_applies_a_change_too() {
-    let s = Setup::start("watch-poll", "certrelay_config_watch = poll\n", Layout::Plain);
+    let s = Setup::start(
+        "watch-poll",
+        "certrelay_config_watch = poll\n",
+        Layout::Plain,
+    );
     s.relay.wait_log("looked at every 2 s");
     assert!(s.rcpt().starts_with("554 5.7.1"), "{}", s.relay.log());
     s.dir.write("relay_clientcerts", &md5_line(&s.laptop));
@@ -337,7 +349,11 @@ fn a_file_touched_in_a_loop_reloads_at_most_once_per_quiet_interval() {
     let mut writes = 0u32;
     while began.elapsed() < Duration::from_secs(3) {
         // A change each time: the size alternates.
-        let text = if writes % 2 == 0 { "" } else { "# x\n" };
+        let text = if writes.is_multiple_of(2) {
+            ""
+        } else {
+            "# x\n"
+        };
         s.dir.write("relay_clientcerts", text);
         writes += 1;
         std::thread::sleep(Duration::from_millis(5));
@@ -401,4 +417,29 @@ fn nix_uid() -> u32 {
         .and_then(|v| v.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(u32::MAX)
+}
+
+#[test]
+fn check_refuses_an_unknown_watch_mode_at_its_line() {
+    let dir = TempDir::new("watch-check");
+    let main = main_cf(dir.path(), "certrelay_config_watch = sometimes\n");
+    let line = main.lines().count();
+    dir.write("main.cf", &main);
+    dir.write("relay_clientcerts", "");
+    dir.write("virtual", "postmaster admin@elsewhere.example\n");
+    let out = std::process::Command::new(binary("certrelayd"))
+        .args(["-c", dir.path().to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let want = format!(
+        "{}:{line}: error: certrelay_config_watch = sometimes: expected inotify, poll or no",
+        dir.path().join("main.cf").display()
+    );
+    assert!(said.contains(&want), "no {want:?} in\n{said}");
 }

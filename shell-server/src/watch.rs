@@ -15,9 +15,9 @@
 //! A burst of changes leads to one reload, after [`QUIET`] without a change (or at most
 //! [`LONGEST`] after the first, so that a file touched in a loop still gets read, and never
 //! more than one reload per [`QUIET`]). The watcher only says that something changed: the
-//! reload itself is the SIGHUP one (`serve`), which reads what main.cf names, as root did
-//! not, keeps the running configuration when the new one has an error, and writes the
-//! reload report.
+//! reload itself is the SIGHUP one (`serve`), which reads what main.cf names (as
+//! `mail_owner` once the relay dropped root), keeps the running configuration when the new
+//! one has an error, and writes the reload report.
 //!
 //! With inotify (Linux) changes are seen at once; where inotify is missing or refused (its
 //! limits), or with `certrelay_config_watch = poll`, each name is looked at (its link
@@ -625,10 +625,8 @@ mod tests {
 
     /// A fresh folder of this test's own under the system's temporary folder.
     fn scratch(label: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "certrelayd-watch-{label}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("certrelayd-watch-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -697,7 +695,10 @@ mod tests {
             mode(&config)
         };
         assert_eq!(parse(""), Ok(Mode::Inotify));
-        assert_eq!(parse("certrelay_config_watch = inotify\n"), Ok(Mode::Inotify));
+        assert_eq!(
+            parse("certrelay_config_watch = inotify\n"),
+            Ok(Mode::Inotify)
+        );
         assert_eq!(parse("certrelay_config_watch = poll\n"), Ok(Mode::Poll));
         assert_eq!(parse("certrelay_config_watch = no\n"), Ok(Mode::Off));
         let err = parse("x = 1\ncertrelay_config_watch = sometimes\n").unwrap_err();
@@ -797,7 +798,11 @@ mod tests {
             ),
         )
         .unwrap();
-        std::fs::write(dir.join("dkim"), format!("example.org s1 {d}/keys/s1.pem\n")).unwrap();
+        std::fs::write(
+            dir.join("dkim"),
+            format!("example.org s1 {d}/keys/s1.pem\n"),
+        )
+        .unwrap();
         for sub in ["tls", "maps", "keys", "spool"] {
             std::fs::create_dir(dir.join(sub)).unwrap();
         }
@@ -819,7 +824,9 @@ mod tests {
             assert!(found.contains(&e), "{e:?} not in {found:?}");
         }
         // Not the spool, which changes with every message.
-        assert!(found.iter().all(|e| !e.path().starts_with(dir.join("spool"))));
+        assert!(found
+            .iter()
+            .all(|e| !e.path().starts_with(dir.join("spool"))));
         assert!(found.iter().all(|e| e.name != "spool"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
