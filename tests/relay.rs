@@ -1366,7 +1366,9 @@ fn a_revoked_certificate_relays_no_more_in_sessions_opened_before_the_revoke() {
 
 #[test]
 fn revoke_changes_nothing_while_the_configuration_has_an_error() {
-    let (relay, pki) = setup_with("revoke-broken", &|l| md5_line(&l.der), "", &[""]);
+    // Not watched: no reload but the one `revoke` would ask for.
+    let no_watch = "certrelay_config_watch = no\n";
+    let (relay, pki) = setup_with("revoke-broken", &|l| md5_line(&l.der), no_watch, &[""]);
     let main = std::fs::read_to_string(relay.dir.path().join("main.cf")).unwrap();
     let line = main.lines().count() + 1;
     relay

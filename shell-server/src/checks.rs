@@ -31,6 +31,7 @@ pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
     conf::push_new(&mut diags, conf::fingerprint_map(config).1);
     conf::push_new(&mut diags, crate::dkim::load(config).1);
     conf::push_new(&mut diags, logging::Settings::from_config(config).1);
+    conf::push_new(&mut diags, crate::watch::check(config));
     conf::push_new(
         &mut diags,
         conf::check_tls_files(

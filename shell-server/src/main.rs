@@ -14,6 +14,7 @@ mod privilege;
 mod running;
 mod serve;
 mod status;
+mod watch;
 
 use crate::failure::Failure;
 use argh::FromArgs;

@@ -1,5 +1,5 @@
-//! The serving mode: listen, accept within the session limits, reload on SIGHUP, stop on
-//! SIGTERM.
+//! The serving mode: listen, accept within the session limits, reload on SIGHUP or when the
+//! watcher (`watch`) sees the configuration change, stop on SIGTERM.
 
 use crate::generation::{self, Generation, ListenerConf};
 use crate::{privilege, running, status};
@@ -132,6 +132,8 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
+    // Folders watched now stay watched after the drop, even those only root may read.
+    let watcher = crate::watch::Watcher::prepare(dir);
     // Everything that needs root is done: listeners bound, keys read, queue directory open.
     if let Some(user) = &owner {
         match privilege::drop_to(user) {
@@ -149,6 +151,7 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
+    let mut changes = watcher.map_or_else(crate::watch::Changes::none, |w| w.spawn());
     let mut report = running::Report {
         pid: std::process::id(),
         generation: 1,
@@ -213,7 +216,14 @@ async fn run_async(dir: &Path) -> i32 {
         accepting.push(smol::spawn(accept_loop(b, relay.clone())));
     }
     let stop_signal = loop {
-        match signals.next().await {
+        let woken = smol::future::or(async { Some(signals.next().await) }, async {
+            let what = changes.next().await;
+            log::info!("{what}: changed; reloading the configuration");
+            None
+        })
+        .await;
+        // A change seen by the watcher reloads as SIGHUP does.
+        match woken.unwrap_or(Some(Ok(Signal::Hup))) {
             Some(Ok(Signal::Hup)) => {
                 let began = running::monotonic_ns();
                 // After log rotation; the old file stays in use when this account cannot.

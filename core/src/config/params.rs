@@ -165,6 +165,8 @@ pub const PARAMS: &[Param] = &[
     p("certrelay_command_time_limit", "10s", SECONDS),
     p("certrelay_data_min_rate", "1000", Kind::Number),
     p("certrelay_data_rate_grace", "30s", SECONDS),
+    // How the relay sees a change of its configuration files: inotify, poll or no.
+    p("certrelay_config_watch", "inotify", Kind::Text),
     // Restriction classes certrelay does not apply: anything but `permit` in them refuses
     // the configuration, rather than being silently skipped (config/server/guard.rs).
     p("smtpd_client_restrictions", "", Kind::List),
