@@ -13,7 +13,7 @@ use super::session::{Connection, CurrentTrust};
 use super::store::Store;
 use crate::clock::Clock;
 use certrelay_core::net::list_contains;
-use smol::io::AsyncWriteExt;
+use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
 use std::net::{IpAddr, SocketAddr};
@@ -74,19 +74,32 @@ async fn connection<L: ListenerSource>(
         log::warn!("no configuration for listener {key}; closing connection from {addr}");
         return;
     };
-    let (addr, stream) = match listener.upstream_proxy {
-        None => (addr, Prefixed::new(Vec::new(), stream)),
-        Some(limit) => match proxy::read_header(&mut stream, limit).await {
-            Ok((header, rest)) => (header.client(addr), Prefixed::new(rest, stream)),
-            Err(why) => {
-                log::warn!(
-                    "haproxy read from {}: {why}; closing connection on {key}",
-                    addr.ip().to_canonical()
-                );
-                return;
-            }
-        },
+    let Some(limit) = listener.upstream_proxy else {
+        return admit(server, key, listener, stream, addr).await;
     };
+    match proxy::read_header(&mut stream, limit).await {
+        Ok((header, rest)) => {
+            let client = header.client(addr);
+            admit(server, key, listener, Prefixed::new(rest, stream), client).await;
+        }
+        Err(why) => log::warn!(
+            "haproxy read from {}: {why}; closing connection on {key}",
+            addr.ip().to_canonical()
+        ),
+    }
+}
+
+/// Counts the connection from `addr` against the limits and serves it, or refuses it.
+async fn admit<L, S>(
+    server: Arc<Server<L>>,
+    key: &str,
+    listener: Arc<ListenerConf>,
+    stream: S,
+    addr: SocketAddr,
+) where
+    L: ListenerSource,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let ip = addr.ip().to_canonical();
     // Postfix exempts mynetworks from the per-client limit
     // (smtpd_client_event_limit_exceptions = $mynetworks).
@@ -122,12 +135,10 @@ async fn connection<L: ListenerSource>(
 }
 
 /// `421 4.7.0 <myhostname> Error: too many connections`, then close.
-async fn refuse(
-    listener: &ListenerConf,
-    mut stream: Prefixed<TcpStream>,
-    ip: IpAddr,
-    why: Refusal,
-) {
+async fn refuse<S>(listener: &ListenerConf, mut stream: S, ip: IpAddr, why: Refusal)
+where
+    S: AsyncWrite + Unpin,
+{
     let host = &listener.settings.myhostname;
     let reply = match why {
         Refusal::Client { count } => {
