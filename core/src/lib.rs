@@ -29,6 +29,7 @@
 //! - [`queue`], [`dsn`], [`dns`], [`nexthop`]: the pure parts of the spool and delivery engine
 //!   (queue records, retry schedule, bounces, DNS messages, next-hop choice).
 //! - [`dkim`]: DKIM canonicalization and the signature field, without the cryptography.
+//! - [`proxy`]: the PROXY protocol header an L4 balancer sends before the client's bytes.
 //! - [`address`], [`reply`], [`line`](mod@line), [`hosts`], [`time`]: mail addresses and domains, SMTP
 //!   replies, bounded line buffers, the hosts file's text, and time as the shell reads it.
 //!
@@ -95,6 +96,7 @@ pub mod message;
 pub mod net;
 pub mod nexthop;
 pub mod policy;
+pub mod proxy;
 pub mod queue;
 pub mod reply;
 pub mod restriction;

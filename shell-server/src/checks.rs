@@ -28,6 +28,7 @@ pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
         conf::push_new(&mut diags, local_mail(&listener_config, &settings));
         conf::push_new(&mut diags, sender_maps(&listener_config));
     }
+    conf::push_new(&mut diags, proxy_binds(loaded));
     conf::push_new(&mut diags, conf::fingerprint_map(config).1);
     conf::push_new(&mut diags, crate::dkim::load(config).1);
     conf::push_new(&mut diags, logging::Settings::from_config(config).1);
@@ -85,4 +86,46 @@ fn local_mail(config: &Config, settings: &ServerSettings) -> Vec<Diagnostic> {
         ));
     }
     diags
+}
+
+/// Warns about each listener that takes a PROXY header (`smtpd_upstream_proxy_protocol`)
+/// on a wildcard address: whoever reaches it directly can claim any client address, and so
+/// be in `mynetworks`. Such a listener belongs on an address only the balancer reaches.
+fn proxy_binds(loaded: &Loaded) -> Vec<Diagnostic> {
+    let config = &loaded.config;
+    let any_address =
+        |h: &str| h.eq_ignore_ascii_case("all") || matches!(h, "0.0.0.0" | "::" | "[::]" | "*");
+    let everywhere = config
+        .list("inet_interfaces")
+        .iter()
+        .any(|i| any_address(i));
+    let wildcard = |host: Option<&str>| host.map_or(everywhere, any_address);
+    let warning = |at: &config::Location, bind: String| {
+        Diagnostic::warning(
+            at,
+            format!(
+                "smtpd_upstream_proxy_protocol on {bind}, a wildcard address: a client that \
+                 connects there directly can claim any address in its PROXY header (and so \
+                 be in mynetworks); bind this listener to an address only the balancer \
+                 reaches"
+            ),
+        )
+    };
+    let proxied = |c: &Config| matches!(config::server::upstream_proxy(c), Ok(Some(_)));
+    let mut out = Vec::new();
+    if loaded.listeners.is_empty() {
+        if proxied(config) && everywhere {
+            let at = config.location("smtpd_upstream_proxy_protocol");
+            out.push(warning(&at, "inet_interfaces = all".to_owned()));
+        }
+        return out;
+    }
+    for listener in &loaded.listeners {
+        let (listener_config, _) = config.with_overrides(&listener.override_list());
+        if proxied(&listener_config) && wildcard(listener.endpoint.host.as_deref()) {
+            let at = config::Location::new(&listener.file, listener.line);
+            out.push(warning(&at, listener.endpoint.to_string()));
+        }
+    }
+    out
 }

@@ -156,6 +156,9 @@ pub const PARAMS: &[Param] = &[
     p("smtpd_forbid_bare_newline", "reject", Kind::Text),
     p("smtpd_client_connection_count_limit", "50", Kind::Number),
     p("smtpd_peername_lookup", "yes", Kind::Bool),
+    // A balancer's PROXY protocol header before the client's bytes (config/server.rs).
+    p("smtpd_upstream_proxy_protocol", "", Kind::Text),
+    p("smtpd_upstream_proxy_timeout", "5s", SECONDS),
     // Hostile clients: other protocols, errors, slow senders (core/src/server/guard.rs).
     p(
         "smtpd_forbidden_commands",

@@ -7,6 +7,7 @@ use crate::settings::{BareNewline, ServerSettings, ServerTlsLevel};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::time::Duration;
 
 /// Reads one restriction name.
 pub fn parse_restriction(name: &str) -> Option<Restriction> {
@@ -78,12 +79,40 @@ pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
         sender_ccert_maps: Vec::new(),
         smtputf8_enable: b.or(config.bool("smtputf8_enable"), d.smtputf8_enable),
     };
+    if let Err(d) = upstream_proxy(config) {
+        b.diagnostics.push(d);
+    }
     for name in ["virtual_alias_maps", SENDER_CCERT_MAPS] {
         if let Err(d) = config.tables(name) {
             b.diagnostics.push(d);
         }
     }
     (settings, b.diagnostics)
+}
+
+/// `smtpd_upstream_proxy_protocol` and `smtpd_upstream_proxy_timeout`: how long a listener
+/// waits for a balancer's PROXY protocol header before anything else, or `None` when it
+/// expects none. `haproxy` (versions 1 and 2) is the one protocol, as in Postfix.
+pub fn upstream_proxy(config: &Config) -> Result<Option<Duration>, Diagnostic> {
+    const NAME: &str = "smtpd_upstream_proxy_protocol";
+    match config.text(NAME).trim() {
+        "" => Ok(None),
+        "haproxy" => {
+            let timeout = config.time("smtpd_upstream_proxy_timeout")?;
+            if timeout.is_zero() {
+                return Err(config.problem(
+                    "smtpd_upstream_proxy_timeout",
+                    "the time to wait for the PROXY header must be more than 0s",
+                ));
+            }
+            Ok(Some(timeout))
+        }
+        _ => Err(config.problem(
+            NAME,
+            "expected haproxy (a PROXY protocol header, version 1 or 2, from the balancer) \
+             or nothing",
+        )),
+    }
 }
 
 fn lower_list(config: &Config, name: &str) -> Vec<String> {

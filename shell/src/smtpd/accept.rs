@@ -1,16 +1,19 @@
 //! Accepting connections: each one is counted against the session limits, refused with
 //! a `421` beyond them, and served by [`Connection`] with the settings of its listener as
 //! they are at accept time (only `relay_clientcerts` is looked up again as it is now).
+//! On a listener behind a balancer (`smtpd_upstream_proxy_protocol`), the PROXY header
+//! comes first and its client is the one counted and served; without one, nothing is.
 
 use super::limits::{Refusal, Sessions};
 use super::listen::Bound;
 use super::listener::ListenerConf;
 use super::peername::{self, NameSources};
+use super::proxy::{self, Prefixed};
 use super::session::{Connection, CurrentTrust};
 use super::store::Store;
 use crate::clock::Clock;
 use certrelay_core::net::list_contains;
-use smol::io::AsyncWriteExt;
+use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
 use std::net::{IpAddr, SocketAddr};
@@ -59,17 +62,44 @@ pub async fn accept_loop<L: ListenerSource>(bound: Bound, server: Arc<Server<L>>
     }
 }
 
-/// Admits one connection within the limits and serves it.
+/// Admits one connection within the limits and serves it. Behind a balancer that sends a
+/// PROXY header, the client is the one the header names, for the limits as for the session.
 async fn connection<L: ListenerSource>(
     server: Arc<Server<L>>,
     key: &str,
-    stream: TcpStream,
+    mut stream: TcpStream,
     addr: SocketAddr,
 ) {
     let Some(listener) = server.source.listener(key) else {
         log::warn!("no configuration for listener {key}; closing connection from {addr}");
         return;
     };
+    let Some(limit) = listener.upstream_proxy else {
+        return admit(server, key, listener, stream, addr).await;
+    };
+    match proxy::read_header(&mut stream, limit).await {
+        Ok((header, rest)) => {
+            let client = header.client(addr);
+            admit(server, key, listener, Prefixed::new(rest, stream), client).await;
+        }
+        Err(why) => log::warn!(
+            "haproxy read from {}: {why}; closing connection on {key}",
+            addr.ip().to_canonical()
+        ),
+    }
+}
+
+/// Counts the connection from `addr` against the limits and serves it, or refuses it.
+async fn admit<L, S>(
+    server: Arc<Server<L>>,
+    key: &str,
+    listener: Arc<ListenerConf>,
+    stream: S,
+    addr: SocketAddr,
+) where
+    L: ListenerSource,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let ip = addr.ip().to_canonical();
     // Postfix exempts mynetworks from the per-client limit
     // (smtpd_client_event_limit_exceptions = $mynetworks).
@@ -105,7 +135,10 @@ async fn connection<L: ListenerSource>(
 }
 
 /// `421 4.7.0 <myhostname> Error: too many connections`, then close.
-async fn refuse(listener: &ListenerConf, mut stream: TcpStream, ip: IpAddr, why: Refusal) {
+async fn refuse<S>(listener: &ListenerConf, mut stream: S, ip: IpAddr, why: Refusal)
+where
+    S: AsyncWrite + Unpin,
+{
     let host = &listener.settings.myhostname;
     let reply = match why {
         Refusal::Client { count } => {

@@ -49,6 +49,9 @@ pub struct ListenerConf {
     pub client_limit: usize,
     /// Look the client's name up before the greeting (`smtpd_peername_lookup`, relay only).
     pub peername_lookup: bool,
+    /// `smtpd_upstream_proxy_protocol = haproxy`: the time a balancer's PROXY header may
+    /// take (`smtpd_upstream_proxy_timeout`); the client is the one it names.
+    pub upstream_proxy: Option<std::time::Duration>,
 }
 
 /// Builds listeners, sharing what several of them read alike (one fingerprint map, one TLS
@@ -142,6 +145,7 @@ impl ListenerBuilder {
         }
         let client_limit = config.number("smtpd_client_connection_count_limit")?;
         let peername_lookup = self.look_up_names && config.bool("smtpd_peername_lookup")?;
+        let upstream_proxy = certrelay_core::config::server::upstream_proxy(config)?;
         Ok(ListenerConf {
             key,
             endpoint,
@@ -155,6 +159,7 @@ impl ListenerBuilder {
             client_limit: usize::try_from(client_limit).unwrap_or(usize::MAX),
             peername_lookup,
             wrappermode,
+            upstream_proxy,
         })
     }
 

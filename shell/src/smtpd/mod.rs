@@ -16,6 +16,7 @@ pub mod limits;
 pub mod listen;
 pub mod listener;
 pub mod peername;
+pub mod proxy;
 pub mod session;
 pub mod store;
 pub mod tlsinfo;

@@ -21,7 +21,6 @@ use certrelay_core::settings::ServerTlsLevel;
 use certrelay_core::Instant;
 use futures_rustls::server::TlsStream;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use smol::net::TcpStream;
 use smol::Timer;
 use std::io;
 use std::net::IpAddr;
@@ -122,14 +121,16 @@ impl Connection {
     /// and giving way when the slot is wanted for a new connection while this one is idle.
     /// Before it reads commands, the session looks its client certificate up again when
     /// `current` holds another `relay_clientcerts` than the one it was judged with.
-    pub async fn serve(
+    pub async fn serve<S>(
         self,
-        stream: TcpStream,
+        stream: S,
         addr: IpAddr,
         name: String,
         slot: Slot,
         current: CurrentTrust,
-    ) {
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let peer = PeerInfo { addr, name };
         self.serve_with(stream, peer, Some(slot), Some(current))
             .await;

@@ -323,3 +323,32 @@ fn sender_ccert_rule_and_map_go_together() {
         "{d:?}"
     );
 }
+
+#[test]
+fn upstream_proxy_is_off_by_default_and_reads_haproxy_with_its_timeout() {
+    let read = |text: &str| {
+        let (config, d) = Config::parse("main.cf", text);
+        assert!(d.iter().all(|d| !d.is_error()), "{d:?}");
+        upstream_proxy(&config).map_err(|d| d.to_string())
+    };
+    assert_eq!(read(""), Ok(None));
+    assert_eq!(
+        read("smtpd_upstream_proxy_protocol = haproxy"),
+        Ok(Some(Duration::from_secs(5)))
+    );
+    assert_eq!(
+        read("smtpd_upstream_proxy_protocol = haproxy\nsmtpd_upstream_proxy_timeout = 2"),
+        Ok(Some(Duration::from_secs(2)))
+    );
+    let wrong = read("smtpd_upstream_proxy_protocol = proxy-v2").unwrap_err();
+    assert!(
+        wrong.contains("main.cf:1") && wrong.contains("expected haproxy"),
+        "{wrong}"
+    );
+    let zero = read("smtpd_upstream_proxy_protocol = haproxy\nsmtpd_upstream_proxy_timeout = 0")
+        .unwrap_err();
+    assert!(zero.contains("main.cf:2"), "{zero}");
+    // The settings check reports the same problem, so that `certrelayd check` shows it.
+    let (_, d) = server_settings(&Config::parse("main.cf", "smtpd_upstream_proxy_protocol = v2").0);
+    assert!(d.iter().any(|d| d.is_error()), "{d:?}");
+}
