@@ -7,7 +7,8 @@
 //!
 //! Input: see `certrelay_fuzz::Input`; the payload is what the server sends, a cut `c` is
 //! a read of `c` octets; the pick chooses the TLS level (mod 5), the certificate verdict
-//! (bit 3), a failed handshake (bit 4) and 8-bit bodies (bit 5).
+//! (bit 3), a failed handshake (bit 4), 8-bit bodies (bit 5) and SMTPUTF8 asked for (bit 6)
+//! with a UTF-8 header (bit 7).
 use certrelay_core::client::{
     ClientEvent, ClientOutput, ClientSession, Envelope, ServerCertVerdict, ServerPeer,
 };
@@ -71,6 +72,8 @@ impl Shell {
                         recipients: RCPTS.iter().map(|r| String::from(*r)).collect(),
                         body_size: Some(BODY.len() as u64),
                         eight_bit: self.pick & 32 != 0,
+                        smtputf8: self.pick & 64 != 0,
+                        utf8_header: self.pick & 128 != 0,
                     };
                     // A Ready queued before the session closed is stale: the shell gets
                     // an error then, as here.
