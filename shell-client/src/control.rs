@@ -14,7 +14,7 @@ use certrelay_shell::spool::maildrop::Maildrop;
 use certrelay_shell::spool::Spool;
 use std::io;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -195,16 +195,18 @@ pub fn spawn_detached(config_dir: &Path, queue_dir: &Path) -> io::Result<()> {
         .create(true)
         .append(true)
         .open(queue_dir.join("delivery.log"))?;
-    Command::new(exe)
-        .arg("-c")
-        .arg(config_dir)
-        .args(["flush", "--due", "--quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .map(drop)
+    // Through the same emulator when this program runs under one (a cross-built binary).
+    certrelay_shell::reexec::spawn(&exe, &certrelay_shell::reexec::emulator(), |command| {
+        command
+            .arg("-c")
+            .arg(config_dir)
+            .args(["flush", "--due", "--quiet"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.try_clone().map_or_else(|_| Stdio::null(), Stdio::from))
+            .process_group(0);
+    })
+    .map(drop)
 }
 
 /// What the `run` daemon's delivering loop is asked to do.

@@ -21,13 +21,14 @@ use certrelay_shell::delivery::resolver::Resolver;
 use certrelay_shell::delivery::runner::{QueueRunner, RunStats};
 use certrelay_shell::error::Error;
 use certrelay_shell::pki::{self, PkiError};
+use certrelay_shell::reexec;
 use certrelay_shell::spool::{Spool, SpoolError};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -239,7 +240,7 @@ impl Demo {
             self.path("relay").into_os_string(),
             OsString::from("run"),
         ];
-        let mut child = spawn_self(&exe, &args, &emulator())?;
+        let mut child = spawn_self(&exe, &args)?;
         let stderr = child.stderr.take();
         self.relay = Some(child);
         let log = self.relay_log.clone();
@@ -341,59 +342,22 @@ impl Demo {
     }
 }
 
-/// Starts `exe` (this program) with `args`, its standard error piped. When the kernel
-/// cannot run it (`Exec format error`: this is a cross-built binary that a user-mode
-/// emulator such as `qemu-aarch64 ./certrelayd demo` runs, with no binfmt registration to
-/// hand the child to the emulator too), it starts it again through `emulator`, found on
-/// PATH.
+/// Starts `exe` (this program) with `args`, its standard error piped; through the same
+/// emulator when this program runs under one (`certrelay_shell::reexec`).
 ///
 /// Not in-process: the relay changes the process's working directory, drops its user and
 /// group ids (the whole process's), owns SIGHUP/SIGTERM/SIGINT, writes its pid file and logs
 /// through the one global logger; as a thread of the demo it would do all of that to the
 /// demo too.
-fn spawn_self(exe: &Path, args: &[OsString], emulator: &str) -> Result<Child, Error> {
-    let start = |program: &OsStr, before: Option<&Path>| {
-        let mut command = Command::new(program);
-        if let Some(first) = before {
-            command.arg(first);
-        }
+fn spawn_self(exe: &Path, args: &[OsString]) -> Result<Child, Error> {
+    reexec::spawn(exe, &reexec::emulator(), |command| {
         command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-    };
-    match start(exe.as_os_str(), None) {
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOEXEC as i32) => {
-            start(OsStr::new(emulator), Some(exe)).map_err(|again| {
-                Error::system(
-                    "start the relay",
-                    std::io::Error::new(
-                        again.kind(),
-                        format!("{e}; through {emulator} neither: {again}"),
-                    ),
-                )
-            })
-        }
-        started => started.map_err(|e| Error::system("start the relay", e)),
-    }
-}
-
-/// The name of QEMU's user-mode emulator for the architecture this program was built for
-/// (`qemu-aarch64`, `qemu-arm`, `qemu-mipsel`, `qemu-x86_64`).
-fn emulator() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86" => "i386",
-        "powerpc" => "ppc",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "powerpc64" => "ppc64",
-        "mips" | "mips64" if cfg!(target_endian = "little") => {
-            return format!("qemu-{}el", std::env::consts::ARCH)
-        }
-        other => other,
-    };
-    format!("qemu-{arch}")
+            .stderr(Stdio::piped());
+    })
+    .map_err(|e| Error::system("start the relay", e))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), Error> {
@@ -479,86 +443,5 @@ fn sink_session(mut conn: TcpStream, settings: Arc<ServerSettings>, tx: mpsc::Se
             Ok(0) | Err(_) => return,
             Ok(n) => session.handle_input(&buf[..n], Instant(0)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    /// A file the kernel refuses to run (`Exec format error`): a script without `#!`,
-    /// which stands in for a binary of another architecture.
-    fn foreign_program(dir: &Path) -> PathBuf {
-        let path = dir.join("foreign");
-        std::fs::write(&path, "echo \"ran with $*\" >&2\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    }
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("certrelayd-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn args() -> Vec<OsString> {
-        ["-c", "/some/dir", "run"].map(OsString::from).to_vec()
-    }
-
-    #[test]
-    fn a_program_the_kernel_refuses_is_started_through_the_emulator() {
-        let dir = scratch("foreign");
-        let exe = foreign_program(&dir);
-        // `sh` plays the emulator: it is given the program, then the arguments.
-        let mut child = spawn_self(&exe, &args(), "sh").expect("started through sh");
-        let mut said = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut said)
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-        assert_eq!(said, "ran with -c /some/dir run\n");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_missing_emulator_is_named_with_the_first_failure() {
-        let dir = scratch("noemu");
-        let exe = foreign_program(&dir);
-        let e = spawn_self(&exe, &args(), "qemu-certrelay-test-none").unwrap_err();
-        let text = e.to_string();
-        assert!(text.contains("start the relay"), "{text}");
-        assert!(text.contains("format error"), "{text}");
-        assert!(
-            text.contains("through qemu-certrelay-test-none neither"),
-            "{text}"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_missing_program_is_not_handed_to_the_emulator() {
-        // Only `Exec format error` means "another architecture"; `sh` would run anything.
-        let e = spawn_self(Path::new("/nonexistent/certrelayd"), &args(), "sh").unwrap_err();
-        assert!(!e.to_string().contains("through sh"), "{e}");
-    }
-
-    #[test]
-    fn the_emulator_is_qemus_name_for_this_architecture() {
-        let expected = if cfg!(target_arch = "x86_64") {
-            "qemu-x86_64"
-        } else if cfg!(target_arch = "aarch64") {
-            "qemu-aarch64"
-        } else if cfg!(target_arch = "arm") {
-            "qemu-arm"
-        } else if cfg!(all(target_arch = "mips", target_endian = "little")) {
-            "qemu-mipsel"
-        } else {
-            return;
-        };
-        assert_eq!(emulator(), expected);
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod io;
 pub mod logging;
 pub mod pki;
+pub mod reexec;
 pub mod smtpd;
 pub mod spool;
 pub mod status;
