@@ -100,7 +100,13 @@ impl Smtp {
 
     /// As [`send`](Self::send), with `more` (CR LF lines) at the end of the body.
     fn send_with(&mut self, from_header: &str, rcpt: &str, more: &str) -> String {
-        assert!(self.cmd("MAIL FROM:<me@laptop.test>").starts_with("250"));
+        self.send_as("me@laptop.test", from_header, rcpt, more)
+    }
+
+    /// As [`send_with`](Self::send_with), with the envelope sender `sender`.
+    fn send_as(&mut self, sender: &str, from_header: &str, rcpt: &str, more: &str) -> String {
+        let r = self.cmd(&format!("MAIL FROM:<{sender}>"));
+        assert!(r.starts_with("250"), "{r}");
         let r = self.cmd(&format!("RCPT TO:<{rcpt}>"));
         assert!(r.starts_with("250"), "{r}");
         assert!(self.cmd("DATA").starts_with("354"));
@@ -207,6 +213,11 @@ fn setup(label: &str) -> Setup {
 }
 
 fn write_config(s: &Setup, sink_port: u16, port: u16) {
+    write_config_with(s, sink_port, port, "");
+}
+
+/// [`write_config`] with `more` at the end of main.cf.
+fn write_config_with(s: &Setup, sink_port: u16, port: u16, more: &str) {
     let d = s.dir.path().display();
     s.dir.write("dkim_keys", &(s.map_lines.join("\n") + "\n"));
     s.dir.write(
@@ -221,7 +232,7 @@ fn write_config(s: &Setup, sink_port: u16, port: u16) {
              virtual_alias_maps = hash:{d}/virtual\n\
              smtpd_recipient_restrictions = permit_mynetworks, permit_tls_clientcerts, \
              reject_unauth_destination\n\
-             dkim_signing_keys = texthash:{d}/dkim_keys\n"
+             dkim_signing_keys = texthash:{d}/dkim_keys\n{more}"
         ),
     );
     s.dir.write(
@@ -349,10 +360,16 @@ fn verify(message: &str, record: &str) -> Result<Vec<(String, String)>, String> 
 
 /// The relay running with [`setup`]'s keys in front of a sink.
 fn start(label: &str) -> (Setup, Sink, Daemon, u16) {
+    start_with(label, |_| String::new())
+}
+
+/// As [`start`], with what `more` returns (given the setup) at the end of main.cf.
+fn start_with(label: &str, more: impl FnOnce(&Setup) -> String) -> (Setup, Sink, Daemon, u16) {
     let s = setup(label);
     let sink = Sink::start(SinkOptions::default());
     let port = free_port();
-    write_config(&s, sink.port(), port);
+    let more = more(&s);
+    write_config_with(&s, sink.port(), port, &more);
     let d = s.dir.path().display().to_string();
     let daemon = Daemon::start(&binary("certrelayd"), &["-c", &d], "daemon started");
     (s, sink, daemon, port)
@@ -449,6 +466,67 @@ fn mail_not_submitted_by_a_listed_client_or_without_a_key_is_not_signed() {
         "{sub_id}: not DKIM-signed: no key for the From: domain sub.example.org"
     ));
     assert!(!relay.log().contains(&format!("{mynetworks_id}: DKIM")));
+}
+
+/// The stolen-certificate forgery: a laptop bound to `alice@example.net` sends with that
+/// envelope sender and `From: ceo@example.net`. With `smtpd_sender_ccert_maps` the relay
+/// signs only From: addresses the certificate's label owns; the forged one is delivered
+/// unsigned, and the log says why.
+#[test]
+fn a_certificate_bound_to_senders_gets_only_its_own_from_addresses_signed() {
+    let (s, sink, relay, port) = start_with("dkim-bound", |s| {
+        let d = s.dir.path().display();
+        s.dir.write(
+            "relay_clientcerts",
+            &format!(
+                "{} alice\n",
+                Fingerprint::of(DigestKind::Md5, &s.laptop.der)
+            ),
+        );
+        s.dir.write("senders", "alice alice@example.net\n");
+        // The envelope check first: the laptop on 127.0.0.1 is in mynetworks too.
+        format!(
+            "smtpd_sender_ccert_maps = texthash:{d}/senders\n\
+             smtpd_recipient_restrictions = reject_sender_ccert_mismatch, permit_mynetworks, \
+             permit_tls_clientcerts, reject_unauth_destination\n"
+        )
+    });
+    let mut smtp = Smtp::open(port, Some((&s.ca.cert_pem, &s.laptop)));
+    let rcpt = "friend@elsewhere.example";
+    let own = smtp.send_as("alice@example.net", "Alice <alice@example.net>", rcpt, "");
+    let forged = smtp.send_as("alice@example.net", "CEO <ceo@example.net>", rcpt, "");
+    // The envelope sender is where mail is refused.
+    let r = smtp.cmd("MAIL FROM:<ceo@example.net>");
+    assert!(r.starts_with("250"), "{r}");
+    let r = smtp.cmd(&format!("RCPT TO:<{rcpt}>"));
+    assert!(
+        r.starts_with(
+            "553 5.7.1 <ceo@example.net>: Sender address rejected: not owned by \
+             certificate alice"
+        ),
+        "{r}"
+    );
+    smtp.cmd("RSET");
+    smtp.cmd("QUIT");
+
+    let signed = taken(&sink, &own).text();
+    let t = verify(&signed, record(&s, "example.net")).unwrap_or_else(|e| panic!("{e}\n{signed}"));
+    assert_eq!(tag(&t, "d"), "example.net");
+    relay.wait_log(&format!("{own}: DKIM-Signature added: d=example.net"));
+
+    let text = taken(&sink, &forged).text();
+    assert!(!text.contains("DKIM-Signature"), "{text}");
+    assert!(text.starts_with("Received: "), "{text}");
+    assert!(
+        text.contains("\r\nFrom: CEO <ceo@example.net>\r\n"),
+        "{text}"
+    );
+    relay.wait_log(&format!(
+        "{forged}: not DKIM-signed: From: <ceo@example.net> is not owned by certificate alice"
+    ));
+    assert!(!relay
+        .log()
+        .contains(&format!("{forged}: DKIM-Signature added")));
 }
 
 #[test]

@@ -5,11 +5,15 @@
 //! (`dkim_signing_keys`).
 //!
 //! Not here: keys, signing and random numbers (the relay's shell, with ring), which
-//! messages are signed (the relay signs what its listed clients submit), verification (the
+//! messages are signed (the relay signs what its listed clients submit; the rule for a
+//! certificate bound to senders, [`check_from_owner`], is here), verification (the
 //! receivers do it), and the `simple` canonicalization (never written: `relaxed` survives
 //! the whitespace changes that forwarding servers make).
 
+use crate::address::parse_mailbox_with;
+use crate::ccert_senders;
 use crate::message::{addresses, HeaderSection};
+use crate::table::Table;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
@@ -86,6 +90,14 @@ pub enum SignError {
     FromNotOneAddress,
     /// The `From:` address has no domain.
     FromWithoutDomain,
+    /// The client's certificate is bound to senders (`smtpd_sender_ccert_maps`) and its
+    /// label does not own the `From:` address.
+    FromNotOwned {
+        /// The `From:` address.
+        address: String,
+        /// The certificate's `relay_clientcerts` label.
+        label: String,
+    },
 }
 
 impl fmt::Display for SignError {
@@ -97,6 +109,9 @@ impl fmt::Display for SignError {
             SignError::SeveralFrom => "the message has more than one From: header",
             SignError::FromNotOneAddress => "the From: header does not hold exactly one address",
             SignError::FromWithoutDomain => "the From: address has no domain",
+            SignError::FromNotOwned { address, label } => {
+                return write!(f, "From: <{address}> is not owned by certificate {label}");
+            }
         })
     }
 }
@@ -364,20 +379,50 @@ fn is_field_start(line: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))
 }
 
-/// The domain of the one address in the one `From:` field, in lower case.
-pub fn from_domain(header: &HeaderSection) -> Result<String, SignError> {
+/// The one address in the one `From:` field, as written there (without display name or
+/// angle brackets).
+pub fn from_address(header: &HeaderSection) -> Result<String, SignError> {
     let mut from = header.fields().iter().filter(|f| f.is("from"));
     let field = from.next().ok_or(SignError::NoFrom)?;
     if from.next().is_some() {
         return Err(SignError::SeveralFrom);
     }
-    let found = addresses(&field.value());
-    let [address] = found.as_slice() else {
-        return Err(SignError::FromNotOneAddress);
-    };
+    let mut found = addresses(&field.value());
+    match found.pop() {
+        Some(address) if found.is_empty() => Ok(address),
+        _ => Err(SignError::FromNotOneAddress),
+    }
+}
+
+/// The domain of the one address in the one `From:` field, in lower case.
+pub fn from_domain(header: &HeaderSection) -> Result<String, SignError> {
+    let address = from_address(header)?;
     match address.rsplit_once('@') {
         Some((_, domain)) if !domain.is_empty() => Ok(domain.trim_end_matches('.').to_lowercase()),
         _ => Err(SignError::FromWithoutDomain),
+    }
+}
+
+/// Whether the certificate labelled `label` owns the one `From:` address of `header`, by
+/// the rule `reject_sender_ccert_mismatch` applies to envelope senders
+/// ([`ccert_senders::lookup`] in the sender maps `tables`): the relay signs a bound
+/// certificate's mail only for the addresses it may send as. An address that does not
+/// read as `local@domain` is owned by no one.
+pub fn check_from_owner(
+    header: &HeaderSection,
+    tables: &[Table],
+    label: &str,
+) -> Result<(), SignError> {
+    let address = from_address(header)?;
+    let owned = parse_mailbox_with(&address, true)
+        .is_ok_and(|mailbox| ccert_senders::lookup(tables, label, &mailbox).is_owned());
+    if owned {
+        Ok(())
+    } else {
+        Err(SignError::FromNotOwned {
+            address,
+            label: String::from(label),
+        })
     }
 }
 
@@ -403,6 +448,11 @@ pub struct Tags<'a> {
 }
 
 impl Hashed {
+    /// The header section.
+    pub fn header(&self) -> &HeaderSection {
+        &self.header
+    }
+
     /// The domain of the `From:` address, in lower case.
     pub fn from_domain(&self) -> &str {
         &self.from_domain

@@ -8,6 +8,17 @@
 //! `sub.example.org`: give that domain a line of its own). Mail the relay takes from
 //! anyone else (mynetworks, other relays, mail for its alias domains) is never signed.
 //!
+//! Certificates bound to senders: when the listener the message came in on has
+//! `smtpd_sender_ccert_maps`, the `From:` address must also be owned by the certificate's
+//! label, by the rule `reject_sender_ccert_mismatch` applies to the envelope sender;
+//! otherwise a stolen certificate could send with its own envelope sender and have a
+//! `From:` of anyone at a signed domain signed. Such a message is delivered unsigned, with
+//! a log line, not refused: the envelope check is where mail is refused, and a From: that
+//! is not the sender's own is ordinary (a list, a secretary). The maps are the session's
+//! own (the listener's settings of the generation it was accepted under), the same ones its
+//! envelope was judged by. Without the maps, any `From:` at a domain with a key is signed
+//! for a listed client.
+//!
 //! When: as the message is received, before the `250`; the field is kept in the envelope
 //! record and written before the content at each delivery, so it is made once, and the
 //! content file stays what the client sent. A message that cannot be signed (no key for its
@@ -20,7 +31,9 @@
 use certrelay_core::cert;
 use certrelay_core::config::{Config, Diagnostic, Location};
 use certrelay_core::dkim::{self, Algorithm, KeyLine, MessageHasher, Tags};
+use certrelay_core::message::HeaderSection;
 use certrelay_core::server::Envelope as Arrival;
+use certrelay_core::settings::ServerSettings;
 use certrelay_shell::conf;
 use certrelay_shell::smtpd::store::{Signer as StoreSigner, Signing};
 use ring::rand::SystemRandom;
@@ -195,25 +208,27 @@ impl Signer {
     }
 }
 
-/// True when the client's certificate is listed in `relay_clientcerts`.
-fn is_listed_client(arrival: &Arrival) -> bool {
-    arrival
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.client_cert.verdict.is_present() && t.client_cert.listed.is_some())
+/// The label of the client's certificate when it is listed in `relay_clientcerts`.
+fn listed_label(arrival: &Arrival) -> Option<&str> {
+    let cert = &arrival.tls.as_ref()?.client_cert;
+    let listed = cert.listed.as_ref().filter(|_| cert.verdict.is_present())?;
+    Some(&listed.label)
 }
 
 impl StoreSigner for Signer {
-    fn begin(&self, arrival: &Arrival) -> Option<Box<dyn Signing>> {
-        if !is_listed_client(arrival) {
-            return None;
-        }
+    fn begin(&self, arrival: &Arrival, settings: &Arc<ServerSettings>) -> Option<Box<dyn Signing>> {
+        let label = listed_label(arrival)?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
         if keys.by_domain.is_empty() {
             return None;
         }
+        let bound = (!settings.sender_ccert_maps.is_empty()).then(|| Bound {
+            settings: settings.clone(),
+            label: label.to_owned(),
+        });
         Some(Box::new(MessageSigning {
             keys,
+            bound,
             hasher: Some(MessageHasher::new()),
             checked_domain: false,
             skipped: None,
@@ -221,16 +236,40 @@ impl StoreSigner for Signer {
     }
 }
 
+/// A certificate bound to senders: the session's `smtpd_sender_ccert_maps` (in its
+/// settings) and the certificate's label.
+#[derive(Debug)]
+struct Bound {
+    settings: Arc<ServerSettings>,
+    label: String,
+}
+
 /// One message being signed.
 #[derive(Debug)]
 struct MessageSigning {
     keys: Arc<Keys>,
+    /// Set when the `From:` address must be owned by the certificate's label.
+    bound: Option<Bound>,
     /// `None` once the message is known not to be signed.
     hasher: Option<MessageHasher>,
     /// The `From:` domain was looked up once the header ended.
     checked_domain: bool,
     /// Why it is not signed, said at the end.
     skipped: Option<String>,
+}
+
+/// Why a message with `header` is not signed, when that is known from the header: no key
+/// for its `From:` domain, or (for a certificate `bound` to senders) a `From:` its label
+/// does not own. A `From:` that cannot be signed at all is said by the hasher at the end.
+fn refusal(keys: &Keys, bound: Option<&Bound>, header: &HeaderSection) -> Option<String> {
+    let domain = dkim::from_domain(header).ok()?;
+    if !keys.by_domain.contains_key(&domain) {
+        return Some(format!("no key for the From: domain {domain}"));
+    }
+    let bound = bound?;
+    dkim::check_from_owner(header, &bound.settings.sender_ccert_maps, &bound.label)
+        .err()
+        .map(|e| e.to_string())
 }
 
 impl Signing for MessageSigning {
@@ -246,12 +285,10 @@ impl Signing for MessageSigning {
             return;
         };
         self.checked_domain = true;
-        // A From: domain without a key: stop hashing now rather than at the end.
-        if let Ok(domain) = dkim::from_domain(header) {
-            if !self.keys.by_domain.contains_key(&domain) {
-                self.skipped = Some(format!("no key for the From: domain {domain}"));
-                self.hasher = None;
-            }
+        // Not to be signed: stop hashing now rather than at the end.
+        if let Some(why) = refusal(&self.keys, self.bound.as_ref(), header) {
+            self.skipped = Some(why);
+            self.hasher = None;
         }
     }
 
@@ -270,6 +307,11 @@ impl Signing for MessageSigning {
                 return None;
             }
         };
+        // Again on the whole header: a message may end inside its header.
+        if let Some(why) = refusal(&self.keys, self.bound.as_ref(), hashed.header()) {
+            log::info!("{queue_id}: not DKIM-signed: {why}");
+            return None;
+        }
         let Some(key) = self.keys.by_domain.get(hashed.from_domain()) else {
             log::info!(
                 "{queue_id}: not DKIM-signed: no key for the From: domain {}",

@@ -244,6 +244,77 @@ fn the_from_domain_is_the_one_address_of_the_one_from_field() {
 }
 
 #[test]
+fn a_bound_certificate_signs_only_from_addresses_it_owns() {
+    let (senders, d) = crate::table::Table::parse(
+        "senders",
+        "alice alice@example.net, @alice.example\nbob bob@example.net\n",
+    );
+    assert!(d.is_empty(), "{d:?}");
+    let tables = vec![senders];
+    let check = |label: &str, header: &str| {
+        check_from_owner(&HeaderSection::parse(header.as_bytes()), &tables, label)
+    };
+    for from in [
+        "From: alice@example.net\r\n",
+        "From: Alice <ALICE@Example.NET>\r\n",
+        "From: \"Alice\" <alice@example.net.> (laptop)\r\n",
+        "From: news@alice.example\r\n",
+    ] {
+        assert_eq!(check("alice", from), Ok(()), "{from}");
+    }
+    let not_owned = |label: &str, address: &str| SignError::FromNotOwned {
+        address: address.to_string(),
+        label: label.to_string(),
+    };
+    // The forgery: an owned envelope sender does not make another From: owned.
+    assert_eq!(
+        check("alice", "From: CEO <ceo@example.net>\r\n"),
+        Err(not_owned("alice", "ceo@example.net"))
+    );
+    assert_eq!(
+        check("alice", "From: ceo@example.net\r\n")
+            .unwrap_err()
+            .to_string(),
+        "From: <ceo@example.net> is not owned by certificate alice"
+    );
+    // Another label's address, a subdomain, a label without an entry, an address that is
+    // not local@domain.
+    assert_eq!(
+        check("alice", "From: bob@example.net\r\n"),
+        Err(not_owned("alice", "bob@example.net"))
+    );
+    assert_eq!(
+        check("alice", "From: x@mail.alice.example\r\n"),
+        Err(not_owned("alice", "x@mail.alice.example"))
+    );
+    assert_eq!(
+        check("carol", "From: alice@example.net\r\n"),
+        Err(not_owned("carol", "alice@example.net"))
+    );
+    assert_eq!(
+        check("alice", "From: alice\r\n"),
+        Err(not_owned("alice", "alice"))
+    );
+    assert_eq!(check("bob", "From: bob@example.net\r\n"), Ok(()));
+    // A From: that could never be signed says so, as before.
+    assert_eq!(
+        check("alice", "From: alice@example.net, ceo@example.net\r\n"),
+        Err(SignError::FromNotOneAddress)
+    );
+    assert_eq!(
+        check(
+            "alice",
+            "From: alice@example.net\r\nFrom: ceo@example.net\r\n"
+        ),
+        Err(SignError::SeveralFrom)
+    );
+    assert_eq!(
+        check("alice", "To: x@example.org\r\n"),
+        Err(SignError::NoFrom)
+    );
+}
+
+#[test]
 fn messages_that_cannot_be_signed_say_why() {
     let fail = |m: &[u8]| {
         let mut h = MessageHasher::new();

@@ -295,7 +295,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 ServerOutput::Transmit(bytes) => self.out.extend_from_slice(&bytes),
                 ServerOutput::Log(line) => log::log!(line.level, "{}", line.text),
                 ServerOutput::MessageBegin(envelope) => {
-                    self.message = Some(self.c.store.begin(envelope).await);
+                    self.message = Some(
+                        self.c
+                            .store
+                            .begin(envelope, &self.c.listener.settings)
+                            .await,
+                    );
                 }
                 ServerOutput::BodyChunk(chunk) => {
                     if let Some(m) = self.message.as_mut() {

@@ -21,6 +21,7 @@ use certrelay_core::facts::TlsFacts;
 use certrelay_core::message::{self, find_header_end, HeaderSection, LocalOrigin};
 use certrelay_core::queue::{ClientFacts, Envelope, QueueId, Recipient};
 use certrelay_core::server::{Envelope as Arrival, ServerEvent};
+use certrelay_core::settings::ServerSettings;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -163,7 +164,9 @@ pub struct Store {
 /// (the relay's DKIM signing; the role's code implements it).
 pub trait Signer: Send + Sync + std::fmt::Debug {
     /// A signing for the message that begins, or `None` when it is not to be signed.
-    fn begin(&self, arrival: &Arrival) -> Option<Box<dyn Signing>>;
+    /// `settings` are those of the session it came in, the settings its envelope was
+    /// judged by (the relay's sender maps are per listener).
+    fn begin(&self, arrival: &Arrival, settings: &Arc<ServerSettings>) -> Option<Box<dyn Signing>>;
 }
 
 /// One message being signed: fed the content as it is stored.
@@ -231,8 +234,9 @@ impl Store {
         self
     }
 
-    /// Opens a queue file for a message whose DATA begins, with its `Received:` header.
-    pub async fn begin(&self, arrival: Box<Arrival>) -> Receiving {
+    /// Opens a queue file for a message whose DATA begins, with its `Received:` header;
+    /// `settings` are the session's.
+    pub async fn begin(&self, arrival: Box<Arrival>, settings: &Arc<ServerSettings>) -> Receiving {
         let mut tries = 0;
         loop {
             let now = SystemTime::now()
@@ -278,7 +282,10 @@ impl Store {
                 unix: now.as_secs(),
                 text: Vec::new(),
             });
-            let signing = self.signer.as_ref().and_then(|s| s.begin(&arrival));
+            let signing = self
+                .signer
+                .as_ref()
+                .and_then(|s| s.begin(&arrival, settings));
             return Receiving {
                 store: self.clone(),
                 id,
@@ -566,7 +573,12 @@ mod tests {
             });
         }
         let event = smol::block_on(async {
-            let mut r = store.begin(arrival("<alice>", "<bob>", client)).await;
+            let mut r = store
+                .begin(
+                    arrival("<alice>", "<bob>", client),
+                    &Arc::new(ServerSettings::default()),
+                )
+                .await;
             for c in chunks {
                 r.append(c.as_bytes()).await;
             }
