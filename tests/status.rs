@@ -392,6 +392,28 @@ fn laptop_status_shows_the_deferred_message_its_reason_the_last_run_and_the_daem
         "{human}"
     );
     assert!(human.contains("EXPIRES SOON"), "{human}");
+    // Nothing took mail yet, so no entry is remembered; one that is not in relayhost is
+    // not shown; the one that is, is.
+    assert!(!human.contains("relayhost last used"), "{human}");
+    let remembered = dir.path().join("queue/relayhost.last");
+    std::fs::write(&remembered, "[192.0.2.1]:25\n").unwrap();
+    let human = text(&laptop_cmd(dir.path(), &["status"], b""));
+    assert!(!human.contains("relayhost last used"), "{human}");
+    std::fs::write(&remembered, format!("[127.0.0.1]:{relay_port}\n")).unwrap();
+    let human = text(&laptop_cmd(dir.path(), &["status"], b""));
+    assert!(
+        human.contains(&format!(
+            "relayhost last used: [127.0.0.1]:{relay_port} (tried first)"
+        )),
+        "{human}"
+    );
+    let json =
+        String::from_utf8(laptop_cmd(dir.path(), &["status", "--json"], b"").stdout).unwrap();
+    assert_eq!(
+        json_value(&json, "relayhost_last_used"),
+        format!("\"[127.0.0.1]:{relay_port}\"")
+    );
+    std::fs::remove_file(&remembered).unwrap();
     // `certrelay run` serves the queue: status says so, with its pid.
     let run = Daemon::start(
         &binary("certrelay"),

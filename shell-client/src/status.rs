@@ -12,7 +12,9 @@
 
 use crate::laptop::Laptop;
 use crate::runlock::RunKind;
+use certrelay_core::nexthop::parse_relayhost;
 use certrelay_shell::clock::unix_secs;
+use certrelay_shell::delivery::last_relay;
 use certrelay_shell::delivery::runner::RunStats;
 use certrelay_shell::status::{
     certificates_in, queue_summary, read_claim, span_text, utc_text, CertStatus, Fields, Json,
@@ -183,6 +185,10 @@ pub fn main(laptop: &Laptop, json: bool) -> i32 {
     let last = last_run(queue_dir, &owners);
     let queue = queue_summary(queue_dir).map_err(|e| format!("{}: {e}", queue_dir.display()));
     let relayhost = config.text("relayhost").to_owned();
+    // The entry that last took mail, tried first: only when it is still one of relayhost's.
+    let last_used = parse_relayhost(&relayhost)
+        .ok()
+        .and_then(|hops| last_relay::remembered(queue_dir, &hops).map(|i| hops[i].written.clone()));
     let mut certs = Vec::new();
     for (role, name) in [
         ("client", "smtp_tls_cert_file"),
@@ -215,6 +221,7 @@ pub fn main(laptop: &Laptop, json: bool) -> i32 {
             ("queue_run_in_progress", Json::Bool(running.is_some())),
             ("queue_run_pid", running.map_or(Json::Null, Json::num)),
             ("relayhost", Json::str(relayhost)),
+            ("relayhost_last_used", Json::opt_str(last_used)),
             ("last_run", last),
             ("queue", queue_json(&queue)),
             (
@@ -226,7 +233,15 @@ pub fn main(laptop: &Laptop, json: bool) -> i32 {
     } else {
         print!(
             "{}",
-            text(daemon, running, &relayhost, &last, &queue, &certs, now)
+            text(
+                daemon,
+                running,
+                (&relayhost, last_used.as_deref()),
+                &last,
+                &queue,
+                &certs,
+                now
+            )
         );
     }
     if daemon.is_some() {
@@ -246,7 +261,7 @@ fn queue_json(queue: &Result<QueueSummary, String>) -> Json {
 fn text(
     daemon: Option<u32>,
     running: Option<u32>,
-    relayhost: &str,
+    (relayhost, last_used): (&str, Option<&str>),
     last: &Result<Option<LastRun>, String>,
     queue: &Result<QueueSummary, String>,
     certs: &[CertStatus],
@@ -276,6 +291,9 @@ fn text(
             relayhost
         }
     );
+    if let Some(entry) = last_used {
+        let _ = writeln!(out, "relayhost last used: {entry} (tried first)");
+    }
     match last {
         Ok(Some(l)) => {
             let _ = writeln!(
