@@ -5,18 +5,30 @@
 //! whole configuration checks, and is confirmed: the command waits until the running relay
 //! reports that it loaded it, and fails when the relay refused it or said nothing.
 //!
+//! `queue` and `delete` read a spool the relay may have given to `mail_owner` (see
+//! [`CarefulSpool`]): a link, FIFO or foreign file planted there is named, never followed.
+//!
 //! Not here: how the running relay is found and signalled (`running`), or putting a failure
 //! into words (`failure`).
 
 use crate::failure::{CertFileError, Failure};
 use crate::generation;
+use crate::privilege;
 use crate::running::{self, Reloaded};
 use argh::FromArgs;
 use certrelay_core::fingerprint::DigestKind;
 use certrelay_core::queue::QueueId;
 use certrelay_shell::pki;
+use certrelay_shell::spool::listing::{self, Entry};
+use certrelay_shell::status::{self, ClaimError};
+use nix::dir::Dir;
+use nix::fcntl::{self, OFlag};
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use nix::sys::stat::Mode;
+use nix::unistd::{self, Pid, UnlinkatFlags};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// print certificate fingerprints as openssl does (`sha256 Fingerprint=...`)
@@ -155,15 +167,41 @@ pub struct DeleteCmd {
     id: String,
 }
 
-/// `certrelayd queue`.
+/// `certrelayd queue`: read as [`CarefulSpool`] reads, so a link, a FIFO or a huge file
+/// that `mail_owner` planted in the spool is named and skipped, never read.
 pub fn queue(config_dir: &Path, _cmd: QueueCmd) -> Result<(), Failure> {
-    let dir = queue_directory(config_dir)?;
-    let text =
-        certrelay_shell::spool::listing::listing(&dir).map_err(|source| Failure::Listing {
-            queue_directory: dir.clone(),
-            source,
-        })?;
-    print!("{text}");
+    let (dir, owner) = queue_settings(config_dir)?;
+    let listing_failed = |source| Failure::Listing {
+        queue_directory: dir.clone(),
+        source,
+    };
+    let spool = match CarefulSpool::open(&dir, &owner) {
+        Ok(spool) => spool,
+        // No spool yet: an empty queue.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            print!("{}", listing::render([]));
+            return Ok(());
+        }
+        Err(e) => return Err(listing_failed(e)),
+    };
+    let entries = spool
+        .ids()
+        .map_err(listing_failed)?
+        .into_iter()
+        .map(|name| match name {
+            Ok(id) => match spool.envelope(&id) {
+                Ok(record) => Entry::Record(record),
+                Err(why) => Entry::Skipped {
+                    id: id.to_string(),
+                    why: why.to_string(),
+                },
+            },
+            Err(name) => Entry::Skipped {
+                id: format!("{name:?}"),
+                why: "not a queue id".into(),
+            },
+        });
+    print!("{}", listing::render(entries));
     Ok(())
 }
 
@@ -176,31 +214,186 @@ pub fn flush(config_dir: &Path, _cmd: FlushCmd) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `certrelayd delete ID`.
+/// `certrelayd delete ID`: removes the message's files, each only when it is a plain file
+/// of the spool's owner, by name in the `queue/` folder held open (a link is refused, and
+/// would be removed itself, never what it names).
 pub fn delete(config_dir: &Path, cmd: DeleteCmd) -> Result<(), Failure> {
-    let dir = queue_directory(config_dir)?;
+    // A queue id is letters and digits only: no `/`, no `..`.
     let id = QueueId::parse(&cmd.id).ok_or(Failure::NotQueueId(cmd.id))?;
-    // Attach without recovery: a running relay may be receiving into tmp/ right now.
-    let spool = certrelay_shell::spool::Spool::attach(&dir);
-    let name = id.as_str();
-    if spool.read_envelope(name).is_err() && !spool.message_path(name).exists() {
-        return Err(Failure::NoSuchMessage {
-            id,
-            queue_directory: dir,
-        });
-    }
-    match spool.remove(name) {
-        Ok(()) => {
+    let (dir, owner) = queue_settings(config_dir)?;
+    let no_such = |dir: PathBuf, id| Failure::NoSuchMessage {
+        id,
+        queue_directory: dir,
+    };
+    // Running relays do not lock messages against this: as before, a delivery under way
+    // may finish.
+    let spool = match CarefulSpool::open(&dir, &owner) {
+        Ok(spool) => spool,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_such(dir, id)),
+        Err(source) => {
+            return Err(Failure::Listing {
+                queue_directory: dir,
+                source,
+            })
+        }
+    };
+    match spool.remove(&id) {
+        Ok(true) => {
             println!("{id}: removed");
             Ok(())
         }
+        Ok(false) => Err(no_such(dir, id)),
         Err(source) => Err(Failure::NotRemoved { id, source }),
     }
 }
 
 fn queue_directory(config_dir: &Path) -> Result<PathBuf, Failure> {
+    Ok(queue_settings(config_dir)?.0)
+}
+
+/// `queue_directory` and `mail_owner`.
+fn queue_settings(config_dir: &Path) -> Result<(PathBuf, String), Failure> {
     let loaded = certrelay_shell::conf::load(config_dir).map_err(Failure::Config)?;
-    Ok(PathBuf::from(loaded.config.text("queue_directory")))
+    Ok((
+        PathBuf::from(loaded.config.text("queue_directory")),
+        loaded.config.text("mail_owner").to_owned(),
+    ))
+}
+
+/// The spool as a command reads it when the relay may have given it to `mail_owner`, an
+/// account whose files a flaw could let an attacker plant: `queue_directory` and its
+/// `queue/` folder are opened without following a link and must be the owner's, and each
+/// file is opened by name relative to `queue/` held open, with no link followed and
+/// without blocking, and is read only when it is a plain file of the owner's, of bounded
+/// size (the status command's claims).
+struct CarefulSpool {
+    /// `queue/`, open.
+    queue: File,
+    /// The accounts whose files are read: `mail_owner`, and the caller unless it is root
+    /// (a relay started by another account keeps that account's files).
+    owners: Vec<u32>,
+}
+
+impl CarefulSpool {
+    /// Opens `dir`'s `queue/` folder; `NotFound` when either is missing.
+    fn open(dir: &Path, mail_owner: &str) -> io::Result<CarefulSpool> {
+        let mut owners = Vec::new();
+        match privilege::mail_owner(mail_owner) {
+            Ok(user) => owners.push(user.uid.as_raw()),
+            // Root reads no spool whose owner it cannot name.
+            Err(e) if privilege::is_root() => {
+                return Err(io::Error::other(format!("mail_owner = {mail_owner}: {e}")))
+            }
+            Err(_) => {}
+        }
+        if !privilege::is_root() {
+            owners.push(nix::unistd::geteuid().as_raw());
+        }
+        // Without O_DIRECTORY, which would report a link as "not a directory".
+        let top = OpenOptions::new()
+            .read(true)
+            .custom_flags(NO_FOLLOW.bits())
+            .open(dir)
+            .map_err(refused_link)?;
+        check_dir(&top, &owners)?;
+        let in_queue = |e: io::Error| io::Error::new(e.kind(), format!("queue/: {e}"));
+        let queue = fcntl::openat(&top, "queue", NO_FOLLOW, Mode::empty())
+            .map_err(|e| in_queue(refused_link(e.into())))?;
+        let queue = File::from(queue);
+        check_dir(&queue, &owners).map_err(in_queue)?;
+        Ok(CarefulSpool { queue, owners })
+    }
+
+    /// The queue ids of the message files, sorted (ids sort by arrival); `Err` holds a
+    /// `.msg` file's name that is no queue id.
+    fn ids(&self) -> io::Result<Vec<Result<QueueId, String>>> {
+        let mut dir = Dir::openat(
+            &self.queue,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut ids = Vec::new();
+        for entry in dir.iter() {
+            let name = String::from_utf8_lossy(entry?.file_name().to_bytes()).into_owned();
+            if let Some(stem) = name.strip_suffix(".msg") {
+                ids.push(QueueId::parse(stem).ok_or(name));
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Opens `name` in `queue/` as a claim: no link, no FIFO, the owner's, at most `max`.
+    fn claim(&self, name: &str, max: u64) -> Result<File, ClaimError> {
+        let fd = fcntl::openat(&self.queue, name, NO_FOLLOW, Mode::empty())
+            .map_err(|e| ClaimError::opening(e.into()))?;
+        status::claim_file(File::from(fd), &self.owners, max)
+    }
+
+    /// The envelope record of `id`, read as the status command reads it.
+    fn envelope(&self, id: &QueueId) -> Result<Vec<u8>, ClaimError> {
+        status::envelope_record(|name, max| self.claim(name, max), id.as_str())
+    }
+
+    /// Removes the files of `id` (the message first, as the relay does); false when it has
+    /// none. A file that is not a plain file of the owner's stops it, named in the error.
+    fn remove(&self, id: &QueueId) -> io::Result<bool> {
+        let mut found = false;
+        for name in [format!("{id}.msg"), format!("{id}.env")] {
+            match self.claim(&name, u64::MAX) {
+                Ok(_) => {}
+                Err(ClaimError::Open(e)) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(why) => {
+                    return Err(io::Error::other(format!(
+                        "queue/{name}: {why}; not removed"
+                    )))
+                }
+            }
+            // By name in the folder held open: should the file have been swapped for a
+            // link since, the link goes, not what it names.
+            match unistd::unlinkat(&self.queue, name.as_str(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => found = true,
+                Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("queue/{name}: {e}"),
+                    ))
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// How the spool's folders and files are opened: read only, no link followed at the end,
+/// no wait on a FIFO.
+const NO_FOLLOW: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_CLOEXEC);
+
+/// Says "a symbolic link (not followed)" for the error of an open that refused one.
+fn refused_link(e: io::Error) -> io::Error {
+    match ClaimError::opening(e) {
+        ClaimError::Link => io::Error::other(ClaimError::Link.to_string()),
+        ClaimError::Open(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Fails unless `dir` is a directory of one of `owners`.
+fn check_dir(dir: &File, owners: &[u32]) -> io::Result<()> {
+    let meta = dir.metadata()?;
+    if !meta.is_dir() {
+        return Err(io::Error::other("not a directory"));
+    }
+    if !owners.contains(&meta.uid()) {
+        let owner = ClaimError::Owner { uid: meta.uid() };
+        return Err(io::Error::other(owner.to_string()));
+    }
+    Ok(())
 }
 
 /// Sends `sig` to the running relay `pid`.

@@ -63,7 +63,7 @@ impl fmt::Display for ClaimError {
             ClaimError::Link => f.write_str("a symbolic link (not followed)"),
             ClaimError::NotPlain => f.write_str("not a plain file"),
             ClaimError::Owner { uid } => write!(f, "owned by uid {uid}, not the expected account"),
-            ClaimError::TooBig(n) => write!(f, "{n} bytes, more than a status file holds"),
+            ClaimError::TooBig(n) => write!(f, "{n} bytes, more than allowed"),
             ClaimError::Read(e) => write!(f, "{e}"),
         }
     }
@@ -79,13 +79,27 @@ pub fn open_claim(path: &Path, owners: &[u32], max: u64) -> Result<File, ClaimEr
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                ClaimError::Link
-            } else {
-                ClaimError::Open(e)
-            }
-        })?;
+        .map_err(ClaimError::opening)?;
+    claim_file(file, owners, max)
+}
+
+impl ClaimError {
+    /// What an open with `O_NOFOLLOW` failing with `e` means: `ELOOP` is the link it
+    /// refused to follow.
+    pub fn opening(e: io::Error) -> ClaimError {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            ClaimError::Link
+        } else {
+            ClaimError::Open(e)
+        }
+    }
+}
+
+/// The checks of [`open_claim`] on a file the caller opened itself (relative to a
+/// directory it holds open, say), without following a link and without blocking: only a
+/// plain file owned by one of `owners` (any owner when empty) of at most `max` bytes is
+/// returned.
+pub fn claim_file(file: File, owners: &[u32], max: u64) -> Result<File, ClaimError> {
     let meta = file.metadata().map_err(ClaimError::Read)?;
     if !meta.is_file() {
         return Err(ClaimError::NotPlain);
@@ -556,20 +570,33 @@ fn count_entries(dir: &Path) -> io::Result<usize> {
 /// The envelope of `id` in the spool's `queue/` folder: its `.env`, else the record inside
 /// its `.msg`; each opened as a claim (no link, plain files only).
 fn read_envelope(queue: &Path, id: &str) -> Option<Envelope> {
-    let env = queue.join(format!("{id}.env"));
-    let bytes = match open_claim(&env, &[], MAX_ENVELOPE_BYTES) {
+    let bytes = envelope_record(|name, max| open_claim(&queue.join(name), &[], max), id).ok()?;
+    Envelope::parse(&bytes).ok()
+}
+
+/// The envelope record of queued message `id`: its `.env`, else the record inside its
+/// `.msg`, at most [`MAX_ENVELOPE_BYTES`]. `open` opens a file of the spool's `queue/`
+/// folder by name as a claim, given the most it may hold: how the caller reaches the
+/// folder (a path, a directory it holds open) is its own.
+pub fn envelope_record(
+    mut open: impl FnMut(&str, u64) -> Result<File, ClaimError>,
+    id: &str,
+) -> Result<Vec<u8>, ClaimError> {
+    match open(&format!("{id}.env"), MAX_ENVELOPE_BYTES) {
         Ok(file) => {
             let mut bytes = Vec::new();
-            file.take(MAX_ENVELOPE_BYTES).read_to_end(&mut bytes).ok()?;
-            bytes
+            file.take(MAX_ENVELOPE_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(ClaimError::Read)?;
+            Ok(bytes)
         }
         Err(ClaimError::Open(e)) if e.kind() == io::ErrorKind::NotFound => {
-            let file = open_claim(&queue.join(format!("{id}.msg")), &[], u64::MAX).ok()?;
-            crate::spool::embedded_envelope(&file, MAX_ENVELOPE_BYTES).ok()?
+            // The message file holds the content too: only its envelope is bounded.
+            let file = open(&format!("{id}.msg"), u64::MAX)?;
+            crate::spool::embedded_envelope(&file, MAX_ENVELOPE_BYTES).map_err(ClaimError::Read)
         }
-        Err(_) => return None,
-    };
-    Envelope::parse(&bytes).ok()
+        Err(e) => Err(e),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
