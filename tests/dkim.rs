@@ -3,11 +3,11 @@
 //! sink behind it. The signature is checked here with ring against the DNS record that
 //! keygen printed (always run), and by Debian's python3-dkim (`#[ignore]`: needs apt).
 
-use certrelay_core::cert::{parse_certificates, parse_private_key};
 use certrelay_core::dkim::{signed_data, MessageHasher};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_core::message::HeaderSection;
 use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::pki::client_config;
 use certrelay_testkit::pki::{Ca, Issued};
 use certrelay_testkit::sink::{Received, Sink, SinkOptions};
 use certrelay_testkit::{binary, certrelayd, certrelayd_ok, free_port, wait_until, TempDir};
@@ -15,7 +15,6 @@ use ring::signature::{UnparsedPublicKey, ED25519, RSA_PKCS1_2048_8192_SHA256};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------
@@ -82,7 +81,9 @@ impl Smtp {
                 unreachable!()
             };
             let name = rustls::pki_types::ServerName::try_from("relay.test").unwrap();
-            let conn = rustls::ClientConnection::new(client_config(ca_pem, client), name).unwrap();
+            let conn =
+                rustls::ClientConnection::new(client_config(ca_pem, Some(client.pems())), name)
+                    .unwrap();
             let mut tls = rustls::StreamOwned::new(conn, tcp);
             while tls.conn.is_handshaking() {
                 tls.conn.complete_io(&mut tls.sock).expect("handshake");
@@ -127,25 +128,6 @@ impl Smtp {
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
-
-fn client_config(ca_pem: &str, client: &Issued) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in parse_certificates(ca_pem.as_bytes()).unwrap() {
-        roots.add(der).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(
-                parse_certificates(client.cert_pem.as_bytes()).unwrap(),
-                parse_private_key(client.key_pem.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-    )
-}
 
 // ---------------------------------------------------------------------------------------
 // The relay with two keys: RSA for example.org, Ed25519 for example.net.

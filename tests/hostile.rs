@@ -2,9 +2,9 @@
 //! port, restriction classes that would do nothing, error after error, clients that send
 //! slowly, and a full house of idle connections. Every wait is bounded.
 
-use certrelay_core::cert::{parse_certificates, parse_private_key};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::pki::client_config;
 use certrelay_testkit::pki::{Ca, Issued};
 use certrelay_testkit::sink::{Sink, SinkOptions};
 use certrelay_testkit::{binary, free_port, wait_until, TempDir};
@@ -145,27 +145,6 @@ impl Client {
             Err(r)
         }
     }
-}
-
-fn client_config(ca_pem: &str, client: Option<&Issued>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in parse_certificates(ca_pem.as_bytes()).unwrap() {
-        roots.add(der).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    Arc::new(match client {
-        Some(c) => builder
-            .with_client_auth_cert(
-                parse_certificates(c.cert_pem.as_bytes()).unwrap(),
-                parse_private_key(c.key_pem.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -544,7 +523,7 @@ fn a_laptop_with_mail_is_served_while_ten_times_the_session_limit_sit_idle() {
 
     // A laptop with mail gets a slot at once, and its message is queued.
     let mut laptop = Client::greeted(relay.port);
-    laptop.tls(client_config(&relay.ca.cert_pem, Some(&relay.laptop)));
+    laptop.tls(client_config(&relay.ca.cert_pem, Some(relay.laptop.pems())));
     let queued = laptop.mail("someone@example.org");
     assert!(queued.is_ok(), "{queued:?}\n{}", daemon.log());
     // The busy client kept its session.

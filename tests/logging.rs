@@ -4,9 +4,9 @@
 //! Debian's fail2ban (`#[ignore]`), the filter in dist/fail2ban matching every hostile
 //! client and no line of a listed laptop's session.
 
-use certrelay_core::cert::{parse_certificates, parse_private_key};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_shell::logging::TEST_ONLY_DEV_LOG_VAR;
+use certrelay_testkit::pki::client_config;
 use certrelay_testkit::pki::{self, Ca, Issued};
 use certrelay_testkit::{binary, free_port, wait_until, workspace_root, TempDir};
 use std::io::{Read, Write};
@@ -106,27 +106,6 @@ impl Client {
         }
         self.stream = Stream::Tls(Box::new(tls));
     }
-}
-
-fn client_config(ca_pem: &str, client: Option<&Issued>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in parse_certificates(ca_pem.as_bytes()).unwrap() {
-        roots.add(der).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    Arc::new(match client {
-        Some(c) => builder
-            .with_client_auth_cert(
-                parse_certificates(c.cert_pem.as_bytes()).unwrap(),
-                parse_private_key(c.key_pem.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -469,7 +448,7 @@ fn fail2ban_matches_every_hostile_client_and_no_line_of_a_listed_laptop() {
     };
     run("listed laptop", "", &|| {
         let mut c = Client::greeted(relay.port);
-        c.tls(client_config(&relay.ca.cert_pem, Some(&relay.laptop)));
+        c.tls(client_config(&relay.ca.cert_pem, Some(relay.laptop.pems())));
         assert!(c.cmd("EHLO laptop.test").starts_with("250"));
         assert!(c.cmd("MAIL FROM:<me@laptop.test>").starts_with("250"));
         assert!(c.cmd("RCPT TO:<you@far.example>").starts_with("250"));
@@ -498,7 +477,7 @@ fn fail2ban_matches_every_hostile_client_and_no_line_of_a_listed_laptop() {
         &|| {
             let stranger = pki::self_signed_client("stranger");
             let mut c = Client::greeted(relay.req_port);
-            c.tls(client_config(&relay.ca.cert_pem, Some(&stranger)));
+            c.tls(client_config(&relay.ca.cert_pem, Some(stranger.pems())));
             let r = c.cmd("EHLO prober.test");
             assert!(r.starts_with("421 4.7.1"), "{r}");
         },

@@ -1,10 +1,11 @@
 //! The relay's serving mode end to end: the real `certrelayd` binary, real sockets, real
 //! TLS (rustls on the client side), real spool files. Every wait is bounded.
 
-use certrelay_core::cert::{parse_certificates, parse_private_key, spki_der};
+use certrelay_core::cert::{parse_certificates, spki_der};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_shell::spool::Spool;
 use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::pki::client_config;
 use certrelay_testkit::pki::{self, Ca, Issued};
 use certrelay_testkit::sink::{Sink, SinkOptions};
 use certrelay_testkit::wait_until;
@@ -179,28 +180,6 @@ impl Smtp {
             None => Err(r),
         }
     }
-}
-
-/// A client TLS configuration trusting `ca_pem`, with an optional client chain and key.
-fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in parse_certificates(ca_pem.as_bytes()).unwrap() {
-        roots.add(der).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    Arc::new(match client {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(
-                parse_certificates(chain.as_bytes()).unwrap(),
-                parse_private_key(key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    })
 }
 
 // ---------------------------------------------------------------------------------------

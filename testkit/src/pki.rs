@@ -1,12 +1,14 @@
 //! The test PKI, made with rcgen: certificate authorities, intermediates, and the server
-//! and client certificates they sign, in PEM and DER. It makes no rustls configurations
-//! (those are the shell's, built from these bytes) and reads or writes no files.
+//! and client certificates they sign, in PEM and DER, and the rustls configuration of a
+//! test client that trusts them. The relay's own configurations are the shell's, built from
+//! these bytes; nothing here reads or writes files.
 
-use certrelay_core::cert::parse_private_key;
+use certrelay_core::cert::{parse_certificates, parse_private_key};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
 
 /// A certificate authority.
 pub struct Ca {
@@ -34,6 +36,11 @@ impl Issued {
             key_pem: key.serialize_pem(),
             der: cert.der().to_vec(),
         }
+    }
+
+    /// The certificate and its key, PEM, as [`client_config`] takes them.
+    pub fn pems(&self) -> (&str, &str) {
+        (&self.cert_pem, &self.key_pem)
     }
 
     /// The certificate, for rustls.
@@ -128,6 +135,29 @@ pub fn self_signed_client(cn: &str) -> Issued {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let cert = params.self_signed(&key).expect("self-sign");
     Issued::new(&cert, &key)
+}
+
+/// The rustls configuration of a test client that trusts the certificates in `ca_pem` and,
+/// when `client` is given (certificate chain PEM, key PEM), presents it.
+pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in parse_certificates(ca_pem.as_bytes()).expect("CA PEM") {
+        roots.add(der).expect("a CA certificate rustls takes");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring's protocol versions")
+        .with_root_certificates(roots);
+    Arc::new(match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                parse_certificates(chain.as_bytes()).expect("client certificate PEM"),
+                parse_private_key(key.as_bytes()).expect("client key PEM"),
+            )
+            .expect("a client certificate and key that match"),
+        None => builder.with_no_client_auth(),
+    })
 }
 
 #[cfg(test)]
