@@ -2,10 +2,10 @@
 //! port, restriction classes that would do nothing, error after error, clients that send
 //! slowly, and a full house of idle connections. Every wait is bounded.
 
-use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_testkit::daemon::Daemon;
 use certrelay_testkit::pki::client_config;
 use certrelay_testkit::pki::{Ca, Issued};
+use certrelay_testkit::recipe::RelayFiles;
 use certrelay_testkit::sink::{Sink, SinkOptions};
 use certrelay_testkit::{binary, free_port, wait_until, TempDir};
 use std::io::{Read, Write};
@@ -157,40 +157,15 @@ struct Relay {
     laptop: Issued,
 }
 
-/// A relay directory: certificates, a map listing the laptop, main.cf with `extra` last,
-/// and one master.cf listener.
+/// A relay directory (`RelayFiles`): main.cf with `extra` last, and one master.cf
+/// listener.
 fn relay_dir(label: &str, extra: &str) -> Relay {
-    let dir = TempDir::new(label);
-    let ca = Ca::new("Test CA");
-    let server = ca.issue("relay.test", &["relay.test"], false);
-    let laptop = ca.issue("laptop", &[], true);
-    dir.write("relay.pem", &server.cert_pem);
-    dir.write("relay.key", &server.key_pem);
-    dir.write("ca.pem", &ca.cert_pem);
-    let fp = Fingerprint::of(DigestKind::Sha256, &laptop.der);
-    dir.write("relay_clientcerts", &format!("{fp} laptop\n"));
-    let d = dir.path().display();
-    dir.write(
+    let files = RelayFiles::new(label);
+    files.dir.write(
         "main.cf",
-        &format!(
-            "myhostname = relay.test\n\
-             mail_owner = nobody\n\
-             smtpd_peername_lookup = no\n\
-             mydestination = relay.test\n\
-             relayhost = [127.0.0.1]:9\n\
-             defer_transports = smtp\n\
-             mynetworks = 192.0.2.0/24\n\
-             queue_directory = {d}/spool\n\
-             smtpd_tls_security_level = may\n\
-             smtpd_tls_cert_file = {d}/relay.pem\n\
-             smtpd_tls_key_file = {d}/relay.key\n\
-             smtpd_tls_CAfile = {d}/ca.pem\n\
-             smtpd_tls_ask_ccert = yes\n\
-             relay_clientcerts = hash:{d}/relay_clientcerts\n\
-             smtpd_client_connection_count_limit = 0\n\
-             {extra}\n"
-        ),
+        &files.main_cf(&format!("smtpd_client_connection_count_limit = 0\n{extra}")),
     );
+    let RelayFiles { dir, ca, laptop } = files;
     let port = free_port();
     dir.write(
         "master.cf",

@@ -4,10 +4,10 @@
 //! Debian's fail2ban (`#[ignore]`), the filter in dist/fail2ban matching every hostile
 //! client and no line of a listed laptop's session.
 
-use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_shell::logging::TEST_ONLY_DEV_LOG_VAR;
 use certrelay_testkit::pki::client_config;
 use certrelay_testkit::pki::{self, Ca, Issued};
+use certrelay_testkit::recipe::RelayFiles;
 use certrelay_testkit::{binary, free_port, wait_until, workspace_root, TempDir};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -121,44 +121,22 @@ struct Relay {
     laptop: Issued,
 }
 
-/// A relay directory: certificates, a map listing the laptop, main.cf with `extra` last, and
-/// two master.cf listeners. 127.0.0.1 is not in mynetworks, and mail_owner is `nobody`, so
-/// a relay started as root gives up root before any client speaks.
+/// A relay directory (`RelayFiles`): main.cf with `extra` last, and two master.cf
+/// listeners. 127.0.0.1 is not in mynetworks, and mail_owner is `nobody`, so a relay
+/// started as root gives up root before any client speaks.
 fn relay_dir(label: &str, extra: &str) -> Relay {
-    let dir = TempDir::new(label);
-    let ca = Ca::new("Test CA");
-    let server = ca.issue("relay.test", &["relay.test"], false);
-    let laptop = ca.issue("laptop", &[], true);
-    dir.write("relay.pem", &server.cert_pem);
-    dir.write("relay.key", &server.key_pem);
-    dir.write("ca.pem", &ca.cert_pem);
-    let fp = Fingerprint::of(DigestKind::Sha256, &laptop.der);
-    dir.write("relay_clientcerts", &format!("{fp} laptop\n"));
-    let d = dir.path().display();
-    dir.write(
+    let files = RelayFiles::new(label);
+    files.dir.write(
         "main.cf",
-        &format!(
-            "myhostname = relay.test\n\
-             mail_owner = nobody\n\
-             smtpd_peername_lookup = no\n\
-             mydestination = relay.test\n\
-             relayhost = [127.0.0.1]:9\n\
-             defer_transports = smtp\n\
-             mynetworks = 192.0.2.0/24\n\
-             queue_directory = {d}/spool\n\
-             smtpd_tls_security_level = may\n\
-             smtpd_tls_cert_file = {d}/relay.pem\n\
-             smtpd_tls_key_file = {d}/relay.key\n\
-             smtpd_tls_CAfile = {d}/ca.pem\n\
-             smtpd_tls_ask_ccert = yes\n\
-             smtpd_tls_loglevel = 1\n\
-             relay_clientcerts = hash:{d}/relay_clientcerts\n\
+        &files.main_cf(&format!(
+            "smtpd_tls_loglevel = 1\n\
              smtpd_client_connection_count_limit = 0\n\
              smtpd_hard_error_limit = 3\n\
              smtpd_error_sleep_time = 0s\n\
-             {extra}\n"
-        ),
+             {extra}"
+        )),
     );
+    let RelayFiles { dir, ca, laptop } = files;
     let port = free_port();
     let req_port = free_port();
     dir.write(

@@ -6,11 +6,11 @@
 //!
 //! The same with Debian's HAProxy in front of two relays: tests/haproxy.rs.
 
-use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_core::proxy::{v1_header, v2_header, Addresses};
 use certrelay_testkit::daemon::Daemon;
 use certrelay_testkit::pki::client_config;
 use certrelay_testkit::pki::{Ca, Issued};
+use certrelay_testkit::recipe::RelayFiles;
 use certrelay_testkit::sink::{Sink, SinkOptions};
 use certrelay_testkit::{binary, free_port, run, wait_until, TempDir};
 use std::io::{Read, Write};
@@ -156,28 +156,16 @@ struct Relay {
 /// A relay whose two listeners expect a PROXY header, forwarding to `sink`, with
 /// `mynetworks = 192.0.2.0/24` (127.0.0.1, the balancer's own address, is not in it).
 fn relay(sink: &Sink) -> Relay {
-    let dir = TempDir::new("proxy");
-    let ca = Ca::new("Test CA");
-    let server = ca.issue("relay.test", &["relay.test"], false);
-    let laptop = ca.issue("laptop", &[], true);
-    dir.write("relay.pem", &server.cert_pem);
-    dir.write("relay.key", &server.key_pem);
-    dir.write("ca.pem", &ca.cert_pem);
-    let fp = Fingerprint::of(DigestKind::Sha256, &laptop.der);
-    dir.write("relay_clientcerts", &format!("{fp} laptop\n"));
-    let d = dir.path().display();
-    dir.write(
+    let files = RelayFiles::new("proxy");
+    // Onward to the sink, not held.
+    files.dir.write(
         "main.cf",
-        &format!(
-            "myhostname = relay.test\nmail_owner = nobody\nsmtpd_peername_lookup = no\n\
-             mydestination = relay.test\nrelayhost = [127.0.0.1]:{}\n\
-             mynetworks = 192.0.2.0/24\nqueue_directory = {d}/spool\n\
-             smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {d}/relay.pem\n\
-             smtpd_tls_key_file = {d}/relay.key\nsmtpd_tls_CAfile = {d}/ca.pem\n\
-             smtpd_tls_ask_ccert = yes\nrelay_clientcerts = hash:{d}/relay_clientcerts\n",
+        &files.main_cf(&format!(
+            "relayhost = [127.0.0.1]:{}\ndefer_transports =",
             sink.port()
-        ),
+        )),
     );
+    let RelayFiles { dir, ca, laptop } = files;
     let (port, wrapped) = (free_port(), free_port());
     dir.write(
         "master.cf",

@@ -2,11 +2,15 @@
 //! and forwards to a sink, a laptop directory configured for it, and `certrelay` run in that
 //! directory. For the end-to-end tests that need both binaries together.
 //!
+//! Also the relay files most single-relay tests start from ([`RelayFiles`]).
+//!
 //! Not here: the sink (`sink`) or anything that asserts; the tests do that.
 
 use crate::daemon::Daemon;
 use crate::free_port;
+use crate::pki::{Ca, Issued};
 use crate::{binary, certrelayd_ok, TempDir};
+use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -78,4 +82,58 @@ pub fn certrelay(dir: &TempDir, args: &[&str], stdin: &[u8]) -> Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// A relay's directory with its certificates: a CA, the relay's certificate for
+/// `relay.test` (`relay.pem`, `relay.key`, `ca.pem`), and a laptop's client certificate
+/// listed in `relay_clientcerts` as `laptop` by its SHA-256 fingerprint. The test writes
+/// main.cf (usually [`RelayFiles::main_cf`]) and master.cf.
+pub struct RelayFiles {
+    /// The directory, removed when dropped.
+    pub dir: TempDir,
+    /// The CA of the relay's and the laptop's certificates.
+    pub ca: Ca,
+    /// The listed laptop's certificate.
+    pub laptop: Issued,
+}
+
+impl RelayFiles {
+    /// The files, in a new directory named after `label`.
+    pub fn new(label: &str) -> RelayFiles {
+        let dir = TempDir::new(label);
+        let ca = Ca::new("Test CA");
+        let server = ca.issue("relay.test", &["relay.test"], false);
+        let laptop = ca.issue("laptop", &[], true);
+        dir.write("relay.pem", &server.cert_pem);
+        dir.write("relay.key", &server.key_pem);
+        dir.write("ca.pem", &ca.cert_pem);
+        let fp = Fingerprint::of(DigestKind::Sha256, &laptop.der);
+        dir.write("relay_clientcerts", &format!("{fp} laptop\n"));
+        RelayFiles { dir, ca, laptop }
+    }
+
+    /// The main.cf these tests share, then `extra` (a later line wins, so `extra` may
+    /// change any of them): `relay.test`, `mail_owner = nobody` (a relay started as root
+    /// gives root up), no name lookups, onward delivery held (`defer_transports = smtp`),
+    /// `mynetworks` that 127.0.0.1 is not in, TLS offered with certificates asked for.
+    pub fn main_cf(&self, extra: &str) -> String {
+        let d = self.dir.path().display();
+        format!(
+            "myhostname = relay.test\n\
+             mail_owner = nobody\n\
+             smtpd_peername_lookup = no\n\
+             mydestination = relay.test\n\
+             relayhost = [127.0.0.1]:9\n\
+             defer_transports = smtp\n\
+             mynetworks = 192.0.2.0/24\n\
+             queue_directory = {d}/spool\n\
+             smtpd_tls_security_level = may\n\
+             smtpd_tls_cert_file = {d}/relay.pem\n\
+             smtpd_tls_key_file = {d}/relay.key\n\
+             smtpd_tls_CAfile = {d}/ca.pem\n\
+             smtpd_tls_ask_ccert = yes\n\
+             relay_clientcerts = hash:{d}/relay_clientcerts\n\
+             {extra}\n"
+        )
+    }
 }
