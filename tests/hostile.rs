@@ -2,148 +2,42 @@
 //! port, restriction classes that would do nothing, error after error, clients that send
 //! slowly, and a full house of idle connections. Every wait is bounded.
 
+use certrelay_testkit::client::Client;
 use certrelay_testkit::daemon::Daemon;
 use certrelay_testkit::pki::client_config;
 use certrelay_testkit::pki::{Ca, Issued};
 use certrelay_testkit::recipe::RelayFiles;
 use certrelay_testkit::sink::{Sink, SinkOptions};
 use certrelay_testkit::{binary, free_port, wait_until, TempDir};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const GOODBYE: &str = "221 2.7.0 Error: I can break rules, too. Goodbye.";
 const DISPLACED: &str = "421 4.7.0 relay.test Error: too many connections; closing idle session";
 const TIMEOUT: &str = "421 4.4.2 relay.test Error: timeout exceeded";
 
 // ---------------------------------------------------------------------------------------
-// A small blocking SMTP client, plaintext or TLS.
+// The client's one transaction.
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-    Gone,
-}
-
-struct Client {
-    stream: Stream,
-    pending: Vec<u8>,
-}
-
-impl Client {
-    fn connect(port: u16) -> Client {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        Client {
-            stream: Stream::Plain(tcp),
-            pending: Vec::new(),
+/// MAIL, RCPT, DATA with a small message; the final reply, or the first refusal.
+fn mail(c: &mut Client, rcpt: &str) -> Result<String, String> {
+    for (line, code) in [
+        ("MAIL FROM:<me@laptop.test>".to_owned(), "250"),
+        (format!("RCPT TO:<{rcpt}>"), "250"),
+        ("DATA".to_owned(), "354"),
+    ] {
+        let r = c.cmd(&line);
+        if !r.starts_with(code) {
+            return Err(r);
         }
     }
-
-    /// Connects and reads the banner, which must be a `220`.
-    fn greeted(port: u16) -> Client {
-        let mut c = Client::connect(port);
-        let banner = c.reply();
-        assert!(banner.starts_with("220 "), "{banner}");
-        c
-    }
-
-    fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match &mut self.stream {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-            Stream::Gone => Ok(0),
-        }
-    }
-
-    /// One line without CR LF; empty once the server closed (or reset) the connection.
-    fn line(&mut self) -> String {
-        loop {
-            if let Some(i) = self.pending.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = self.pending.drain(..i + 2).collect();
-                return String::from_utf8_lossy(&line[..i]).into_owned();
-            }
-            let mut buf = [0u8; 4096];
-            match self.read_some(&mut buf) {
-                Ok(0) => return String::new(),
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    panic!("no reply within {IO_TIMEOUT:?}")
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    panic!("no reply within {IO_TIMEOUT:?}")
-                }
-                // A reset after the last reply is a close too.
-                Err(_) => return String::new(),
-            }
-        }
-    }
-
-    fn reply(&mut self) -> String {
-        let mut lines = Vec::new();
-        loop {
-            let line = self.line();
-            let last = line.len() < 4 || line.as_bytes()[3] != b'-';
-            lines.push(line);
-            if last {
-                return lines.join("\n");
-            }
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        let r = match &mut self.stream {
-            Stream::Plain(s) => s.write_all(bytes).and_then(|()| s.flush()),
-            Stream::Tls(s) => s.write_all(bytes).and_then(|()| s.flush()),
-            Stream::Gone => panic!("closed"),
-        };
-        r.expect("write");
-    }
-
-    fn cmd(&mut self, line: &str) -> String {
-        self.send(format!("{line}\r\n").as_bytes());
-        self.reply()
-    }
-
-    /// EHLO, STARTTLS and the handshake with `config`.
-    fn tls(&mut self, config: Arc<rustls::ClientConfig>) {
-        assert!(self.cmd("EHLO client.test").starts_with("250"));
-        assert_eq!(self.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS");
-        let name = rustls::pki_types::ServerName::try_from("relay.test").unwrap();
-        let conn = rustls::ClientConnection::new(config, name).unwrap();
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            panic!("TLS twice")
-        };
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).expect("handshake");
-        }
-        self.stream = Stream::Tls(Box::new(tls));
-    }
-
-    /// MAIL, RCPT, DATA with a small message; the final reply, or the first refusal.
-    fn mail(&mut self, rcpt: &str) -> Result<String, String> {
-        for (line, code) in [
-            ("MAIL FROM:<me@laptop.test>".to_owned(), "250"),
-            (format!("RCPT TO:<{rcpt}>"), "250"),
-            ("DATA".to_owned(), "354"),
-        ] {
-            let r = self.cmd(&line);
-            if !r.starts_with(code) {
-                return Err(r);
-            }
-        }
-        let r = self.cmd("Subject: test\r\n\r\nhello\r\n.");
-        if r.starts_with("250 2.0.0 Ok: queued as ") {
-            Ok(r)
-        } else {
-            Err(r)
-        }
+    let r = c.cmd("Subject: test\r\n\r\nhello\r\n.");
+    if r.starts_with("250 2.0.0 Ok: queued as ") {
+        Ok(r)
+    } else {
+        Err(r)
     }
 }
 
@@ -266,7 +160,7 @@ fn a_browser_posting_smtp_to_the_laptops_listener_queues_nothing() {
     // A mail program is served; then nothing else was queued or sent.
     let mut c = Client::greeted(smtp_port);
     assert!(c.cmd("EHLO mua.test").starts_with("250"));
-    c.mail("friend@example.org").unwrap();
+    mail(&mut c, "friend@example.org").unwrap();
     let got = wait_until("the sink to get the message", || {
         let got = sink.messages();
         (!got.is_empty()).then_some(got)
@@ -381,10 +275,7 @@ fn a_client_dribbling_a_command_is_cut_off_at_the_command_time_limit() {
     let relay = relay_dir("hostile-drip", "certrelay_command_time_limit = 2s");
     let daemon = start(&relay);
     let mut c = Client::greeted(relay.port);
-    let Stream::Plain(tcp) = &c.stream else {
-        unreachable!()
-    };
-    let mut writer = tcp.try_clone().unwrap();
+    let mut writer = c.tcp().try_clone().unwrap();
     // One byte every 300 ms, for longer than the limit (smtpd_timeout is 300 s).
     let drip = std::thread::spawn(move || {
         for b in b"NOOP and then some more words that never end".iter() {
@@ -413,10 +304,7 @@ fn data_slower_than_the_minimum_rate_is_cut_off_and_not_queued() {
     assert!(c.cmd("RCPT TO:<b@example.org>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
     // 10 bytes a second, where 100 are asked for after a 1 s head start.
-    let Stream::Plain(tcp) = &c.stream else {
-        unreachable!()
-    };
-    let mut writer = tcp.try_clone().unwrap();
+    let mut writer = c.tcp().try_clone().unwrap();
     let drip = std::thread::spawn(move || {
         for _ in 0..40 {
             if writer.write_all(b"0123456789").is_err() {
@@ -499,7 +387,7 @@ fn a_laptop_with_mail_is_served_while_ten_times_the_session_limit_sit_idle() {
     // A laptop with mail gets a slot at once, and its message is queued.
     let mut laptop = Client::greeted(relay.port);
     laptop.tls(client_config(&relay.ca.cert_pem, Some(relay.laptop.pems())));
-    let queued = laptop.mail("someone@example.org");
+    let queued = mail(&mut laptop, "someone@example.org");
     assert!(queued.is_ok(), "{queued:?}\n{}", daemon.log());
     // The busy client kept its session.
     assert_eq!(busy.cmd("NOOP"), "250 2.0.0 Ok");

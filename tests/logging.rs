@@ -5,108 +5,15 @@
 //! client and no line of a listed laptop's session.
 
 use certrelay_shell::logging::TEST_ONLY_DEV_LOG_VAR;
+use certrelay_testkit::client::{Client, IO_TIMEOUT};
 use certrelay_testkit::pki::client_config;
 use certrelay_testkit::pki::{self, Ca, Issued};
 use certrelay_testkit::recipe::RelayFiles;
 use certrelay_testkit::{binary, free_port, wait_until, workspace_root, TempDir};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
-
-const IO_TIMEOUT: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------------------------------
-// A small blocking SMTP client, plaintext or TLS.
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-    Gone,
-}
-
-struct Client {
-    stream: Stream,
-    pending: Vec<u8>,
-}
-
-impl Client {
-    /// Connects and reads the `220` banner.
-    fn greeted(port: u16) -> Client {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        let mut c = Client {
-            stream: Stream::Plain(tcp),
-            pending: Vec::new(),
-        };
-        let banner = c.reply();
-        assert!(banner.starts_with("220 "), "{banner}");
-        c
-    }
-
-    /// One line without CR LF; empty once the server closed the connection.
-    fn line(&mut self) -> String {
-        loop {
-            if let Some(i) = self.pending.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = self.pending.drain(..i + 2).collect();
-                return String::from_utf8_lossy(&line[..i]).into_owned();
-            }
-            let mut buf = [0u8; 4096];
-            let got = match &mut self.stream {
-                Stream::Plain(s) => s.read(&mut buf),
-                Stream::Tls(s) => s.read(&mut buf),
-                Stream::Gone => Ok(0),
-            };
-            match got {
-                Ok(0) | Err(_) => return String::new(),
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-            }
-        }
-    }
-
-    fn reply(&mut self) -> String {
-        let mut lines = Vec::new();
-        loop {
-            let line = self.line();
-            let last = line.len() < 4 || line.as_bytes()[3] != b'-';
-            lines.push(line);
-            if last {
-                return lines.join("\n");
-            }
-        }
-    }
-
-    fn cmd(&mut self, line: &str) -> String {
-        let bytes = format!("{line}\r\n");
-        let r = match &mut self.stream {
-            Stream::Plain(s) => s.write_all(bytes.as_bytes()),
-            Stream::Tls(s) => s.write_all(bytes.as_bytes()).and_then(|()| s.flush()),
-            Stream::Gone => panic!("closed"),
-        };
-        r.expect("write");
-        self.reply()
-    }
-
-    /// EHLO, STARTTLS and the handshake with `config`.
-    fn tls(&mut self, config: Arc<rustls::ClientConfig>) {
-        assert!(self.cmd("EHLO client.test").starts_with("250"));
-        assert_eq!(self.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS");
-        let name = rustls::pki_types::ServerName::try_from("relay.test").unwrap();
-        let conn = rustls::ClientConnection::new(config, name).unwrap();
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            panic!("TLS twice")
-        };
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).expect("handshake");
-        }
-        self.stream = Stream::Tls(Box::new(tls));
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The relay.

@@ -9,6 +9,7 @@
 //! Everything here talks to 127.0.0.1 only, and every wait is bounded.
 
 pub mod binaries;
+pub mod client;
 pub mod daemon;
 pub mod dns;
 pub mod fixtures;
