@@ -3,75 +3,29 @@
 //! owns and is refused (553) for any other; a reload applies a new map; `check` refuses
 //! what would not work; `explain` shows the step.
 
-use certrelay_core::cert::{parse_certificates, parse_private_key};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use certrelay_testkit::binaries::certrelayd;
+use certrelay_testkit::client::Client;
 use certrelay_testkit::daemon::Daemon;
-use certrelay_testkit::pki::{Ca, Issued};
+use certrelay_testkit::pki::{client_config, Ca, Issued};
 use certrelay_testkit::sink::{Sink, SinkOptions};
 use certrelay_testkit::{binary, wait_until, TempDir};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::Arc;
-use std::time::Duration;
 
 /// The SMTP dialogue of a laptop: plain greeting and EHLO, STARTTLS with its certificate,
 /// then commands inside TLS.
-struct Laptop {
-    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
-    pending: Vec<u8>,
-}
+struct Laptop(Client);
 
 impl Laptop {
     fn connect(port: u16, ca_pem: &str, cert: &Issued) -> Laptop {
-        let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to the relay");
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut pending = Vec::new();
-        for (command, want) in [
-            (None, "220 "),
-            (Some("EHLO laptop.test"), "250 "),
-            (Some("STARTTLS"), "220 "),
-        ] {
-            if let Some(c) = command {
-                tcp.write_all(format!("{c}\r\n").as_bytes()).unwrap();
-            }
-            let reply = read_reply(&mut tcp, &mut pending);
-            assert!(
-                reply.lines().last().unwrap_or("").starts_with(want),
-                "{reply}"
-            );
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        for der in parse_certificates(ca_pem.as_bytes()).unwrap() {
-            roots.add(der).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(
-                parse_certificates(cert.cert_pem.as_bytes()).unwrap(),
-                parse_private_key(cert.key_pem.as_bytes()).unwrap(),
-            )
-            .unwrap();
-        let name = rustls::pki_types::ServerName::try_from("relay.test").unwrap();
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-        let mut laptop = Laptop {
-            tls: rustls::StreamOwned::new(conn, tcp),
-            pending: Vec::new(),
-        };
-        let ehlo = laptop.cmd("EHLO laptop.test");
+        let mut c = Client::greeted(port);
+        c.tls(client_config(ca_pem, Some(cert.pems())));
+        let ehlo = c.cmd("EHLO laptop.test");
         assert!(ehlo.starts_with("250"), "{ehlo}");
-        laptop
+        Laptop(c)
     }
 
     fn cmd(&mut self, line: &str) -> String {
-        self.tls
-            .write_all(format!("{line}\r\n").as_bytes())
-            .unwrap();
-        self.tls.flush().unwrap();
-        read_reply(&mut self.tls, &mut self.pending)
+        self.0.cmd(line)
     }
 
     /// MAIL and RCPT as `sender`; the RCPT reply, or the MAIL reply when that refused.
@@ -92,30 +46,6 @@ impl Laptop {
         let r = self.cmd("DATA");
         assert!(r.starts_with("354"), "{r}");
         self.cmd(&format!("Subject: from {sender}\r\n\r\nhello\r\n."))
-    }
-}
-
-/// One reply (its lines joined by `\n`), read from `stream` with what is left over kept
-/// in `pending`.
-fn read_reply(stream: &mut impl Read, pending: &mut Vec<u8>) -> String {
-    let mut lines = Vec::new();
-    loop {
-        let line = loop {
-            if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = pending.drain(..i + 2).collect();
-                break String::from_utf8_lossy(&line[..i]).into_owned();
-            }
-            let mut buf = [0u8; 4096];
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => return lines.join("\n"),
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-            }
-        };
-        let last = line.as_bytes().get(3) != Some(&b'-');
-        lines.push(line);
-        if last {
-            return lines.join("\n");
-        }
     }
 }
 

@@ -2,90 +2,26 @@
 //! (`certrelay_config_watch`): the real `certrelayd` on loopback, its files changed as an
 //! editor, a Kubernetes volume or a loop would change them. Every wait is bounded.
 
-use certrelay_core::cert::{parse_certificates, parse_private_key};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
+use certrelay_testkit::client::Client;
 use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::pki::client_config;
 use certrelay_testkit::pki::{Ca, Issued};
 use certrelay_testkit::{binary, free_port, wait_until, TempDir};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// One reply (its lines joined by `\n`), with what is left over kept in `pending`.
-fn read_reply(stream: &mut impl Read, pending: &mut Vec<u8>) -> String {
-    let mut lines = Vec::new();
-    loop {
-        let line = loop {
-            if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = pending.drain(..i + 2).collect();
-                break String::from_utf8_lossy(&line[..i]).into_owned();
-            }
-            let mut buf = [0u8; 4096];
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => return lines.join("\n"),
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-            }
-        };
-        let last = line.as_bytes().get(3) != Some(&b'-');
-        lines.push(line);
-        if last {
-            return lines.join("\n");
-        }
-    }
-}
-
-fn command(stream: &mut impl Write, line: &str) {
-    stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-    stream.flush().unwrap();
-}
 
 /// A laptop's session in a new connection, with its certificate: the reply to RCPT TO for
 /// an address elsewhere (250 when the relay lists it, 554 when it does not).
 fn rcpt(port: u16, ca_pem: &str, laptop: &Issued) -> String {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to the relay");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut pending = Vec::new();
-    for (line, want) in [(None, "220 "), (Some("EHLO laptop.test"), "250 ")] {
-        if let Some(l) = line {
-            command(&mut tcp, l);
-        }
-        let reply = read_reply(&mut tcp, &mut pending);
-        assert!(
-            reply.lines().last().unwrap_or("").starts_with(want),
-            "{reply}"
-        );
-    }
-    command(&mut tcp, "STARTTLS");
-    let reply = read_reply(&mut tcp, &mut pending);
-    assert!(reply.starts_with("220 "), "{reply}");
-    let mut roots = rustls::RootCertStore::empty();
-    for der in parse_certificates(ca_pem.as_bytes()).unwrap() {
-        roots.add(der).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            parse_certificates(laptop.cert_pem.as_bytes()).unwrap(),
-            parse_private_key(laptop.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("relay.test").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let mut pending = Vec::new();
+    let mut c = Client::greeted(port);
+    c.tls(client_config(ca_pem, Some(laptop.pems())));
     for line in ["EHLO laptop.test", "MAIL FROM:<me@laptop.test>"] {
-        command(&mut tls, line);
-        let reply = read_reply(&mut tls, &mut pending);
+        let reply = c.cmd(line);
         assert!(reply.starts_with("250"), "{line}: {reply}");
     }
-    command(&mut tls, "RCPT TO:<someone@example.org>");
-    read_reply(&mut tls, &mut pending)
+    c.cmd("RCPT TO:<someone@example.org>")
 }
 
 fn md5_line(laptop: &Issued) -> String {
