@@ -174,11 +174,6 @@ impl Path {
                 .is_none_or(ascii)
     }
 
-    /// True when the path is all ASCII: it needs no SMTPUTF8.
-    pub fn is_ascii(&self) -> bool {
-        self.local_is_ascii() && self.domains_are_ascii()
-    }
-
     /// True when the path carries a source route or its local part routes further.
     pub fn has_sender_routing(&self) -> bool {
         !self.route.is_empty()

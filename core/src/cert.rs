@@ -1261,27 +1261,8 @@ b0raTh5x09rK
 
     /// A PEM block of any label (rcgen writes only certificates and keys).
     fn pem_block(label: &str, der: &[u8]) -> String {
-        let encoded = base64(der);
+        let encoded = crate::dkim::base64(der);
         format!("-----BEGIN {label}-----\n{encoded}\n-----END {label}-----\n")
-    }
-
-    fn base64(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
     }
 
     #[test]

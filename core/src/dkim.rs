@@ -19,9 +19,8 @@ use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
 use sha2::{Digest, Sha256};
 
-/// Largest header section looked at; a message whose header is longer is not signed
-/// (the same bound as the server's header checks, Postfix's `header_size_limit`).
-pub const HEADER_LIMIT: usize = 102_400;
+/// Largest header section looked at; a message whose header is longer is not signed.
+pub use crate::message::HEADER_LIMIT;
 
 /// The header fields signed when present, in the order they are listed in `h=`; `From` is
 /// always present in a signed message.
@@ -508,28 +507,30 @@ impl Hashed {
 /// final CR LF, its `b=` value empty.
 pub fn signed_data(header: &HeaderSection, names: &[&str], signature_field: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut used: Vec<(String, usize)> = Vec::new();
+    // Per name: its fields from the bottom up, gathered once, and how many are taken. A
+    // header of thousands of fields of one name stays linear.
+    let mut seen: Vec<(String, Vec<&[u8]>, usize)> = Vec::new();
     for name in names {
         let lower = name.trim().to_ascii_lowercase();
-        let taken = match used.iter_mut().find(|(n, _)| *n == lower) {
-            Some((_, count)) => {
-                *count += 1;
-                *count - 1
-            }
+        let i = match seen.iter().position(|(n, _, _)| *n == lower) {
+            Some(i) => i,
             None => {
-                used.push((lower.clone(), 1));
-                0
+                let fields = header
+                    .fields()
+                    .iter()
+                    .rev()
+                    .filter(|f| f.is(&lower))
+                    .map(|f| f.as_bytes())
+                    .collect();
+                seen.push((lower, fields, 0));
+                seen.len() - 1
             }
         };
-        let field = header
-            .fields()
-            .iter()
-            .rev()
-            .filter(|f| f.is(&lower))
-            .nth(taken);
-        if let Some(f) = field {
-            relaxed_header(f.as_bytes(), &mut out);
+        let (_, fields, taken) = &mut seen[i];
+        if let Some(f) = fields.get(*taken) {
+            relaxed_header(f, &mut out);
         }
+        *taken += 1;
     }
     relaxed_header(signature_field, &mut out);
     out.truncate(out.len() - 2);

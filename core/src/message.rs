@@ -16,6 +16,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+/// Largest header section looked at (Postfix's `header_size_limit`, 102400 octets): what
+/// follows counts as body for the server's header checks, `sendmail`'s parsing, the
+/// SMTPUTF8 scan before delivery and DKIM signing alike.
+pub const HEADER_LIMIT: usize = 102_400;
+
 /// Longest line sent, without its CR LF (RFC 5322's limit, Postfix's `smtp_line_length_limit`).
 pub const MAX_LINE: usize = 998;
 

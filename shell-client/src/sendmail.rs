@@ -226,9 +226,8 @@ impl fmt::Display for SubmitError {
     }
 }
 
-/// Largest header section parsed; what follows is body, as in Postfix
-/// (`header_size_limit`).
-const HEADER_LIMIT: usize = 102_400;
+/// Largest header section parsed; what follows is body.
+use certrelay_core::message::HEADER_LIMIT;
 
 /// Reads a message from `input` and commits it to the maildrop; returns its queue id.
 pub fn submit(

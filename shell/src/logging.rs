@@ -453,17 +453,28 @@ pub fn reopen() -> Result<(), LogError> {
     Ok(())
 }
 
-/// Opens `path` to append, creating it (mode 0600) when missing.
+/// Opens `path` to append, creating it (mode 0600) when missing. Opened as root before the
+/// privilege drop: a link or a FIFO planted at the path is refused, never followed or
+/// waited on; only a regular file is written.
 fn open_append(path: &Path) -> Result<File, LogError> {
-    OpenOptions::new()
+    let fail = |source| LogError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|source| LogError::Open {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(fail)?;
+    if !file.metadata().map_err(fail)?.is_file() {
+        return Err(fail(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    Ok(file)
 }
 
 fn connect(path: &Path) -> io::Result<UnixDatagram> {
@@ -575,7 +586,7 @@ fn send(path: &Path, socket: &mut Option<UnixDatagram>, datagram: &[u8]) -> Sent
         match s.send(datagram) {
             Ok(_) => return Sent::Yes,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Sent::Full,
-            Err(e) if e.raw_os_error() == Some(EMSGSIZE) && datagram.len() > SYSLOG_SMALL => {
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) && datagram.len() > SYSLOG_SMALL => {
                 datagram = &datagram[..SYSLOG_SMALL];
             }
             Err(_) => *socket = None,
@@ -583,9 +594,6 @@ fn send(path: &Path, socket: &mut Option<UnixDatagram>, datagram: &[u8]) -> Sent
     }
     Sent::No
 }
-
-/// Linux's "message too long".
-const EMSGSIZE: i32 = 90;
 
 #[cfg(test)]
 mod tests {
@@ -708,6 +716,32 @@ mod tests {
             text[2].starts_with("main.cf:3: ") && text[2].contains("facility"),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn maillog_file_is_a_regular_file_never_a_link_or_a_fifo() {
+        let dir = std::env::temp_dir().join(format!("certrelay-maillog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mail.log");
+        assert!(open_append(&file).is_ok());
+        let target = dir.join("root-only");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.join("link.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(open_append(&link).is_err(), "a link is not followed");
+        let fifo = dir.join("fifo.log");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Refused at once: with no reader the open fails (ENXIO), with one it is no file.
+        assert!(
+            open_append(&fifo).is_err(),
+            "a FIFO is not written to or waited on"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

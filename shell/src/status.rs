@@ -140,9 +140,13 @@ impl Fields {
         Fields::default()
     }
 
-    /// Adds `name value`; line breaks in the value become spaces.
+    /// Adds `name value`; line breaks in the value become spaces, other control
+    /// characters `?` (the file is printed on root's terminal).
     pub fn push(&mut self, name: &str, value: impl fmt::Display) {
-        let value = value.to_string().replace(['\n', '\r'], " ");
+        let value = value
+            .to_string()
+            .replace(['\n', '\r'], " ")
+            .replace(char::is_control, "?");
         self.0.push((name.to_owned(), value));
     }
 
@@ -166,6 +170,10 @@ impl Fields {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !good {
                 return Err(format!("line {}: not a `name value` line", n + 1));
+            }
+            // Never written by the relay: whoever wrote it wants a terminal's attention.
+            if value.chars().any(char::is_control) {
+                return Err(format!("line {}: a control character", n + 1));
             }
             fields.push((name.to_owned(), value.to_owned()));
         }
@@ -513,7 +521,7 @@ pub fn queue_summary(queue_dir: &Path) -> io::Result<QueueSummary> {
             }
             continue;
         };
-        summary.bytes += envelope.size;
+        summary.bytes = summary.bytes.saturating_add(envelope.size);
         summary.oldest_arrival = Some(
             summary
                 .oldest_arrival
@@ -874,6 +882,14 @@ mod tests {
         assert!(Fields::parse("pid 1\n\u{0}\u{1}garbage").is_err());
         assert!(Fields::parse("Pid 1").is_err());
         assert!(Fields::parse("pid x").unwrap().number("pid").is_err());
+        // An escape sequence meant for root's terminal: refused when read, never written.
+        assert_eq!(
+            Fields::parse("reload_error \u{1b}]0;owned\u{7}"),
+            Err("line 1: a control character".to_owned())
+        );
+        let mut f = Fields::new();
+        f.push("reload_error", "a\u{1b}[2Jb");
+        assert_eq!(f.render(), "reload_error a?[2Jb\n");
     }
 
     #[test]

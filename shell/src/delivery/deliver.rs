@@ -359,9 +359,8 @@ enum Content {
     Stream(std::io::Take<std::fs::File>, bool),
 }
 
-/// Most octets of a streamed message read to see whether its header section is ASCII (as
-/// Postfix's `header_size_limit`: what follows counts as body).
-const HEADER_SCAN_MAX: u64 = 102_400;
+/// Most octets of a streamed message read to see whether its header section is ASCII.
+const HEADER_SCAN_MAX: u64 = certrelay_core::message::HEADER_LIMIT as u64;
 
 /// Opens message `id` and, up to [`READ_WHOLE_MAX`], reads its content, in one trip to the
 /// blocking pool.

@@ -10,7 +10,7 @@
 
 use crate::delivery::route::NextHop;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 /// The file's name in the queue directory.
@@ -21,15 +21,8 @@ const MAX_LEN: u64 = 1024;
 
 /// The remembered entry's index in `hops`, if the file names one of them exactly.
 pub fn remembered(dir: &Path, hops: &[NextHop]) -> Option<usize> {
-    let mut text = String::new();
-    fs::File::open(dir.join(FILE))
-        .ok()?
-        .take(MAX_LEN + 1)
-        .read_to_string(&mut text)
-        .ok()?;
-    if text.len() as u64 > MAX_LEN {
-        return None;
-    }
+    // Not followed if a link, not waited on if a FIFO, bounded, a regular file only.
+    let text = crate::status::read_claim(&dir.join(FILE), &[], MAX_LEN).ok()?;
     let entry = text.trim();
     hops.iter().position(|h| h.written == entry)
 }
@@ -118,6 +111,18 @@ mod tests {
         fs::write(d.join(FILE), &long).unwrap();
         assert_eq!(remembered(&d, &hops), None);
         assert_eq!(written(&reordered(&hops, Some(9))), written(&hops));
+        // A link to a file that names an entry is not followed; a FIFO is not waited on.
+        fs::remove_file(d.join(FILE)).unwrap();
+        fs::write(d.join("elsewhere"), "[r.example]:587\n").unwrap();
+        std::os::unix::fs::symlink(d.join("elsewhere"), d.join(FILE)).unwrap();
+        assert_eq!(remembered(&d, &hops), None);
+        fs::remove_file(d.join(FILE)).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(d.join(FILE))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert_eq!(remembered(&d, &hops), None);
         let _ = fs::remove_dir_all(&d);
     }
 }

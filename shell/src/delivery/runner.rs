@@ -822,7 +822,7 @@ impl Inner {
                             .iter()
                             .map(|&i| e.recipients[i].address.clone())
                             .collect(),
-                        body_size: Some(e.size + e.signature.len() as u64),
+                        body_size: Some(e.size.saturating_add(e.signature.len() as u64)),
                         eight_bit: false,
                         smtputf8: e.smtputf8,
                         // Looked at when the content is read (deliver::send_one).

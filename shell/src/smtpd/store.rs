@@ -193,9 +193,8 @@ pub struct LocalSubmission {
     pub myorigin: String,
 }
 
-/// Largest header section held while looking for its end; what follows is body, as in
-/// Postfix (`header_size_limit`).
-const HEADER_LIMIT: usize = 102_400;
+/// Largest header section held while looking for its end; what follows is body.
+use certrelay_core::message::HEADER_LIMIT;
 
 /// Fresh ids tried when one is taken (by `sendmail` in the same maildrop).
 const ID_TRIES: usize = 8;

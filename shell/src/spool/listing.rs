@@ -64,7 +64,7 @@ pub fn render(entries: impl IntoIterator<Item = Entry>) -> String {
                 let Ok(envelope) = Envelope::parse(&text) else {
                     continue;
                 };
-                total += envelope.size;
+                total = total.saturating_add(envelope.size);
                 count += 1;
                 listing_entry(&envelope, 0)
             }
