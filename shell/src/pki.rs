@@ -14,8 +14,12 @@ mod error;
 mod files;
 mod map;
 mod names;
+pub mod seen;
 
-pub use ca::{ca_init, ca_issue, ca_sign, keygen, CaFiles, IssuedClient, KeygenFiles};
+pub use ca::{
+    ca_init, ca_issue, ca_renew_server, ca_sign, keygen, CaFiles, IssuedClient, KeygenFiles,
+    RenewedServer, ISSUED_DIR,
+};
 pub use error::PkiError;
 pub use map::{allow, revoke, MapEdit};
 use names::check_label;

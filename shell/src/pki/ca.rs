@@ -192,14 +192,7 @@ pub fn ca_init(dir: &Path, myhostname: &str, extra_names: &[String]) -> Result<C
     let mut names = vec![myhostname.to_string()];
     names.extend(extra_names.iter().filter(|n| **n != myhostname).cloned());
     let relay_key = KeyPair::generate().map_err(generate_error("the relay key"))?;
-    let mut params =
-        CertificateParams::new(names).map_err(generate_error("the relay certificate"))?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, myhostname);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    set_validity(&mut params, CA_YEARS, &relay_key);
+    let params = server_params(names, myhostname, &relay_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
     let relay_cert = params
         .signed_by(&relay_key, &issuer)
@@ -296,6 +289,7 @@ pub fn ca_issue(
     let bundle = format!("{}{}", cert.pem(), key.serialize_pem());
     files::write_new(&cert_file, bundle.as_bytes(), files::PRIVATE)?;
     files::write_new(&ca_file, ca_pem.as_bytes(), files::PUBLIC)?;
+    keep_issued_copy(ca_dir, &print, &cert.pem())?;
     let map_edit = add_entry(map_path, &print, name, true)?;
     Ok(IssuedClient {
         name: name.to_string(),
@@ -425,6 +419,7 @@ pub fn ca_sign(
     check_not_listed(map_path, &table, &print, Some(name))?;
     files::write_new(&cert_file, cert.pem().as_bytes(), files::PUBLIC)?;
     files::write_new(&ca_file, ca_pem.as_bytes(), files::PUBLIC)?;
+    keep_issued_copy(ca_dir, &print, &cert.pem())?;
     let map_edit = add_entry(map_path, &print, name, true)?;
     Ok(IssuedClient {
         name: name.to_string(),
@@ -434,6 +429,170 @@ pub fn ca_sign(
         fingerprint: print,
         map_edit,
     })
+}
+
+/// The folder under a CA's directory where a copy of every laptop certificate it issues is
+/// kept (certificate only, never a key), as `<sha256 hex>.pem`: `certrelayd certs` reads the
+/// expiry of listed certificates there before the relay has seen them.
+pub const ISSUED_DIR: &str = "issued";
+
+/// Keeps a copy of an issued laptop certificate under `ca_dir/issued/`.
+fn keep_issued_copy(ca_dir: &Path, print: &Fingerprint, pem: &str) -> Result<(), PkiError> {
+    let dir = files::absolute_dir(&ca_dir.join(ISSUED_DIR))?;
+    let hex: String = print.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    files::write_new(&dir.join(format!("{hex}.pem")), pem.as_bytes(), files::PUBLIC)
+}
+
+/// What `ca renew-server` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewedServer {
+    /// The certificate file replaced (`relay.pem`).
+    pub cert_file: PathBuf,
+    /// Where the previous one was kept (`relay.pem.old`).
+    pub old_cert_file: PathBuf,
+    /// The names the new certificate carries.
+    pub names: Vec<String>,
+    /// SHA-256 fingerprints of the old and the new certificate.
+    pub old_fingerprint: Fingerprint,
+    /// The new one's.
+    pub new_fingerprint: Fingerprint,
+}
+
+impl RenewedServer {
+    /// What to tell the user.
+    pub fn report(&self) -> String {
+        format!(
+            "renewed {} for {} (same key, same CA); the previous certificate is kept as {}
+             old sha256 Fingerprint={}
+new sha256 Fingerprint={}
+",
+            self.cert_file.display(),
+            self.names.join(", "),
+            self.old_cert_file.display(),
+            self.old_fingerprint,
+            self.new_fingerprint
+        )
+    }
+}
+
+/// A new certificate for the relay's key in `dir` (`relay.pem`, `relay.key`, made by
+/// `ca init`), signed by the CA there, with the names of the current one and `extra_names`.
+///
+/// Command line: `certrelayd ca renew-server [--dir DIR] [--name NAME]...`. The key stays:
+/// a relay that dropped root keeps the key it read at start, so a new key could never pair
+/// with a new certificate at a reload; with the same key, every state of the files is a
+/// matching pair. Only `relay.pem` changes, replaced by rename (a reader sees the old file
+/// or the new); the previous one is kept as `relay.pem.old`. Laptops trust the CA and the
+/// name, not this certificate, so nothing changes on their side.
+pub fn ca_renew_server(dir: &Path, extra_names: &[String]) -> Result<RenewedServer, PkiError> {
+    let dir = files::absolute_dir(dir)?;
+    let (ca_pem, issuer) = load_ca(&dir)?;
+    let cert_file = dir.join("relay.pem");
+    let key_file = dir.join("relay.key");
+    let current_pem = text_file(&cert_file)?;
+    let current = parse_certificates(current_pem.as_bytes())
+        .map_err(|err| PkiError::BadInput {
+            path: cert_file.clone(),
+            reason: format!("{err} (expected the relay certificate made by `ca init`)"),
+        })?
+        .remove(0);
+    let key = KeyPair::from_pem(&text_file(&key_file)?).map_err(|err| PkiError::BadInput {
+        path: key_file.clone(),
+        reason: format!("not a usable private key: {err}"),
+    })?;
+    if spki_der(&current) != Some(key.subject_public_key_info().as_slice()) {
+        return Err(PkiError::BadInput {
+            path: key_file,
+            reason: format!("this key does not belong to {}", cert_file.display()),
+        });
+    }
+    let cn = certrelay_core::cert::subject_cn(&current);
+    let mut names = server_names(&current);
+    if let Some(cn) = &cn {
+        if !names.contains(cn) {
+            names.insert(0, cn.clone());
+        }
+    }
+    for extra in extra_names {
+        if !names.contains(extra) {
+            names.push(extra.clone());
+        }
+    }
+    let Some(first) = names.first().cloned() else {
+        return Err(PkiError::BadInput {
+            path: cert_file,
+            reason: String::from("it names no host (no CN, no subject alternative name)"),
+        });
+    };
+    let cert = server_params(names.clone(), cn.as_deref().unwrap_or(&first), &key)?
+        .signed_by(&key, &issuer)
+        .map_err(generate_error("the relay certificate"))?;
+    let old_cert_file = dir.join("relay.pem.old");
+    let new_file = dir.join("relay.pem.new");
+    let _ = std::fs::remove_file(&new_file);
+    files::write_new(
+        &new_file,
+        format!("{}{ca_pem}", cert.pem()).as_bytes(),
+        files::PUBLIC,
+    )?;
+    let _ = std::fs::remove_file(&old_cert_file);
+    files::write_new(&old_cert_file, current_pem.as_bytes(), files::PUBLIC)?;
+    std::fs::rename(&new_file, &cert_file).map_err(|err| PkiError::Io {
+        path: cert_file.clone(),
+        action: "replace",
+        err,
+    })?;
+    Ok(RenewedServer {
+        cert_file,
+        old_cert_file,
+        names,
+        old_fingerprint: Fingerprint::of(DigestKind::Sha256, &current),
+        new_fingerprint: Fingerprint::of(DigestKind::Sha256, cert.der()),
+    })
+}
+
+/// The DNS names and IP addresses of a certificate's subject alternative names.
+fn server_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Parameters of the relay's certificate: `names` as subject alternative names (an IP
+/// address literal becomes an IP SAN), CN `cn`, server authentication only.
+fn server_params(
+    names: Vec<String>,
+    cn: &str,
+    key: &impl PublicKeyData,
+) -> Result<CertificateParams, PkiError> {
+    let mut params =
+        CertificateParams::new(names).map_err(generate_error("the relay certificate"))?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    set_validity(&mut params, CA_YEARS, key);
+    Ok(params)
 }
 
 /// Valid from yesterday (clocks differ) for `years` years, with a serial number drawn from

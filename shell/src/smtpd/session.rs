@@ -411,6 +411,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     &self.peer,
                     listener.settings.tls_loglevel,
                 );
+                if let Some(seen) = self.c.store.listed_seen() {
+                    tlsinfo::tell_listed(tls.get_ref().1, &facts, &self.peer, seen);
+                }
                 self.conn = Conn::Tls(Box::new(tls));
                 Some(hs.established(facts, self.c.clock.now()))
             }

@@ -12,6 +12,7 @@
 //! [`Signer`] add a header field (the relay's DKIM signature), kept in the envelope record
 //! and written before the content at delivery, so the content file stays as received.
 
+use super::tlsinfo::ListedSeen;
 use crate::delivery::deliver::HeldBody;
 use crate::delivery::runner::{Claim, Fresh, Handoff};
 use crate::spool::maildrop::{Dropping, Maildrop};
@@ -158,6 +159,7 @@ pub struct Store {
     wake: QueueWake,
     local: Option<Arc<LocalSubmission>>,
     signer: Option<Arc<dyn Signer>>,
+    listed_seen: Option<Arc<dyn ListedSeen>>,
 }
 
 /// Decides, as each message begins, whether a header field is made for it from its content
@@ -207,6 +209,7 @@ impl Store {
             wake,
             local: None,
             signer: None,
+            listed_seen: None,
         }
     }
 
@@ -218,6 +221,7 @@ impl Store {
             wake,
             local: None,
             signer: None,
+            listed_seen: None,
         }
     }
 
@@ -225,6 +229,18 @@ impl Store {
     pub fn with_signer(mut self, signer: Arc<dyn Signer>) -> Store {
         self.signer = Some(signer);
         self
+    }
+
+    /// The same store, with `seen` told of every TLS session whose client certificate is
+    /// listed (the relay only).
+    pub fn with_listed_seen(mut self, seen: Arc<dyn ListedSeen>) -> Store {
+        self.listed_seen = Some(seen);
+        self
+    }
+
+    /// Whom to tell of TLS sessions with a listed client certificate, if anyone.
+    pub fn listed_seen(&self) -> Option<&dyn ListedSeen> {
+        self.listed_seen.as_deref()
     }
 
     /// The same store, completing messages as local submissions (the laptop only).

@@ -42,6 +42,26 @@ pub fn facts(conn: &ServerConnection, trust: &Trust, peer: &PeerInfo, loglevel: 
     facts
 }
 
+/// Told of each TLS session established with a client certificate listed in
+/// `relay_clientcerts` (the relay keeps when each was last seen and warns of expiry; the
+/// role's code implements it). Called on the session's task for every such handshake: it
+/// must be quick and never wait on a file.
+pub trait ListedSeen: Send + Sync + std::fmt::Debug {
+    /// `leaf` is the client's certificate, `listed` the entry it matched, `peer` the client.
+    fn seen(&self, leaf: &[u8], listed: &CertMatch, peer: &PeerInfo);
+}
+
+/// Tells `seen` about the session on `conn` when its client certificate is listed.
+pub fn tell_listed(conn: &ServerConnection, facts: &TlsFacts, peer: &PeerInfo, seen: &dyn ListedSeen) {
+    let (Some(listed), Some(leaf)) = (
+        &facts.client_cert.listed,
+        conn.peer_certificates().and_then(|c| c.first()),
+    ) else {
+        return;
+    };
+    seen.seen(leaf, listed, peer);
+}
+
 /// The entry of `map` that the client certificate of `conn` matches, if any (a session
 /// resumed from a ticket shows the certificate of its first handshake).
 pub fn listed(conn: &ServerConnection, map: &FingerprintMap) -> Option<CertMatch> {
