@@ -325,6 +325,9 @@ fn flush_main(dir: &Path, due: bool, quiet: bool) -> Result<(), Failure> {
 
 fn queue_main(dir: &Path) -> Result<(), Failure> {
     let laptop = load(dir)?;
+    if let Some(warning) = checks::own_cert_expiry(&laptop.loaded.config) {
+        eprintln!("certrelay: {warning}");
+    }
     let text = certrelay_shell::spool::listing::listing(&laptop.queue_dir)
         .map_err(|e| Failure::Listing(Error::io("read the queue", &laptop.queue_dir, e)))?;
     print!("{text}");

@@ -1,9 +1,10 @@
 //! The administrator's commands: certificates, the fingerprint map, and reloading a running
 //! relay after a change.
 //!
-//! A change to the map (`allow`, `revoke`, `ca issue`, `ca sign`) is made only when the
-//! whole configuration checks, and is confirmed: the command waits until the running relay
-//! reports that it loaded it, and fails when the relay refused it or said nothing.
+//! A change to the map (`allow`, `revoke`, `ca issue`, `ca sign`) or to the relay's
+//! certificate (`ca renew-server`) is made only when the whole configuration checks, and is
+//! confirmed: the command waits until the running relay reports that it loaded it, and
+//! fails when the relay refused it or said nothing.
 //!
 //! `queue` and `delete` read a spool the relay may have given to `mail_owner` (see
 //! [`CarefulSpool`]): a link, FIFO or foreign file planted there is named, never followed.
@@ -63,6 +64,21 @@ enum CaAction {
     Init(CaInit),
     Issue(CaIssue),
     Sign(CaSign),
+    RenewServer(CaRenewServer),
+}
+
+/// a new certificate for the relay's key from the same CA, with the names of the current
+/// one (and --name to add); keeps the previous one as relay.pem.old and reloads the
+/// running relay, which presents the new one to new sessions
+#[derive(FromArgs)]
+#[argh(subcommand, name = "renew-server")]
+struct CaRenewServer {
+    /// where ca.pem, ca.key, relay.pem, relay.key are (default: the -c directory)
+    #[argh(option)]
+    dir: Option<PathBuf>,
+    /// more names (or IP addresses) for the relay's certificate
+    #[argh(option)]
+    name: Vec<String>,
 }
 
 /// make a CA and the relay's server certificate (ECDSA P-256); prints the main.cf lines
@@ -442,6 +458,12 @@ pub fn ca(config_dir: &Path, cmd: CaCmd) -> Result<(), Failure> {
             let map = map_path(config_dir, a.map)?;
             change_and_reload(config_dir, || {
                 pki::ca_issue(&dir, &a.name, &a.out, &map).map(|i| i.report())
+            })
+        }
+        CaAction::RenewServer(a) => {
+            let dir = a.dir.unwrap_or_else(|| config_dir.to_owned());
+            change_and_reload(config_dir, || {
+                pki::ca_renew_server(&dir, &a.name).map(|r| r.report())
             })
         }
         CaAction::Sign(a) => {

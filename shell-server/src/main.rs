@@ -5,6 +5,7 @@
 //! reload, signals, the pid file and the onward queue runner.
 
 mod admin;
+mod certs;
 mod checks;
 mod demo;
 mod dkim;
@@ -48,6 +49,7 @@ enum Command {
     Explain(admin::ExplainCmd),
     Dkim(DkimCmd),
     Status(status::StatusCmd),
+    Certs(certs::CertsCmd),
 }
 
 /// DKIM signing keys (subcommand: keygen)
@@ -131,6 +133,7 @@ fn main() {
         Some(Command::Ca(cmd)) => admin::ca(dir, cmd),
         Some(Command::Allow(cmd)) => admin::allow(dir, cmd),
         Some(Command::Revoke(cmd)) => admin::revoke(dir, cmd),
+        Some(Command::Certs(cmd)) => certs::certs(dir, cmd),
         Some(Command::Dkim(DkimCmd {
             command: DkimCommand::Keygen(k),
         })) => {

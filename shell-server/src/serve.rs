@@ -80,6 +80,8 @@ async fn run_async(dir: &Path) -> i32 {
     };
     log_diagnostics(&notes);
     raise_open_files(generation.session_limit);
+    // As root, before the drop: the copy read now serves the daily check.
+    crate::certs::warn_server_cert(dir);
     let owner = if as_root {
         match privilege::mail_owner(&generation.mail_owner) {
             Ok(user) => Some(user),
@@ -151,6 +153,8 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
+    // Last seen times of listed certificates, from the file beside the spool.
+    let watch = crate::certs::Watch::load();
     let mut changes = watcher.map_or_else(crate::watch::Changes::none, |w| w.spawn());
     let mut report = running::Report {
         pid: std::process::id(),
@@ -191,7 +195,9 @@ async fn run_async(dir: &Path) -> i32 {
             bound_keys: bound.iter().map(|b| b.key.clone()).collect(),
         },
         sessions: Sessions::default(),
-        store: Store::new(spool, wake).with_signer(signer.clone()),
+        store: Store::new(spool, wake)
+            .with_signer(signer.clone())
+            .with_listed_seen(watch.clone()),
         clock: Clock::new(),
     });
     log::info!(
@@ -208,6 +214,23 @@ async fn run_async(dir: &Path) -> i32 {
             publisher
                 .serve(|| live_status(&relay, &runner, &counts))
                 .await
+        })
+    };
+    // Once a minute the seen records go to their file when they changed; once a day the
+    // server certificate is looked at.
+    let housekeeping = {
+        let (watch, dir) = (watch.clone(), dir.to_owned());
+        smol::spawn(async move {
+            let mut minutes = 0u32;
+            loop {
+                smol::Timer::after(SEEN_FLUSH_EVERY).await;
+                watch.flush().await;
+                minutes += 1;
+                if minutes % (24 * 60) == 0 {
+                    let dir = dir.clone();
+                    smol::unblock(move || crate::certs::warn_server_cert(&dir)).await;
+                }
+            }
         })
     };
     let mut accepting = Vec::new();
@@ -231,6 +254,10 @@ async fn run_async(dir: &Path) -> i32 {
                     log::warn!("{e}; still writing to the file opened before");
                 }
                 let outcome = reload(&relay.source, &runner, &signer);
+                if outcome.is_ok() {
+                    crate::certs::warn_server_cert(dir);
+                }
+                watch.flush().await;
                 report.began = began;
                 match outcome {
                     Ok(()) => {
@@ -257,6 +284,7 @@ async fn run_async(dir: &Path) -> i32 {
     };
     drop(accepting);
     drop(status_task);
+    drop(housekeeping);
     log::info!("terminating on signal {stop_signal}");
     wait_for_sessions(&relay.sessions, STOP_GRACE).await;
     // Deliveries in progress end with the process; their messages stay queued and are
@@ -264,9 +292,13 @@ async fn run_async(dir: &Path) -> i32 {
     drop(waker);
     drop(runner_task);
     runner.close_idle_connections().await;
+    watch.flush().await;
     running::remove_files();
     0
 }
+
+/// How often the records of listed certificates seen are written, when they changed.
+const SEEN_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What `certrelayd status` shows of the running relay now.
 fn live_status(
