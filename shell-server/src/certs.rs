@@ -42,16 +42,11 @@ impl Watch {
             Ok(text) => {
                 let got = seen::parse(&text);
                 if got.bad_lines > 0 {
-                    log::warn!(
-                        "{SEEN_FILE}: {} unreadable line(s) skipped",
-                        got.bad_lines
-                    );
+                    log::warn!("{SEEN_FILE}: {} unreadable line(s) skipped", got.bad_lines);
                 }
                 got.records
             }
-            Err(ClaimError::Open(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                HashMap::new()
-            }
+            Err(ClaimError::Open(e)) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
             Err(why) => {
                 log::warn!("{SEEN_FILE}: {why}; starting with no record of certificates seen");
                 HashMap::new()
@@ -334,9 +329,15 @@ fn describe(
         (Some(false), _) | (None, Some(false)) => "certificate",
         (None, None) => "certificate or public key",
     };
-    let expiry = match (seen.and_then(|s| s.not_after), issued.and_then(|i| i.not_after)) {
+    let expiry = match (
+        seen.and_then(|s| s.not_after),
+        issued.and_then(|i| i.not_after),
+    ) {
         (Some(ends), _) => format!("{} (as the relay saw it)", expiry_words(ends, now)),
-        (None, Some(ends)) => format!("{} (the certificate the CA issued)", expiry_words(ends, now)),
+        (None, Some(ends)) => format!(
+            "{} (the certificate the CA issued)",
+            expiry_words(ends, now)
+        ),
         (None, None) => String::from("unknown (not seen yet)"),
     };
     let last = match seen {

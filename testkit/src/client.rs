@@ -130,4 +130,12 @@ impl Client {
         }
         self.stream = Stream::Tls(Box::new(tls));
     }
+
+    /// The server's certificate (DER) after [`Client::tls`].
+    pub fn server_cert(&self) -> Vec<u8> {
+        let Stream::Tls(tls) = &self.stream else {
+            panic!("no TLS yet")
+        };
+        tls.conn.peer_certificates().expect("a server certificate")[0].to_vec()
+    }
 }

@@ -117,6 +117,27 @@ impl Ca {
         Issued::new(&cert, &key)
     }
 
+    /// As [`Ca::issue`], valid from yesterday until `secs` seconds from now (a certificate
+    /// about to expire, for the expiry warnings).
+    pub fn issue_for_secs(&self, cn: &str, names: &[&str], client: bool, secs: u64) -> Issued {
+        let key = KeyPair::generate().expect("key");
+        let mut params = params(cn, names);
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        params.not_before = epoch + std::time::Duration::from_secs(now - 86_400);
+        params.not_after = epoch + std::time::Duration::from_secs(now + secs);
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        Issued::new(&cert, &key)
+    }
+
     /// An intermediate CA named `cn`, signed by this CA. Certificates it issues need its
     /// `cert_pem` appended to their own to form a chain.
     pub fn intermediate(&self, cn: &str) -> Ca {

@@ -439,8 +439,16 @@ pub const ISSUED_DIR: &str = "issued";
 /// Keeps a copy of an issued laptop certificate under `ca_dir/issued/`.
 fn keep_issued_copy(ca_dir: &Path, print: &Fingerprint, pem: &str) -> Result<(), PkiError> {
     let dir = files::absolute_dir(&ca_dir.join(ISSUED_DIR))?;
-    let hex: String = print.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    files::write_new(&dir.join(format!("{hex}.pem")), pem.as_bytes(), files::PUBLIC)
+    let hex: String = print
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    files::write_new(
+        &dir.join(format!("{hex}.pem")),
+        pem.as_bytes(),
+        files::PUBLIC,
+    )
 }
 
 /// What `ca renew-server` did.

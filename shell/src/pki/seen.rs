@@ -110,7 +110,8 @@ pub fn render(records: &HashMap<Fingerprint, Seen>) -> String {
                 "{print} {} {} {} {}",
                 if s.public_key { "pubkey" } else { "cert" },
                 s.last_seen,
-                s.not_after.map_or_else(|| "-".to_string(), |n| n.to_string()),
+                s.not_after
+                    .map_or_else(|| "-".to_string(), |n| n.to_string()),
                 s.addr
             )
         })
@@ -344,7 +345,10 @@ mod tests {
         write(&path, "new\n").unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
         assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
-        assert!(!fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

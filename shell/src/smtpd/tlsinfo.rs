@@ -52,7 +52,12 @@ pub trait ListedSeen: Send + Sync + std::fmt::Debug {
 }
 
 /// Tells `seen` about the session on `conn` when its client certificate is listed.
-pub fn tell_listed(conn: &ServerConnection, facts: &TlsFacts, peer: &PeerInfo, seen: &dyn ListedSeen) {
+pub fn tell_listed(
+    conn: &ServerConnection,
+    facts: &TlsFacts,
+    peer: &PeerInfo,
+    seen: &dyn ListedSeen,
+) {
     let (Some(listed), Some(leaf)) = (
         &facts.client_cert.listed,
         conn.peer_certificates().and_then(|c| c.first()),
