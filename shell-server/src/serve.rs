@@ -226,7 +226,7 @@ async fn run_async(dir: &Path) -> i32 {
                 smol::Timer::after(SEEN_FLUSH_EVERY).await;
                 watch.flush().await;
                 minutes += 1;
-                if minutes % (24 * 60) == 0 {
+                if minutes.is_multiple_of(24 * 60) {
                     let dir = dir.clone();
                     smol::unblock(move || crate::certs::warn_server_cert(&dir)).await;
                 }
