@@ -29,6 +29,7 @@ cd "$(dirname "$0")/.."
 
 target=${1:-}
 tier3=
+static=
 case "$target" in
   aarch64-unknown-linux-musl)
     gcc=aarch64-linux-gnu-gcc pkgs="gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
@@ -40,11 +41,12 @@ case "$target" in
     gcc=gcc pkgs="gcc libc6-dev" debarch=amd64 muslarch=x86_64-linux-musl ;;
   mipsel-unknown-linux-musl)
     gcc=mipsel-linux-gnu-gcc pkgs="gcc-mipsel-linux-gnu libc6-dev-mipsel-cross"
-    debarch=mipsel muslarch=mipsel-linux-musl tier3=1 ;;
+    # Rust's MIPS musl targets link dynamically unless told (OpenWrt's musl is shared).
+    debarch=mipsel muslarch=mipsel-linux-musl tier3=1 static="-C target-feature=+crt-static" ;;
   mips-unknown-linux-musl)
     echo "dist/build.sh: mips-unknown-linux-musl cannot be built here: it is tier 3 (no" >&2
-    echo "  rust-std), and Debian has had no big-endian mips port since Debian 10, so there is" >&2
-    echo "  no musl-dev:mips (libc.a, crt1.o) to link with. Build it in the OpenWrt SDK" >&2
+    echo "  rust-std), and Debian dropped its big-endian mips port after Debian 10, so there" >&2
+    echo "  is no musl-dev:mips (libc.a, crt1.o) to link with. Build it in the OpenWrt SDK" >&2
     echo "  (dist/openwrt/Makefile), whose toolchain has a MIPS musl libc." >&2
     exit 1
     ;;
@@ -95,7 +97,8 @@ if [ -n "$why_not_rustup" ]; then
     else
       echo "  and the nightly toolchain lacks the rust-src component." >&2
     fi
-    echo "  Needed: rustup toolchain install nightly --component rust-src" >&2
+    echo "  Needed: either the rustup target (its rust-std download), or" >&2
+    echo "  \`rustup toolchain install nightly --component rust-src\`." >&2
     exit 1
   fi
   echo "$why_not_rustup; building the standard library with nightly's rust-src" >&2
@@ -134,7 +137,8 @@ if [ ${#cargo[@]} -gt 1 ]; then
   fi
   # No self-contained start files (there are none in the toolchain for this target):
   # gcc finds musl's crt1.o and the rest first in -B, libc.a and libunwind.a in -L.
-  export "CARGO_TARGET_${triple_env}_RUSTFLAGS=-C link-self-contained=no -L native=$lib -C link-arg=-B$lib"
+  flags="-C link-self-contained=no -L native=$lib -C link-arg=-B$lib${static:+ $static}"
+  export "CARGO_TARGET_${triple_env}_RUSTFLAGS=$flags"
 fi
 
 started=$(date +%s)
@@ -143,6 +147,10 @@ out=target/$target/release
 for bin in certrelayd certrelay; do
   # The profile strips; this only says so (and fails when a binary is missing).
   file "$out/$bin" | sed 's/, BuildID[^,]*//' >&2
+  if ! file "$out/$bin" | grep -q 'statically linked'; then
+    echo "dist/build.sh: $out/$bin is not statically linked" >&2
+    exit 1
+  fi
 done
 echo "built in $(($(date +%s) - started)) s" >&2
 realpath "$out"
