@@ -115,7 +115,7 @@ if [ ${#cargo[@]} -gt 1 ]; then
   # What rust-std would have brought: musl's libc.a and start files, and a libunwind.a.
   sysroot=$PWD/target/cross-sysroot/$target
   lib=$sysroot/lib
-  if [ ! -f "$lib/libc.a" ] || [ ! -f "$lib/libunwind.a" ]; then
+  if [ ! -f "$lib/libc.a" ]; then
     apt=$sysroot/apt
     mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/etc/parts" "$lib"
     : >"$apt/status"
@@ -131,9 +131,15 @@ if [ ${#cargo[@]} -gt 1 ]; then
     rm -rf "$sysroot/deb"
     dpkg-deb -x "$apt"/musl-dev_*_"$debarch".deb "$sysroot/deb"
     cp "$sysroot/deb/usr/lib/$muslarch"/{crt1.o,crti.o,crtn.o,rcrt1.o,Scrt1.o,libc.a} "$lib/"
-    # std's unwind crate links a static libunwind for musl; with panic = "abort" only
-    # backtraces use it, and gcc's own unwinder (libgcc_eh) does that.
-    cp "$("$gcc" -print-file-name=libgcc_eh.a)" "$lib/libunwind.a"
+  fi
+  # std's unwind crate links a static libunwind for musl; with panic = "abort" only
+  # backtraces use it, and gcc's own unwinder (libgcc_eh) does that, with musl's answer
+  # to the glibc call it makes (dist/musl/dl_find_object.c).
+  if [ ! -f "$lib/libunwind.a" ] || [ dist/musl/dl_find_object.c -nt "$lib/libunwind.a" ]; then
+    cp "$("$gcc" -print-file-name=libgcc_eh.a)" "$lib/libunwind.a.new"
+    "$gcc" -Os -fPIC -Wall -Wextra -Werror -c dist/musl/dl_find_object.c -o "$lib/dl_find_object.o"
+    ar rs "$lib/libunwind.a.new" "$lib/dl_find_object.o"
+    mv "$lib/libunwind.a.new" "$lib/libunwind.a"
   fi
   # No self-contained start files (there are none in the toolchain for this target):
   # gcc finds musl's crt1.o and the rest first in -B, libc.a and libunwind.a in -L.
