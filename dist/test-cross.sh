@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dist/test-cross.sh [TARGET...]: builds each target with dist/build.sh and runs its binaries
 # the way a router would, under Debian's qemu-user invoked directly (qemu-aarch64,
-# qemu-arm; no binfmt registration needed, none is made). Default targets:
+# qemu-arm, qemu-mipsel; no binfmt registration needed, none is made). Default targets:
 # aarch64-unknown-linux-musl and armv7-unknown-linux-musleabihf; x86_64-unknown-linux-musl
 # runs natively.
 #
@@ -115,6 +115,7 @@ for target in "${targets[@]}"; do
   case "$target" in
     aarch64-*) emu=qemu-aarch64 ;;
     armv7-* | arm-*) emu=qemu-arm ;;
+    mipsel-*) emu=qemu-mipsel ;;
     x86_64-*) emu= ;;
     *) echo "dist/test-cross.sh: no emulator known for $target" >&2; exit 2 ;;
   esac

@@ -16,7 +16,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Why a lookup gave no usable answer.
@@ -279,9 +279,13 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 /// A fresh, unpredictable message id: the only defence of a stub resolver against forged
 /// answers. std's hasher keys are random per process; a counter makes each id new.
 fn query_id() -> u16 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // usize, not u64: 32-bit MIPS has no 64-bit atomics. The counter wrapping after 2^32
+    // queries on a 32-bit target costs nothing: two `RandomState::new()`s build hashers
+    // that are unlikely to agree on the same input (std's documented promise; it gives each
+    // one keys of its own), so the counter is not the only thing that changes.
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let mut h = RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
     h.finish() as u16
 }
 

@@ -18,7 +18,7 @@ use certrelay_core::Instant;
 use event_listener::{Event, EventListener};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,6 +49,10 @@ struct Counts {
     /// The sessions counted, by admission number (oldest first).
     running: BTreeMap<u64, Running>,
     next_id: u64,
+    /// Connections refused by a limit since the start (for `status`).
+    refused: u64,
+    /// Sessions that gave way to a new connection since the start (for `status`).
+    displaced: u64,
 }
 
 /// A session being counted.
@@ -56,6 +60,48 @@ struct Counts {
 struct Running {
     client: IpAddr,
     activity: Arc<Activity>,
+}
+
+/// A `u64` that one session writes and the counts read, each whole: an `AtomicU64` where the
+/// target has one, else under a mutex (32-bit MIPS and PowerPC have no 64-bit atomics;
+/// milliseconds do not fit 32 bits: they wrap after 49 days).
+#[cfg(target_has_atomic = "64")]
+#[derive(Debug)]
+struct SharedU64(std::sync::atomic::AtomicU64);
+
+#[cfg(target_has_atomic = "64")]
+impl SharedU64 {
+    fn new(v: u64) -> Self {
+        SharedU64(std::sync::atomic::AtomicU64::new(v))
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+#[cfg(not(target_has_atomic = "64"))]
+#[derive(Debug)]
+struct SharedU64(Mutex<u64>);
+
+#[cfg(not(target_has_atomic = "64"))]
+impl SharedU64 {
+    fn new(v: u64) -> Self {
+        SharedU64(Mutex::new(v))
+    }
+
+    fn get(&self) -> u64 {
+        // A store cannot panic half-way: the value is whole whatever a poisoner did.
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, v: u64) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
 }
 
 /// `idle_since` of a session with a mail transaction under way.
@@ -66,7 +112,7 @@ const BUSY: u64 = u64::MAX;
 #[derive(Debug)]
 pub struct Activity {
     /// Milliseconds of the sessions' clock, or [`BUSY`].
-    idle_since: AtomicU64,
+    idle_since: SharedU64,
     displaced: AtomicBool,
     event: Event,
 }
@@ -74,7 +120,7 @@ pub struct Activity {
 impl Activity {
     fn new(now: Instant) -> Self {
         Activity {
-            idle_since: AtomicU64::new(now.as_millis()),
+            idle_since: SharedU64::new(now.as_millis()),
             displaced: AtomicBool::new(false),
             event: Event::new(),
         }
@@ -84,7 +130,7 @@ impl Activity {
     /// (it never gives way then).
     pub fn set_idle_since(&self, since: Option<Instant>) {
         let ms = since.map_or(BUSY, |t| t.as_millis().min(BUSY - 1));
-        self.idle_since.store(ms, Ordering::Relaxed);
+        self.idle_since.set(ms);
     }
 
     /// True once the session must give way.
@@ -121,7 +167,7 @@ impl Counts {
         let mut idle: Vec<(u64, u64)> = self
             .running
             .iter()
-            .map(|(id, r)| (r.activity.idle_since.load(Ordering::Relaxed), *id))
+            .map(|(id, r)| (r.activity.idle_since.get(), *id))
             .filter(|(since, _)| *since != BUSY)
             .collect();
         if idle.len() < needed {
@@ -143,10 +189,6 @@ impl Counts {
 struct Stress {
     on: AtomicBool,
     changed: Event,
-    /// Connections refused by a limit since the start (for `status`).
-    refused: AtomicU64,
-    /// Sessions that gave way to a new connection since the start (for `status`).
-    displaced: AtomicU64,
 }
 
 impl Stress {
@@ -208,7 +250,7 @@ impl Sessions {
         c.limit = overall;
         let mine = c.per_client.get(&client).copied().unwrap_or(0);
         if client_limit > 0 && mine >= client_limit {
-            self.stress.refused.fetch_add(1, Ordering::Relaxed);
+            c.refused += 1;
             return Err(Refusal::Client { count: mine + 1 });
         }
         if overall > 0 && c.total >= overall {
@@ -221,12 +263,10 @@ impl Sessions {
             }
             let needed = c.total + 1 - overall;
             if !c.displace_idle(needed) {
-                self.stress.refused.fetch_add(1, Ordering::Relaxed);
+                c.refused += 1;
                 return Err(Refusal::Overall { active: c.total });
             }
-            self.stress
-                .displaced
-                .fetch_add(needed as u64, Ordering::Relaxed);
+            c.displaced += needed as u64;
         }
         let mine = c.per_client.get(&client).copied().unwrap_or(0);
         c.total += 1;
@@ -260,10 +300,8 @@ impl Sessions {
     /// Connections refused by a limit, and sessions that gave way to a new connection,
     /// since the start.
     pub fn refused_and_displaced(&self) -> (u64, u64) {
-        (
-            self.stress.refused.load(Ordering::Relaxed),
-            self.stress.displaced.load(Ordering::Relaxed),
-        )
+        let c = self.lock();
+        (c.refused, c.displaced)
     }
 
     /// The cap on a session's command timeout now: [`STRESS_TIMEOUT`] under stress.
