@@ -5,7 +5,9 @@
 //! the maildrop (the laptop, whose spool belongs to whoever holds the run lock; the holder
 //! picks the message up at its next run). Either way the session's `250` goes out only
 //! after [`Receiving::finish`] returned [`ServerEvent::MessageStored`], that is after the
-//! message and its envelope were fsynced and renamed into place.
+//! message and its envelope were fsynced and renamed into place, and a sync of the
+//! directory begun after the rename returned (in the spool, shared by the messages that
+//! finish at the same moment: group commit).
 //!
 //! The laptop's stores also treat its own programs as Postfix treats local submissions
 //! ([`LocalSubmission`]); the relay's store keeps every message as it came, and may have a

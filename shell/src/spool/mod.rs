@@ -13,20 +13,26 @@
 //!
 //! A message is committed when its `.msg`, synced, is renamed into `queue/` and the
 //! directory is synced: one file created, two fsyncs, per message. A crash at any instant
-//! leaves either a complete message or nothing that was acknowledged.
+//! leaves either a complete message or nothing that was acknowledged. Messages committed at
+//! about the same moment share the directory's sync (group commit, [`commit`]): each still
+//! returns only after a sync of `queue/` that began after its own rename.
 //!
 //! A `.msg` without a trailer is the layout of earlier versions (content only, with its
 //! `.env` beside it); it is read as such.
 //!
 //! These calls block (fsync); the async shells run them on the blocking pool.
 
+pub mod commit;
 pub mod listing;
 pub mod maildrop;
+
+use commit::{GroupSync, SyncFn};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The start of the last line of a `.msg` file.
 const TRAILER_TAG: &str = "certrelay-content-length ";
@@ -144,10 +150,11 @@ impl std::fmt::Display for ProbeError {
 
 impl std::error::Error for ProbeError {}
 
-/// An open spool directory.
+/// An open spool directory. Clones share the syncs of `queue/`.
 #[derive(Clone, Debug)]
 pub struct Spool {
     root: PathBuf,
+    queue_sync: Arc<GroupSync>,
 }
 
 /// What opening the spool found and cleaned up.
@@ -163,7 +170,7 @@ pub struct Recovery {
 impl Spool {
     /// Opens (creating if needed) the spool at `root` and removes what was never committed.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<(Spool, Recovery)> {
-        let spool = Spool { root: root.into() };
+        let spool = Spool::attach(root);
         for dir in ["tmp", "queue", "corrupt"] {
             fs::create_dir_all(spool.root.join(dir))?;
         }
@@ -203,7 +210,14 @@ impl Spool {
     /// The spool at `root` as another process keeps it: no directory is created and nothing
     /// is cleaned up (files in `tmp/` may be messages that process is receiving).
     pub fn attach(root: impl Into<PathBuf>) -> Spool {
-        Spool { root: root.into() }
+        let grouped = std::env::var_os(commit::BENCH_ONLY_NO_GROUP_COMMIT_VAR).is_none();
+        Spool::with_sync(root.into(), Arc::new(|dir: &Path| sync_dir(dir)), grouped)
+    }
+
+    /// The spool at `root` whose `queue/` is synced by `sync`, shared (`grouped`) or not.
+    fn with_sync(root: PathBuf, sync: SyncFn, grouped: bool) -> Spool {
+        let queue_sync = Arc::new(GroupSync::new(root.join("queue"), sync, grouped));
+        Spool { root, queue_sync }
     }
 
     /// The spool's root directory.
@@ -254,7 +268,7 @@ impl Spool {
         write_synced(&tmp, envelope).map_err(SpoolError::from_io)?;
         let queue = self.root.join("queue");
         fs::rename(&tmp, queue.join(format!("{id}.env"))).map_err(SpoolError::from_io)?;
-        sync_dir(&queue).map_err(SpoolError::from_io)
+        self.queue_sync.sync_after().map_err(SpoolError::from_io)
     }
 
     /// Removes a message that needs no more delivery. The message file goes first: a
@@ -371,7 +385,9 @@ impl Incoming {
     }
 
     /// Appends the envelope record and the trailer, and makes the message durable in
-    /// `queue/`. Only after this returns `Ok` may the message be acknowledged.
+    /// `queue/`: fsync of the file, rename, then a sync of `queue/` begun after the rename
+    /// (shared with the messages committed beside it). Only after this returns `Ok` may the
+    /// message be acknowledged.
     pub fn commit(mut self, envelope: &[u8]) -> Result<(), SpoolError> {
         let mut out = self.out.take().expect("commit twice");
         let queue = self.spool.root.join("queue");
@@ -383,7 +399,7 @@ impl Incoming {
             file.sync_all()?;
             drop(file);
             fs::rename(&self.tmp_msg, &committed)?;
-            sync_dir(&queue)
+            self.spool.queue_sync.sync_after()
         })();
         if result.is_err() {
             let _ = fs::remove_file(&self.tmp_msg);
@@ -552,6 +568,79 @@ mod tests {
             .to_string()
             .starts_with(&format!("{}: ", dir.join("queue").display())));
         assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0, "{e}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A spool whose `queue/` syncs run `sync` (grouped).
+    fn spool_syncing(name: &str, sync: SyncFn) -> (Spool, PathBuf) {
+        let (_, dir) = temp_spool(name);
+        (Spool::with_sync(dir.clone(), sync, true), dir)
+    }
+
+    #[test]
+    fn a_commit_returns_after_a_directory_sync_that_saw_its_rename() {
+        // Each sync notes which messages were in queue/ when it began.
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+        let s = seen.clone();
+        let (spool, dir) = spool_syncing(
+            "ordered",
+            Arc::new(move |queue: &Path| {
+                let mut names: Vec<String> = fs::read_dir(queue)?
+                    .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect::<io::Result<_>>()?;
+                names.sort();
+                s.lock().unwrap().push(names);
+                sync_dir(queue)
+            }),
+        );
+        spool.incoming("G1").unwrap().commit(b"env").unwrap();
+        assert_eq!(*seen.lock().unwrap(), [vec!["G1.msg".to_owned()]]);
+        spool.update_envelope("G1", b"env v2").unwrap();
+        assert_eq!(seen.lock().unwrap()[1], ["G1.env", "G1.msg"]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_directory_sync_fails_the_commit_and_leaves_nothing() {
+        let (spool, dir) = spool_syncing(
+            "syncfail",
+            Arc::new(|_: &Path| Err(io::Error::from_raw_os_error(5))),
+        );
+        let mut inc = spool.incoming("H1").unwrap();
+        inc.write(b"x").unwrap();
+        assert!(matches!(inc.commit(b"env"), Err(SpoolError::Write(_))));
+        assert!(spool.ids().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_commits_share_directory_syncs_and_all_land() {
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = syncs.clone();
+        let (spool, dir) = spool_syncing(
+            "group",
+            Arc::new(move |queue: &Path| {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // A slow disk, so that commits pile up behind a sync in flight.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                sync_dir(queue)
+            }),
+        );
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let spool = spool.clone();
+                std::thread::spawn(move || {
+                    spool.incoming(&format!("K{i:02}")).unwrap().commit(b"e")
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(spool.ids().unwrap().len(), 16);
+        let syncs = syncs.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(syncs < 16, "{syncs} directory syncs for 16 commits");
         fs::remove_dir_all(dir).unwrap();
     }
 
