@@ -194,3 +194,38 @@ fn relay_explain_names_the_deciding_rule() {
     let t = explain(&[&["--client", "127.0.0.1"], &far[..]].concat());
     assert!(t.contains("accepted (permit_mynetworks"), "{t}");
 }
+
+/// `certrelayd --help | head -1`, `certrelay queue | head`: output into a pipe nobody reads
+/// any more ends the program as SIGPIPE ends a Unix filter, never with a panic.
+#[test]
+fn printing_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let runs: [(&str, &[&str]); 3] = [
+        ("certrelayd", &["--help"]),
+        ("certrelayd", &["-c", "examples/relay", "check"]),
+        ("certrelay", &["-c", "examples/laptop", "explain"]),
+    ];
+    for (program, args) in runs {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(binary(program))
+            .current_dir(workspace_root())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{program} {args:?}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(SIGPIPE),
+            "{program} {args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
+
+/// SIGPIPE's number on Linux (every architecture the suite runs on).
+const SIGPIPE: i32 = 13;

@@ -190,6 +190,12 @@ fn certrelay_main(args: Vec<OsString>) -> Result<(), Failure> {
         Parsed::Command(parsed, sendmail_args) => (parsed, sendmail_args),
     };
     let dir = parsed.config.unwrap_or_else(default_config_dir);
+    if let Command::Queue(_) | Command::Status(_) | Command::Explain(_) | Command::Check(_) =
+        parsed.command
+    {
+        // Listings into a closed pipe (`| head`) end quietly; the rest may talk to networks.
+        certrelay_shell::sigpipe::end_quietly_on_closed_output();
+    }
     match parsed.command {
         Command::Check(Check {}) => {
             match certrelay_shell::conf::run_check(&dir, checks::check_laptop) {

@@ -110,11 +110,14 @@ struct Check {}
 struct Run {}
 
 fn main() {
+    // Help and listings into a closed pipe (`| head`) end quietly; serving ignores it again.
+    certrelay_shell::sigpipe::end_quietly_on_closed_output();
     let args: Args = argh::from_env();
     let dir = args.config_dir.as_path();
     let outcome = match args.command {
         // Serving logs its own failures as the relay runs.
         Some(Command::Run(Run {})) | None => {
+            certrelay_shell::sigpipe::ignore();
             init_logging(dir);
             std::process::exit(serve::run(dir));
         }
@@ -122,6 +125,7 @@ fn main() {
         // Prints its own report and problems; the exit code says whether the relay runs.
         Some(Command::Status(cmd)) => std::process::exit(status::main(dir, cmd)),
         Some(Command::Demo(Demo {})) => {
+            certrelay_shell::sigpipe::ignore();
             init_demo_logging();
             demo::run().map_err(Failure::Demo)
         }

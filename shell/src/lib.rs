@@ -13,6 +13,7 @@ pub mod io;
 pub mod logging;
 pub mod pki;
 pub mod reexec;
+pub mod sigpipe;
 pub mod smtpd;
 pub mod spool;
 pub mod status;
