@@ -193,6 +193,7 @@ async fn run_async(dir: &Path) -> i32 {
         sessions: Sessions::default(),
         store: Store::new(spool, wake).with_signer(signer.clone()),
         clock: Clock::new(),
+        enroll: None,
     });
     log::info!(
         "daemon started -- version {}, configuration {}",
