@@ -380,7 +380,7 @@ impl RequestReader {
 /// Strict standard base64 with padding; `None` on anything else.
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let value = |b: u8| -> Option<u32> {

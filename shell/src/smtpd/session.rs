@@ -366,9 +366,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 .map(|leaf| leaf.to_vec()),
             _ => None,
         };
-        enroller
-            .answer(request, self.peer.addr, client_cert)
-            .await
+        enroller.answer(request, self.peer.addr, client_cert).await
     }
 
     /// Tells the session counts since when the session is idle (or that it is not).
