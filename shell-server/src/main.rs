@@ -8,6 +8,7 @@ mod admin;
 mod checks;
 mod demo;
 mod dkim;
+mod enroll;
 mod failure;
 mod generation;
 mod privilege;
@@ -41,6 +42,7 @@ enum Command {
     Ca(admin::CaCmd),
     Allow(admin::AllowCmd),
     Revoke(admin::RevokeCmd),
+    Enroll(enroll::EnrollCmd),
     Demo(Demo),
     Queue(admin::QueueCmd),
     Flush(admin::FlushCmd),
@@ -131,6 +133,7 @@ fn main() {
         Some(Command::Ca(cmd)) => admin::ca(dir, cmd),
         Some(Command::Allow(cmd)) => admin::allow(dir, cmd),
         Some(Command::Revoke(cmd)) => admin::revoke(dir, cmd),
+        Some(Command::Enroll(cmd)) => enroll::enroll(dir, cmd),
         Some(Command::Dkim(DkimCmd {
             command: DkimCommand::Keygen(k),
         })) => {

@@ -124,6 +124,21 @@ fn replace_keeping_owner(path: &Path, text: &str) -> Result<(), PkiError> {
     Ok(())
 }
 
+/// Removes the entries labelled or fingerprinted `what` (as `certrelayd revoke` does in
+/// root's table), keeping the file's owner.
+pub fn revoke(path: &Path, what: &str) -> Result<MapEdit, PkiError> {
+    let owner = fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.gid()));
+    let edit = super::map::revoke(path, what)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|err| PkiError::Io {
+            path: path.to_path_buf(),
+            action: "give back to its owner",
+            err,
+        })?;
+    }
+    Ok(edit)
+}
+
 /// Lists `print` under `label` in the enrolled table at `path` (created if missing), with a
 /// renewal note when it replaces another.
 pub fn list(
