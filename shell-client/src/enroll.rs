@@ -202,7 +202,10 @@ async fn exchange(
         }
     };
     let (mut dialogue, relay_chain) = if port == 465 {
-        let stream = connector.connect(name, tcp).await.map_err(handshake_error)?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(handshake_error)?;
         let chain = peer_chain(stream.get_ref().1);
         let mut d = Dialogue {
             stream: Box::new(stream),
@@ -227,7 +230,10 @@ async fn exchange(
         }
         plain.command("STARTTLS", 220).await?;
         drop(plain);
-        let stream = connector.connect(name, tcp).await.map_err(handshake_error)?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(handshake_error)?;
         let chain = peer_chain(stream.get_ref().1);
         let d = Dialogue {
             stream: Box::new(stream),
@@ -364,8 +370,8 @@ pub fn enroll_main(dir: &Path, cmd: EnrollCmd) -> Result<(), Failure> {
                  signed: ask its operator to revoke it"
             ))
         })?;
-    let written = write_pairing(dir, &old_text, &key, &received, &host, port)
-        .map_err(enroll_error)?;
+    let written =
+        write_pairing(dir, &old_text, &key, &received, &host, port).map_err(enroll_error)?;
     print!("{written}");
     println!(
         "paired with {host}:{port}: certificate {} valid until {}",
@@ -506,10 +512,8 @@ pub fn set_parameters(text: &str, settings: &[(&str, String)]) -> (String, Vec<S
         out.push_str(line);
         out.push('\n');
     }
-    let missing: Vec<&(&str, String)> = settings
-        .iter()
-        .filter(|(p, _)| !done.contains(p))
-        .collect();
+    let missing: Vec<&(&str, String)> =
+        settings.iter().filter(|(p, _)| !done.contains(p)).collect();
     if !missing.is_empty() {
         out.push_str("# set by certrelay enroll\n");
     }
@@ -548,10 +552,10 @@ fn current(config: &Config) -> Result<Current, String> {
     let key = config.text("smtp_tls_key_file").trim().to_string();
     let chain = certrelay_shell::conf::read_chain(config, "smtp_tls_cert_file")
         .map_err(|d| d.to_string())?;
-    let private = certrelay_shell::conf::read_key(config, "smtp_tls_key_file")
-        .map_err(|d| d.to_string())?;
-    let anchors_pem = certrelay_shell::conf::read_chain(config, "smtp_tls_CAfile")
-        .map_err(|d| d.to_string())?;
+    let private =
+        certrelay_shell::conf::read_key(config, "smtp_tls_key_file").map_err(|d| d.to_string())?;
+    let anchors_pem =
+        certrelay_shell::conf::read_chain(config, "smtp_tls_CAfile").map_err(|d| d.to_string())?;
     Ok(Current {
         host,
         port,
@@ -660,9 +664,18 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert_eq!(parse_target("relay.example"), Ok(("relay.example".into(), 25)));
-        assert_eq!(parse_target("relay.example:587"), Ok(("relay.example".into(), 587)));
-        assert_eq!(parse_target("[127.0.0.1]:2525"), Ok(("127.0.0.1".into(), 2525)));
+        assert_eq!(
+            parse_target("relay.example"),
+            Ok(("relay.example".into(), 25))
+        );
+        assert_eq!(
+            parse_target("relay.example:587"),
+            Ok(("relay.example".into(), 587))
+        );
+        assert_eq!(
+            parse_target("[127.0.0.1]:2525"),
+            Ok(("127.0.0.1".into(), 2525))
+        );
         assert_eq!(parse_target("[::1]:465"), Ok(("::1".into(), 465)));
         assert!(parse_target("relay:port").is_err());
         assert!(parse_target("").is_err());

@@ -65,7 +65,10 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
     let map = enrolled_map(config);
     let text = std::fs::read_to_string(&map).unwrap_or_default();
     let at = Location::new(&map.display().to_string(), 0);
-    for r in enrolled::renewals(&text).iter().filter(|r| r.until.is_none()) {
+    for r in enrolled::renewals(&text)
+        .iter()
+        .filter(|r| r.until.is_none())
+    {
         diags.push(Diagnostic::warning(
             &at,
             format!(
@@ -126,13 +129,16 @@ pub struct EnrollCmd {
 }
 
 fn parse_duration(text: &str, what: &str) -> Result<Duration, Failure> {
-    certrelay_core::config::values::parse_time(text, certrelay_core::config::values::TimeUnit::Second)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            Failure::Enroll(format!(
-                "{what} {text:?}: expected a time, a number with a unit s, m, h, d or w"
-            ))
-        })
+    certrelay_core::config::values::parse_time(
+        text,
+        certrelay_core::config::values::TimeUnit::Second,
+    )
+    .filter(|d| !d.is_zero())
+    .ok_or_else(|| {
+        Failure::Enroll(format!(
+            "{what} {text:?}: expected a time, a number with a unit s, m, h, d or w"
+        ))
+    })
 }
 
 fn random<const N: usize>() -> Result<[u8; N], Failure> {
@@ -156,10 +162,15 @@ pub fn enroll(config_dir: &Path, cmd: EnrollCmd) -> Result<(), Failure> {
     let valid = parse_duration(&cmd.valid, "--valid")?;
     let lifetime = match &cmd.cert_valid {
         Some(text) => parse_duration(text, "--cert-valid")?,
-        None => config.time(LIFETIME).map_err(|d| Failure::Enroll(d.to_string()))?,
+        None => config
+            .time(LIFETIME)
+            .map_err(|d| Failure::Enroll(d.to_string()))?,
     };
-    EnrollCa::load(&PathBuf::from(config.text(CA_CERT).trim()), &ca_key_path(config))
-        .map_err(|e| Failure::Enroll(format!("cannot enroll laptops: {e}")))?;
+    EnrollCa::load(
+        &PathBuf::from(config.text(CA_CERT).trim()),
+        &ca_key_path(config),
+    )
+    .map_err(|e| Failure::Enroll(format!("cannot enroll laptops: {e}")))?;
     let name = cmd.name.trim();
     if let Some(table) = listing_name(config, name) {
         return Err(Failure::Enroll(format!(
@@ -461,7 +472,8 @@ impl Service {
             old: old.clone(),
             until: in_enrolled.then(|| unix_now().saturating_add(grace)),
         };
-        let listed = self.edit(|| enrolled::list(&map, &signed.fingerprint, &label, Some(&renewal)));
+        let listed =
+            self.edit(|| enrolled::list(&map, &signed.fingerprint, &label, Some(&renewal)));
         if let Err(e) = listed {
             log::error!("enroll: cannot list the renewal of {label}: {e}");
             return EnrollAnswer::Unavailable;
@@ -498,12 +510,9 @@ impl Enroller for Handle {
             RequestKind::Code(secret) => {
                 Box::pin(service.answer_code(secret, request.csr_der, client))
             }
-            RequestKind::Renew { label } => Box::pin(service.answer_renewal(
-                label,
-                request.csr_der,
-                client,
-                client_cert,
-            )),
+            RequestKind::Renew { label } => {
+                Box::pin(service.answer_renewal(label, request.csr_der, client, client_cert))
+            }
         }
     }
 

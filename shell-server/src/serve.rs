@@ -136,8 +136,9 @@ async fn run_async(dir: &Path) -> i32 {
     let (reload_requests, enroll_reloads) = smol::channel::unbounded();
     let enroll = match certrelay_shell::conf::load(dir)
         .map_err(|e| e.to_string())
-        .and_then(|loaded| crate::enroll::Service::from_config(&loaded.config, reload_requests.clone()))
-    {
+        .and_then(|loaded| {
+            crate::enroll::Service::from_config(&loaded.config, reload_requests.clone())
+        }) {
         Ok(service) => service,
         Err(msg) => {
             log::error!("{msg}; not starting");
@@ -206,7 +207,8 @@ async fn run_async(dir: &Path) -> i32 {
         store: Store::new(spool, wake).with_signer(signer.clone()),
         clock: Clock::new(),
         enroll: enroll.map(|service| {
-            Arc::new(crate::enroll::Handle(service)) as Arc<dyn certrelay_shell::smtpd::enroll::Enroller>
+            Arc::new(crate::enroll::Handle(service))
+                as Arc<dyn certrelay_shell::smtpd::enroll::Enroller>
         }),
     });
     log::info!(
