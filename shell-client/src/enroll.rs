@@ -324,7 +324,7 @@ fn relayhost(host: &str, port: u16) -> String {
 }
 
 fn enroll_error(text: String) -> Failure {
-    Failure::Usage(text)
+    Failure::Enroll(text)
 }
 
 /// `certrelay enroll HOST[:PORT] CODE`.
@@ -544,7 +544,7 @@ fn current(config: &Config) -> Result<Current, String> {
         .into_iter()
         .next()
         .ok_or("no relayhost in main.cf: pair with `certrelay enroll` first")?;
-    let (host, port) = parse_target(&relay)?;
+    let (host, port) = parse_target(relay)?;
     let cert = config.text("smtp_tls_cert_file").trim().to_string();
     if cert.is_empty() {
         return Err(String::from("no smtp_tls_cert_file: nothing to renew"));

@@ -468,8 +468,8 @@ impl Service {
             .unwrap_or(false);
         let grace = i64::try_from(self.grace.as_secs()).unwrap_or(i64::MAX);
         let renewal = Renewal {
-            new: signed.fingerprint.clone(),
-            old: old.clone(),
+            new: signed.fingerprint,
+            old,
             until: in_enrolled.then(|| unix_now().saturating_add(grace)),
         };
         let listed =

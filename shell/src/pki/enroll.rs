@@ -208,7 +208,7 @@ pub fn check_received(
         .all;
     let now = UnixTime::now();
     if let CertVerdict::Untrusted(why) =
-        assess_client_chain(&[leaf.clone()], &anchors, 1, now, algs)
+        assess_client_chain(std::slice::from_ref(leaf), &anchors, 1, now, algs)
     {
         return Err(format!(
             "the certificate the relay sent does not chain to the CA it sent: {why}"

@@ -550,7 +550,7 @@ mod tests {
         list(&map, &print(2), "alice", Some(&renewal)).unwrap();
         let text = fs::read_to_string(&map).unwrap();
         assert_eq!(entries(&text).len(), 3);
-        assert_eq!(renewals(&text), [renewal.clone()]);
+        assert_eq!(renewals(&text), std::slice::from_ref(&renewal));
         assert!(list(&map, &print(2), "alice", None).is_err());
         // Another certificate's use changes nothing.
         assert_eq!(end_renewals(&map, Some(&print(7)), 10).unwrap(), None);
