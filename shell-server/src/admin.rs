@@ -466,12 +466,12 @@ pub fn allow(config_dir: &Path, cmd: AllowCmd) -> Result<(), Failure> {
 pub fn revoke(config_dir: &Path, cmd: RevokeCmd) -> Result<(), Failure> {
     // Without --map, the relay's enrolled table too (crate::enroll).
     let enrolled = match cmd.map {
-        None => crate::enroll::enrolled_table(config_dir),
+        None => crate::enroll_cmd::enrolled_table(config_dir),
         Some(_) => None,
     };
     let map = map_path(config_dir, cmd.map)?;
     change_and_reload(config_dir, || {
-        crate::enroll::revoke_in_both(&map, enrolled.as_deref(), &cmd.what)
+        crate::enroll_cmd::revoke_in_both(&map, enrolled.as_deref(), &cmd.what)
     })
 }
 

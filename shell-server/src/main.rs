@@ -9,6 +9,7 @@ mod checks;
 mod demo;
 mod dkim;
 mod enroll;
+mod enroll_cmd;
 mod failure;
 mod generation;
 mod privilege;
@@ -42,7 +43,7 @@ enum Command {
     Ca(admin::CaCmd),
     Allow(admin::AllowCmd),
     Revoke(admin::RevokeCmd),
-    Enroll(enroll::EnrollCmd),
+    Enroll(enroll_cmd::EnrollCmd),
     Demo(Demo),
     Queue(admin::QueueCmd),
     Flush(admin::FlushCmd),
@@ -133,7 +134,7 @@ fn main() {
         Some(Command::Ca(cmd)) => admin::ca(dir, cmd),
         Some(Command::Allow(cmd)) => admin::allow(dir, cmd),
         Some(Command::Revoke(cmd)) => admin::revoke(dir, cmd),
-        Some(Command::Enroll(cmd)) => enroll::enroll(dir, cmd),
+        Some(Command::Enroll(cmd)) => enroll_cmd::enroll(dir, cmd),
         Some(Command::Dkim(DkimCmd {
             command: DkimCommand::Keygen(k),
         })) => {
