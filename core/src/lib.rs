@@ -88,6 +88,7 @@ pub mod diagnostic;
 pub mod dkim;
 pub mod dns;
 pub mod dsn;
+pub mod enroll;
 pub mod facts;
 pub mod fingerprint;
 pub mod hosts;

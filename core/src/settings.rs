@@ -131,6 +131,9 @@ pub struct ServerSettings {
     /// `smtputf8_enable`: offer SMTPUTF8 (RFC 6531), accept it on MAIL, and refuse command
     /// lines that are not valid UTF-8.
     pub smtputf8_enable: bool,
+    /// Offer `XCERTRELAY` inside TLS (pairing and renewal of laptops): the relay's shell
+    /// turns it on when `certrelay_enroll_ca_cert_file` is set and answers the requests.
+    pub enroll: bool,
 }
 
 impl Default for ServerSettings {
@@ -169,6 +172,7 @@ impl Default for ServerSettings {
             hopcount_limit: 50,
             sender_ccert_maps: Vec::new(),
             smtputf8_enable: true,
+            enroll: false,
         }
     }
 }

@@ -194,6 +194,8 @@ impl Pair {
                 ServerOutput::MessageAbort => self.storing = None,
                 ServerOutput::Log(l) => self.t.server_log.push(l.text),
                 ServerOutput::Close => close = true,
+                // No transcript enrolls (settings.enroll is off).
+                ServerOutput::Enroll(_) => {}
             }
         }
         if stored {

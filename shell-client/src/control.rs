@@ -47,6 +47,12 @@ impl Deliverer {
         })
     }
 
+    /// Delivers with `delivery` from the next run on (a renewed client certificate).
+    pub fn use_delivery(&mut self, delivery: Delivery) {
+        self.delivery = delivery;
+        self.runner = None;
+    }
+
     /// `relayhost`, parsed (empty: delivery by MX).
     pub fn relayhost(&self) -> &[certrelay_shell::delivery::route::NextHop] {
         &self.delivery.runner.relayhost
@@ -225,9 +231,15 @@ pub enum DaemonWake {
 /// a flush when any asked for one). Returns on [`DaemonWake::Stop`], or when every sender
 /// is gone, always between runs, so the run lock is free then. Failed runs are logged and
 /// tried again.
-pub fn serve(deliverer: &mut Deliverer, delay: Duration, wakeups: &mpsc::Receiver<DaemonWake>) {
+pub fn serve(
+    deliverer: &mut Deliverer,
+    delay: Duration,
+    wakeups: &mpsc::Receiver<DaemonWake>,
+    before_run: &mut dyn FnMut(&mut Deliverer),
+) {
     let mut kind = RunKind::Due;
     loop {
+        before_run(deliverer);
         // Wake-ups sent before this point are served by this run: the messages committed
         // before them are in the maildrop already.
         loop {

@@ -36,6 +36,8 @@ pub enum Failure {
     System(Error),
     /// A certificate command failed.
     Pki(PkiError),
+    /// `enroll` or `renew` did not get a certificate: what happened.
+    Enroll(String),
     /// `probe` could not find out.
     Probe {
         /// HOST:PORT as given.
@@ -88,7 +90,7 @@ impl Failure {
                 None => 0,
             },
             Failure::System(_) => exit::SOFTWARE,
-            Failure::Pki(_) | Failure::Check(_) => 1,
+            Failure::Pki(_) | Failure::Check(_) | Failure::Enroll(_) => 1,
             Failure::ChecksFailed | Failure::WouldNotDeliver => 1,
             Failure::Probe { .. } => 2,
         }
@@ -141,6 +143,7 @@ impl fmt::Display for Failure {
                 Ok(())
             }
             Failure::Pki(e) => write!(f, "certrelay: {e}"),
+            Failure::Enroll(e) => write!(f, "certrelay: {e}"),
             Failure::Probe { target, error } => write!(f, "certrelay: probe {target}: {error}"),
             Failure::Check(e) => write!(f, "error: {e}"),
             Failure::ChecksFailed => f.write_str("certrelay: the check found errors"),

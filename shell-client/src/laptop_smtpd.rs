@@ -267,6 +267,7 @@ async fn serve(
         sessions: Sessions::default(),
         store: Store::maildrop(maildrop, wake).with_local_submission(submission),
         clock: Clock::new(),
+        enroll: None,
     });
     let mut accepting = Vec::new();
     for b in bound {
@@ -359,6 +360,7 @@ pub fn serve_stdio(laptop: &Laptop) -> Result<usize, Error> {
         listener: Arc::new(listener),
         store: Store::maildrop(maildrop, wake).with_local_submission(local_submission(laptop)),
         clock: Clock::new(),
+        enroll: None,
     };
     let peer = PeerInfo {
         addr: IpAddr::V4(Ipv4Addr::LOCALHOST),

@@ -2,6 +2,7 @@
 
 mod checks;
 mod control;
+mod enroll;
 mod failure;
 mod laptop;
 mod laptop_smtpd;
@@ -61,6 +62,8 @@ enum Command {
     Explain(tools::ExplainCmd),
     Probe(probe::ProbeCmd),
     Status(status::StatusCmd),
+    Enroll(enroll::EnrollCmd),
+    Renew(enroll::RenewCmd),
 }
 
 /// load main.cf, the per-site table and the TLS files; print the settings in effect and
@@ -220,6 +223,8 @@ fn certrelay_main(args: Vec<OsString>) -> Result<(), Failure> {
             let laptop = load(&dir)?;
             std::process::exit(status::main(&laptop, cmd.json))
         }
+        Command::Enroll(cmd) => enroll::enroll_main(&dir, cmd),
+        Command::Renew(enroll::RenewCmd {}) => enroll::renew_main(&load(&dir)?),
         Command::Probe(cmd) => {
             let result = probe::probe(&dir, &cmd);
             Failure::of_probe(cmd.target, result)
@@ -384,10 +389,28 @@ fn run_main(dir: &Path) -> Result<(), Failure> {
         delay.as_secs()
     );
     let (ended_tx, ended) = mpsc::channel();
+    let config_dir = dir.to_owned();
     std::thread::Builder::new()
         .name("deliver".to_owned())
         .spawn(move || {
-            control::serve(&mut deliverer, delay, &wakeups);
+            // Before each run: a certificate a third of whose lifetime is left is renewed,
+            // and the runs after use the new one.
+            let mut renew = |deliverer: &mut control::Deliverer| {
+                let now = i64::try_from(certrelay_shell::clock::unix_secs()).unwrap_or(0);
+                let Ok(laptop) = Laptop::load(&config_dir) else {
+                    return;
+                };
+                if enroll::renew_if_due(laptop.config(), now) {
+                    match laptop.delivery() {
+                        Ok(delivery) => deliverer.use_delivery(delivery),
+                        Err(diags) => log::error!(
+                            "after renewal: {}",
+                            diags.first().map(|d| d.to_string()).unwrap_or_default()
+                        ),
+                    }
+                }
+            };
+            control::serve(&mut deliverer, delay, &wakeups, &mut renew);
             let _ = ended_tx.send(());
         })
         .map_err(|e| Failure::System(Error::system("start the queue runner", e)))?;

@@ -486,9 +486,14 @@ pub fn allow(config_dir: &Path, cmd: AllowCmd) -> Result<(), Failure> {
 
 /// `certrelayd revoke`.
 pub fn revoke(config_dir: &Path, cmd: RevokeCmd) -> Result<(), Failure> {
+    // Without --map, the relay's enrolled table too (crate::enroll).
+    let enrolled = match cmd.map {
+        None => crate::enroll_cmd::enrolled_table(config_dir),
+        Some(_) => None,
+    };
     let map = map_path(config_dir, cmd.map)?;
     change_and_reload(config_dir, || {
-        pki::revoke(&map, &cmd.what).map(|e| e.report())
+        crate::enroll_cmd::revoke_in_both(&map, enrolled.as_deref(), &cmd.what)
     })
 }
 

@@ -29,7 +29,12 @@ pub fn check_relay(loaded: &Loaded) -> Vec<Diagnostic> {
         conf::push_new(&mut diags, sender_maps(&listener_config));
     }
     conf::push_new(&mut diags, proxy_binds(loaded));
-    conf::push_new(&mut diags, conf::fingerprint_map(config).1);
+    let enrolled = crate::enroll::enrolled_map(config);
+    conf::push_new(
+        &mut diags,
+        conf::fingerprint_map_with(config, Some(&enrolled)).1,
+    );
+    conf::push_new(&mut diags, crate::enroll::check(config));
     conf::push_new(&mut diags, crate::dkim::load(config).1);
     conf::push_new(&mut diags, logging::Settings::from_config(config).1);
     conf::push_new(&mut diags, crate::watch::check(config));

@@ -33,6 +33,8 @@ pub enum Failure {
     ChecksFailed,
     /// The demo did not show what it should.
     Demo(DemoError),
+    /// `enroll` could not make a code; the text says why and what to do.
+    Enroll(String),
     /// main.cf could not be loaded for a setting the command needs.
     Config(Error),
     /// main.cf could not be loaded to find the fingerprint table (and no `--map` named it).
@@ -186,6 +188,7 @@ impl fmt::Display for Failure {
             Failure::Check(e) | Failure::Config(e) => write!(f, "error: {e}"),
             Failure::ChecksFailed => f.write_str("error: the check found errors"),
             Failure::Demo(e) => write!(f, "demo failed: {e}"),
+            Failure::Enroll(e) => write!(f, "error: {e}"),
             Failure::Keygen(e) => write!(f, "error: {e}"),
             Failure::MapConfig(e) => write!(f, "error: {e} (or name the table with --map)"),
             Failure::MapSetting(d) => write!(f, "{d}"),

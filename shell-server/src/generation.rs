@@ -60,6 +60,7 @@ pub fn load(dir: &Path) -> Result<(Generation, Vec<Diagnostic>), Vec<Diagnostic>
     }
     let mut builder = ListenerBuilder::default();
     builder.look_up_names = true;
+    builder.enrolled_map = Some(crate::enroll::enrolled_map(&loaded.config));
     let listeners = match build_listeners(&loaded, &mut builder) {
         Ok(l) => l,
         Err(more) => {
@@ -166,5 +167,6 @@ pub fn relay_settings(config: &Config) -> ServerSettings {
     settings.refuse_local_recipients = true;
     settings.virtual_alias_maps = conf::read_tables(config, "virtual_alias_maps").0;
     settings.sender_ccert_maps = conf::read_tables(config, "smtpd_sender_ccert_maps").0;
+    settings.enroll = crate::enroll::enabled(config);
     settings
 }

@@ -9,6 +9,8 @@ mod certs;
 mod checks;
 mod demo;
 mod dkim;
+mod enroll;
+mod enroll_cmd;
 mod failure;
 mod generation;
 mod privilege;
@@ -42,6 +44,7 @@ enum Command {
     Ca(admin::CaCmd),
     Allow(admin::AllowCmd),
     Revoke(admin::RevokeCmd),
+    Enroll(enroll_cmd::EnrollCmd),
     Demo(Demo),
     Queue(admin::QueueCmd),
     Flush(admin::FlushCmd),
@@ -138,6 +141,7 @@ fn main() {
         Some(Command::Allow(cmd)) => admin::allow(dir, cmd),
         Some(Command::Revoke(cmd)) => admin::revoke(dir, cmd),
         Some(Command::Certs(cmd)) => certs::certs(dir, cmd),
+        Some(Command::Enroll(cmd)) => enroll_cmd::enroll(dir, cmd),
         Some(Command::Dkim(DkimCmd {
             command: DkimCommand::Keygen(k),
         })) => {

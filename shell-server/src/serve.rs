@@ -134,6 +134,19 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
+    // The CA that enrolls laptops is read now, as root, like the server key.
+    let (reload_requests, enroll_reloads) = smol::channel::unbounded();
+    let enroll = match certrelay_shell::conf::load(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|loaded| {
+            crate::enroll::Service::from_config(&loaded.config, reload_requests.clone())
+        }) {
+        Ok(service) => service,
+        Err(msg) => {
+            log::error!("{msg}; not starting");
+            return 1;
+        }
+    };
     // Folders watched now stay watched after the drop, even those only root may read.
     let watcher = crate::watch::Watcher::prepare(dir);
     // Everything that needs root is done: listeners bound, keys read, queue directory open.
@@ -199,6 +212,10 @@ async fn run_async(dir: &Path) -> i32 {
             .with_signer(signer.clone())
             .with_listed_seen(watch.clone()),
         clock: Clock::new(),
+        enroll: enroll.map(|service| {
+            Arc::new(crate::enroll::Handle(service))
+                as Arc<dyn certrelay_shell::smtpd::enroll::Enroller>
+        }),
     });
     log::info!(
         "daemon started -- version {}, configuration {}",
@@ -239,11 +256,24 @@ async fn run_async(dir: &Path) -> i32 {
         accepting.push(smol::spawn(accept_loop(b, relay.clone())));
     }
     let stop_signal = loop {
-        let woken = smol::future::or(async { Some(signals.next().await) }, async {
+        // An enrollment that changed the enrolled table waits for the reload it asks for.
+        let mut reload_done = None;
+        let asked = async {
+            if let Ok(done) = enroll_reloads.recv().await {
+                reload_done = Some(done);
+            }
+            log::info!("enrolled laptops changed; reloading the configuration");
+            None
+        };
+        let watched = async {
             let what = changes.next().await;
             log::info!("{what}: changed; reloading the configuration");
             None
-        })
+        };
+        let woken = smol::future::or(
+            async { Some(signals.next().await) },
+            smol::future::or(watched, asked),
+        )
         .await;
         // A change seen by the watcher reloads as SIGHUP does.
         match woken.unwrap_or(Some(Ok(Signal::Hup))) {
@@ -272,6 +302,9 @@ async fn run_async(dir: &Path) -> i32 {
                     log::warn!("{}: {e}", running::REPORT_FILE);
                 }
                 publisher.reloaded(report.generation, &report.refused);
+                if let Some(done) = reload_done.take() {
+                    let _ = done.try_send(());
+                }
             }
             Some(Ok(Signal::Usr1)) => {
                 log::info!("flush requested: trying every queued message now");

@@ -134,6 +134,15 @@ fn tls_files_kept() -> bool {
 /// The table texts go straight into the map builder, with no `Table` on the way: a key
 /// listed twice is reported once, as a duplicate fingerprint.
 pub fn fingerprint_map(config: &Config) -> (FingerprintMap, Vec<Diagnostic>) {
+    fingerprint_map_with(config, None)
+}
+
+/// [`fingerprint_map`] with the entries of one more table in the same syntax: the relay's
+/// table of enrolled laptops, when the file exists.
+pub fn fingerprint_map_with(
+    config: &Config,
+    extra: Option<&Path>,
+) -> (FingerprintMap, Vec<Diagnostic>) {
     const NAME: &str = "relay_clientcerts";
     let digest = config.fingerprint_digest();
     let mut builder = FingerprintMapBuilder::new();
@@ -151,6 +160,16 @@ pub fn fingerprint_map(config: &Config) -> (FingerprintMap, Vec<Diagnostic>) {
             }
         }
         Err(d) => diags.push(d),
+    }
+    if let Some(path) = extra {
+        match std::fs::read_to_string(path) {
+            Ok(text) => diags.extend(builder.add_table_text(&path.display().to_string(), &text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => diags.push(Diagnostic::error(
+                &config::Location::new(&path.display().to_string(), 0),
+                format!("cannot read the enrolled laptops' table: {e}"),
+            )),
+        }
     }
     if let Err(d) = digest {
         diags.push(d);

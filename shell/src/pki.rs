@@ -10,6 +10,8 @@
 //! so the command lines stay thin; the intended command line is in each doc comment.
 
 mod ca;
+pub mod enroll;
+pub mod enrolled;
 mod error;
 mod files;
 mod map;

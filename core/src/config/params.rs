@@ -168,6 +168,14 @@ pub const PARAMS: &[Param] = &[
     p("certrelay_command_time_limit", "10s", SECONDS),
     p("certrelay_data_min_rate", "1000", Kind::Number),
     p("certrelay_data_rate_grace", "30s", SECONDS),
+    // Pairing and renewal of laptops (XCERTRELAY, docs/enroll-protocol.md): the CA that signs
+    // (`ca init`'s ca.pem and ca.key; an empty file name turns enrollment off), the lifetime of
+    // what it signs, and how long a renewed laptop's old certificate stays listed at most
+    // once the new one exists (it goes at the new one's first use).
+    p("certrelay_enroll_ca_cert_file", "", Kind::Text),
+    p("certrelay_enroll_ca_key_file", "", Kind::Text),
+    p("certrelay_enroll_cert_lifetime", "365d", SECONDS),
+    p("certrelay_enroll_grace_time", "7d", SECONDS),
     // How the relay sees a change of its configuration files: inotify, poll or no.
     p("certrelay_config_watch", "inotify", Kind::Text),
     // Restriction classes certrelay does not apply: anything but `permit` in them refuses

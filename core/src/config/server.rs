@@ -78,6 +78,8 @@ pub fn server_settings(config: &Config) -> (ServerSettings, Vec<Diagnostic>) {
         // Read by the relay's shell, like virtual_alias_maps.
         sender_ccert_maps: Vec::new(),
         smtputf8_enable: b.or(config.bool("smtputf8_enable"), d.smtputf8_enable),
+        // The relay's shell turns it on with a CA to sign with (it answers the requests).
+        enroll: false,
     };
     if let Err(d) = upstream_proxy(config) {
         b.diagnostics.push(d);

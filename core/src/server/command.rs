@@ -34,11 +34,14 @@ pub enum Verb {
     Help,
     /// `QUIT`.
     Quit,
+    /// `XCERTRELAY`: pairing and renewal ([`crate::enroll`]), inside TLS on a relay that
+    /// enrolls.
+    XCertRelay,
 }
 
 impl Verb {
     /// Every verb, in the order the disconnect log counts them.
-    pub const ALL: [Verb; 11] = [
+    pub const ALL: [Verb; 12] = [
         Verb::Helo,
         Verb::Ehlo,
         Verb::StartTls,
@@ -50,6 +53,7 @@ impl Verb {
         Verb::Vrfy,
         Verb::Help,
         Verb::Quit,
+        Verb::XCertRelay,
     ];
 
     /// Lower-case name, as logs show it (`rcpt`).
@@ -66,6 +70,7 @@ impl Verb {
             Verb::Vrfy => "vrfy",
             Verb::Help => "help",
             Verb::Quit => "quit",
+            Verb::XCertRelay => "xcertrelay",
         }
     }
 

@@ -25,6 +25,9 @@ pub enum ServerOutput {
     MessageEnd,
     /// The message is refused or the client went away: discard it.
     MessageAbort,
+    /// A complete `XCERTRELAY` request: check and answer it, then call `handle_event` with
+    /// [`ServerEvent::Enrolled`]; input is held meanwhile.
+    Enroll(Box<crate::enroll::EnrollRequest>),
     /// A line for the mail log.
     Log(LogLine),
     /// Close the connection.
@@ -55,4 +58,6 @@ pub enum ServerEvent {
     QueueFull,
     /// The client closed the connection or it broke.
     ConnectionLost,
+    /// The answer to the last [`ServerOutput::Enroll`].
+    Enrolled(crate::enroll::EnrollAnswer),
 }

@@ -9,6 +9,7 @@ use super::guard::{self, Guard};
 use super::received::{printable, ClientName, Received, ReceivedFacts};
 use super::stats::CommandStats;
 use crate::address::{parse_path, Path};
+use crate::enroll::{self, EnrollAnswer, EnrollRequest, RequestKind, RequestReader, Step};
 use crate::facts::{CertVerdict, PeerInfo, TlsFacts};
 use crate::fingerprint::CertMatch;
 use crate::line::{LineBuffer, Push};
@@ -94,6 +95,10 @@ enum Mode {
     Data(DataReceiver),
     /// Waiting for the shell to store the message; input is held.
     Storing,
+    /// Reading the certificate request lines after `XCERTRELAY`'s `334`.
+    EnrollLines(Box<(RequestReader, RequestKind)>),
+    /// Waiting for the shell to answer an enrollment request; input is held.
+    Enrolling,
     /// `StartTls` was emitted; plaintext input is discarded.
     TlsRequested,
     /// `Close` was emitted.
@@ -187,8 +192,8 @@ impl ServerSession {
         // line do not extend it, so a client cannot hold a session by dribbling one byte at
         // a time. DATA extends it on any progress; plaintext after STARTTLS never does.
         let extends = match self.mode {
-            Mode::Command => !self.guard.progress.line_open(),
-            Mode::Data(_) | Mode::Storing => true,
+            Mode::Command | Mode::EnrollLines(_) => !self.guard.progress.line_open(),
+            Mode::Data(_) | Mode::Storing | Mode::Enrolling => true,
             Mode::TlsRequested | Mode::Closed => false,
         };
         if !input.is_empty() && extends {
@@ -209,6 +214,7 @@ impl ServerSession {
         }
         let stored = match event {
             ServerEvent::ConnectionLost => return self.lost_connection(),
+            ServerEvent::Enrolled(answer) => return self.enrolled(answer, now),
             _ if !matches!(self.mode, Mode::Storing) => return,
             ServerEvent::MessageStored { queue_id } => Ok(queue_id),
             ServerEvent::QueueWriteFailed => Err(ServerError::QueueWriteError),
@@ -294,9 +300,11 @@ impl ServerSession {
         let progress = &self.guard.progress;
         let settings = &self.conn.settings;
         match self.mode {
-            Mode::Command => guard::earliest(self.deadline, progress.line_deadline(settings)),
+            Mode::Command | Mode::EnrollLines(_) => {
+                guard::earliest(self.deadline, progress.line_deadline(settings))
+            }
             Mode::Data(_) => guard::earliest(self.deadline, progress.data_deadline(settings)),
-            Mode::Storing | Mode::TlsRequested | Mode::Closed => None,
+            Mode::Storing | Mode::Enrolling | Mode::TlsRequested | Mode::Closed => None,
         }
     }
 
@@ -304,7 +312,10 @@ impl ServerSession {
     /// storage result, for the TLS handshake, for the end of a pause in its replies, or
     /// has closed.
     pub fn wants_read(&self) -> bool {
-        matches!(self.mode, Mode::Command | Mode::Data(_)) && !self.guard.pacer.is_active()
+        matches!(
+            self.mode,
+            Mode::Command | Mode::Data(_) | Mode::EnrollLines(_)
+        ) && !self.guard.pacer.is_active()
     }
 
     /// True once `Close` was emitted and no reply before it is held back.
@@ -373,13 +384,16 @@ impl ServerSession {
     /// session has to wait.
     fn consume(&mut self, mut rest: &[u8]) {
         while !rest.is_empty() {
-            let reading = matches!(self.mode, Mode::Command | Mode::Data(_));
+            let reading = matches!(
+                self.mode,
+                Mode::Command | Mode::Data(_) | Mode::EnrollLines(_)
+            );
             if reading && self.guard.pacer.is_active() {
                 // Like a server asleep before its reply: the next command waits.
                 return self.hold(rest);
             }
             match &mut self.mode {
-                Mode::Command => {
+                Mode::Command | Mode::EnrollLines(_) => {
                     // Pipelined commands usually arrive whole: read them in place.
                     if let Some((n, line)) = self.lines.whole_line(rest) {
                         rest = &rest[n..];
@@ -392,7 +406,11 @@ impl ServerSession {
                         Push::NeedMore => self.guard.progress.line_begun(self.guard.now),
                         Push::TooLong => {
                             self.guard.progress.line_ended();
-                            self.refuse(ServerError::LineTooLong);
+                            if let Mode::EnrollLines(state) = &mut self.mode {
+                                state.0.oversized_line();
+                            } else {
+                                self.refuse(ServerError::LineTooLong);
+                            }
                         }
                         Push::Line => {
                             // A complete line always fits the buffer, hence the copy.
@@ -413,7 +431,7 @@ impl ServerSession {
                         self.end_of_data();
                     }
                 }
-                Mode::Storing => return self.hold(rest),
+                Mode::Storing | Mode::Enrolling => return self.hold(rest),
                 Mode::TlsRequested => {
                     // The one place plaintext after STARTTLS is dropped; `start_tls` adds
                     // what was already buffered.
@@ -445,6 +463,9 @@ impl ServerSession {
     fn on_line(&mut self, line: &[u8]) {
         self.guard.progress.line_ended();
         self.guard.last_command = self.guard.now;
+        if matches!(self.mode, Mode::EnrollLines(_)) {
+            return self.enroll_line(line);
+        }
         if core::mem::take(&mut self.ccert_due) {
             if let Some(refusal) = self.missing_client_cert() {
                 self.log_tls_reject(&refusal);
@@ -555,7 +576,11 @@ impl ServerSession {
     /// client's time to send the next one starts now.
     fn end_pause(&mut self, now: Instant) {
         self.guard.pacer.release(now);
-        if self.guard.pacer.is_active() || !matches!(self.mode, Mode::Command | Mode::Data(_)) {
+        let reading = matches!(
+            self.mode,
+            Mode::Command | Mode::Data(_) | Mode::EnrollLines(_)
+        );
+        if self.guard.pacer.is_active() || !reading {
             return;
         }
         self.arm(now);
@@ -604,7 +629,95 @@ impl ServerSession {
                 self.close();
                 Ok(())
             }
+            Verb::XCertRelay => self.xcertrelay(args),
         }
+    }
+
+    /// `XCERTRELAY ENROLL secret | RENEW`: asks for the request lines. Unknown where the
+    /// relay does not enroll; before TLS, refused as every command that needs it is.
+    fn xcertrelay(&mut self, args: &str) -> Result<(), ServerError> {
+        if !self.conn.settings.enroll {
+            return Err(ServerError::Unrecognized);
+        }
+        let Some(tls) = &self.tls else {
+            return Err(ServerError::StartTlsFirst);
+        };
+        if self.helo.is_none() {
+            return Err(ServerError::Policy(Reply::new(
+                503,
+                "5.5.1 Error: send EHLO first",
+            )));
+        }
+        if self.txn.is_some() {
+            return Err(ServerError::NestedMail);
+        }
+        let command = enroll::parse_command(args).map_err(|e| ServerError::Policy(e.reply()))?;
+        let kind = match command {
+            enroll::Command::Enroll(secret) => RequestKind::Code(secret),
+            enroll::Command::Renew => match (&tls.client_cert.verdict, &tls.client_cert.listed) {
+                (CertVerdict::Trusted, Some(listed)) => RequestKind::Renew {
+                    label: listed.label.clone(),
+                },
+                _ => {
+                    return Err(ServerError::Policy(Reply::new(
+                        530,
+                        "5.7.0 Renewal needs a trusted client certificate that is listed",
+                    )))
+                }
+            },
+        };
+        self.transmit(&enroll::go_ahead());
+        self.mode = Mode::EnrollLines(Box::new((RequestReader::new(), kind)));
+        Ok(())
+    }
+
+    /// One line of a certificate request.
+    fn enroll_line(&mut self, line: &[u8]) {
+        let Mode::EnrollLines(state) = &mut self.mode else {
+            return;
+        };
+        let Step::Done(done) = state.0.line(line) else {
+            return;
+        };
+        let kind = state.1.clone();
+        match done {
+            Ok(csr_der) => {
+                self.mode = Mode::Enrolling;
+                self.last = "XCERTRELAY";
+                self.outputs
+                    .push_back(ServerOutput::Enroll(Box::new(EnrollRequest {
+                        kind,
+                        csr_der,
+                    })));
+            }
+            Err(e) => {
+                self.mode = Mode::Command;
+                let text = format!(
+                    "{}: certificate request refused: {}",
+                    self.conn.client(),
+                    e.reply().lines.join(" ")
+                );
+                self.log(log::Level::Info, text);
+                self.refuse(ServerError::Policy(e.reply()));
+            }
+        }
+    }
+
+    /// The shell's answer to the request: sent, and the session reads commands again.
+    fn enrolled(&mut self, answer: EnrollAnswer, now: Instant) {
+        if !matches!(self.mode, Mode::Enrolling) {
+            return;
+        }
+        self.mode = Mode::Command;
+        self.arm(now);
+        if matches!(answer, EnrollAnswer::Issued { .. }) {
+            self.transmit(&answer.reply());
+        } else {
+            // Counted like any refusal: a client guessing codes is slowed and then closed.
+            self.refuse(ServerError::Policy(answer.reply()));
+        }
+        let held = core::mem::take(&mut self.pending);
+        self.consume(&held);
     }
 
     fn helo(&mut self, verb: Verb, args: &str) -> Result<(), ServerError> {
@@ -636,6 +749,9 @@ impl ServerSession {
         lines.push(String::from("8BITMIME"));
         if settings.smtputf8_enable {
             lines.push(String::from("SMTPUTF8"));
+        }
+        if settings.enroll && self.tls.is_some() {
+            lines.push(String::from(enroll::KEYWORD));
         }
         lines
     }
@@ -1044,6 +1160,7 @@ fn upper_name(verb: Verb) -> &'static str {
         Verb::Vrfy => "VRFY",
         Verb::Help => "HELP",
         Verb::Quit => "QUIT",
+        Verb::XCertRelay => "XCERTRELAY",
     }
 }
 

@@ -15,6 +15,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 use proptest::prelude::*;
 
+mod enroll;
 mod hostile;
 mod wrapper;
 
@@ -107,6 +108,8 @@ struct Shell {
     discarded: Vec<usize>,
     closed: bool,
     now: Instant,
+    /// `XCERTRELAY` requests, to be answered by the test.
+    enroll_requests: Vec<crate::enroll::EnrollRequest>,
 }
 
 impl Shell {
@@ -124,6 +127,7 @@ impl Shell {
             discarded: Vec::new(),
             closed: false,
             now: T0,
+            enroll_requests: Vec::new(),
         };
         sh.drain();
         sh
@@ -187,6 +191,10 @@ impl Shell {
                     let hs = s.start_tls().expect("session asked for TLS");
                     self.discarded.push(hs.discarded());
                     self.session = Some(hs.established(self.tls.clone(), self.now));
+                }
+                ServerOutput::Enroll(request) => {
+                    assert!(!self.s().wants_read());
+                    self.enroll_requests.push(*request);
                 }
                 ServerOutput::Close => self.closed = true,
             }

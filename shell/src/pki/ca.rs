@@ -216,8 +216,16 @@ pub fn ca_init(dir: &Path, myhostname: &str, extra_names: &[String]) -> Result<C
 
 /// The CA of `dir`: its certificate PEM and an issuer signing with its key.
 fn load_ca(dir: &Path) -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
-    let cert_path = dir.join("ca.pem");
-    let key_path = dir.join("ca.key");
+    load_ca_files(&dir.join("ca.pem"), &dir.join("ca.key"))
+}
+
+/// The CA certificate at `cert_path` (PEM) and an issuer signing with the key at `key_path`,
+/// refused when the key does not belong to the certificate.
+pub(crate) fn load_ca_files(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
+    let (cert_path, key_path) = (cert_path.to_path_buf(), key_path.to_path_buf());
     let cert_pem = text_file(&cert_path)?;
     let cert_der = parse_certificates(cert_pem.as_bytes())
         .map_err(|err| PkiError::BadInput {
@@ -601,6 +609,24 @@ fn server_params(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     set_validity(&mut params, CA_YEARS, key);
     Ok(params)
+}
+
+/// Valid for `lifetime` from now, begun a little earlier for clocks that differ (a tenth of
+/// the lifetime, at most an hour, so that a third of a short lifetime is still a third), with
+/// a serial number as [`set_validity`] draws it.
+pub(crate) fn set_validity_secs(
+    params: &mut CertificateParams,
+    lifetime: std::time::Duration,
+    key: &impl PublicKeyData,
+) {
+    set_validity(params, 0, key);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let early = (lifetime / 10).min(std::time::Duration::from_secs(3600));
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    params.not_before = epoch + now.saturating_sub(early);
+    params.not_after = epoch + now + lifetime;
 }
 
 /// Valid from yesterday (clocks differ) for `years` years, with a serial number drawn from

@@ -39,6 +39,8 @@ pub struct Server<L> {
     pub store: Store,
     /// The sessions' clock.
     pub clock: Clock,
+    /// Who answers `XCERTRELAY` (the relay, when it enrolls laptops).
+    pub enroll: Option<Arc<dyn super::enroll::Enroller>>,
 }
 
 /// Accepts on `bound` forever, serving each connection in its own task.
@@ -126,6 +128,7 @@ async fn admit<L, S>(
         listener,
         store: server.store.clone(),
         clock: server.clock,
+        enroll: server.enroll.clone(),
     };
     let current: CurrentTrust = {
         let (server, key) = (server.clone(), key.to_owned());

@@ -63,6 +63,8 @@ pub struct ListenerBuilder {
     /// Whether `smtpd_peername_lookup` applies: the relay's listeners, not the laptop's,
     /// whose clients are local programs that should not wait on an absent network's DNS.
     pub look_up_names: bool,
+    /// The relay's table of enrolled laptops, read with `relay_clientcerts` when it exists.
+    pub enrolled_map: Option<std::path::PathBuf>,
 }
 
 impl ListenerBuilder {
@@ -172,7 +174,7 @@ impl ListenerBuilder {
         if let Some(map) = self.maps.get(&key) {
             return Ok(map.clone());
         }
-        let (map, diags) = conf::fingerprint_map(config);
+        let (map, diags) = conf::fingerprint_map_with(config, self.enrolled_map.as_deref());
         if let Some(d) = diags.into_iter().find(Diagnostic::is_error) {
             return Err(d);
         }

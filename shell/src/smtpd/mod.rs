@@ -12,6 +12,7 @@
 //! delivery of what was stored (the queue runner).
 
 pub mod accept;
+pub mod enroll;
 pub mod limits;
 pub mod listen;
 pub mod listener;

@@ -14,6 +14,7 @@ use super::listener::{ListenerConf, Trust};
 use super::store::{Receiving, Store};
 use super::tlsinfo;
 use crate::clock::Clock;
+use certrelay_core::enroll::{EnrollAnswer, EnrollRequest};
 use certrelay_core::facts::PeerInfo;
 use certrelay_core::fingerprint::FingerprintMap;
 use certrelay_core::server::{ServerEvent, ServerOutput, ServerSession, ServerTlsHandshake};
@@ -113,6 +114,8 @@ pub struct Connection {
     pub store: Store,
     /// The clock.
     pub clock: Clock,
+    /// Who answers `XCERTRELAY`, if anyone.
+    pub enroll: Option<Arc<dyn super::enroll::Enroller>>,
 }
 
 impl Connection {
@@ -333,6 +336,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         }
                     };
                 }
+                ServerOutput::Enroll(request) => {
+                    let answer = self.enroll(*request).await;
+                    // A new certificate is listed by now: the session sees the table again.
+                    self.relist(&mut session);
+                    session.handle_event(ServerEvent::Enrolled(answer), self.c.clock.now());
+                }
                 ServerOutput::Close => {
                     let _ = self.flush().await;
                     let _ = with_timeout(Duration::from_secs(5), self.conn.close()).await;
@@ -341,6 +350,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
         }
         Some(session)
+    }
+
+    /// The enrollment service's answer to `request`.
+    async fn enroll(&mut self, request: EnrollRequest) -> EnrollAnswer {
+        let Some(enroller) = self.c.enroll.clone() else {
+            return EnrollAnswer::Unavailable;
+        };
+        let client_cert = match &self.conn {
+            Conn::Tls(tls) => tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| leaf.to_vec()),
+            _ => None,
+        };
+        enroller.answer(request, self.peer.addr, client_cert).await
     }
 
     /// Tells the session counts since when the session is idle (or that it is not).
@@ -413,6 +439,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 );
                 if let Some(seen) = self.c.store.listed_seen() {
                     tlsinfo::tell_listed(tls.get_ref().1, &facts, &self.peer, seen);
+                }
+                if let (Some(enroller), Some(_)) = (&self.c.enroll, &facts.client_cert.listed) {
+                    let chain = tls.get_ref().1.peer_certificates();
+                    if let Some(leaf) = chain.and_then(|c| c.first()) {
+                        enroller.presented(leaf);
+                    }
                 }
                 self.conn = Conn::Tls(Box::new(tls));
                 Some(hs.established(facts, self.c.clock.now()))

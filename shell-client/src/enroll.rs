@@ -1,0 +1,704 @@
+//! Pairing this laptop with a relay (`certrelay enroll HOST[:PORT] CODE`) and renewing its
+//! certificate (`certrelay renew`, and `certrelay run` when a third of its lifetime is
+//! left), over the relay's `XCERTRELAY` extension (docs/enroll-protocol.md).
+//!
+//! The key is made here and never leaves. At pairing the relay is trusted through the code
+//! alone: its certificate must match the code's 60-bit pin, whatever DNS or any CA says;
+//! then the certificate it returns must be for our key and chain to the CA it sends, and the
+//! relay's own certificate must chain to that CA and name HOST, or nothing is written (the
+//! delivery's MUST check would fail otherwise). Renewal trusts the relay as delivery does
+//! (`smtp_tls_CAfile` and the host name) and writes the new key and certificate into the one
+//! combined file by rename, so a queue run reads the old pair or the new, never half.
+//!
+//! Not here: the relay's side, signing, and the delivery itself.
+
+use crate::failure::Failure;
+use crate::laptop::Laptop;
+use argh::FromArgs;
+use certrelay_core::client::ReplyParser;
+use certrelay_core::config::Config;
+use certrelay_core::enroll::{self, Code};
+use certrelay_core::reply::Reply;
+use certrelay_shell::pki::enroll::{check_received, validity, LaptopKey, Received};
+use futures_rustls::TlsConnector;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smol::net::TcpStream;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest a pairing or renewal dialogue may take.
+const DIALOGUE_LIMIT: Duration = Duration::from_secs(60);
+
+/// pair this laptop with a relay: make a key here, have the relay sign it with the one-time
+/// code `certrelayd enroll` printed there, and write relayhost and the TLS settings into
+/// main.cf (other lines are kept)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "enroll")]
+pub struct EnrollCmd {
+    /// the relay, HOST or HOST:PORT (default port 25; 465 speaks TLS from the first byte)
+    #[argh(positional)]
+    target: String,
+    /// the code, as printed (case and dashes do not matter)
+    #[argh(positional)]
+    code: String,
+}
+
+/// ask the relay for a new certificate now, authenticated by the current one
+#[derive(FromArgs)]
+#[argh(subcommand, name = "renew")]
+pub struct RenewCmd {}
+
+/// A byte stream the dialogue can speak over, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Checks the relay's certificate against the code's pin, and nothing else.
+#[derive(Debug)]
+struct PinVerifier {
+    code: Code,
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.code.pins(end_entity) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(String::from(
+                "the relay's certificate does not match the code",
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// One SMTP dialogue with the relay, plain then TLS.
+struct Dialogue {
+    stream: Box<dyn Stream>,
+    parser: ReplyParser,
+    buf: Vec<u8>,
+}
+
+impl Dialogue {
+    async fn reply(&mut self) -> Result<Reply, String> {
+        loop {
+            while !self.buf.is_empty() {
+                let (n, done) = self.parser.push(&self.buf);
+                self.buf.drain(..n);
+                if let Some(done) = done {
+                    return done.map_err(|e| format!("the relay's reply: {e}"));
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let read = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("reading from the relay: {e}"))?;
+            if read == 0 {
+                return Err(String::from("the relay closed the connection"));
+            }
+            self.buf.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    async fn send(&mut self, line: &str) -> Result<(), String> {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.extend_from_slice(b"\r\n");
+        self.stream
+            .write_all(&bytes)
+            .await
+            .map_err(|e| format!("writing to the relay: {e}"))?;
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| format!("writing to the relay: {e}"))
+    }
+
+    async fn command(&mut self, line: &str, want: u16) -> Result<Reply, String> {
+        self.send(line).await?;
+        let reply = self.reply().await?;
+        if reply.code != want {
+            let verb = line.split_whitespace().next().unwrap_or(line);
+            return Err(format!(
+                "the relay answered {verb} with {} {}",
+                reply.code,
+                reply.lines.join(" ")
+            ));
+        }
+        Ok(reply)
+    }
+}
+
+/// What one exchange brought back: the relay's answer and its certificate chain.
+struct Exchange {
+    answer: Reply,
+    relay_chain: Vec<CertificateDer<'static>>,
+}
+
+/// Connects to `host:port`, goes into TLS with `tls` (STARTTLS, or at once on 465), sends
+/// `XCERTRELAY <command>` and the request, and returns the answer.
+async fn exchange(
+    host: &str,
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    command: &str,
+    request_der: &[u8],
+    helo: &str,
+) -> Result<Exchange, String> {
+    let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+        .await
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+        .map_err(|e| format!("{host}: {e}"))?
+        .to_owned();
+    let connector = TlsConnector::from(tls);
+    let handshake_error = |e: std::io::Error| {
+        let text = e.to_string();
+        if text.contains("does not match the code") {
+            format!(
+                "the relay at {host}:{port} shows a certificate that does not match the code: \
+                 a mistyped code, or another machine answering in its place; nothing was \
+                 written"
+            )
+        } else {
+            format!("TLS with {host}:{port}: {text}")
+        }
+    };
+    let (mut dialogue, relay_chain) = if port == 465 {
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(handshake_error)?;
+        let chain = peer_chain(stream.get_ref().1);
+        let mut d = Dialogue {
+            stream: Box::new(stream),
+            parser: ReplyParser::new(),
+            buf: Vec::new(),
+        };
+        d.reply().await?;
+        (d, chain)
+    } else {
+        let mut plain = Dialogue {
+            stream: Box::new(tcp.clone()),
+            parser: ReplyParser::new(),
+            buf: Vec::new(),
+        };
+        let greeting = plain.reply().await?;
+        if greeting.code != 220 {
+            return Err(format!("the relay greets with {}", greeting.code));
+        }
+        let ehlo = plain.command(&format!("EHLO {helo}"), 250).await?;
+        if !has_keyword(&ehlo, "STARTTLS") {
+            return Err(format!("{host}:{port} does not offer STARTTLS"));
+        }
+        plain.command("STARTTLS", 220).await?;
+        drop(plain);
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(handshake_error)?;
+        let chain = peer_chain(stream.get_ref().1);
+        let d = Dialogue {
+            stream: Box::new(stream),
+            parser: ReplyParser::new(),
+            buf: Vec::new(),
+        };
+        (d, chain)
+    };
+    let ehlo = dialogue.command(&format!("EHLO {helo}"), 250).await?;
+    if !has_keyword(&ehlo, enroll::KEYWORD) {
+        return Err(format!(
+            "{host}:{port} does not offer {} inside TLS: the relay does not enroll laptops \
+             (certrelay_enroll_ca_cert_file)",
+            enroll::KEYWORD
+        ));
+    }
+    dialogue
+        .command(&format!("{} {command}", enroll::KEYWORD), 334)
+        .await?;
+    let mut lines = String::new();
+    for line in enroll::request_lines(request_der) {
+        let _ = write!(lines, "{line}\r\n");
+    }
+    dialogue
+        .stream
+        .write_all(lines.as_bytes())
+        .await
+        .map_err(|e| format!("writing to the relay: {e}"))?;
+    let answer = dialogue.reply().await?;
+    let _ = dialogue.send("QUIT").await;
+    Ok(Exchange {
+        answer,
+        relay_chain,
+    })
+}
+
+fn peer_chain(conn: &rustls::ClientConnection) -> Vec<CertificateDer<'static>> {
+    conn.peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn has_keyword(ehlo: &Reply, keyword: &str) -> bool {
+    ehlo.lines.iter().skip(1).any(|l| {
+        l.split_whitespace()
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case(keyword))
+    })
+}
+
+async fn with_limit<T>(
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    smol::future::or(f, async {
+        smol::Timer::after(DIALOGUE_LIMIT).await;
+        Err(format!(
+            "the relay did not finish within {}s",
+            DIALOGUE_LIMIT.as_secs()
+        ))
+    })
+    .await
+}
+
+/// `HOST[:PORT]`, with `[HOST]` and `[v6]:PORT` read too.
+fn parse_target(target: &str) -> Result<(String, u16), String> {
+    let bad = || format!("{target:?}: expected HOST or HOST:PORT");
+    if let Some(rest) = target.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if after.is_empty() => 25,
+            None => return Err(bad()),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match target.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            Ok((host.to_string(), port.parse().map_err(|_| bad())?))
+        }
+        _ if target.is_empty() => Err(bad()),
+        _ => Ok((target.to_string(), 25)),
+    }
+}
+
+/// `[HOST]:PORT`, the relayhost form that skips MX lookups.
+fn relayhost(host: &str, port: u16) -> String {
+    format!("[{host}]:{port}")
+}
+
+fn enroll_error(text: String) -> Failure {
+    Failure::Enroll(text)
+}
+
+/// `certrelay enroll HOST[:PORT] CODE`.
+pub fn enroll_main(dir: &Path, cmd: EnrollCmd) -> Result<(), Failure> {
+    let code = Code::parse(&cmd.code)
+        .map_err(|e| enroll_error(format!("the code {:?}: {e}", cmd.code)))?;
+    let (host, port) = parse_target(&cmd.target).map_err(enroll_error)?;
+    let main_cf = dir.join("main.cf");
+    let old_text = match std::fs::read_to_string(&main_cf) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(enroll_error(format!("{}: {e}", main_cf.display()))),
+    };
+    let key = LaptopKey::generate().map_err(Failure::Pki)?;
+    let request = key.request_der("laptop").map_err(Failure::Pki)?;
+    let provider = certrelay_shell::tls::provider();
+    let verifier = Arc::new(PinVerifier {
+        code,
+        algs: provider.signature_verification_algorithms,
+    });
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| enroll_error(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    let command = format!("ENROLL {}", code.secret);
+    let helo = helo_name();
+    let exchange = smol::block_on(with_limit(exchange(
+        &host,
+        port,
+        Arc::new(tls),
+        &command,
+        &request,
+        &helo,
+    )))
+    .map_err(enroll_error)?;
+    let pem = enroll::parse_answer(&exchange.answer).map_err(|e| enroll_error(e.to_string()))?;
+    let received = check_received(&pem, &key.spki(), Some((&exchange.relay_chain, &host)))
+        .map_err(|why| {
+            enroll_error(format!(
+                "{why}. Nothing was written here; the relay has listed the certificate it \
+                 signed: ask its operator to revoke it"
+            ))
+        })?;
+    let written =
+        write_pairing(dir, &old_text, &key, &received, &host, port).map_err(enroll_error)?;
+    print!("{written}");
+    println!(
+        "paired with {host}:{port}: certificate {} valid until {}",
+        received.fingerprint,
+        unix_text(received.validity.1)
+    );
+    Ok(())
+}
+
+fn helo_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| String::from("localhost"))
+}
+
+fn unix_text(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rest = secs.rem_euclid(86_400);
+    let (y, m, d) = certrelay_core::time::civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Writes `path` by a temporary file and a rename, with `mode`.
+fn write_atomic(path: &Path, data: &str, mode: u32) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(data.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    Ok(())
+}
+
+/// Writes the key and certificate, the CA, the per-site entry and main.cf's lines; returns
+/// what it did, a line each.
+fn write_pairing(
+    dir: &Path,
+    main_cf_text: &str,
+    key: &LaptopKey,
+    received: &Received,
+    host: &str,
+    port: u16,
+) -> Result<String, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cert_file = dir.join("client.pem");
+    let ca_file = dir.join("relay-ca.pem");
+    let per_site = dir.join("tls_per_site");
+    let mut out = String::new();
+    write_atomic(
+        &cert_file,
+        &format!("{}{}", received.cert_pem, key.pem()),
+        0o600,
+    )?;
+    let _ = writeln!(
+        out,
+        "{}: this laptop's certificate and key (mode 0600)",
+        cert_file.display()
+    );
+    write_atomic(&ca_file, &received.ca_pem, 0o644)?;
+    let _ = writeln!(out, "{}: the relay's CA", ca_file.display());
+    let site = relayhost(host, port);
+    let old_sites = std::fs::read_to_string(&per_site).unwrap_or_default();
+    let mut sites: String = old_sites
+        .lines()
+        .filter(|l| l.split_whitespace().next() != Some(site.as_str()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    sites.push_str(&format!("{site} MUST\n"));
+    write_atomic(&per_site, &sites, 0o644)?;
+    let _ = writeln!(out, "{}: {site} MUST", per_site.display());
+    let mut settings = vec![
+        ("relayhost", site.clone()),
+        ("smtp_tls_cert_file", cert_file.display().to_string()),
+        ("smtp_tls_key_file", String::from("$smtp_tls_cert_file")),
+        ("smtp_tls_CAfile", ca_file.display().to_string()),
+        ("smtp_tls_per_site", format!("hash:{}", per_site.display())),
+    ];
+    if port == 465 {
+        settings.push(("smtp_tls_wrappermode", String::from("yes")));
+    }
+    let (text, report) = set_parameters(main_cf_text, &settings);
+    let main_cf = dir.join("main.cf");
+    write_atomic(&main_cf, &text, 0o644)?;
+    for line in report {
+        let _ = writeln!(out, "{}: {line}", main_cf.display());
+    }
+    Ok(out)
+}
+
+/// main.cf's text with each of `settings` set: the first line that sets it (and its
+/// continuation lines) replaced, later ones removed, missing ones added at the end; every
+/// other line kept. Returns the text and what changed.
+pub fn set_parameters(text: &str, settings: &[(&str, String)]) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut report = Vec::new();
+    let mut done: Vec<&str> = Vec::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if skipping && line.starts_with([' ', '\t']) && !line.trim().is_empty() {
+            report.push(format!("replaced: {line}"));
+            continue;
+        }
+        skipping = false;
+        let name = line
+            .split('=')
+            .next()
+            .map(str::trim)
+            .filter(|_| !line.starts_with([' ', '\t', '#']) && line.contains('='));
+        if let Some((param, value)) = name.and_then(|n| settings.iter().find(|(p, _)| *p == n)) {
+            skipping = true;
+            report.push(format!("replaced: {line}"));
+            if !done.contains(param) {
+                done.push(param);
+                out.push_str(&format!("{param} = {value}\n"));
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    let missing: Vec<&(&str, String)> =
+        settings.iter().filter(|(p, _)| !done.contains(p)).collect();
+    if !missing.is_empty() {
+        out.push_str("# set by certrelay enroll\n");
+    }
+    for (param, value) in missing {
+        out.push_str(&format!("{param} = {value}\n"));
+    }
+    for (param, value) in settings {
+        report.push(format!("set: {param} = {value}"));
+    }
+    (out, report)
+}
+
+/// What renewal needs from main.cf.
+struct Current {
+    host: String,
+    port: u16,
+    cert_file: PathBuf,
+    combined: bool,
+    key_file: PathBuf,
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    anchors_pem: Vec<CertificateDer<'static>>,
+}
+
+fn current(config: &Config) -> Result<Current, String> {
+    let relay = config
+        .list("relayhost")
+        .into_iter()
+        .next()
+        .ok_or("no relayhost in main.cf: pair with `certrelay enroll` first")?;
+    let (host, port) = parse_target(relay)?;
+    let cert = config.text("smtp_tls_cert_file").trim().to_string();
+    if cert.is_empty() {
+        return Err(String::from("no smtp_tls_cert_file: nothing to renew"));
+    }
+    let key = config.text("smtp_tls_key_file").trim().to_string();
+    let chain = certrelay_shell::conf::read_chain(config, "smtp_tls_cert_file")
+        .map_err(|d| d.to_string())?;
+    let private =
+        certrelay_shell::conf::read_key(config, "smtp_tls_key_file").map_err(|d| d.to_string())?;
+    let anchors_pem =
+        certrelay_shell::conf::read_chain(config, "smtp_tls_CAfile").map_err(|d| d.to_string())?;
+    Ok(Current {
+        host,
+        port,
+        combined: key == cert || key.is_empty(),
+        cert_file: PathBuf::from(&cert),
+        key_file: PathBuf::from(key),
+        chain,
+        key: private,
+        anchors_pem,
+    })
+}
+
+/// When the certificate of `config` should be renewed: a third of its lifetime before it
+/// ends (Unix seconds), and when it ends.
+pub fn renewal_due(config: &Config) -> Option<(i64, i64)> {
+    let chain = certrelay_shell::conf::read_chain(config, "smtp_tls_cert_file").ok()?;
+    let (from, to) = validity(chain.first()?)?;
+    Some((to - (to - from) / 3, to))
+}
+
+/// Renews the certificate of `config` now; returns what to tell.
+pub fn renew(config: &Config) -> Result<String, String> {
+    let cur = current(config)?;
+    let key = LaptopKey::generate().map_err(|e| e.to_string())?;
+    let request = key.request_der("laptop").map_err(|e| e.to_string())?;
+    let tls = certrelay_shell::tls::client_config(Some((cur.chain.clone(), cur.key)))
+        .map_err(|e| format!("the current certificate and key: {e}"))?;
+    let exchange = smol::block_on(with_limit(exchange(
+        &cur.host,
+        cur.port,
+        tls,
+        "RENEW",
+        &request,
+        &helo_name(),
+    )))?;
+    // Trusted as delivery trusts it: the CA of smtp_tls_CAfile, the host name.
+    let anchors = certrelay_core::cert::trust_anchors(&cur.anchors_pem)
+        .map_err(|e| format!("smtp_tls_CAfile: {e}"))?;
+    let algs = certrelay_shell::tls::provider()
+        .signature_verification_algorithms
+        .all;
+    certrelay_core::cert::verify_server_chain(
+        &exchange.relay_chain,
+        &anchors,
+        &cur.host,
+        UnixTime::now(),
+        algs,
+    )
+    .map_err(|e| format!("the relay's certificate: {e}; nothing was written"))?;
+    let pem = enroll::parse_answer(&exchange.answer).map_err(|e| e.to_string())?;
+    let received = check_received(&pem, &key.spki(), Some((&exchange.relay_chain, &cur.host)))?;
+    if cur.combined {
+        write_atomic(
+            &cur.cert_file,
+            &format!("{}{}", received.cert_pem, key.pem()),
+            0o600,
+        )?;
+    } else {
+        // Two files cannot change at once: the key first, so that a run in between fails
+        // its handshake and retries rather than using a mismatched pair for long.
+        write_atomic(&cur.key_file, &key.pem(), 0o600)?;
+        write_atomic(&cur.cert_file, &received.cert_pem, 0o644)?;
+    }
+    Ok(format!(
+        "renewed: certificate {} valid until {} in {}",
+        received.fingerprint,
+        unix_text(received.validity.1),
+        cur.cert_file.display()
+    ))
+}
+
+/// `certrelay renew`.
+pub fn renew_main(laptop: &Laptop) -> Result<(), Failure> {
+    let said = renew(laptop.config()).map_err(enroll_error)?;
+    println!("{said}");
+    Ok(())
+}
+
+/// For `certrelay run`: renews when due (at start and before each queue run); a failure is
+/// logged and tried again at the next run, never stopping delivery. True when it renewed.
+pub fn renew_if_due(config: &Config, now: i64) -> bool {
+    let Some((due, ends)) = renewal_due(config) else {
+        return false;
+    };
+    if now < due {
+        return false;
+    }
+    match renew(config) {
+        Ok(said) => {
+            log::info!("{said}");
+            true
+        }
+        Err(e) => {
+            log::warn!(
+                "certificate renewal failed (it ends {}; tried again at the next queue run): {e}",
+                unix_text(ends)
+            );
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            parse_target("relay.example"),
+            Ok(("relay.example".into(), 25))
+        );
+        assert_eq!(
+            parse_target("relay.example:587"),
+            Ok(("relay.example".into(), 587))
+        );
+        assert_eq!(
+            parse_target("[127.0.0.1]:2525"),
+            Ok(("127.0.0.1".into(), 2525))
+        );
+        assert_eq!(parse_target("[::1]:465"), Ok(("::1".into(), 465)));
+        assert!(parse_target("relay:port").is_err());
+        assert!(parse_target("").is_err());
+    }
+
+    #[test]
+    fn parameters_are_replaced_and_the_rest_kept() {
+        let text = "# my laptop\nmyhostname = laptop.example\nrelayhost = [old]:25\n  \
+                    continued\nsmtp_tls_CAfile=/old/ca.pem\nrelayhost = again\n\n# end\n";
+        let settings = [
+            ("relayhost", String::from("[new]:587")),
+            ("smtp_tls_CAfile", String::from("/new/ca.pem")),
+            ("smtp_tls_cert_file", String::from("/new/client.pem")),
+        ];
+        let (out, report) = set_parameters(text, &settings);
+        assert_eq!(
+            out,
+            "# my laptop\nmyhostname = laptop.example\nrelayhost = [new]:587\n\
+             smtp_tls_CAfile = /new/ca.pem\n\n# end\n# set by certrelay enroll\n\
+             smtp_tls_cert_file = /new/client.pem\n"
+        );
+        assert!(report.contains(&String::from("replaced: relayhost = [old]:25")));
+        assert!(report.contains(&String::from("replaced:   continued")));
+        assert!(report.contains(&String::from("replaced: relayhost = again")));
+    }
+}

@@ -1,0 +1,410 @@
+//! Pairing and renewal on the relay: `certrelayd enroll NAME` (root) makes a one-time code,
+//! and the running relay answers `XCERTRELAY` with the CA of `certrelay_enroll_ca_cert_file`
+//! (read before the privilege drop), lists what it signs in its enrolled table and reloads.
+//!
+//! Failed codes are counted per client address (an IPv6 client by its /64) in memory: past
+//! [`ATTEMPT_LIMIT`] within [`ATTEMPT_WINDOW`], further tries get a 4xx and a log line. A
+//! code is not burnt after failures: nothing in a wrong secret says which code it aimed at,
+//! so burning would mean burning every pending code, which hands any client a way to stop
+//! all pairing, while 40 bits of secret against 5 tries an hour per address, for a code
+//! that lives minutes, leave guessing hopeless.
+//!
+//! Not here: the dialogue (core's session), signing and the files ([`certrelay_shell::pki`]),
+//! the `enroll` command (`enroll_cmd`).
+
+use certrelay_core::config::{Config, Diagnostic, Location};
+use certrelay_core::enroll::{EnrollAnswer, EnrollRequest, RequestKind, Secret};
+use certrelay_core::fingerprint::{DigestKind, Fingerprint};
+use certrelay_shell::pki::enroll::EnrollCa;
+use certrelay_shell::pki::enrolled::{self, Redeemed, Renewal};
+use certrelay_shell::smtpd::enroll::{AnswerFuture, Enroller};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Failed codes from one address before it is refused for a while.
+pub const ATTEMPT_LIMIT: u32 = 5;
+/// How long failures are remembered.
+pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The parameter that turns enrollment on.
+pub const CA_CERT: &str = "certrelay_enroll_ca_cert_file";
+pub const CA_KEY: &str = "certrelay_enroll_ca_key_file";
+pub const LIFETIME: &str = "certrelay_enroll_cert_lifetime";
+const GRACE: &str = "certrelay_enroll_grace_time";
+
+/// True when `certrelay_enroll_ca_cert_file` names a CA.
+pub fn enabled(config: &Config) -> bool {
+    !config.text(CA_CERT).trim().is_empty()
+}
+
+/// The enrolled table of this configuration's queue directory.
+pub fn enrolled_map(config: &Config) -> PathBuf {
+    enrolled::enrolled_map(Path::new(config.text("queue_directory")))
+}
+
+pub fn ca_key_path(config: &Config) -> PathBuf {
+    match config.text(CA_KEY).trim() {
+        "" => PathBuf::from(config.text(CA_CERT).trim()),
+        key => PathBuf::from(key),
+    }
+}
+
+pub fn unix_now() -> i64 {
+    i64::try_from(certrelay_shell::clock::unix_secs()).unwrap_or(i64::MAX)
+}
+
+/// What `check` says about enrollment: whether the CA can be used (when this account can
+/// read its key), the enrolled table, pending codes, and renewals of `relay_clientcerts`
+/// entries that wait for the operator.
+pub fn check(config: &Config) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let map = enrolled_map(config);
+    let text = std::fs::read_to_string(&map).unwrap_or_default();
+    let at = Location::new(&map.display().to_string(), 0);
+    for r in enrolled::renewals(&text)
+        .iter()
+        .filter(|r| r.until.is_none())
+    {
+        diags.push(Diagnostic::warning(
+            &at,
+            format!(
+                "{} in relay_clientcerts was renewed as {}: remove the old one with \
+                 `certrelayd revoke {}` once the laptop uses the new one",
+                r.old, r.new, r.old
+            ),
+        ));
+    }
+    if !enabled(config) {
+        return diags;
+    }
+    let cert = PathBuf::from(config.text(CA_CERT).trim());
+    let key = ca_key_path(config);
+    match EnrollCa::load(&cert, &key) {
+        Ok(_) => {}
+        // A reload as mail_owner cannot read root's CA key: the relay kept the one read
+        // at start.
+        Err(certrelay_shell::pki::PkiError::Io { err, .. })
+            if err.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(e) => diags.push(config.problem(CA_CERT, format!("cannot enroll laptops: {e}"))),
+    }
+    for name in [LIFETIME, GRACE] {
+        if let Err(d) = config.time(name) {
+            diags.push(d);
+        }
+    }
+    let entries = enrolled::entries(&text).len();
+    let pending = enrolled::pending_codes(Path::new(config.text("queue_directory")), unix_now());
+    diags.push(Diagnostic::notice(
+        &config.location(CA_CERT),
+        format!(
+            "enrollment on: signs with {} (key {}); enrolled table {} ({entries} entries); \
+             {} code(s) pending",
+            cert.display(),
+            key.display(),
+            map.display(),
+            pending.len()
+        ),
+    ));
+    diags
+}
+
+/// Failed codes per address, in memory.
+#[derive(Default)]
+struct Attempts {
+    by_client: HashMap<IpAddr, (u32, Instant)>,
+}
+
+impl Attempts {
+    /// The address failures are counted under: an IPv6 client by its /64.
+    fn key(addr: IpAddr) -> IpAddr {
+        match addr {
+            IpAddr::V6(v6) => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+            v4 => v4,
+        }
+    }
+
+    fn blocked(&mut self, addr: IpAddr, now: Instant) -> bool {
+        self.by_client
+            .retain(|_, (_, since)| now.duration_since(*since) < ATTEMPT_WINDOW);
+        self.by_client
+            .get(&Self::key(addr))
+            .is_some_and(|(count, _)| *count >= ATTEMPT_LIMIT)
+    }
+
+    fn failed(&mut self, addr: IpAddr, now: Instant) {
+        let entry = self.by_client.entry(Self::key(addr)).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+    }
+}
+
+/// Asks the serving loop to reload and tells when it has.
+pub type ReloadRequests = smol::channel::Sender<smol::channel::Sender<()>>;
+
+/// The running relay's enrollment service.
+pub struct Service {
+    ca: EnrollCa,
+    queue_directory: PathBuf,
+    lifetime: Duration,
+    grace: Duration,
+    attempts: Mutex<Attempts>,
+    /// Serialises edits of the enrolled table.
+    edits: Mutex<()>,
+    /// Renewals whose old certificate goes at the new one's first use: (new, until).
+    pending: Mutex<Vec<(Fingerprint, i64)>>,
+    reload: ReloadRequests,
+}
+
+impl Service {
+    /// The service of `config`, when enrollment is on: reads the CA (as root, before the
+    /// privilege drop). `Err` says why it cannot start.
+    pub fn from_config(
+        config: &Config,
+        reload: ReloadRequests,
+    ) -> Result<Option<Arc<Service>>, String> {
+        if !enabled(config) {
+            return Ok(None);
+        }
+        let cert = PathBuf::from(config.text(CA_CERT).trim());
+        let ca = EnrollCa::load(&cert, &ca_key_path(config))
+            .map_err(|e| format!("{CA_CERT}: cannot enroll laptops: {e}"))?;
+        let lifetime = config.time(LIFETIME).map_err(|d| d.to_string())?;
+        let grace = config.time(GRACE).map_err(|d| d.to_string())?;
+        let service = Service {
+            ca,
+            queue_directory: PathBuf::from(config.text("queue_directory")),
+            lifetime,
+            grace,
+            attempts: Mutex::default(),
+            edits: Mutex::default(),
+            pending: Mutex::default(),
+            reload,
+        };
+        service.refresh_pending();
+        Ok(Some(Arc::new(service)))
+    }
+
+    fn map(&self) -> PathBuf {
+        enrolled::enrolled_map(&self.queue_directory)
+    }
+
+    /// Reads the renewals awaiting the new certificate's first use from the table.
+    fn refresh_pending(&self) {
+        let text = std::fs::read_to_string(self.map()).unwrap_or_default();
+        let pending = enrolled::renewals(&text)
+            .into_iter()
+            .filter_map(|r| r.until.map(|until| (r.new, until)))
+            .collect();
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = pending;
+    }
+
+    /// Asks for a reload and waits until it is done (at most 30 s).
+    async fn reload_and_wait(&self) {
+        let (done, finished) = smol::channel::bounded(1);
+        if self.reload.send(done).await.is_err() {
+            return;
+        }
+        let timeout = async {
+            smol::Timer::after(Duration::from_secs(30)).await;
+            log::warn!("enroll: the reload after a table change takes long; answering anyway");
+        };
+        smol::future::or(async { finished.recv().await.unwrap_or(()) }, timeout).await;
+    }
+
+    fn edit<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self.edits.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f();
+        self.refresh_pending();
+        out
+    }
+
+    async fn answer_code(
+        self: Arc<Self>,
+        secret: Secret,
+        csr: Vec<u8>,
+        client: IpAddr,
+    ) -> EnrollAnswer {
+        if self
+            .attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocked(client, Instant::now())
+        {
+            log::warn!(
+                "enroll: refused from {client}: {ATTEMPT_LIMIT} failed codes within {}s",
+                ATTEMPT_WINDOW.as_secs()
+            );
+            return EnrollAnswer::TooManyAttempts;
+        }
+        // The request is checked before the code, so that a bad request spends no code.
+        if let Err(why) = self.ca.sign(&csr, "check", Duration::from_secs(60)) {
+            log::info!("enroll: request from {client} refused: {why}");
+            return EnrollAnswer::BadRequest(why);
+        }
+        let service = self.clone();
+        let redeemed = smol::unblock(move || {
+            enrolled::redeem(&service.queue_directory, &secret.to_bytes(), unix_now())
+        })
+        .await;
+        let (name, lifetime) = match redeemed {
+            Ok(Redeemed::Valid { name, lifetime }) => (name, Duration::from_secs(lifetime)),
+            Ok(other) => {
+                let why = match other {
+                    Redeemed::Expired(name) => format!("expired code for {name}"),
+                    Redeemed::Used(name) => format!("code for {name} used already"),
+                    _ => String::from("no such code"),
+                };
+                self.attempts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .failed(client, Instant::now());
+                log::info!("enroll: code refused from {client}: {why}");
+                return EnrollAnswer::CodeRefused;
+            }
+            Err(e) => {
+                log::error!(
+                    "enroll: cannot read the codes in {}: {e}",
+                    self.queue_directory.display()
+                );
+                return EnrollAnswer::Unavailable;
+            }
+        };
+        let signed = match self.ca.sign(&csr, &name, lifetime) {
+            Ok(signed) => signed,
+            Err(why) => {
+                log::warn!("enroll: cannot sign for {name} ({client}): {why}");
+                return EnrollAnswer::BadRequest(why);
+            }
+        };
+        let map = self.map();
+        if let Err(e) = self.edit(|| enrolled::list(&map, &signed.fingerprint, &name, None)) {
+            log::error!("enroll: cannot list {name}: {e}");
+            return EnrollAnswer::Unavailable;
+        }
+        log::info!(
+            "enroll: {name} paired from {client}: listed {} in {}",
+            signed.fingerprint,
+            map.display()
+        );
+        self.reload_and_wait().await;
+        EnrollAnswer::Issued {
+            name,
+            chain_pem: signed.chain_pem,
+        }
+    }
+
+    async fn answer_renewal(
+        self: Arc<Self>,
+        label: String,
+        csr: Vec<u8>,
+        client: IpAddr,
+        client_cert: Option<Vec<u8>>,
+    ) -> EnrollAnswer {
+        let Some(cert) = client_cert else {
+            return EnrollAnswer::NotRenewable(String::from("no client certificate"));
+        };
+        let old = Fingerprint::of(DigestKind::Sha256, &cert);
+        let signed = match self.ca.sign(&csr, &label, self.lifetime) {
+            Ok(signed) => signed,
+            Err(why) => {
+                log::info!("enroll: renewal of {label} ({client}) refused: {why}");
+                return EnrollAnswer::BadRequest(why);
+            }
+        };
+        let map = self.map();
+        let in_enrolled = std::fs::read_to_string(&map)
+            .map(|text| enrolled::entries(&text).iter().any(|(p, _)| *p == old))
+            .unwrap_or(false);
+        let grace = i64::try_from(self.grace.as_secs()).unwrap_or(i64::MAX);
+        let renewal = Renewal {
+            new: signed.fingerprint,
+            old,
+            until: in_enrolled.then(|| unix_now().saturating_add(grace)),
+        };
+        let listed =
+            self.edit(|| enrolled::list(&map, &signed.fingerprint, &label, Some(&renewal)));
+        if let Err(e) = listed {
+            log::error!("enroll: cannot list the renewal of {label}: {e}");
+            return EnrollAnswer::Unavailable;
+        }
+        let old_place = if in_enrolled {
+            String::from("until the new one is used")
+        } else {
+            String::from("in relay_clientcerts until the operator revokes it")
+        };
+        log::info!(
+            "enroll: {label} renewed from {client}: listed {} beside {old} ({old_place})",
+            signed.fingerprint
+        );
+        self.reload_and_wait().await;
+        EnrollAnswer::Issued {
+            name: label,
+            chain_pem: signed.chain_pem,
+        }
+    }
+}
+
+/// The service as sessions hold it.
+pub struct Handle(pub Arc<Service>);
+
+impl Enroller for Handle {
+    fn answer(
+        &self,
+        request: EnrollRequest,
+        client: IpAddr,
+        client_cert: Option<Vec<u8>>,
+    ) -> AnswerFuture {
+        let service = self.0.clone();
+        match request.kind {
+            RequestKind::Code(secret) => {
+                Box::pin(service.answer_code(secret, request.csr_der, client))
+            }
+            RequestKind::Renew { label } => {
+                Box::pin(service.answer_renewal(label, request.csr_der, client, client_cert))
+            }
+        }
+    }
+
+    fn presented(&self, cert_der: &[u8]) {
+        let print = Fingerprint::of(DigestKind::Sha256, cert_der);
+        let now = unix_now();
+        let due = self
+            .0
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(new, until)| *new == print || *until <= now);
+        if !due {
+            return;
+        }
+        let service = self.0.clone();
+        smol::spawn(async move {
+            let map = service.map();
+            let ended = {
+                let service = service.clone();
+                smol::unblock(move || {
+                    service.edit(|| enrolled::end_renewals(&map, Some(&print), now))
+                })
+                .await
+            };
+            match ended {
+                Ok(Some(edit)) => {
+                    for line in &edit.removed {
+                        log::info!("enroll: renewal complete; removed: {line}");
+                    }
+                    service.reload_and_wait().await;
+                }
+                Ok(None) => {}
+                Err(e) => log::error!("enroll: cannot end a renewal: {e}"),
+            }
+        })
+        .detach();
+    }
+}

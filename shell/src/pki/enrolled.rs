@@ -1,0 +1,597 @@
+//! What enrollment keeps beside the relay's spool, owned by `mail_owner` (the running relay
+//! has given root up and cannot write root's files): the table of enrolled laptops and the
+//! pending pairing codes.
+//!
+//! - `$queue_directory/enrolled_clientcerts`: a table in `relay_clientcerts` syntax
+//!   (`FINGERPRINT label` lines), read with it by the relay's lookup, `check` and `revoke`.
+//!   A renewal adds the new fingerprint beside the old one and a comment line
+//!   `# renewal: NEW replaces OLD until UNIXTIME` (or `... replaces OLD in relay_clientcerts`
+//!   when the old one is listed in root's table, which the relay cannot edit). Comments keep
+//!   the table plain for every reader.
+//! - `$queue_directory/enroll_codes/ID`: one file per pending code, `salt hash name expires
+//!   lifetime` (hex salt, hex SHA-256 of salt and secret, Unix seconds, seconds). Only the
+//!   hash is kept; a code is used by renaming its file to `ID.used`, which only one
+//!   session can do.
+//!
+//! Not here: signing ([`super::enroll`]), counting attempts, reloading the relay (its binary).
+
+use super::error::PkiError;
+use super::files;
+use super::map::MapEdit;
+use super::names::check_label;
+use certrelay_core::fingerprint::{DigestKind, Fingerprint};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The enrolled table's file name in the queue directory.
+pub const ENROLLED_MAP: &str = "enrolled_clientcerts";
+/// The pending codes' directory in the queue directory.
+pub const CODES_DIR: &str = "enroll_codes";
+/// A code file is never larger (anything larger was not written by `enroll`).
+const CODE_FILE_LIMIT: u64 = 1024;
+
+/// The enrolled table of the queue directory `queue_directory`.
+pub fn enrolled_map(queue_directory: &Path) -> PathBuf {
+    queue_directory.join(ENROLLED_MAP)
+}
+
+/// A renewal noted in the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    /// The new certificate's fingerprint.
+    pub new: Fingerprint,
+    /// The one it replaces.
+    pub old: Fingerprint,
+    /// Until when (Unix seconds) the old one stays listed at most; `None` when it is in
+    /// `relay_clientcerts`, where the operator removes it.
+    pub until: Option<i64>,
+}
+
+const RENEWAL: &str = "# renewal: ";
+
+impl Renewal {
+    fn line(&self) -> String {
+        match self.until {
+            Some(until) => format!("{RENEWAL}{} replaces {} until {until}", self.new, self.old),
+            None => format!(
+                "{RENEWAL}{} replaces {} in relay_clientcerts",
+                self.new, self.old
+            ),
+        }
+    }
+
+    fn parse(line: &str) -> Option<Renewal> {
+        let rest = line.trim().strip_prefix(RENEWAL)?;
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        match words.as_slice() {
+            [new, "replaces", old, "until", until] => Some(Renewal {
+                new: new.parse().ok()?,
+                old: old.parse().ok()?,
+                until: Some(until.parse().ok()?),
+            }),
+            [new, "replaces", old, "in", "relay_clientcerts"] => Some(Renewal {
+                new: new.parse().ok()?,
+                old: old.parse().ok()?,
+                until: None,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The renewals noted in a table's text.
+pub fn renewals(text: &str) -> Vec<Renewal> {
+    text.lines().filter_map(Renewal::parse).collect()
+}
+
+/// Entries of a table text: (fingerprint, label), continuation lines joined.
+pub fn entries(text: &str) -> Vec<(Fingerprint, String)> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let body = line.trim();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if line.starts_with(char::is_whitespace) => {
+                last.push(' ');
+                last.push_str(body);
+            }
+            _ => out.push(body.to_string()),
+        }
+    }
+    out.iter()
+        .filter_map(|entry| {
+            let (key, value) = entry.split_once(char::is_whitespace)?;
+            Some((key.parse().ok()?, value.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Replaces the table's text, keeping its owner (root's `revoke` edits mail_owner's file).
+fn replace_keeping_owner(path: &Path, text: &str) -> Result<(), PkiError> {
+    let owner = fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.gid()));
+    files::replace(path, text)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|err| PkiError::Io {
+            path: path.to_path_buf(),
+            action: "give back to its owner",
+            err,
+        })?;
+    }
+    Ok(())
+}
+
+/// Removes the entries labelled or fingerprinted `what` (as `certrelayd revoke` does in
+/// root's table), keeping the file's owner.
+pub fn revoke(path: &Path, what: &str) -> Result<MapEdit, PkiError> {
+    let owner = fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.gid()));
+    let edit = super::map::revoke(path, what)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|err| PkiError::Io {
+            path: path.to_path_buf(),
+            action: "give back to its owner",
+            err,
+        })?;
+    }
+    Ok(edit)
+}
+
+/// Lists `print` under `label` in the enrolled table at `path` (created if missing), with a
+/// renewal note when it replaces another.
+pub fn list(
+    path: &Path,
+    print: &Fingerprint,
+    label: &str,
+    renewal: Option<&Renewal>,
+) -> Result<MapEdit, PkiError> {
+    check_label(label)?;
+    let mut text = files::read_text_or_empty(path)?;
+    if entries(&text).iter().any(|(listed, _)| listed == print) {
+        return Err(PkiError::Duplicate {
+            path: path.to_path_buf(),
+            line: 0,
+            what: format!("fingerprint {print}"),
+        });
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let mut added = Vec::new();
+    if let Some(r) = renewal {
+        added.push(r.line());
+    }
+    added.push(print.relay_clientcerts_line(label.trim()));
+    for line in &added {
+        text.push_str(line);
+        text.push('\n');
+    }
+    replace_keeping_owner(path, &text)?;
+    Ok(MapEdit {
+        path: path.to_path_buf(),
+        added,
+        removed: Vec::new(),
+    })
+}
+
+/// Ends the renewals of the table at `path` whose new certificate is `used`, or whose time is
+/// up at `now`: the old fingerprint's entry and the note go. Renewals of certificates in
+/// `relay_clientcerts` stay noted (the operator removes the old one there). `None` when
+/// nothing changed.
+pub fn end_renewals(
+    path: &Path,
+    used: Option<&Fingerprint>,
+    now: i64,
+) -> Result<Option<MapEdit>, PkiError> {
+    let text = files::read_text_or_empty(path)?;
+    let done: Vec<Renewal> = renewals(&text)
+        .into_iter()
+        .filter(|r| {
+            r.until
+                .is_some_and(|until| Some(&r.new) == used || until <= now)
+        })
+        .collect();
+    if done.is_empty() {
+        return Ok(None);
+    }
+    let doomed_prints: Vec<&Fingerprint> = done.iter().map(|r| &r.old).collect();
+    let mut kept = String::with_capacity(text.len());
+    let mut removed = Vec::new();
+    let mut dropping_entry = false;
+    for line in text.lines() {
+        let continues = line.starts_with(char::is_whitespace) && !line.trim().is_empty();
+        let drop = if let Some(r) = Renewal::parse(line) {
+            done.contains(&r)
+        } else if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            false
+        } else if continues {
+            dropping_entry
+        } else {
+            let key = line.split_whitespace().next().unwrap_or("");
+            dropping_entry = key
+                .parse::<Fingerprint>()
+                .is_ok_and(|p| doomed_prints.contains(&&p));
+            dropping_entry
+        };
+        if drop {
+            removed.push(line.to_string());
+        } else {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    replace_keeping_owner(path, &kept)?;
+    Ok(Some(MapEdit {
+        path: path.to_path_buf(),
+        added: Vec::new(),
+        removed,
+    }))
+}
+
+/// A pending code as its file holds it.
+#[derive(Clone, Debug)]
+struct CodeFile {
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+    name: String,
+    expires: i64,
+    lifetime: u64,
+}
+
+impl CodeFile {
+    fn render(&self) -> String {
+        format!(
+            "{} {} {} {} {}\n",
+            hex(&self.salt),
+            hex(&self.hash),
+            self.name,
+            self.expires,
+            self.lifetime
+        )
+    }
+
+    fn parse(text: &str) -> Option<CodeFile> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let [salt, hash, name, expires, lifetime] = words.as_slice() else {
+            return None;
+        };
+        Some(CodeFile {
+            salt: unhex(salt)?,
+            hash: unhex(hash)?,
+            name: name.to_string(),
+            expires: expires.parse().ok()?,
+            lifetime: lifetime.parse().ok()?,
+        })
+    }
+
+    fn matches(&self, secret: &[u8]) -> bool {
+        constant_time_eq(&hash_secret(&self.salt, secret), &self.hash)
+    }
+}
+
+fn hash_secret(salt: &[u8], secret: &[u8]) -> Vec<u8> {
+    let mut data = salt.to_vec();
+    data.extend_from_slice(secret);
+    Fingerprint::of(DigestKind::Sha256, &data)
+        .as_bytes()
+        .to_vec()
+}
+
+/// Equal lengths and contents, in a time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// A new pending code, as the root `enroll` command writes it.
+pub struct NewCode<'a> {
+    /// The queue directory.
+    pub queue_directory: &'a Path,
+    /// 8 random octets naming the file.
+    pub id: [u8; 8],
+    /// 16 random octets of salt.
+    pub salt: [u8; 16],
+    /// The secret (5 octets).
+    pub secret: [u8; 5],
+    /// The laptop's name.
+    pub name: &'a str,
+    /// When the code expires, Unix seconds.
+    pub expires: i64,
+    /// The lifetime of the certificate it gets, seconds.
+    pub lifetime: u64,
+    /// Owner (uid, gid) to give the directory and the file (`mail_owner`), when run as root.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// Writes a pending code (only its salted hash), mode 0600 in a 0700 directory, owned by
+/// `owner`. Returns the file.
+pub fn write_code(code: &NewCode<'_>) -> Result<PathBuf, PkiError> {
+    super::names::check_file_name(code.name)?;
+    let dir = code.queue_directory.join(CODES_DIR);
+    if fs::symlink_metadata(&dir).is_err() {
+        fs::create_dir(&dir).map_err(|err| PkiError::Io {
+            path: dir.clone(),
+            action: "create directory",
+            err,
+        })?;
+        set_mode_owner(&dir, 0o700, code.owner)?;
+    }
+    let path = dir.join(hex(&code.id));
+    let file = CodeFile {
+        salt: code.salt.to_vec(),
+        hash: hash_secret(&code.salt, &code.secret),
+        name: code.name.to_string(),
+        expires: code.expires,
+        lifetime: code.lifetime,
+    };
+    files::write_new(&path, file.render().as_bytes(), files::PRIVATE)?;
+    set_mode_owner(&path, 0o600, code.owner)?;
+    Ok(path)
+}
+
+fn set_mode_owner(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), PkiError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |err| PkiError::Io {
+        path: path.to_path_buf(),
+        action: "set the owner and mode of",
+        err,
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// What became of a presented secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redeemed {
+    /// A pending code, now used: the laptop's name and its certificate's lifetime (seconds).
+    Valid {
+        /// The name the code was made for.
+        name: String,
+        /// Lifetime of the certificate, seconds.
+        lifetime: u64,
+    },
+    /// No pending code has this secret.
+    Unknown,
+    /// The code for `name` has expired.
+    Expired(String),
+    /// The code for `name` was used already.
+    Used(String),
+}
+
+/// Reads one code file without following links; `None` for anything that is not a small
+/// regular file in the shape `write_code` writes.
+fn read_code(path: &Path) -> Option<CodeFile> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_file() || meta.len() > CODE_FILE_LIMIT {
+        return None;
+    }
+    let mut text = String::new();
+    fs::File::open(path)
+        .ok()?
+        .take(CODE_FILE_LIMIT)
+        .read_to_string(&mut text)
+        .ok()?;
+    CodeFile::parse(&text)
+}
+
+/// Looks `secret` up among the pending codes of `queue_directory` at `now` and uses the one
+/// it opens (renamed to `ID.used`, which only one caller can do). Used and expired files
+/// older than a day past their expiry are removed on the way.
+pub fn redeem(queue_directory: &Path, secret: &[u8], now: i64) -> io::Result<Redeemed> {
+    let dir = queue_directory.join(CODES_DIR);
+    let listing = match fs::read_dir(&dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Redeemed::Unknown),
+        Err(e) => return Err(e),
+    };
+    let mut found = Redeemed::Unknown;
+    for entry in listing {
+        let entry = entry?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let (id, used) = match file_name.strip_suffix(".used") {
+            Some(id) => (id.to_string(), true),
+            None => (file_name.clone(), false),
+        };
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let path = entry.path();
+        let Some(code) = read_code(&path) else {
+            continue;
+        };
+        if code.expires + 86_400 < now {
+            let _ = fs::remove_file(&path);
+        }
+        if found != Redeemed::Unknown || !code.matches(secret) {
+            continue;
+        }
+        found = if used {
+            Redeemed::Used(code.name)
+        } else if code.expires <= now {
+            Redeemed::Expired(code.name)
+        } else {
+            match fs::rename(&path, dir.join(format!("{id}.used"))) {
+                Ok(()) => Redeemed::Valid {
+                    name: code.name,
+                    lifetime: code.lifetime,
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Redeemed::Used(code.name),
+                Err(e) => return Err(e),
+            }
+        };
+    }
+    Ok(found)
+}
+
+/// The pending codes (not used, not expired) of `queue_directory` at `now`: name and expiry.
+pub fn pending_codes(queue_directory: &Path, now: i64) -> Vec<(String, i64)> {
+    let Ok(listing) = fs::read_dir(queue_directory.join(CODES_DIR)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, i64)> = listing
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().contains('.'))
+        .filter_map(|e| read_code(&e.path()))
+        .filter(|c| c.expires > now)
+        .map(|c| (c.name, c.expires))
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("enrolled-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn print(n: u8) -> Fingerprint {
+        Fingerprint::of(DigestKind::Sha256, &[n])
+    }
+
+    fn new_code<'a>(dir: &'a Path, id: u8, secret: [u8; 5], expires: i64) -> NewCode<'a> {
+        NewCode {
+            queue_directory: dir,
+            id: [id; 8],
+            salt: [id; 16],
+            secret,
+            name: "alice",
+            expires,
+            lifetime: 3600,
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn a_code_is_stored_hashed_and_used_once() {
+        let dir = temp("codes");
+        let path = write_code(&new_code(&dir, 1, [1, 2, 3, 4, 5], 1000)).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&hex(&[1, 2, 3, 4, 5])), "{text}");
+        assert_eq!(pending_codes(&dir, 10), [("alice".to_string(), 1000)]);
+        assert_eq!(
+            redeem(&dir, &[9, 9, 9, 9, 9], 10).unwrap(),
+            Redeemed::Unknown
+        );
+        assert_eq!(
+            redeem(&dir, &[1, 2, 3, 4, 5], 10).unwrap(),
+            Redeemed::Valid {
+                name: "alice".into(),
+                lifetime: 3600
+            }
+        );
+        assert_eq!(
+            redeem(&dir, &[1, 2, 3, 4, 5], 11).unwrap(),
+            Redeemed::Used("alice".into())
+        );
+        assert!(pending_codes(&dir, 10).is_empty());
+        write_code(&new_code(&dir, 2, [7; 5], 1000)).unwrap();
+        assert_eq!(
+            redeem(&dir, &[7; 5], 1000).unwrap(),
+            Redeemed::Expired("alice".into())
+        );
+        // Long expired: cleaned up.
+        redeem(&dir, &[0; 5], 1_000_000).unwrap();
+        assert_eq!(fs::read_dir(dir.join(CODES_DIR)).unwrap().count(), 0);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn garbage_and_links_in_the_codes_directory_are_skipped() {
+        let dir = temp("garbage");
+        write_code(&new_code(&dir, 3, [3; 5], 1000)).unwrap();
+        let codes = dir.join(CODES_DIR);
+        fs::write(codes.join("00000000000000ff"), "not a code").unwrap();
+        fs::write(codes.join("00000000000000fe"), "x".repeat(5000)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", codes.join("00000000000000fd")).unwrap();
+        assert_eq!(redeem(&dir, &[4; 5], 10).unwrap(), Redeemed::Unknown);
+        assert!(matches!(
+            redeem(&dir, &[3; 5], 10).unwrap(),
+            Redeemed::Valid { .. }
+        ));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_renewal_lists_both_until_the_new_one_is_used() {
+        let dir = temp("renewal");
+        let map = dir.join(ENROLLED_MAP);
+        fs::write(&map, "# enrolled laptops\n").unwrap();
+        list(&map, &print(1), "alice", None).unwrap();
+        list(&map, &print(7), "bob", None).unwrap();
+        let renewal = Renewal {
+            new: print(2),
+            old: print(1),
+            until: Some(500),
+        };
+        list(&map, &print(2), "alice", Some(&renewal)).unwrap();
+        let text = fs::read_to_string(&map).unwrap();
+        assert_eq!(entries(&text).len(), 3);
+        assert_eq!(renewals(&text), std::slice::from_ref(&renewal));
+        assert!(list(&map, &print(2), "alice", None).is_err());
+        // Another certificate's use changes nothing.
+        assert_eq!(end_renewals(&map, Some(&print(7)), 10).unwrap(), None);
+        let edit = end_renewals(&map, Some(&print(2)), 10).unwrap().unwrap();
+        assert_eq!(edit.removed.len(), 2);
+        let text = fs::read_to_string(&map).unwrap();
+        assert_eq!(
+            entries(&text),
+            [
+                (print(7), "bob".to_string()),
+                (print(2), "alice".to_string())
+            ]
+        );
+        assert!(text.starts_with("# enrolled laptops\n"));
+        assert!(renewals(&text).is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_renewal_ends_when_its_time_is_up_but_not_one_of_root_s_table() {
+        let dir = temp("grace");
+        let map = dir.join(ENROLLED_MAP);
+        list(&map, &print(1), "alice", None).unwrap();
+        let timed = Renewal {
+            new: print(2),
+            old: print(1),
+            until: Some(500),
+        };
+        let roots = Renewal {
+            new: print(4),
+            old: print(3),
+            until: None,
+        };
+        list(&map, &print(2), "alice", Some(&timed)).unwrap();
+        list(&map, &print(4), "carol", Some(&roots)).unwrap();
+        assert_eq!(end_renewals(&map, None, 499).unwrap(), None);
+        assert!(end_renewals(&map, Some(&print(4)), 499).unwrap().is_none());
+        end_renewals(&map, None, 500).unwrap().unwrap();
+        let text = fs::read_to_string(&map).unwrap();
+        assert_eq!(renewals(&text), [roots]);
+        assert_eq!(entries(&text).len(), 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,449 @@
+//! Pairing a laptop with one command and renewing its certificate without a gap, with the
+//! real binaries over loopback: `certrelayd enroll` on the relay, `certrelay enroll` and
+//! `certrelay renew` (and `run`) on the laptop, `XCERTRELAY` between them.
+
+use certrelay_core::enroll::{request_lines, Code, Secret};
+use certrelay_testkit::client::Client;
+use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::pki::client_config;
+use certrelay_testkit::recipe::certrelay;
+use certrelay_testkit::sink::{Sink, SinkOptions};
+use certrelay_testkit::{binary, certrelayd, certrelayd_ok, free_port, wait_until, TempDir};
+use std::process::Output;
+
+/// A relay that enrolls, with its CA from `ca init`, forwarding to a sink.
+struct Relay {
+    dir: TempDir,
+    daemon: Daemon,
+    port: u16,
+    sink: Sink,
+}
+
+impl Relay {
+    fn start(label: &str, extra: &str) -> Relay {
+        let sink = Sink::start(SinkOptions::default());
+        let dir = TempDir::new(label);
+        let d = dir.path().display().to_string();
+        dir.write("relay_clientcerts", "# root's table\n");
+        let port = free_port();
+        dir.write(
+            "main.cf",
+            &format!(
+                "myhostname = relay.test\nmail_owner = nobody\nmydestination = relay.test\n\
+                 mynetworks = 192.0.2.0/24\nsmtpd_peername_lookup = no\n\
+                 queue_directory = {d}/spool\nrelayhost = [127.0.0.1]:{}\n\
+                 smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {d}/relay.pem\n\
+                 smtpd_tls_key_file = {d}/relay.key\nsmtpd_tls_CAfile = {d}/ca.pem\n\
+                 smtpd_tls_ask_ccert = yes\nsmtpd_tls_loglevel = 1\n\
+                 relay_clientcerts = hash:{d}/relay_clientcerts\n\
+                 certrelay_enroll_ca_cert_file = {d}/ca.pem\n\
+                 certrelay_enroll_ca_key_file = {d}/ca.key\n{extra}\n",
+                sink.port()
+            ),
+        );
+        dir.write(
+            "master.cf",
+            &format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
+        );
+        certrelayd_ok(
+            dir.path(),
+            &[
+                "ca",
+                "init",
+                "--hostname",
+                "relay.test",
+                "--name",
+                "127.0.0.1",
+            ],
+        );
+        let daemon = Daemon::start(&binary("certrelayd"), &["-c", &d], "daemon started");
+        Relay {
+            dir,
+            daemon,
+            port,
+            sink,
+        }
+    }
+
+    /// `certrelayd enroll ARGS`: the code on the first line, the rest.
+    fn code(&self, args: &[&str]) -> (String, String) {
+        let mut all = vec!["enroll"];
+        all.extend_from_slice(args);
+        let out = certrelayd_ok(self.dir.path(), &all);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (first, rest) = text.split_once('\n').unwrap();
+        (first.to_string(), rest.to_string())
+    }
+
+    fn enrolled(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("spool/enrolled_clientcerts"))
+            .unwrap_or_default()
+    }
+
+    fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn laptop(label: &str) -> TempDir {
+    let dir = TempDir::new(label);
+    let d = dir.path().display().to_string();
+    dir.write(
+        "main.cf",
+        &format!(
+            "# the laptop's own notes\nmyhostname = laptop.test\nqueue_directory = {d}/queue\n\
+             relayhost = [old.example]:25\n    \n"
+        ),
+    );
+    dir
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn send(laptop: &TempDir, subject: &str) {
+    let message = format!(
+        "From: bob@laptop.test\nTo: friend@elsewhere.example\nSubject: {subject}\n\nhello\n"
+    );
+    let out = certrelay(laptop, &["sendmail", "-t"], message.as_bytes());
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn flush(laptop: &TempDir) -> Output {
+    certrelay(laptop, &["flush"], b"")
+}
+
+fn delivered(relay: &Relay, subject: &str) {
+    wait_until(&format!("the sink to receive {subject:?}"), || {
+        relay
+            .sink
+            .messages()
+            .into_iter()
+            .find(|m| m.text().contains(&format!("Subject: {subject}")))
+    });
+}
+
+#[test]
+fn a_laptop_pairs_with_one_command_and_relays_with_its_new_certificate() {
+    let relay = Relay::start("enroll-pair", "");
+    let (code, rest) = relay.code(&["alice", "--valid", "10m"]);
+    assert!(Code::parse(&code).is_ok(), "{code:?}");
+    assert!(
+        rest.contains(&format!(
+            "certrelay -c /etc/certrelay enroll relay.test:{}",
+            relay.port
+        )),
+        "{rest}"
+    );
+    assert!(rest.contains(&code), "{rest}");
+    let laptop = laptop("enroll-pair-laptop");
+    let out = certrelay(&laptop, &["enroll", &relay.target(), &code], b"");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}\n{}", relay.daemon.log());
+    assert!(
+        said.contains("replaced: relayhost = [old.example]:25"),
+        "{said}"
+    );
+    let main_cf = std::fs::read_to_string(laptop.path().join("main.cf")).unwrap();
+    assert!(main_cf.starts_with("# the laptop's own notes\nmyhostname = laptop.test\n"));
+    assert!(
+        main_cf.contains(&format!("relayhost = [127.0.0.1]:{}\n", relay.port)),
+        "{main_cf}"
+    );
+    assert!(main_cf.contains("smtp_tls_key_file = $smtp_tls_cert_file\n"));
+    let per_site = std::fs::read_to_string(laptop.path().join("tls_per_site")).unwrap();
+    assert_eq!(per_site, format!("[127.0.0.1]:{} MUST\n", relay.port));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(laptop.path().join("client.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let enrolled = relay.enrolled();
+    assert!(enrolled.ends_with(" alice\n"), "{enrolled}");
+    relay.daemon.wait_log("enroll: alice paired from 127.0.0.1");
+    send(&laptop, "paired");
+    let out = flush(&laptop);
+    assert!(out.status.success(), "{}", text(&out));
+    delivered(&relay, "paired");
+    relay.daemon.wait_log("status=sent");
+    // Used: the same code pairs nothing more, and says nothing of why.
+    let again = laptop_pairing(&relay, &code, "enroll-pair-again");
+    assert!(
+        again.contains("535 5.7.8 Enrollment code not accepted"),
+        "{again}"
+    );
+    relay.daemon.wait_log("code for alice used already");
+    // `check` sees the enrolled table; `revoke` finds the name there.
+    let check = certrelayd(relay.dir.path(), &["check"]);
+    assert!(text(&check).contains("enrollment on"), "{}", text(&check));
+    let out = certrelayd_ok(relay.dir.path(), &["revoke", "alice"]);
+    assert!(
+        text(&out).contains("enrolled_clientcerts: removed"),
+        "{}",
+        text(&out)
+    );
+    assert!(!relay.enrolled().contains("alice"));
+}
+
+/// A second laptop trying `code`; returns what it said, and checks that it wrote nothing.
+fn laptop_pairing(relay: &Relay, code: &str, label: &str) -> String {
+    let laptop = laptop(label);
+    let before = std::fs::read_to_string(laptop.path().join("main.cf")).unwrap();
+    let out = certrelay(&laptop, &["enroll", &relay.target(), code], b"");
+    assert!(!out.status.success());
+    let after = std::fs::read_to_string(laptop.path().join("main.cf")).unwrap();
+    assert_eq!(before, after, "main.cf untouched");
+    assert!(!laptop.path().join("client.pem").exists());
+    text(&out)
+}
+
+/// The last 8 symbols of a code: what the laptop sends.
+fn secret_of(code: &str) -> String {
+    Code::parse(code).unwrap().secret.to_string()
+}
+
+#[test]
+fn expired_wrong_and_repeated_codes_are_refused_alike_and_then_the_address_waits() {
+    let relay = Relay::start("enroll-refusals", "");
+    let (expired, _) = relay.code(&["early", "--valid", "1s"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let said = laptop_pairing(&relay, &expired, "enroll-refusals-expired");
+    assert!(
+        said.contains("535 5.7.8 Enrollment code not accepted"),
+        "{said}"
+    );
+    relay.daemon.wait_log("expired code for early");
+    let (good, _) = relay.code(&["alice"]);
+    // Right pin, wrong secret: the same answer.
+    let mut wrong = good.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    for round in 0..4 {
+        let said = laptop_pairing(&relay, &wrong, &format!("enroll-refusals-wrong{round}"));
+        assert!(
+            said.contains("535 5.7.8 Enrollment code not accepted"),
+            "{said}"
+        );
+    }
+    relay
+        .daemon
+        .wait_log("enroll: code refused from 127.0.0.1: no such code");
+    // Five failures: even the right code waits now, and is not spent.
+    let said = laptop_pairing(&relay, &good, "enroll-refusals-blocked");
+    assert!(
+        said.contains("454 4.7.0 Too many failed enrollment attempts"),
+        "{said}"
+    );
+    relay
+        .daemon
+        .wait_log("enroll: refused from 127.0.0.1: 5 failed codes");
+    assert!(!relay.enrolled().contains("alice"));
+    let pending = std::fs::read_dir(relay.dir.path().join("spool/enroll_codes"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".used"))
+        .count();
+    assert_eq!(
+        pending, 2,
+        "alice's code and the expired one (kept a day) remain"
+    );
+}
+
+#[test]
+fn a_relay_whose_certificate_is_not_the_code_s_is_refused_and_nothing_is_written() {
+    let relay = Relay::start("enroll-pin", "");
+    let (good, _) = relay.code(&["alice"]);
+    let secret = Code::parse(&good).unwrap().secret;
+    let other = Code::new(b"another relay's certificate", secret).to_string();
+    let said = laptop_pairing(&relay, &other, "enroll-pin-laptop");
+    assert!(said.contains("does not match the code"), "{said}");
+    assert!(said.contains("nothing was written"), "{said}");
+    // The code was never shown to the impostor: still usable.
+    let laptop = laptop("enroll-pin-good");
+    let out = certrelay(&laptop, &["enroll", &relay.target(), &good], b"");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn the_extension_is_only_inside_tls_and_hostile_requests_get_clear_replies() {
+    let relay = Relay::start("enroll-hostile", "");
+    let (code, _) = relay.code(&["alice"]);
+    let secret = secret_of(&code);
+    let mut c = Client::greeted(relay.port);
+    let ehlo = c.cmd("EHLO hostile.example");
+    assert!(!ehlo.contains("XCERTRELAY"), "{ehlo}");
+    assert!(c
+        .cmd(&format!("XCERTRELAY ENROLL {secret}"))
+        .starts_with("530 5.7.0 Must issue a STARTTLS command first"));
+    let ca = std::fs::read_to_string(relay.dir.path().join("ca.pem")).unwrap();
+    c.tls(client_config(&ca, None));
+    assert!(c.cmd("EHLO hostile.example").contains("250 XCERTRELAY"));
+    let start = format!("XCERTRELAY ENROLL {secret}");
+    // Garbage base64.
+    assert!(c.cmd(&start).starts_with("334 "));
+    c.send(b"!!!not base64!!!\r\n");
+    assert!(c
+        .cmd(".")
+        .starts_with("501 5.5.2 Certificate request is not valid base64"));
+    // Base64 of something that is no request.
+    assert!(c.cmd(&start).starts_with("334 "));
+    for line in request_lines(b"this is not a certificate request") {
+        c.send(format!("{line}\r\n").as_bytes());
+    }
+    let reply = c.reply();
+    assert!(
+        reply.starts_with("554 5.7.0 Certificate request refused: not a certificate request"),
+        "{reply}"
+    );
+    // A request whose signature does not verify.
+    let key = certrelay_shell::pki::enroll::LaptopKey::generate().unwrap();
+    let mut der = key.request_der("alice").unwrap();
+    let last = der.len() - 1;
+    der[last] ^= 0x5a;
+    assert!(c.cmd(&start).starts_with("334 "));
+    for line in request_lines(&der) {
+        c.send(format!("{line}\r\n").as_bytes());
+    }
+    let reply = c.reply();
+    assert!(
+        reply.starts_with("554 5.7.0 Certificate request refused"),
+        "{reply}"
+    );
+    // Huge, and a line over 512 octets.
+    assert!(c.cmd(&start).starts_with("334 "));
+    for _ in 0..40 {
+        c.send(format!("{}\r\n", "QUFB".repeat(100)).as_bytes());
+    }
+    assert!(c.cmd(".").starts_with("552 5.3.4"));
+    assert!(c.cmd(&start).starts_with("334 "));
+    c.send(format!("{}\r\n", "A".repeat(3000)).as_bytes());
+    assert!(c
+        .cmd(".")
+        .starts_with("500 5.5.2 Certificate request line too long"));
+    assert!(c.cmd("NOOP").starts_with("250"));
+    relay.daemon.wait_log("certificate request refused");
+    // None of that spent the code.
+    let laptop = laptop("enroll-hostile-good");
+    let out = certrelay(&laptop, &["enroll", &relay.target(), &code], b"");
+    assert!(out.status.success(), "{}", text(&out));
+    // A renewal without a certificate is refused.
+    let mut c = Client::greeted(relay.port);
+    c.tls(client_config(&ca, None));
+    c.cmd("EHLO hostile.example");
+    assert!(c
+        .cmd("XCERTRELAY RENEW")
+        .starts_with("530 5.7.0 Renewal needs a trusted client certificate"));
+    let _ = Secret::parse(&secret).unwrap();
+}
+
+/// A relay and a laptop paired with it, whose certificate lives `cert_valid`.
+fn paired(label: &str, cert_valid: &str, laptop_extra: &str) -> (Relay, TempDir) {
+    let relay = Relay::start(label, "certrelay_enroll_grace_time = 1h");
+    let (code, _) = relay.code(&["alice", "--cert-valid", cert_valid]);
+    let laptop = laptop(&format!("{label}-laptop"));
+    if !laptop_extra.is_empty() {
+        let main_cf = std::fs::read_to_string(laptop.path().join("main.cf")).unwrap();
+        laptop.write("main.cf", &format!("{main_cf}{laptop_extra}\n"));
+    }
+    let out = certrelay(&laptop, &["enroll", &relay.target(), &code], b"");
+    assert!(out.status.success(), "{}", text(&out));
+    (relay, laptop)
+}
+
+fn listed_for_alice(relay: &Relay) -> usize {
+    relay
+        .enrolled()
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.ends_with(" alice"))
+        .count()
+}
+
+#[test]
+fn renewal_overlaps_while_mail_flows_and_the_old_certificate_goes_at_the_new_one_s_first_use() {
+    let (relay, laptop) = paired("enroll-renew", "30d", "");
+    send(&laptop, "before");
+    assert!(flush(&laptop).status.success());
+    delivered(&relay, "before");
+    let old_pem = std::fs::read_to_string(laptop.path().join("client.pem")).unwrap();
+    // Sent while the renewal runs, and after it: every one delivered, none refused.
+    let renewing = {
+        let dir = laptop.path().to_owned();
+        std::thread::spawn(move || {
+            std::process::Command::new(binary("certrelay"))
+                .arg("-c")
+                .arg(dir)
+                .arg("renew")
+                .output()
+                .unwrap()
+        })
+    };
+    send(&laptop, "during");
+    let out = renewing.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("renewed: certificate"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(listed_for_alice(&relay), 2, "{}", relay.enrolled());
+    assert!(relay.enrolled().contains("# renewal: "));
+    relay
+        .daemon
+        .wait_log("enroll: alice renewed from 127.0.0.1");
+    let new_pem = std::fs::read_to_string(laptop.path().join("client.pem")).unwrap();
+    assert_ne!(old_pem, new_pem);
+    // The old certificate still relays until the new one is used.
+    let ca = std::fs::read_to_string(relay.dir.path().join("ca.pem")).unwrap();
+    let relays_with = |pem: &str| {
+        let mut c = Client::greeted(relay.port);
+        c.tls(client_config(&ca, Some((pem, pem))));
+        c.cmd("EHLO laptop.test");
+        c.cmd("MAIL FROM:<bob@laptop.test>");
+        let rcpt = c.cmd("RCPT TO:<friend@elsewhere.example>");
+        c.cmd("QUIT");
+        rcpt.starts_with("250")
+    };
+    assert!(relays_with(&old_pem));
+    assert!(flush(&laptop).status.success());
+    delivered(&relay, "during");
+    send(&laptop, "after");
+    assert!(flush(&laptop).status.success());
+    delivered(&relay, "after");
+    let log = relay.daemon.log();
+    assert!(!log.contains("reject:"), "no message refused: {log}");
+    relay.daemon.wait_log("enroll: renewal complete; removed");
+    wait_until("the old entry to go", || {
+        (listed_for_alice(&relay) == 1).then_some(())
+    });
+    assert!(!relay.enrolled().contains("# renewal: "));
+    wait_until("the old certificate to be refused", || {
+        (!relays_with(&old_pem)).then_some(())
+    });
+    assert!(relays_with(&new_pem));
+}
+
+#[test]
+fn certrelay_run_renews_a_short_lived_certificate_by_itself() {
+    let (relay, laptop) = paired("enroll-auto", "30s", "queue_run_delay = 1s");
+    let d = laptop.path().display().to_string();
+    let daemon = Daemon::start(
+        &binary("certrelay"),
+        &["-c", &d, "run"],
+        "queue runner started",
+    );
+    // A third of 33 s (30 s and a tenth before now) is left after about 22 s.
+    wait_until("certrelay run to renew", || {
+        daemon.log().contains("renewed: certificate").then_some(())
+    });
+    send(&laptop, "auto");
+    delivered(&relay, "auto");
+    relay.daemon.wait_log("enroll: renewal complete; removed");
+    assert_eq!(listed_for_alice(&relay), 1, "{}", relay.enrolled());
+    drop(daemon);
+}
