@@ -56,15 +56,16 @@ pub enum MessageSource {
     Memory(Arc<HeldBody>),
 }
 
-/// Most bytes of message content held in memory at once for [`MessageSource::Memory`]:
-/// past it, new messages are read back from their spool files.
-pub const MEMORY_BODY_BUDGET: usize = 4 * 1024 * 1024;
+/// Most bytes of memory (buffer capacities, not only contents) held at once for
+/// [`MessageSource::Memory`]: past it, new messages are read back from their spool files.
+/// Small enough that a delivery falling behind adds little to the relay's peak memory
+/// (an earlier 4 MiB counted by content raised the peak PSS with 100 KiB messages to
+/// 15.6 MiB, against 5.9 MiB with only small messages held).
+pub const MEMORY_BODY_BUDGET: usize = 1024 * 1024;
 
-/// Largest message content held in memory. Larger ones are read back from the spool: for
-/// them one more file read costs little, and holding them raised the relay's peak PSS
-/// with 100 KiB messages to 15.6 MiB, against 5.9 MiB with this limit
-/// (`benches/compare-postfix.sh`, C=8).
-pub const MEMORY_BODY_MAX: usize = 32 * 1024;
+/// Largest message content held in memory. Larger ones are read back from the spool, in
+/// one more trip to the blocking pool and a copy of the file.
+pub const MEMORY_BODY_MAX: usize = 128 * 1024;
 
 /// Largest spooled content read whole before it is sent (one trip to the blocking pool);
 /// larger ones are streamed in [`BODY_CHUNK`]s, a trip each.
@@ -83,11 +84,13 @@ pub struct HeldBody {
 
 impl HeldBody {
     /// Holds `bytes` if they are small enough and the budget allows, else gives them back.
+    /// Their buffer goes to the spare buffers ([`crate::io::recycle_buffer`]) once the
+    /// content is no longer needed.
     pub fn keep(bytes: Vec<u8>) -> Result<Arc<HeldBody>, Vec<u8>> {
-        let len = bytes.len();
-        if len > MEMORY_BODY_MAX {
+        if bytes.len() > MEMORY_BODY_MAX {
             return Err(bytes);
         }
+        let len = bytes.capacity();
         let taken = MEMORY_BODIES.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
             (held + len <= MEMORY_BODY_BUDGET).then_some(held + len)
         });
@@ -105,7 +108,8 @@ impl HeldBody {
 
 impl Drop for HeldBody {
     fn drop(&mut self) {
-        MEMORY_BODIES.fetch_sub(self.bytes.len(), Ordering::AcqRel);
+        MEMORY_BODIES.fetch_sub(self.bytes.capacity(), Ordering::AcqRel);
+        crate::io::recycle_buffer(std::mem::take(&mut self.bytes));
     }
 }
 

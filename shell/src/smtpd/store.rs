@@ -70,7 +70,8 @@ impl QueueWake {
             QueueWake::Runner(handoff) => handoff.committed(Fresh {
                 id,
                 envelope,
-                body: content.and_then(|c| HeldBody::keep(c).ok()),
+                body: content
+                    .and_then(|c| HeldBody::keep(c).map_err(crate::io::recycle_buffer).ok()),
                 claim,
             }),
             // A closed channel means no runner: the message waits for the next start.
