@@ -107,6 +107,12 @@ struct Check {}
 #[argh(subcommand, name = "run")]
 struct Run {}
 
+/// With `--features mimalloc` (see Cargo.toml), for the static musl build: musl's own
+/// allocator maps and unmaps memory per message buffer.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Args = argh::from_env();
     let dir = args.config_dir.as_path();
