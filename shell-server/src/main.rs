@@ -112,6 +112,12 @@ struct Check {}
 #[argh(subcommand, name = "run")]
 struct Run {}
 
+/// With `--features mimalloc` (see Cargo.toml), for the static musl build: musl's own
+/// allocator maps and unmaps memory per message buffer.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // Help and listings into a closed pipe (`| head`) end quietly; serving ignores it again.
     certrelay_shell::sigpipe::end_quietly_on_closed_output();

@@ -1,10 +1,52 @@
-//! Small IO helpers both roles use: a deadline around a future, and an IO error worded as
-//! Postfix words connection failures. Nothing here knows about SMTP.
+//! Small IO helpers both roles use: a deadline around a future, an IO error worded as
+//! Postfix words connection failures, and a few spare buffers for message contents.
+//! Nothing here knows about SMTP.
 
 use smol::future;
 use smol::Timer;
 use std::io;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// Spare buffers kept for reuse ([`spare_buffer`], [`recycle_buffer`]).
+static SPARES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Most spare buffers kept: about one per busy session and one for delivery.
+const SPARES_KEPT: usize = 8;
+
+/// Buffers smaller than this are not worth keeping: the allocator serves them from its
+/// own free lists.
+const SPARE_MIN: usize = 32 * 1024;
+
+/// Buffers larger than this are given back to the allocator, so that one huge message
+/// leaves nothing behind.
+const SPARE_MAX: usize = 512 * 1024;
+
+/// An empty buffer for a message's content: a spare one when there is one. Message
+/// buffers of 100 KiB asked from the allocator and given back once per message cost a
+/// mapping and an unmapping each with musl's allocator (page faults and page clearing).
+pub fn spare_buffer() -> Vec<u8> {
+    let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+    spares.pop().unwrap_or_default()
+}
+
+/// Whether a buffer of `capacity` octets is kept as a spare.
+fn worth_keeping(capacity: usize) -> bool {
+    (SPARE_MIN..=SPARE_MAX).contains(&capacity)
+}
+
+/// Keeps `buf` for [`spare_buffer`] when it is worth it; its content is cleared first, so
+/// nothing of one message can show in another.
+pub fn recycle_buffer(mut buf: Vec<u8>) {
+    if !worth_keeping(buf.capacity()) {
+        return;
+    }
+    buf.clear();
+    let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+    if spares.len() < SPARES_KEPT {
+        spares.push(buf);
+    }
+}
 
 /// `fut`, or `None` once `limit` has passed.
 pub async fn with_timeout<T>(
@@ -31,5 +73,33 @@ pub fn io_reason(e: &io::Error) -> String {
                 None => text,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recycled_buffer_comes_back_empty() {
+        let mut buf = Vec::with_capacity(SPARE_MIN);
+        buf.extend_from_slice(b"secret of the last message");
+        recycle_buffer(buf);
+        // Other tests may use the spares at the same time: look at every one taken.
+        let mut taken = Vec::new();
+        for _ in 0..SPARES_KEPT {
+            let b = spare_buffer();
+            assert!(b.is_empty(), "a spare buffer held {} octets", b.len());
+            taken.push(b);
+        }
+        assert!(taken.iter().any(|b| b.capacity() >= SPARE_MIN));
+    }
+
+    #[test]
+    fn small_and_huge_buffers_are_not_kept() {
+        assert!(!worth_keeping(SPARE_MIN - 1));
+        assert!(worth_keeping(SPARE_MIN));
+        assert!(worth_keeping(100 * 1024));
+        assert!(!worth_keeping(SPARE_MAX + 1));
     }
 }

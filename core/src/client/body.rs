@@ -132,15 +132,21 @@ pub fn line_break_overhead(content: &[u8], limit: usize) -> u64 {
         return 0;
     }
     let limit = limit.max(MIN_LIMIT);
-    content
-        .split(|&b| b == b'\r' || b == b'\n')
-        .filter(|line| line.len() > limit)
-        .map(|line| {
+    let mut added = 0;
+    let mut start = 0;
+    // Line ends found with memchr: a scan octet by octet was the hottest spot of the
+    // relay's delivery of 100 KiB messages.
+    let ends = memchr::memchr2_iter(b'\r', b'\n', content).chain(core::iter::once(content.len()));
+    for end in ends {
+        let len = end - start;
+        if len > limit {
             // The first piece takes `limit` octets, each further one `limit - 1`.
-            let breaks = 1 + (line.len() - limit - 1) / (limit - 1);
-            3 * breaks as u64
-        })
-        .sum()
+            let breaks = 1 + (len - limit - 1) / (limit - 1);
+            added += 3 * breaks as u64;
+        }
+        start = end + 1;
+    }
+    added
 }
 
 #[cfg(test)]

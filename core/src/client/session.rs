@@ -231,7 +231,7 @@ impl ClientSession {
                 };
                 let mut bytes = Vec::new();
                 encoder.encode(chunk, &mut bytes);
-                self.transmit(&bytes);
+                self.transmit_owned(bytes);
                 self.out.push_back(ClientOutput::NeedBody);
             }
             ClientEvent::BodyEnd => {
@@ -646,6 +646,16 @@ impl ClientSession {
             pending.extend_from_slice(bytes);
         } else {
             self.out.push_back(ClientOutput::Transmit(bytes.to_vec()));
+        }
+    }
+
+    /// As [`transmit`](Self::transmit), taking the bytes without a copy when nothing is
+    /// pending (a body chunk: the one copy of each message octet the encoder made).
+    fn transmit_owned(&mut self, bytes: Vec<u8>) {
+        if let Some(ClientOutput::Transmit(pending)) = self.out.back_mut() {
+            pending.extend_from_slice(&bytes);
+        } else {
+            self.out.push_back(ClientOutput::Transmit(bytes));
         }
     }
 

@@ -290,17 +290,29 @@ impl SmtpConnection {
         envelope: Envelope,
         body: &mut (impl AsyncRead + Unpin),
     ) -> Result<MessageReport, SendError> {
+        let chunk = vec![0; BODY_CHUNK];
+        self.send_from(envelope, Body::Reader(body, chunk)).await
+    }
+
+    /// Runs one message through the session, taking its content from `body`.
+    async fn send_from<R: AsyncRead + Unpin>(
+        &mut self,
+        envelope: Envelope,
+        mut body: Body<'_, R>,
+    ) -> Result<MessageReport, SendError> {
         let (link, session) = (&mut self.link, &mut self.session);
         let now = link.clock.now();
         session
             .send_message(envelope, now)
             .map_err(SendError::Refused)?;
-        let mut chunk = vec![0; BODY_CHUNK];
         loop {
             match link.step(session).await {
-                Step::NeedBody => match body.read(&mut chunk).await {
-                    Ok(0) => link.event(session, ClientEvent::BodyEnd),
-                    Ok(n) => link.event(session, ClientEvent::Body(&chunk[..n])),
+                Step::NeedBody => match body.next().await {
+                    Ok([]) => link.event(session, ClientEvent::BodyEnd),
+                    Ok(bytes) => {
+                        let now = link.clock.now();
+                        session.handle_event(ClientEvent::Body(bytes), now);
+                    }
                     Err(e) => {
                         log::error!("cannot read message body for {}: {e}", link.server);
                         link.stream.close().await;
@@ -325,7 +337,8 @@ impl SmtpConnection {
     ) -> Result<MessageReport, SendError> {
         let added = line_break_overhead(content, self.link.settings.line_length_limit);
         envelope.body_size = envelope.body_size.map(|size| size.saturating_add(added));
-        self.send(envelope, &mut &content[..]).await
+        self.send_from(envelope, Body::<&[u8]>::Whole(content))
+            .await
     }
 
     /// Ends the connection politely (QUIT when the session is idle) and closes it.
@@ -346,6 +359,36 @@ impl SmtpConnection {
                 Step::Ready | Step::MessageDone(_) => {
                     let _ = session.quit(link.clock.now());
                 }
+            }
+        }
+    }
+}
+
+/// Where [`SmtpConnection::send_from`] takes a message's content from.
+enum Body<'a, R> {
+    /// Read in chunks into the buffer.
+    Reader(&'a mut R, Vec<u8>),
+    /// Held whole: handed to the session in pieces of [`WHOLE_PIECE`], without a copy.
+    Whole(&'a [u8]),
+}
+
+/// Content handed to the session at a time from a message held whole: the encoder makes
+/// one copy of it, and it goes out in one write (fewer writes than [`BODY_CHUNK`]s; below
+/// the size at which musl's allocator maps memory of its own).
+const WHOLE_PIECE: usize = 64 * 1024;
+
+impl<R: AsyncRead + Unpin> Body<'_, R> {
+    /// The next content octets; empty at the end.
+    async fn next(&mut self) -> io::Result<&[u8]> {
+        match self {
+            Body::Reader(reader, chunk) => {
+                let n = reader.read(chunk).await?;
+                Ok(&chunk[..n])
+            }
+            Body::Whole(rest) => {
+                let (piece, after) = rest.split_at(rest.len().min(WHOLE_PIECE));
+                *rest = after;
+                Ok(piece)
             }
         }
     }

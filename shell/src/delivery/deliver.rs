@@ -56,15 +56,16 @@ pub enum MessageSource {
     Memory(Arc<HeldBody>),
 }
 
-/// Most bytes of message content held in memory at once for [`MessageSource::Memory`]:
-/// past it, new messages are read back from their spool files.
-pub const MEMORY_BODY_BUDGET: usize = 4 * 1024 * 1024;
+/// Most bytes of memory (buffer capacities, not only contents) held at once for
+/// [`MessageSource::Memory`]: past it, new messages are read back from their spool files.
+/// Small enough that a delivery falling behind adds little to the relay's peak memory
+/// (an earlier 4 MiB counted by content raised the peak PSS with 100 KiB messages to
+/// 15.6 MiB, against 5.9 MiB with only small messages held).
+pub const MEMORY_BODY_BUDGET: usize = 1024 * 1024;
 
-/// Largest message content held in memory. Larger ones are read back from the spool: for
-/// them one more file read costs little, and holding them raised the relay's peak PSS
-/// with 100 KiB messages to 15.6 MiB, against 5.9 MiB with this limit
-/// (`benches/compare-postfix.sh`, C=8).
-pub const MEMORY_BODY_MAX: usize = 32 * 1024;
+/// Largest message content held in memory. Larger ones are read back from the spool, in
+/// one more trip to the blocking pool and a copy of the file.
+pub const MEMORY_BODY_MAX: usize = 128 * 1024;
 
 /// Largest spooled content read whole before it is sent (one trip to the blocking pool);
 /// larger ones are streamed in [`BODY_CHUNK`]s, a trip each.
@@ -83,11 +84,13 @@ pub struct HeldBody {
 
 impl HeldBody {
     /// Holds `bytes` if they are small enough and the budget allows, else gives them back.
+    /// Their buffer goes to the spare buffers ([`crate::io::recycle_buffer`]) once the
+    /// content is no longer needed.
     pub fn keep(bytes: Vec<u8>) -> Result<Arc<HeldBody>, Vec<u8>> {
-        let len = bytes.len();
-        if len > MEMORY_BODY_MAX {
+        if bytes.len() > MEMORY_BODY_MAX {
             return Err(bytes);
         }
+        let len = bytes.capacity();
         let taken = MEMORY_BODIES.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
             (held + len <= MEMORY_BODY_BUDGET).then_some(held + len)
         });
@@ -105,7 +108,8 @@ impl HeldBody {
 
 impl Drop for HeldBody {
     fn drop(&mut self) {
-        MEMORY_BODIES.fetch_sub(self.bytes.len(), Ordering::AcqRel);
+        MEMORY_BODIES.fetch_sub(self.bytes.capacity(), Ordering::AcqRel);
+        crate::io::recycle_buffer(std::mem::take(&mut self.bytes));
     }
 }
 
@@ -368,8 +372,11 @@ async fn read_spooled(spool: &Spool, id: &str, envelope: &Envelope) -> std::io::
     // Allocated here rather than on the blocking pool: buffers taken from the pool
     // threads' malloc arenas and freed here kept the relay's memory 2 MiB higher under
     // load with 100 KiB messages.
+    // A spare buffer when there is one: a 100 KiB buffer asked for and given back per
+    // message costs a mapping and an unmapping each with musl's allocator.
     let expected = envelope.body_size.filter(|&size| size <= READ_WHOLE_MAX);
-    let mut bytes = Vec::with_capacity(expected.unwrap_or(0) as usize);
+    let mut bytes = crate::io::spare_buffer();
+    bytes.reserve_exact(expected.unwrap_or(0) as usize);
     let (spool, id) = (spool.clone(), id.to_owned());
     let smtputf8 = envelope.smtputf8;
     smol::unblock(move || {
@@ -422,7 +429,9 @@ async fn send_one(
                     if !prepend.is_empty() {
                         bytes.splice(0..0, prepend.iter().copied());
                     }
-                    conn.send_whole(envelope, &bytes).await
+                    let sent = conn.send_whole(envelope, &bytes).await;
+                    crate::io::recycle_buffer(bytes);
+                    sent
                 }
                 Ok(Content::Stream(content, header_ascii)) => {
                     envelope.utf8_header = envelope.smtputf8 && !header_ascii;

@@ -73,7 +73,8 @@ impl QueueWake {
             QueueWake::Runner(handoff) => handoff.committed(Fresh {
                 id,
                 envelope,
-                body: content.and_then(|c| HeldBody::keep(c).ok()),
+                body: content
+                    .and_then(|c| HeldBody::keep(c).map_err(crate::io::recycle_buffer).ok()),
                 claim,
             }),
             // A closed channel means no runner: the message waits for the next start.
@@ -303,13 +304,15 @@ impl Store {
                 .signer
                 .as_ref()
                 .and_then(|s| s.begin(&arrival, settings));
+            let mut batch = crate::io::spare_buffer();
+            batch.extend_from_slice(header.as_bytes());
             return Receiving {
                 store: self.clone(),
                 id,
                 arrival,
                 writer,
                 failure,
-                batch: header.into_bytes(),
+                batch,
                 head,
                 signing,
             };
@@ -364,6 +367,7 @@ impl Receiving {
                 }
             }
             None => {
+                reserve_batch(&mut self.batch, bytes.len());
                 self.batch.extend_from_slice(bytes);
                 if let Some(s) = self.signing.as_mut() {
                     s.update(bytes);
@@ -412,11 +416,16 @@ impl Receiving {
         let written = smol::unblock(move || {
             let mut w = w.into_writer(&id)?;
             w.write(&batch)?;
-            Ok(w)
+            Ok((w, batch))
         })
         .await;
         match written {
-            Ok(w) => self.writer = Some(QueueFile::Open(w)),
+            Ok((w, mut batch)) => {
+                // The same buffer takes the next batch.
+                batch.clear();
+                self.batch = batch;
+                self.writer = Some(QueueFile::Open(w));
+            }
             Err(e) => self.failure = Some(e),
         }
     }
@@ -465,7 +474,12 @@ impl Receiving {
             "{id}: from=<{}>, size={size}, nrcpt={nrcpt} (queue active)",
             self.arrival.sender
         );
-        let content = whole.then_some(batch);
+        let content = if whole {
+            held_content(batch)
+        } else {
+            crate::io::recycle_buffer(batch);
+            None
+        };
         self.store
             .wake
             .committed(id.clone(), envelope, content, claim);
@@ -487,6 +501,33 @@ impl Receiving {
             None => ServerEvent::QueueWriteFailed,
         }
     }
+}
+
+/// Makes room for `more` octets in `batch`: past a few chunks, in one step to what a write
+/// takes, instead of doubling through it (a copy each time, and the last size above the
+/// one at which musl's allocator maps memory of its own).
+fn reserve_batch(batch: &mut Vec<u8>, more: usize) {
+    let needed = batch.len().saturating_add(more);
+    if needed > batch.capacity() && needed > 16 * 1024 {
+        let target = needed.max(WRITE_BATCH + 16 * 1024);
+        batch.reserve_exact(target - batch.len());
+    }
+}
+
+/// The content of a message written in one piece, for the runner to hold
+/// ([`HeldBody`]): only a small one, in a buffer of its own size, so that a large spare
+/// buffer goes back to the spares rather than being held with a few octets in it.
+fn held_content(batch: Vec<u8>) -> Option<Vec<u8>> {
+    if batch.len() > crate::delivery::deliver::MEMORY_BODY_MAX {
+        crate::io::recycle_buffer(batch);
+        return None;
+    }
+    if batch.capacity() <= 2 * batch.len() {
+        return Some(batch);
+    }
+    let held = batch.clone();
+    crate::io::recycle_buffer(batch);
+    Some(held)
 }
 
 /// An envelope address as queued: qualified for a local submission, else as received.
@@ -620,6 +661,39 @@ mod tests {
         assert_eq!(content, " hi\r\nX-Long: a\r\n b\r\n\r\nbody\r\n");
         assert_eq!(env.sender, "alice");
         assert_eq!(env.recipients[0].address, "bob");
+    }
+
+    #[test]
+    fn reused_buffers_carry_nothing_from_one_message_into_the_next() {
+        // 300 KiB in 8 KiB chunks, as the session hands them: two writes before the end
+        // (the batch buffer is reused between them), then a small message that may be
+        // given the same buffer.
+        let line = "a line of the large message that must not show again\r\n";
+        let body = line.repeat(300 * 1024 / line.len());
+        let big = format!("Subject: big\r\n\r\n{body}");
+        let chunks: Vec<&str> = big
+            .as_bytes()
+            .chunks(8192)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        for _ in 0..3 {
+            let (text, env) = store(false, LOOPBACK, &chunks);
+            let (received, rest) = text.split_once("Subject: big").unwrap();
+            assert!(
+                !received.contains("large message"),
+                "content before the header"
+            );
+            assert!(
+                format!("Subject: big{rest}") == big,
+                "the large message came out changed"
+            );
+            assert_eq!(env.size, text.len() as u64);
+            let (text, env) = store(false, LOOPBACK, &CHUNKS);
+            let content = text.split_once("Subject:").unwrap().1;
+            assert_eq!(content, " hi\r\nX-Long: a\r\n b\r\n\r\nbody\r\n");
+            assert!(!text.contains("large message"), "{text}");
+            assert_eq!(env.size, text.len() as u64);
+        }
     }
 
     #[test]
