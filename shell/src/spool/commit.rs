@@ -249,6 +249,23 @@ mod tests {
             self.log.lock().unwrap().clone()
         }
 
+        /// Waits until callers `callers` have all taken the round they need.
+        fn wait_entered(&self, callers: &[usize]) {
+            for _ in 0..1000 {
+                let events = self.events();
+                let entered = |n: &usize| {
+                    events
+                        .iter()
+                        .any(|e| matches!(e, Event::Called(c, _) if c == n))
+                };
+                if callers.iter().all(entered) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            panic!("callers {callers:?} never entered: {:?}", self.events());
+        }
+
         /// Waits until the log holds `count` sync starts.
         fn wait_syncs(&self, count: usize) {
             for _ in 0..1000 {
@@ -315,6 +332,7 @@ mod tests {
         // Three more arrive while sync 1 is in flight: it may have begun before their
         // renames, so it must not count for them.
         let more: Vec<_> = (2..=4).map(|n| h.call(n)).collect();
+        h.wait_entered(&[2, 3, 4]);
         thread::sleep(Duration::from_millis(50));
         assert!(
             !h.events()
@@ -361,6 +379,7 @@ mod tests {
         let first = h.call(1);
         h.wait_syncs(1);
         let (a, b) = (h.call(2), h.call(3));
+        h.wait_entered(&[2, 3]);
         h.release();
         first.join().unwrap().unwrap();
         h.wait_syncs(2);
@@ -409,7 +428,7 @@ mod tests {
         h.wait_syncs(1);
         let second = h.call(2);
         // Caller 2 waits for sync 1 to end before it starts sync 2.
-        thread::sleep(Duration::from_millis(50));
+        h.wait_entered(&[2]);
         h.release();
         assert!(first.join().is_err(), "caller 1's sync panicked");
         h.wait_syncs(2);
