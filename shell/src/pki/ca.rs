@@ -643,8 +643,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn scratch(label: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("certrelay-ca-{label}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("certrelay-ca-{label}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
@@ -672,7 +671,13 @@ mod tests {
         assert_eq!(mode, 0o640);
         assert_eq!(
             names_in(&dir),
-            ["ca.key", "ca.pem", "relay.key", "relay.pem", "relay.pem.old"]
+            [
+                "ca.key",
+                "ca.pem",
+                "relay.key",
+                "relay.pem",
+                "relay.pem.old"
+            ]
         );
         // The new pair still matches, and a mismatched key is refused as at load_ca.
         load_pair(&made.relay_cert, &made.relay_key, "the relay certificate").unwrap();
@@ -692,7 +697,11 @@ mod tests {
         let map = dir.join("relay_clientcerts");
         let issued = ca_issue(&dir, "bob", &out, &map).unwrap();
         assert!(issued.copy_warning.is_some());
-        assert!(issued.report().contains("warning: no copy kept"), "{}", issued.report());
+        assert!(
+            issued.report().contains("warning: no copy kept"),
+            "{}",
+            issued.report()
+        );
         let table = fs::read_to_string(&map).unwrap();
         assert!(table.contains(&issued.fingerprint.to_string()), "{table}");
         assert_eq!(names_in(&out), ["bob-ca.pem", "bob.pem"]);
