@@ -179,7 +179,7 @@ fn the_relay_warns_of_short_lived_client_and_server_certificates_once_a_day() {
     );
     let server_warning = "relay.pem expires ";
     daemon.wait_log(server_warning);
-    assert!(daemon.log().contains("(in 59 minutes)") || daemon.log().contains("(in 60 minutes)"));
+    assert!(daemon.log().contains("(in 59m ") || daemon.log().contains("(in 1h 0m)"));
 
     let visit = |cert: &certrelay_testkit::pki::Issued| {
         let mut client = Client::greeted(port);
@@ -330,4 +330,57 @@ fn renew_server_keeps_a_must_laptop_delivering_with_the_new_certificate() {
         "mail.relay.test"
     ));
     drop(daemon);
+}
+
+/// A relay's configuration (not started) whose certificate and key are `cert_dir`'s
+/// `relay.pem` and `relay.key`.
+fn relay_conf(dir: &TempDir, cert_dir: &Path) {
+    let (d, c) = (dir.path().display(), cert_dir.display());
+    dir.write(
+        "main.cf",
+        &format!(
+            "myhostname = relay.test\nmail_owner = nobody\nmydestination = relay.test\n\
+             queue_directory = {d}/spool\nsmtpd_use_tls = yes\n\
+             smtpd_tls_cert_file = {c}/relay.pem\nsmtpd_tls_key_file = {c}/relay.key\n\
+             smtpd_tls_CAfile = {c}/ca.pem\n"
+        ),
+    );
+    dir.write("master.cf", "127.0.0.1:2525 inet n - n - - smtpd\n");
+}
+
+#[test]
+fn renew_server_refuses_files_the_relay_does_not_present_and_defaults_to_its_folder() {
+    let dir = TempDir::new("certs-renew-where");
+    let d = dir.path();
+    let tls = d.join("tls");
+    let tls_arg = tls.display().to_string();
+    certrelayd_ok(
+        d,
+        &["ca", "init", "--dir", &tls_arg, "--hostname", "relay.test"],
+    );
+    // main.cf names copies elsewhere: renewing tls/relay.pem would change nothing the
+    // relay presents.
+    let other = d.join("other");
+    std::fs::create_dir(&other).unwrap();
+    for f in ["relay.pem", "relay.key", "ca.pem"] {
+        std::fs::copy(tls.join(f), other.join(f)).unwrap();
+    }
+    relay_conf(&dir, &other);
+    let before = std::fs::read(tls.join("relay.pem")).unwrap();
+    let out = certrelayd(d, &["ca", "renew-server", "--dir", &tls_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        err.contains("smtpd_tls_cert_file") && err.contains("smtpd_tls_key_file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(tls.join("relay.pem")).unwrap(), before);
+    assert!(!tls.join("relay.pem.old").exists());
+
+    // Pointed at tls/, and with no --dir, it renews the files main.cf names.
+    relay_conf(&dir, &tls);
+    let out = certrelayd_ok(d, &["ca", "renew-server"]);
+    assert!(stdout(&out).contains(&tls_arg), "{}", stdout(&out));
+    assert_eq!(std::fs::read(tls.join("relay.pem.old")).unwrap(), before);
+    assert_ne!(std::fs::read(tls.join("relay.pem")).unwrap(), before);
 }

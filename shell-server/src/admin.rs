@@ -73,7 +73,8 @@ enum CaAction {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "renew-server")]
 struct CaRenewServer {
-    /// where ca.pem, ca.key, relay.pem, relay.key are (default: the -c directory)
+    /// where ca.pem, ca.key, relay.pem, relay.key are (default: the folder of main.cf's
+    /// smtpd_tls_cert_file, which with smtpd_tls_key_file must name them)
     #[argh(option)]
     dir: Option<PathBuf>,
     /// more names (or IP addresses) for the relay's certificate
@@ -461,7 +462,7 @@ pub fn ca(config_dir: &Path, cmd: CaCmd) -> Result<(), Failure> {
             })
         }
         CaAction::RenewServer(a) => {
-            let dir = a.dir.unwrap_or_else(|| config_dir.to_owned());
+            let dir = renew_server_dir(config_dir, a.dir)?;
             change_and_reload(config_dir, || {
                 pki::ca_renew_server(&dir, &a.name).map(|r| r.report())
             })
@@ -474,6 +475,49 @@ pub fn ca(config_dir: &Path, cmd: CaCmd) -> Result<(), Failure> {
             })
         }
     }
+}
+
+/// The folder `ca renew-server` renews in: `--dir`, else the folder of main.cf's
+/// `smtpd_tls_cert_file` (the -c directory when there is no main.cf, as for a CA kept
+/// apart). With a main.cf, refuses unless its `smtpd_tls_cert_file` and
+/// `smtpd_tls_key_file` are that folder's `relay.pem` and `relay.key`: otherwise the reload
+/// would report success while the relay went on presenting the file main.cf names.
+fn renew_server_dir(config_dir: &Path, given: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    let main_cf = config_dir.join("main.cf");
+    if !main_cf.exists() {
+        return Ok(given.unwrap_or_else(|| config_dir.to_owned()));
+    }
+    let loaded = certrelay_shell::conf::load(config_dir).map_err(Failure::Config)?;
+    let cert = PathBuf::from(loaded.config.text("smtpd_tls_cert_file"));
+    let key = PathBuf::from(loaded.config.text("smtpd_tls_key_file"));
+    let dir = match given {
+        Some(dir) => dir,
+        None => match cert.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => config_dir.to_owned(),
+        },
+    };
+    let same = |set: &Path, renewed: &Path| match (set.canonicalize(), renewed.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let (relay_pem, relay_key) = (dir.join("relay.pem"), dir.join("relay.key"));
+    if same(&cert, &relay_pem) && same(&key, &relay_key) {
+        return Ok(dir);
+    }
+    Err(Failure::Pki(pki::PkiError::BadInput {
+        path: main_cf,
+        reason: format!(
+            "smtpd_tls_cert_file = {} and smtpd_tls_key_file = {} are not {} and {}, the \
+             files renew-server renews: the relay would go on presenting the certificate \
+             main.cf names. Give --dir the folder `ca init` wrote them to, or set both \
+             parameters to them",
+            cert.display(),
+            key.display(),
+            relay_pem.display(),
+            relay_key.display()
+        ),
+    }))
 }
 
 /// `certrelayd allow`.

@@ -22,7 +22,7 @@ use certrelay_shell::smtpd::tlsinfo::ListedSeen;
 use certrelay_shell::status::{not_after, read_claim, ClaimError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The running relay's record of listed certificates, told of each TLS session with one.
 #[derive(Debug)]
@@ -30,6 +30,11 @@ pub struct Watch {
     book: SeenBook,
     /// The seen file: relative to the queue directory the relay works in.
     path: PathBuf,
+    /// Held while the changes are taken and written, on the blocking pool: one write at a
+    /// time (they share the temporary file's name), each newer than the one before; and a
+    /// write left running by a cancelled flush (the timer's, at stop) ends before the next
+    /// one takes the changes.
+    writing: Mutex<()>,
 }
 
 impl Watch {
@@ -52,23 +57,34 @@ impl Watch {
                 HashMap::new()
             }
         };
-        Arc::new(Watch {
+        Arc::new(Watch::at(path, records))
+    }
+
+    fn at(path: PathBuf, records: HashMap<Fingerprint, Seen>) -> Watch {
+        Watch {
             book: SeenBook::new(records),
             path,
-        })
+            writing: Mutex::new(()),
+        }
     }
 
     /// Writes the seen file when something changed since the last write.
     pub async fn flush(self: &Arc<Self>) {
-        let Some(text) = self.book.take_changed() else {
-            return;
-        };
         let me = self.clone();
-        let written = smol::unblock(move || seen::write(&me.path, &text)).await;
-        if let Err(e) = written {
+        // A failure is logged there.
+        let _ = smol::unblock(move || me.flush_now()).await;
+    }
+
+    /// [`Watch::flush`], blocking; a failure is logged (and the records stay changed).
+    fn flush_now(&self) -> std::io::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(text) = self.book.take_changed() else {
+            return Ok(());
+        };
+        seen::write(&self.path, &text).inspect_err(|e| {
             self.book.mark_changed();
             log::warn!("{SEEN_FILE}: cannot write: {e}");
-        }
+        })
     }
 }
 
@@ -372,4 +388,48 @@ fn printable(label: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flushes_running_together_never_trip_over_each_other() {
+        let dir = std::env::temp_dir().join(format!("certrelayd-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let watch = Arc::new(Watch::at(dir.join(SEEN_FILE), HashMap::new()));
+        let (threads, rounds) = (8, 100);
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let watch = watch.clone();
+                std::thread::spawn(move || {
+                    for r in 0..rounds {
+                        let print =
+                            Fingerprint::of(DigestKind::Sha256, format!("{t}/{r}").as_bytes());
+                        let seen = Seen {
+                            public_key: false,
+                            last_seen: 1_700_000_000 + r,
+                            addr: "127.0.0.1".parse().unwrap(),
+                            not_after: None,
+                        };
+                        watch.book.record(print, seen, 1_700_000_000);
+                        // Sharing the temporary file's name, an unserialised write can
+                        // lose it to another's removal and fail its rename.
+                        watch.flush_now().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        watch.flush_now().unwrap();
+        let text = std::fs::read_to_string(dir.join(SEEN_FILE)).unwrap();
+        let got = seen::parse(&text);
+        assert_eq!(got.bad_lines, 0);
+        assert_eq!(got.records.len(), threads * rounds as usize);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

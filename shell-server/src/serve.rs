@@ -325,6 +325,9 @@ async fn run_async(dir: &Path) -> i32 {
     drop(waker);
     drop(runner_task);
     runner.close_idle_connections().await;
+    // The timer's flush, dropped above, may have left its write running on the blocking
+    // pool with the changes it took: this one waits for it (`Watch` serialises them), then
+    // writes what came since, before the process ends.
     watch.flush().await;
     running::remove_files();
     0

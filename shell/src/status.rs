@@ -24,7 +24,8 @@ pub const MAX_STATUS_BYTES: u64 = 64 * 1024;
 /// The most an envelope record read for the queue summary may hold.
 const MAX_ENVELOPE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Certificates that expire within this many days are pointed out.
+/// Certificates that expire within this many days are pointed out by `status` (the logs,
+/// `certs` and `check` warn later, at `pki::seen::WARN_DAYS`: see [`expires_within`]).
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// Deferral reasons shown, most frequent first.
@@ -312,13 +313,22 @@ fn json_string(s: &str, out: &mut String) {
 // ---------------------------------------------------------------------------------------
 // Times.
 
-/// `2026-05-01 12:00 UTC`.
+/// `2026-05-01 12:00 UTC`; a time before 1970 is only said to be so (no date is made up).
 pub fn utc_text(unix: i64) -> String {
-    let t = civil_time(u64::try_from(unix).unwrap_or(0), 0);
+    let Ok(unix) = u64::try_from(unix) else {
+        return String::from("before 1970");
+    };
+    let t = civil_time(unix, 0);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02} UTC",
         t.year, t.month, t.day, t.hour, t.minute
     )
+}
+
+/// Whether a certificate ending at `not_after` expires within `days` days of `now`, or has
+/// expired (times in unix seconds): the one test behind every expiry warning.
+pub fn expires_within(not_after: i64, now: i64, days: i64) -> bool {
+    not_after.saturating_sub(now) < days.saturating_mul(86_400)
 }
 
 /// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
@@ -634,7 +644,9 @@ impl CertStatus {
 
     /// True when it expires within [`EXPIRY_WARNING_DAYS`] (or has expired).
     pub fn expiring(&self, now: u64) -> bool {
-        self.days_left(now).is_some_and(|d| d < EXPIRY_WARNING_DAYS)
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        self.not_after
+            .is_some_and(|t| expires_within(t, now, EXPIRY_WARNING_DAYS))
     }
 
     /// The JSON object.

@@ -95,31 +95,33 @@ impl Ca {
 
     /// As [`Ca::issue`], valid from yesterday until `days` days from now (UTC dates).
     pub fn issue_for_days(&self, cn: &str, names: &[&str], client: bool, days: i64) -> Issued {
-        let key = KeyPair::generate().expect("key");
-        let mut params = params(cn, names);
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let today = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs() as i64
-            / 86_400;
-        let date = |day: i64| {
-            let (y, m, d) = certrelay_core::time::civil_from_days(day);
-            rcgen::date_time_ymd(y as i32, m, d)
-        };
-        params.not_before = date(today - 1);
-        params.not_after = date(today + days);
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        Issued::new(&cert, &key)
+        let today = now_secs() / 86_400;
+        self.issue_between(
+            cn,
+            names,
+            client,
+            (today - 1) * 86_400,
+            (today + days) * 86_400,
+        )
     }
 
     /// As [`Ca::issue`], valid from yesterday until `secs` seconds from now (a certificate
     /// about to expire, for the expiry warnings).
     pub fn issue_for_secs(&self, cn: &str, names: &[&str], client: bool, secs: u64) -> Issued {
+        let now = now_secs();
+        let secs = i64::try_from(secs).expect("seconds");
+        self.issue_between(cn, names, client, now - 86_400, now + secs)
+    }
+
+    /// As [`Ca::issue`], valid from `not_before` to `not_after` (unix seconds, from 1970).
+    fn issue_between(
+        &self,
+        cn: &str,
+        names: &[&str],
+        client: bool,
+        not_before: i64,
+        not_after: i64,
+    ) -> Issued {
         let key = KeyPair::generate().expect("key");
         let mut params = params(cn, names);
         params.extended_key_usages = vec![if client {
@@ -127,13 +129,12 @@ impl Ca {
         } else {
             ExtendedKeyUsagePurpose::ServerAuth
         }];
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs();
-        let epoch = rcgen::date_time_ymd(1970, 1, 1);
-        params.not_before = epoch + std::time::Duration::from_secs(now - 86_400);
-        params.not_after = epoch + std::time::Duration::from_secs(now + secs);
+        let at = |unix: i64| {
+            let unix = u64::try_from(unix).expect("a time after 1970");
+            rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(unix)
+        };
+        params.not_before = at(not_before);
+        params.not_after = at(not_after);
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         Issued::new(&cert, &key)
     }
@@ -179,6 +180,15 @@ pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Arc<rustls::
             .expect("a client certificate and key that match"),
         None => builder.with_no_client_auth(),
     })
+}
+
+/// Now, in unix seconds.
+fn now_secs() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    i64::try_from(secs).expect("clock")
 }
 
 #[cfg(test)]

@@ -64,6 +64,9 @@ pub struct IssuedClient {
     pub fingerprint: Fingerprint,
     /// The table edit.
     pub map_edit: MapEdit,
+    /// Why the copy under the CA's `issued/` folder could not be kept, when it could not
+    /// (the certificate is issued and listed all the same).
+    pub copy_warning: Option<String>,
 }
 
 impl IssuedClient {
@@ -94,6 +97,12 @@ impl IssuedClient {
             ));
         }
         out.push_str(&format!("  smtp_tls_CAfile = /etc/certrelay/{ca}\n"));
+        if let Some(why) = &self.copy_warning {
+            out.push_str(&format!(
+                "warning: no copy kept for `certrelayd certs`: {why}; it shows this \
+                 certificate's expiry once the relay has seen it\n"
+            ));
+        }
         out
     }
 }
@@ -225,29 +234,47 @@ pub(crate) fn load_ca_files(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
-    let (cert_path, key_path) = (cert_path.to_path_buf(), key_path.to_path_buf());
-    let cert_pem = text_file(&cert_path)?;
-    let cert_der = parse_certificates(cert_pem.as_bytes())
-        .map_err(|err| PkiError::BadInput {
-            path: cert_path.clone(),
-            reason: format!("{err} (expected the CA certificate made by `ca init`)"),
-        })?
-        .remove(0);
-    let key = KeyPair::from_pem(&text_file(&key_path)?).map_err(|err| PkiError::BadInput {
-        path: key_path.clone(),
-        reason: format!("not a usable private key: {err}"),
-    })?;
-    if spki_der(&cert_der) != Some(key.subject_public_key_info().as_slice()) {
-        return Err(PkiError::BadInput {
-            path: key_path,
-            reason: format!("this key does not belong to {}", cert_path.display()),
-        });
-    }
+    let cert_path = cert_path.to_path_buf();
+    let pair = load_pair(&cert_path, key_path, "the CA certificate")?;
+    let (cert_pem, cert_der, key) = (pair.pem, pair.der, pair.key);
     let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|err| PkiError::BadInput {
         path: cert_path.clone(),
         reason: format!("cannot sign with this CA certificate: {err}"),
     })?;
     Ok((cert_pem, issuer))
+}
+
+/// A certificate file and the key that belongs to it, both made by `ca init`.
+struct CertAndKey {
+    /// The file's text (the certificate, maybe followed by its chain).
+    pem: String,
+    /// The first certificate in it.
+    der: rustls_pki_types::CertificateDer<'static>,
+    /// Its key.
+    key: KeyPair,
+}
+
+/// Reads the certificate at `cert_path` (`what`, made by `ca init`) and the key at
+/// `key_path`, and refuses a key that does not belong to the certificate.
+fn load_pair(cert_path: &Path, key_path: &Path, what: &str) -> Result<CertAndKey, PkiError> {
+    let pem = text_file(cert_path)?;
+    let der = parse_certificates(pem.as_bytes())
+        .map_err(|err| PkiError::BadInput {
+            path: cert_path.to_path_buf(),
+            reason: format!("{err} (expected {what} made by `ca init`)"),
+        })?
+        .remove(0);
+    let key = KeyPair::from_pem(&text_file(key_path)?).map_err(|err| PkiError::BadInput {
+        path: key_path.to_path_buf(),
+        reason: format!("not a usable private key: {err}"),
+    })?;
+    if spki_der(&der) != Some(key.subject_public_key_info().as_slice()) {
+        return Err(PkiError::BadInput {
+            path: key_path.to_path_buf(),
+            reason: format!("this key does not belong to {}", cert_path.display()),
+        });
+    }
+    Ok(CertAndKey { pem, der, key })
 }
 
 fn text_file(path: &Path) -> Result<String, PkiError> {
@@ -297,7 +324,6 @@ pub fn ca_issue(
     let bundle = format!("{}{}", cert.pem(), key.serialize_pem());
     files::write_new(&cert_file, bundle.as_bytes(), files::PRIVATE)?;
     files::write_new(&ca_file, ca_pem.as_bytes(), files::PUBLIC)?;
-    keep_issued_copy(ca_dir, &print, &cert.pem())?;
     let map_edit = add_entry(map_path, &print, name, true)?;
     Ok(IssuedClient {
         name: name.to_string(),
@@ -306,6 +332,7 @@ pub fn ca_issue(
         ca_file,
         fingerprint: print,
         map_edit,
+        copy_warning: keep_issued_copy(ca_dir, &print, &cert.pem()),
     })
 }
 
@@ -427,7 +454,6 @@ pub fn ca_sign(
     check_not_listed(map_path, &table, &print, Some(name))?;
     files::write_new(&cert_file, cert.pem().as_bytes(), files::PUBLIC)?;
     files::write_new(&ca_file, ca_pem.as_bytes(), files::PUBLIC)?;
-    keep_issued_copy(ca_dir, &print, &cert.pem())?;
     let map_edit = add_entry(map_path, &print, name, true)?;
     Ok(IssuedClient {
         name: name.to_string(),
@@ -436,6 +462,7 @@ pub fn ca_sign(
         ca_file,
         fingerprint: print,
         map_edit,
+        copy_warning: keep_issued_copy(ca_dir, &print, &cert.pem()),
     })
 }
 
@@ -444,8 +471,20 @@ pub fn ca_sign(
 /// expiry of listed certificates there before the relay has seen them.
 pub const ISSUED_DIR: &str = "issued";
 
-/// Keeps a copy of an issued laptop certificate under `ca_dir/issued/`.
-fn keep_issued_copy(ca_dir: &Path, print: &Fingerprint, pem: &str) -> Result<(), PkiError> {
+/// Keeps a copy of an issued laptop certificate under `ca_dir/issued/`; why not, when it
+/// cannot.
+///
+/// Made last, after the table entry, and only warned about when it fails: the copy only
+/// lets `certrelayd certs` show an expiry before the relay has met the certificate, so a
+/// failure must not leave the laptop's files written and the certificate unlisted (a
+/// command writes all its files or none; this one is not among them).
+fn keep_issued_copy(ca_dir: &Path, print: &Fingerprint, pem: &str) -> Option<String> {
+    write_issued_copy(ca_dir, print, pem)
+        .err()
+        .map(|e| e.to_string())
+}
+
+fn write_issued_copy(ca_dir: &Path, print: &Fingerprint, pem: &str) -> Result<(), PkiError> {
     let dir = files::absolute_dir(&ca_dir.join(ISSUED_DIR))?;
     let hex: String = print
         .as_bytes()
@@ -504,24 +543,8 @@ pub fn ca_renew_server(dir: &Path, extra_names: &[String]) -> Result<RenewedServ
     let dir = files::absolute_dir(dir)?;
     let (ca_pem, issuer) = load_ca(&dir)?;
     let cert_file = dir.join("relay.pem");
-    let key_file = dir.join("relay.key");
-    let current_pem = text_file(&cert_file)?;
-    let current = parse_certificates(current_pem.as_bytes())
-        .map_err(|err| PkiError::BadInput {
-            path: cert_file.clone(),
-            reason: format!("{err} (expected the relay certificate made by `ca init`)"),
-        })?
-        .remove(0);
-    let key = KeyPair::from_pem(&text_file(&key_file)?).map_err(|err| PkiError::BadInput {
-        path: key_file.clone(),
-        reason: format!("not a usable private key: {err}"),
-    })?;
-    if spki_der(&current) != Some(key.subject_public_key_info().as_slice()) {
-        return Err(PkiError::BadInput {
-            path: key_file,
-            reason: format!("this key does not belong to {}", cert_file.display()),
-        });
-    }
+    let pair = load_pair(&cert_file, &dir.join("relay.key"), "the relay certificate")?;
+    let (current_pem, current, key) = (pair.pem, pair.der, pair.key);
     let cn = certrelay_core::cert::subject_cn(&current);
     let mut names = server_names(&current);
     if let Some(cn) = &cn {
@@ -544,20 +567,10 @@ pub fn ca_renew_server(dir: &Path, extra_names: &[String]) -> Result<RenewedServ
         .signed_by(&key, &issuer)
         .map_err(generate_error("the relay certificate"))?;
     let old_cert_file = dir.join("relay.pem.old");
-    let new_file = dir.join("relay.pem.new");
-    let _ = std::fs::remove_file(&new_file);
-    files::write_new(
-        &new_file,
-        format!("{}{ca_pem}", cert.pem()).as_bytes(),
-        files::PUBLIC,
-    )?;
     let _ = std::fs::remove_file(&old_cert_file);
     files::write_new(&old_cert_file, current_pem.as_bytes(), files::PUBLIC)?;
-    std::fs::rename(&new_file, &cert_file).map_err(|err| PkiError::Io {
-        path: cert_file.clone(),
-        action: "replace",
-        err,
-    })?;
+    // Durable (the directory is flushed after the rename), and the file keeps its mode.
+    files::replace(&cert_file, &format!("{}{ca_pem}", cert.pem()))?;
     Ok(RenewedServer {
         cert_file,
         old_cert_file,
@@ -648,4 +661,77 @@ fn set_validity(params: &mut CertificateParams, years: i32, key: &impl PublicKey
     // Positive and exactly 16 bytes long.
     serial[0] = (serial[0] & 0x7f) | 0x40;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(label: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("certrelay-ca-{label}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn renew_server_keeps_the_mode_and_leaves_no_temporary_file() {
+        let dir = scratch("renew");
+        let made = ca_init(&dir, "relay.example", &[]).unwrap();
+        fs::set_permissions(&made.relay_cert, fs::Permissions::from_mode(0o640)).unwrap();
+        let before = fs::read_to_string(&made.relay_cert).unwrap();
+        let renewed = ca_renew_server(&dir, &["mx.example".to_string()]).unwrap();
+        assert_eq!(renewed.names, ["relay.example", "mx.example"]);
+        assert_eq!(fs::read_to_string(&renewed.old_cert_file).unwrap(), before);
+        let mode = fs::metadata(&made.relay_cert).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(
+            names_in(&dir),
+            [
+                "ca.key",
+                "ca.pem",
+                "relay.key",
+                "relay.pem",
+                "relay.pem.old"
+            ]
+        );
+        // The new pair still matches, and a mismatched key is refused as at load_ca.
+        load_pair(&made.relay_cert, &made.relay_key, "the relay certificate").unwrap();
+        fs::copy(&made.ca_key, &made.relay_key).unwrap();
+        let err = ca_renew_server(&dir, &[]).unwrap_err().to_string();
+        assert!(err.contains("does not belong to"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_issued_copy_leaves_the_certificate_listed_with_a_warning() {
+        let dir = scratch("issued");
+        ca_init(&dir, "relay.example", &[]).unwrap();
+        // `issued` is a file, not a folder: the copy cannot be made.
+        fs::write(dir.join(ISSUED_DIR), "in the way").unwrap();
+        let out = dir.join("out");
+        let map = dir.join("relay_clientcerts");
+        let issued = ca_issue(&dir, "bob", &out, &map).unwrap();
+        assert!(issued.copy_warning.is_some());
+        assert!(
+            issued.report().contains("warning: no copy kept"),
+            "{}",
+            issued.report()
+        );
+        let table = fs::read_to_string(&map).unwrap();
+        assert!(table.contains(&issued.fingerprint.to_string()), "{table}");
+        assert_eq!(names_in(&out), ["bob-ca.pem", "bob.pem"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -11,6 +11,7 @@
 //! Not here: when the file is written (the relay's serve loop), how it is read without
 //! following a link (the caller uses `status::read_claim`), or the listing (`certs`).
 
+use crate::status;
 use certrelay_core::fingerprint::Fingerprint;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -26,10 +27,16 @@ pub const SEEN_FILE: &str = "clientcerts.seen";
 pub const SEEN_MAX_BYTES: u64 = 8 << 20;
 /// The most certificates remembered; past it, new ones are not (the file stays bounded).
 pub const SEEN_MAX_ENTRIES: usize = 100_000;
-/// A certificate that expires within this many days is warned about.
+/// A certificate that expires within this many days is warned about (in the logs, by
+/// `certrelayd certs` and by `certrelay check`; `status` points it out earlier, at
+/// `status::EXPIRY_WARNING_DAYS`).
 pub const WARN_DAYS: i64 = 14;
 
 const DAY: i64 = 86_400;
+
+/// The range of times X.509 can express (0000-01-01 to 9999-12-31 23:59:59 UTC): a time
+/// outside it in the file was not written by the relay.
+const X509_TIMES: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
 
 /// What the relay saw of one listed certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,10 +90,10 @@ fn parse_line(line: &str) -> Option<(Fingerprint, Seen)> {
     let last_seen: i64 = fields.next()?.parse().ok()?;
     let not_after = match fields.next()? {
         "-" => None,
-        n => Some(n.parse().ok()?),
+        n => Some(n.parse().ok().filter(|t| X509_TIMES.contains(t))?),
     };
     let addr: IpAddr = fields.next()?.parse().ok()?;
-    if fields.next().is_some() || last_seen < 0 {
+    if fields.next().is_some() || !(0..=*X509_TIMES.end()).contains(&last_seen) {
         return None;
     }
     Some((
@@ -155,32 +162,19 @@ pub fn write(path: &Path, text: &str) -> io::Result<()> {
 /// Whether a certificate ending at `not_after` is to be warned about at `now`: it expires
 /// within [`WARN_DAYS`] or has expired.
 pub fn expires_soon(not_after: i64, now: i64) -> bool {
-    not_after.saturating_sub(now) < WARN_DAYS * DAY
+    status::expires_within(not_after, now, WARN_DAYS)
 }
 
-/// `expires 2026-05-01 12:00 UTC (in 3 days)`, or `expired ... (2 days ago)`.
+/// `expires 2026-05-01 12:00 UTC (in 3d 0h)`, or `expired ... (2d 4h ago)`.
 pub fn expiry_note(not_after: i64, now: i64) -> String {
-    let when = crate::status::utc_text(not_after);
+    let when = status::utc_text(not_after);
     let left = not_after.saturating_sub(now);
+    let span = status::span_text(left.unsigned_abs());
     if left < 0 {
-        format!("expired {when} ({} ago)", span(-left))
+        format!("expired {when} ({span} ago)")
     } else {
-        format!("expires {when} (in {})", span(left))
+        format!("expires {when} (in {span})")
     }
-}
-
-/// `3 days`, `5 hours`, `12 minutes`, `40 seconds`.
-fn span(secs: i64) -> String {
-    let (n, unit) = if secs >= 2 * DAY {
-        (secs / DAY, "days")
-    } else if secs >= 2 * 3600 {
-        (secs / 3600, "hours")
-    } else if secs >= 120 {
-        (secs / 60, "minutes")
-    } else {
-        (secs, "seconds")
-    };
-    format!("{n} {unit}")
 }
 
 /// The running relay's records: updated as listed certificates connect, written out by
@@ -326,10 +320,40 @@ mod tests {
         assert!(!expires_soon(15 * DAY, 0));
         assert_eq!(
             expiry_note(3 * DAY, 0),
-            "expires 1970-01-04 00:00 UTC (in 3 days)"
+            "expires 1970-01-04 00:00 UTC (in 3d 0h)"
         );
-        assert!(expiry_note(0, 7200).ends_with("(2 hours ago)"));
-        assert!(expiry_note(90, 0).ends_with("(in 90 seconds)"));
+        assert!(expiry_note(0, 7200).ends_with("(2h 0m ago)"));
+        assert!(expiry_note(90, 0).ends_with("(in 1m 30s)"));
+    }
+
+    #[test]
+    fn extreme_times_neither_overflow_nor_print_a_wrong_date() {
+        let a = Fingerprint::of(DigestKind::Sha256, b"a");
+        // Outside what X.509 can say: not written by the relay, so not believed.
+        for bad in [i64::MIN, i64::MAX, -62_167_219_201, 253_402_300_800] {
+            let got = parse(&format!("{a} cert 10 {bad} 127.0.0.1\n"));
+            assert_eq!((got.records.len(), got.bad_lines), (0, 1), "{bad}");
+            let got = parse(&format!("{a} cert {bad} - 127.0.0.1\n"));
+            assert_eq!((got.records.len(), got.bad_lines), (0, 1), "{bad}");
+        }
+        // The ends of the range are read, and their notes neither panic nor lie.
+        let oldest = -62_167_219_200;
+        let got = parse(&format!("{a} cert 10 {oldest} 127.0.0.1\n"));
+        assert_eq!(got.records[&a].not_after, Some(oldest));
+        assert_eq!(
+            expiry_note(oldest, 1_700_000_000),
+            "expired before 1970 (739203d 22h ago)"
+        );
+        assert!(expiry_note(-1, 0).starts_with("expired before 1970 ("));
+        assert_eq!(
+            expiry_note(253_402_300_799, 0),
+            "expires 9999-12-31 23:59 UTC (in 2932896d 23h)"
+        );
+        // Whatever a caller passes, the arithmetic holds.
+        assert!(expiry_note(i64::MIN, i64::MAX).starts_with("expired before 1970 ("));
+        assert!(expiry_note(i64::MAX, i64::MIN).starts_with("expires "));
+        assert!(expires_soon(i64::MIN, i64::MAX));
+        assert!(!expires_soon(i64::MAX, i64::MIN));
     }
 
     #[test]

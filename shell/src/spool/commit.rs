@@ -46,10 +46,72 @@ struct Rounds {
     started: u64,
     /// The number of the last sync that returned (equals `started` unless one is in flight).
     ended: u64,
-    /// The number of the last sync that succeeded (0: none yet).
-    last_ok: u64,
+    /// The number of the last sync that failed (0: none yet).
+    last_failed: u64,
     /// How the last failed sync failed.
     last_error: Option<(io::ErrorKind, Option<i32>)>,
+}
+
+impl Rounds {
+    /// The round a caller arriving now needs: a sync in flight may have begun before the
+    /// caller's rename, so only the next one to start counts.
+    fn needed(&self) -> u64 {
+        self.started + 1
+    }
+
+    /// Starts the next round when none is in flight; its number.
+    fn begin(&mut self) -> Option<u64> {
+        if self.started != self.ended {
+            return None;
+        }
+        self.started += 1;
+        Some(self.started)
+    }
+
+    /// Records how round `round` ended (`Err(None)`: its sync panicked).
+    fn end(&mut self, round: u64, result: Result<(), Option<&io::Error>>) {
+        self.ended = round;
+        if let Err(e) = result {
+            self.last_failed = round;
+            self.last_error = Some(match e {
+                Some(e) => (e.kind(), e.raw_os_error()),
+                None => (io::ErrorKind::Other, None),
+            });
+        }
+    }
+
+    /// What a caller that needs round `needed` gets, once that round has ended. Every
+    /// round from `needed` on began after the call, but a success does not make up for an
+    /// earlier failure: a failed fsync may have dropped the dirty state it was to write,
+    /// and a later sync then has nothing left to flush. So any failure from `needed` on
+    /// fails the caller (a failure after a success fails it too: a safe 4xx, and rare).
+    fn outcome(&self, needed: u64) -> Option<io::Result<()>> {
+        if self.ended < needed {
+            return None;
+        }
+        if self.last_failed < needed {
+            return Some(Ok(()));
+        }
+        let (kind, raw) = self.last_error.unwrap_or((io::ErrorKind::Other, None));
+        Some(Err(match raw {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(kind, "directory sync failed"),
+        }))
+    }
+}
+
+/// Ends a round even when its sync unwinds, so that no one waits for it for ever; the
+/// round then counts as failed.
+struct RoundGuard<'a> {
+    group: &'a GroupSync,
+    round: u64,
+}
+
+impl Drop for RoundGuard<'_> {
+    fn drop(&mut self) {
+        self.group.rounds().end(self.round, Err(None));
+        self.group.ended.notify_all();
+    }
 }
 
 impl GroupSync {
@@ -69,40 +131,34 @@ impl GroupSync {
     }
 
     /// Returns once a sync of the directory that started after this call began has
-    /// succeeded: what the caller renamed into it before the call is then durable. The
-    /// error is that sync's (or, when several failed since, the last one's).
+    /// succeeded, with no failed one since: what the caller renamed into it before the call
+    /// is then durable. The error is the last failed sync's.
     pub(crate) fn sync_after(&self) -> io::Result<()> {
+        self.sync_after_noting(|_| ())
+    }
+
+    /// [`GroupSync::sync_after`], calling `entered` with the round needed as the call
+    /// takes it (0 without grouping), before any sync it may start (for the tests' logs).
+    fn sync_after_noting(&self, entered: impl FnOnce(u64)) -> io::Result<()> {
         if !self.grouped {
+            entered(0);
             return (self.sync)(&self.dir);
         }
         let mut rounds = self.rounds();
-        // A sync in flight now may have begun before the caller's rename: only the next
-        // one to start counts.
-        let needed = rounds.started + 1;
+        let needed = rounds.needed();
+        entered(needed);
         loop {
-            if rounds.ended >= needed {
-                // Every sync from `needed` on began after the call; one success is enough.
-                if rounds.last_ok >= needed {
-                    return Ok(());
-                }
-                let (kind, raw) = rounds.last_error.unwrap_or((io::ErrorKind::Other, None));
-                return Err(match raw {
-                    Some(code) => io::Error::from_raw_os_error(code),
-                    None => io::Error::new(kind, "directory sync failed"),
-                });
+            if let Some(result) = rounds.outcome(needed) {
+                return result;
             }
-            if rounds.started == rounds.ended {
-                // None in flight: this caller starts the next, for everyone waiting.
-                rounds.started += 1;
-                let round = rounds.started;
+            if let Some(round) = rounds.begin() {
+                // None was in flight: this caller runs the next, for everyone waiting.
                 drop(rounds);
+                let guard = RoundGuard { group: self, round };
                 let result = (self.sync)(&self.dir);
+                std::mem::forget(guard);
                 rounds = self.rounds();
-                rounds.ended = round;
-                match result {
-                    Ok(()) => rounds.last_ok = round,
-                    Err(e) => rounds.last_error = Some((e.kind(), e.raw_os_error())),
-                }
+                rounds.end(round, result.as_ref().map_err(Some).copied());
                 self.ended.notify_all();
             } else {
                 rounds = self.ended.wait(rounds).unwrap_or_else(|e| e.into_inner());
@@ -123,12 +179,14 @@ mod tests {
     enum Event {
         SyncStart(usize),
         SyncEnd(usize),
-        Called(usize),
+        /// Caller `n` entered, needing round `needed` (0 without grouping); logged as the
+        /// call takes the round, so no sync can start between the two.
+        Called(usize, u64),
         Returned(usize),
     }
 
     /// A stand-in sync that logs its start, then blocks until the test lets it end (one
-    /// message on `gate` per sync), then fails when the test said so.
+    /// message on `gate` per sync), then fails (or panics) when the test said so.
     struct Harness {
         log: Arc<Mutex<Vec<Event>>>,
         gate: Mutex<mpsc::Sender<()>>,
@@ -136,6 +194,10 @@ mod tests {
     }
 
     fn harness(grouped: bool, fail: Vec<usize>) -> Harness {
+        harness_panicking(grouped, fail, vec![])
+    }
+
+    fn harness_panicking(grouped: bool, fail: Vec<usize>, panics: Vec<usize>) -> Harness {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel::<()>();
         let rx = Mutex::new(rx);
@@ -150,6 +212,9 @@ mod tests {
             l.lock().unwrap().push(Event::SyncStart(n));
             rx.lock().unwrap().recv().unwrap();
             l.lock().unwrap().push(Event::SyncEnd(n));
+            if panics.contains(&n) {
+                panic!("stand-in sync {n} panics");
+            }
             if fail.contains(&n) {
                 Err(io::Error::from_raw_os_error(5))
             } else {
@@ -167,9 +232,10 @@ mod tests {
         /// Caller `n` asks for a sync on a thread of its own.
         fn call(&self, n: usize) -> thread::JoinHandle<io::Result<()>> {
             let (sync, log) = (self.sync.clone(), self.log.clone());
-            log.lock().unwrap().push(Event::Called(n));
             thread::spawn(move || {
-                let r = sync.sync_after();
+                let r = sync.sync_after_noting(|needed| {
+                    log.lock().unwrap().push(Event::Called(n, needed));
+                });
                 log.lock().unwrap().push(Event::Returned(n));
                 r
             })
@@ -181,6 +247,23 @@ mod tests {
 
         fn events(&self) -> Vec<Event> {
             self.log.lock().unwrap().clone()
+        }
+
+        /// Waits until callers `callers` have all taken the round they need.
+        fn wait_entered(&self, callers: &[usize]) {
+            for _ in 0..1000 {
+                let events = self.events();
+                let entered = |n: &usize| {
+                    events
+                        .iter()
+                        .any(|e| matches!(e, Event::Called(c, _) if c == n))
+                };
+                if callers.iter().all(entered) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            panic!("callers {callers:?} never entered: {:?}", self.events());
         }
 
         /// Waits until the log holds `count` sync starts.
@@ -200,13 +283,23 @@ mod tests {
         }
     }
 
-    /// Every caller returned only after a sync that started after its call had ended.
+    /// Every caller returned only after a sync that started after its call had ended: the
+    /// round it needed or a later one (syncs and rounds share their numbers when grouped).
     fn assert_covered(events: &[Event]) {
         for (i, e) in events.iter().enumerate() {
             let Event::Returned(n) = e else { continue };
-            let called = events.iter().position(|e| *e == Event::Called(*n)).unwrap();
+            let (called, needed) = events
+                .iter()
+                .enumerate()
+                .find_map(|(at, e)| match e {
+                    Event::Called(c, needed) if c == n => Some((at, *needed)),
+                    _ => None,
+                })
+                .unwrap();
             let covered = events[called..i].iter().any(|e| match e {
-                Event::SyncEnd(s) => events[called..].contains(&Event::SyncStart(*s)),
+                Event::SyncEnd(s) => {
+                    *s as u64 >= needed && events[called..].contains(&Event::SyncStart(*s))
+                }
                 _ => false,
             });
             assert!(covered, "caller {n} returned uncovered: {events:?}");
@@ -223,7 +316,7 @@ mod tests {
         assert_eq!(
             h.events(),
             [
-                Event::Called(1),
+                Event::Called(1, 1),
                 Event::SyncStart(1),
                 Event::SyncEnd(1),
                 Event::Returned(1)
@@ -239,6 +332,7 @@ mod tests {
         // Three more arrive while sync 1 is in flight: it may have begun before their
         // renames, so it must not count for them.
         let more: Vec<_> = (2..=4).map(|n| h.call(n)).collect();
+        h.wait_entered(&[2, 3, 4]);
         thread::sleep(Duration::from_millis(50));
         assert!(
             !h.events()
@@ -285,6 +379,7 @@ mod tests {
         let first = h.call(1);
         h.wait_syncs(1);
         let (a, b) = (h.call(2), h.call(3));
+        h.wait_entered(&[2, 3]);
         h.release();
         first.join().unwrap().unwrap();
         h.wait_syncs(2);
@@ -297,6 +392,52 @@ mod tests {
         h.wait_syncs(3);
         h.release();
         c.join().unwrap().unwrap();
+        assert_covered(&h.events());
+    }
+
+    /// The race no thread schedule can force: sync 2 fails, and sync 3 (started by a later
+    /// caller) succeeds before caller 2, who needed sync 2, wakes to look.
+    #[test]
+    fn a_failed_sync_is_not_made_good_by_a_later_success() {
+        let mut rounds = Rounds::default();
+        assert_eq!(rounds.begin(), Some(1));
+        rounds.end(1, Ok(()));
+        let caller_2 = rounds.needed();
+        assert_eq!(rounds.begin(), Some(caller_2));
+        assert_eq!(rounds.begin(), None, "one in flight at a time");
+        rounds.end(caller_2, Err(Some(&io::Error::from_raw_os_error(5))));
+        let caller_3 = rounds.needed();
+        assert_eq!(rounds.begin(), Some(caller_3));
+        assert!(rounds.outcome(caller_3).is_none(), "sync 3 is in flight");
+        rounds.end(caller_3, Ok(()));
+        let late = rounds.outcome(caller_2).unwrap().unwrap_err();
+        assert_eq!(late.raw_os_error(), Some(5));
+        assert!(rounds.outcome(caller_3).unwrap().is_ok());
+        // A caller of round 1 that looks only after the failure is failed too: the safe
+        // side (a 4xx), and only ever when a sync failed.
+        assert_eq!(
+            rounds.outcome(1).unwrap().unwrap_err().raw_os_error(),
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn a_sync_that_panics_ends_its_round_and_later_callers_go_on() {
+        let h = harness_panicking(true, vec![], vec![1]);
+        let first = h.call(1);
+        h.wait_syncs(1);
+        let second = h.call(2);
+        // Caller 2 waits for sync 1 to end before it starts sync 2.
+        h.wait_entered(&[2]);
+        h.release();
+        assert!(first.join().is_err(), "caller 1's sync panicked");
+        h.wait_syncs(2);
+        h.release();
+        let (done_tx, done_rx) = mpsc::channel();
+        thread::spawn(move || done_tx.send(second.join().unwrap().is_ok()));
+        // Only a hang makes this wait run out.
+        let ok = done_rx.recv_timeout(Duration::from_secs(60));
+        assert_eq!(ok, Ok(true), "{:?}", h.events());
         assert_covered(&h.events());
     }
 
