@@ -42,7 +42,17 @@ pub fn enabled(config: &Config) -> bool {
 
 /// The enrolled table of this configuration's queue directory.
 pub fn enrolled_map(config: &Config) -> PathBuf {
-    enrolled::enrolled_map(Path::new(config.text("queue_directory")))
+    enrolled::enrolled_map(&queue_directory(config))
+}
+
+/// The queue directory as this process reaches it: `.` once the relay works from inside it
+/// (the folders above may be closed to `mail_owner`), else the configured path.
+fn queue_directory(config: &Config) -> PathBuf {
+    if crate::privilege::in_queue_directory() {
+        PathBuf::from(".")
+    } else {
+        PathBuf::from(config.text("queue_directory"))
+    }
 }
 
 pub fn ca_key_path(config: &Config) -> PathBuf {
@@ -178,7 +188,8 @@ impl Service {
         let grace = config.time(GRACE).map_err(|d| d.to_string())?;
         let service = Service {
             ca,
-            queue_directory: PathBuf::from(config.text("queue_directory")),
+            // The service runs after the relay entered its queue directory.
+            queue_directory: PathBuf::from("."),
             lifetime,
             grace,
             attempts: Mutex::default(),
@@ -186,7 +197,6 @@ impl Service {
             pending: Mutex::default(),
             reload,
         };
-        service.refresh_pending();
         Ok(Some(Arc::new(service)))
     }
 
@@ -195,7 +205,7 @@ impl Service {
     }
 
     /// Reads the renewals awaiting the new certificate's first use from the table.
-    fn refresh_pending(&self) {
+    pub fn refresh_pending(&self) {
         let text = std::fs::read_to_string(self.map()).unwrap_or_default();
         let pending = enrolled::renewals(&text)
             .into_iter()
@@ -268,10 +278,7 @@ impl Service {
                 return EnrollAnswer::CodeRefused;
             }
             Err(e) => {
-                log::error!(
-                    "enroll: cannot read the codes in {}: {e}",
-                    self.queue_directory.display()
-                );
+                log::error!("enroll: cannot read the pending codes beside the spool: {e}");
                 return EnrollAnswer::Unavailable;
             }
         };

@@ -166,6 +166,10 @@ async fn run_async(dir: &Path) -> i32 {
             return 1;
         }
     };
+    // Renewals awaiting their first use, from the enrolled table beside the spool.
+    if let Some(service) = &enroll {
+        service.refresh_pending();
+    }
     // Last seen times of listed certificates, from the file beside the spool.
     let watch = crate::certs::Watch::load();
     let mut changes = watcher.map_or_else(crate::watch::Changes::none, |w| w.spawn());
