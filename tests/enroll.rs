@@ -11,7 +11,9 @@ use certrelay_testkit::sink::{Sink, SinkOptions};
 use certrelay_testkit::{binary, certrelayd, certrelayd_ok, free_port, wait_until, TempDir};
 use std::process::Output;
 
-/// A relay that enrolls, with its CA from `ca init`, forwarding to a sink.
+/// A relay that enrolls, with its CA from `ca init`, forwarding to a sink. Its spool lies
+/// under a folder only root may enter (started as root, the relay works from inside the
+/// spool as `mail_owner`, so the enrolled table and the codes must be reached from there).
 struct Relay {
     dir: TempDir,
     daemon: Daemon,
@@ -25,13 +27,20 @@ impl Relay {
         let dir = TempDir::new(label);
         let d = dir.path().display().to_string();
         dir.write("relay_clientcerts", "# root's table\n");
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(
+            &private,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         let port = free_port();
         dir.write(
             "main.cf",
             &format!(
                 "myhostname = relay.test\nmail_owner = nobody\nmydestination = relay.test\n\
                  mynetworks = 192.0.2.0/24\nsmtpd_peername_lookup = no\n\
-                 queue_directory = {d}/spool\nrelayhost = [127.0.0.1]:{}\n\
+                 queue_directory = {d}/private/spool\nrelayhost = [127.0.0.1]:{}\n\
                  smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {d}/relay.pem\n\
                  smtpd_tls_key_file = {d}/relay.key\nsmtpd_tls_CAfile = {d}/ca.pem\n\
                  smtpd_tls_ask_ccert = yes\nsmtpd_tls_loglevel = 1\n\
@@ -76,7 +85,7 @@ impl Relay {
     }
 
     fn enrolled(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("spool/enrolled_clientcerts"))
+        std::fs::read_to_string(self.dir.path().join("private/spool/enrolled_clientcerts"))
             .unwrap_or_default()
     }
 
@@ -244,7 +253,7 @@ fn expired_wrong_and_repeated_codes_are_refused_alike_and_then_the_address_waits
         .daemon
         .wait_log("enroll: refused from 127.0.0.1: 5 failed codes");
     assert!(!relay.enrolled().contains("alice"));
-    let pending = std::fs::read_dir(relay.dir.path().join("spool/enroll_codes"))
+    let pending = std::fs::read_dir(relay.dir.path().join("private/spool/enroll_codes"))
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| !e.file_name().to_string_lossy().ends_with(".used"))
