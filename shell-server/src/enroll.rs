@@ -48,7 +48,7 @@ pub fn enrolled_map(config: &Config) -> PathBuf {
 /// The queue directory as this process reaches it: `.` once the relay works from inside it
 /// (the folders above may be closed to `mail_owner`), else the configured path.
 fn queue_directory(config: &Config) -> PathBuf {
-    if crate::privilege::in_queue_directory() {
+    if certrelay_shell::spool::in_queue_directory() {
         PathBuf::from(".")
     } else {
         PathBuf::from(config.text("queue_directory"))

@@ -243,18 +243,9 @@ impl QueueDirectory {
             doing: "make it the working directory",
             source: e.into(),
         })?;
-        ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+        certrelay_shell::spool::working_inside();
         Ok(())
     }
-}
-
-/// Set once the process works from inside its queue directory.
-static ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether this process works from inside its queue directory: then files beside the spool
-/// are reached by relative paths (the folders above may be closed to `mail_owner`).
-pub fn in_queue_directory() -> bool {
-    ENTERED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Opens `path` as a directory, creating it when missing. With `owner` (started as root):

@@ -450,6 +450,21 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Set once the process works from inside its queue directory.
+static INSIDE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Notes that the process made its queue directory its working directory (the relay, once it
+/// dropped root): files beside the spool are from now on reached by relative paths.
+pub fn working_inside() {
+    INSIDE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether this process works from inside its queue directory: then files beside the spool
+/// are reached by relative paths (the folders above may be closed to `mail_owner`).
+pub fn in_queue_directory() -> bool {
+    INSIDE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
