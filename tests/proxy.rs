@@ -156,12 +156,17 @@ struct Relay {
 /// A relay whose two listeners expect a PROXY header, forwarding to `sink`, with
 /// `mynetworks = 192.0.2.0/24` (127.0.0.1, the balancer's own address, is not in it).
 fn relay(sink: &Sink) -> Relay {
+    relay_with(sink, "")
+}
+
+/// [`relay`] with `extra` lines at the end of main.cf.
+fn relay_with(sink: &Sink, extra: &str) -> Relay {
     let files = RelayFiles::new("proxy");
     // Onward to the sink, not held.
     files.dir.write(
         "main.cf",
         &files.main_cf(&format!(
-            "relayhost = [127.0.0.1]:{}\ndefer_transports =",
+            "relayhost = [127.0.0.1]:{}\ndefer_transports =\n{extra}",
             sink.port()
         )),
     );
@@ -334,6 +339,31 @@ fn a_client_without_the_header_is_closed_without_a_greeting() {
         "{}",
         r.daemon.log()
     );
+}
+
+/// Silent connections that never send their header cannot pile up: no more of them wait
+/// than sessions are allowed (`default_process_limit`); the next is closed at once, and
+/// once they are gone a balancer's connection is served again.
+#[test]
+fn connections_waiting_for_their_header_are_limited_like_sessions() {
+    let sink = Sink::start(SinkOptions::default());
+    let r = relay_with(&sink, "default_process_limit = 2");
+    let silent: Vec<Client> = (0..2).map(|_| Client::connect(r.port)).collect();
+    let header = v1_header(pair("198.51.100.30:1000", "127.0.0.1:25")).into_bytes();
+    // Both silent ones are waiting (each counted as it is accepted): retry until the relay
+    // has seen them, then a third is closed without a greeting.
+    wait_until("a third connection closed at once", || {
+        let mut c = Client::behind(r.port, &header);
+        c.line().is_empty().then_some(())
+    });
+    r.daemon
+        .wait_log("2 connections already wait for their PROXY header; closing connection");
+    drop(silent);
+    r.daemon
+        .wait_log_count("lost connection while reading the header", 2);
+    let mut served = Client::behind(r.port, &header);
+    assert!(served.reply().starts_with("220 relay.test"));
+    served.cmd("QUIT");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! they are at accept time (only `relay_clientcerts` is looked up again as it is now).
 //! On a listener behind a balancer (`smtpd_upstream_proxy_protocol`), the PROXY header
 //! comes first and its client is the one counted and served; without one, nothing is.
+//! Connections still reading their header are counted apart, up to the session limit.
 
 use super::limits::{Refusal, Sessions};
 use super::listen::Bound;
@@ -79,7 +80,22 @@ async fn connection<L: ListenerSource>(
     let Some(limit) = listener.upstream_proxy else {
         return admit(server, key, listener, stream, addr).await;
     };
-    match proxy::read_header(&mut stream, limit).await {
+    // Until its header is read a connection is no session, yet it holds a socket: no more
+    // of them than sessions are allowed, so silent connections cannot pile up unbounded.
+    let awaiting = match server.sessions.await_header(server.source.session_limit()) {
+        Ok(awaiting) => awaiting,
+        Err(count) => {
+            log::warn!(
+                "haproxy read from {}: {count} connections already wait for their PROXY \
+                 header; closing connection on {key}",
+                addr.ip().to_canonical()
+            );
+            return;
+        }
+    };
+    let read = proxy::read_header(&mut stream, limit).await;
+    drop(awaiting);
+    match read {
         Ok((header, rest)) => {
             let client = header.client(addr);
             admit(server, key, listener, Prefixed::new(rest, stream), client).await;

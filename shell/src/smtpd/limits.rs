@@ -206,6 +206,33 @@ impl Stress {
 pub struct Sessions {
     counts: Arc<Mutex<Counts>>,
     stress: Arc<Stress>,
+    /// Connections still reading a balancer's PROXY header: not sessions yet (the client
+    /// the header names is not known), but each holds a socket and a task.
+    awaiting_header: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A connection counted while it reads its PROXY header; dropping it ends the count.
+#[derive(Debug)]
+pub struct AwaitingHeader(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for AwaitingHeader {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Sessions {
+    /// Counts a connection that reads its PROXY header, unless `limit` of them (0: no limit)
+    /// do already: then `Err` with that number, and the connection is to be closed.
+    pub fn await_header(&self, limit: usize) -> Result<AwaitingHeader, usize> {
+        use std::sync::atomic::Ordering;
+        let before = self.awaiting_header.fetch_add(1, Ordering::Relaxed);
+        let guard = AwaitingHeader(self.awaiting_header.clone());
+        if limit != 0 && before >= limit {
+            return Err(before);
+        }
+        Ok(guard)
+    }
 }
 
 /// A session being counted; dropping it ends the count.
