@@ -148,9 +148,22 @@ impl Attempts {
             .is_some_and(|(count, _)| *count >= ATTEMPT_LIMIT)
     }
 
-    fn failed(&mut self, addr: IpAddr, now: Instant) {
+    /// Counts a try from `addr` before its code is looked up (so that tries in parallel
+    /// connections are counted too), unless the address is blocked: then `false`.
+    fn try_one(&mut self, addr: IpAddr, now: Instant) -> bool {
+        if self.blocked(addr, now) {
+            return false;
+        }
         let entry = self.by_client.entry(Self::key(addr)).or_insert((0, now));
         entry.0 = entry.0.saturating_add(1);
+        true
+    }
+
+    /// Takes back the try counted for `addr`: its code was good.
+    fn succeeded(&mut self, addr: IpAddr) {
+        if let Some(entry) = self.by_client.get_mut(&Self::key(addr)) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
     }
 }
 
@@ -200,6 +213,15 @@ impl Service {
         Ok(Some(Arc::new(service)))
     }
 
+    /// Takes back the try counted for `client` before its code was looked up: only wrong,
+    /// expired and used codes count.
+    fn refund(&self, client: IpAddr) {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .succeeded(client);
+    }
+
     fn map(&self) -> PathBuf {
         enrolled::enrolled_map(&self.queue_directory)
     }
@@ -240,11 +262,11 @@ impl Service {
         csr: Vec<u8>,
         client: IpAddr,
     ) -> EnrollAnswer {
-        if self
+        if !self
             .attempts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .blocked(client, Instant::now())
+            .try_one(client, Instant::now())
         {
             log::warn!(
                 "enroll: refused from {client}: {ATTEMPT_LIMIT} failed codes within {}s",
@@ -255,6 +277,7 @@ impl Service {
         // The request is checked before the code, so that a bad request spends no code.
         if let Err(why) = self.ca.sign(&csr, "check", Duration::from_secs(60)) {
             log::info!("enroll: request from {client} refused: {why}");
+            self.refund(client);
             return EnrollAnswer::BadRequest(why);
         }
         let service = self.clone();
@@ -263,22 +286,23 @@ impl Service {
         })
         .await;
         let (name, lifetime) = match redeemed {
-            Ok(Redeemed::Valid { name, lifetime }) => (name, Duration::from_secs(lifetime)),
+            Ok(Redeemed::Valid { name, lifetime }) => {
+                self.refund(client);
+                (name, Duration::from_secs(lifetime))
+            }
             Ok(other) => {
                 let why = match other {
                     Redeemed::Expired(name) => format!("expired code for {name}"),
                     Redeemed::Used(name) => format!("code for {name} used already"),
                     _ => String::from("no such code"),
                 };
-                self.attempts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .failed(client, Instant::now());
+                // Counted already, before the lookup.
                 log::info!("enroll: code refused from {client}: {why}");
                 return EnrollAnswer::CodeRefused;
             }
             Err(e) => {
                 log::error!("enroll: cannot read the pending codes beside the spool: {e}");
+                self.refund(client);
                 return EnrollAnswer::Unavailable;
             }
         };
@@ -413,5 +437,34 @@ impl Enroller for Handle {
             }
         })
         .detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tries are counted before the lookup, so connections in parallel from one address get
+    /// no more than the limit between them; a good code gives its try back.
+    #[test]
+    fn tries_are_counted_up_front_and_good_ones_given_back() {
+        let mut attempts = Attempts::default();
+        let (client, now) = (IpAddr::from([192, 0, 2, 7]), Instant::now());
+        // All begun before any answer: the one past the limit is refused at once.
+        for _ in 0..ATTEMPT_LIMIT {
+            assert!(attempts.try_one(client, now));
+        }
+        assert!(!attempts.try_one(client, now));
+        // One of them was good: one more try.
+        attempts.succeeded(client);
+        assert!(attempts.try_one(client, now));
+        assert!(!attempts.try_one(client, now));
+        // An IPv6 client is counted by its /64.
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2".parse().unwrap();
+        for _ in 0..ATTEMPT_LIMIT {
+            assert!(attempts.try_one(a, now));
+        }
+        assert!(!attempts.try_one(b, now));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Spare buffers kept for reuse ([`spare_buffer`], [`recycle_buffer`]).
-static SPARES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static SPARES: Spares = Spares::new();
 
 /// Most spare buffers kept: about one per busy session and one for delivery.
 const SPARES_KEPT: usize = 8;
@@ -22,12 +22,36 @@ const SPARE_MIN: usize = 32 * 1024;
 /// leaves nothing behind.
 const SPARE_MAX: usize = 512 * 1024;
 
+/// A pool of empty message buffers (the process has one; tests make their own).
+struct Spares(Mutex<Vec<Vec<u8>>>);
+
+impl Spares {
+    const fn new() -> Spares {
+        Spares(Mutex::new(Vec::new()))
+    }
+
+    fn take(&self) -> Vec<u8> {
+        let mut spares = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        spares.pop().unwrap_or_default()
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        if !worth_keeping(buf.capacity()) {
+            return;
+        }
+        buf.clear();
+        let mut spares = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if spares.len() < SPARES_KEPT {
+            spares.push(buf);
+        }
+    }
+}
+
 /// An empty buffer for a message's content: a spare one when there is one. Message
 /// buffers of 100 KiB asked from the allocator and given back once per message cost a
 /// mapping and an unmapping each with musl's allocator (page faults and page clearing).
 pub fn spare_buffer() -> Vec<u8> {
-    let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-    spares.pop().unwrap_or_default()
+    SPARES.take()
 }
 
 /// Whether a buffer of `capacity` octets is kept as a spare.
@@ -37,15 +61,8 @@ fn worth_keeping(capacity: usize) -> bool {
 
 /// Keeps `buf` for [`spare_buffer`] when it is worth it; its content is cleared first, so
 /// nothing of one message can show in another.
-pub fn recycle_buffer(mut buf: Vec<u8>) {
-    if !worth_keeping(buf.capacity()) {
-        return;
-    }
-    buf.clear();
-    let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-    if spares.len() < SPARES_KEPT {
-        spares.push(buf);
-    }
+pub fn recycle_buffer(buf: Vec<u8>) {
+    SPARES.give(buf);
 }
 
 /// `fut`, or `None` once `limit` has passed.
@@ -82,17 +99,27 @@ mod tests {
 
     #[test]
     fn a_recycled_buffer_comes_back_empty() {
+        // A pool of the test's own: other tests use the process's at the same time.
+        let spares = Spares::new();
         let mut buf = Vec::with_capacity(SPARE_MIN);
         buf.extend_from_slice(b"secret of the last message");
-        recycle_buffer(buf);
-        // Other tests may use the spares at the same time: look at every one taken.
-        let mut taken = Vec::new();
-        for _ in 0..SPARES_KEPT {
-            let b = spare_buffer();
-            assert!(b.is_empty(), "a spare buffer held {} octets", b.len());
-            taken.push(b);
+        spares.give(buf);
+        let back = spares.take();
+        assert!(back.is_empty(), "a spare buffer held {} octets", back.len());
+        assert!(back.capacity() >= SPARE_MIN);
+        assert_eq!(spares.take().capacity(), 0, "one buffer given, one kept");
+    }
+
+    #[test]
+    fn no_more_spares_are_kept_than_the_limit() {
+        let spares = Spares::new();
+        for _ in 0..SPARES_KEPT + 3 {
+            spares.give(Vec::with_capacity(SPARE_MIN));
         }
-        assert!(taken.iter().any(|b| b.capacity() >= SPARE_MIN));
+        let kept = (0..SPARES_KEPT + 3)
+            .filter(|_| spares.take().capacity() > 0)
+            .count();
+        assert_eq!(kept, SPARES_KEPT);
     }
 
     #[test]

@@ -624,6 +624,9 @@ fn server_params(
     Ok(params)
 }
 
+/// The longest lifetime a certificate is given: a century.
+pub const MAX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
 /// Valid for `lifetime` from now, begun a little earlier for clocks that differ (a tenth of
 /// the lifetime, at most an hour, so that a third of a short lifetime is still a third), with
 /// a serial number as [`set_validity`] draws it.
@@ -633,6 +636,8 @@ pub(crate) fn set_validity_secs(
     key: &impl PublicKeyData,
 ) {
     set_validity(params, 0, key);
+    // Dates past year 9999 cannot be written (and would panic): a century at most.
+    let lifetime = lifetime.min(MAX_LIFETIME);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -674,6 +679,17 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// `certrelayd enroll --cert-valid 99999999d` reaches this from a laptop's request: a
+    /// lifetime past year 9999 is cut to a century, never a panic (the relay aborts on one).
+    #[test]
+    fn an_endless_lifetime_is_cut_to_a_century() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        set_validity_secs(&mut params, std::time::Duration::MAX, &key);
+        let years = params.not_after.year() - params.not_before.year();
+        assert!((99..=101).contains(&years), "{years}");
     }
 
     fn names_in(dir: &Path) -> Vec<String> {

@@ -115,7 +115,8 @@ fn replace_keeping_owner(path: &Path, text: &str) -> Result<(), PkiError> {
     let owner = fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.gid()));
     files::replace(path, text)?;
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|err| PkiError::Io {
+        // lchown: a link planted in its place by mail_owner is not followed.
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|err| PkiError::Io {
             path: path.to_path_buf(),
             action: "give back to its owner",
             err,
@@ -130,7 +131,8 @@ pub fn revoke(path: &Path, what: &str) -> Result<MapEdit, PkiError> {
     let owner = fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.gid()));
     let edit = super::map::revoke(path, what)?;
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|err| PkiError::Io {
+        // lchown: a link planted in its place by mail_owner is not followed.
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|err| PkiError::Io {
             path: path.to_path_buf(),
             action: "give back to its owner",
             err,
@@ -323,13 +325,26 @@ pub struct NewCode<'a> {
 pub fn write_code(code: &NewCode<'_>) -> Result<PathBuf, PkiError> {
     super::names::check_file_name(code.name)?;
     let dir = code.queue_directory.join(CODES_DIR);
-    if fs::symlink_metadata(&dir).is_err() {
-        fs::create_dir(&dir).map_err(|err| PkiError::Io {
-            path: dir.clone(),
-            action: "create directory",
-            err,
-        })?;
-        set_mode_owner(&dir, 0o700, code.owner)?;
+    match fs::symlink_metadata(&dir) {
+        Err(_) => {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|err| PkiError::Io {
+                    path: dir.clone(),
+                    action: "create directory",
+                    err,
+                })?;
+            own(&open_no_follow(&dir, false)?, &dir, 0o700, code.owner)?;
+        }
+        Ok(meta) if !meta.is_dir() => {
+            return Err(PkiError::BadInput {
+                path: dir,
+                reason: String::from("is not a directory (a link is not followed)"),
+            })
+        }
+        Ok(_) => {}
     }
     let path = dir.join(hex(&code.id));
     let file = CodeFile {
@@ -339,21 +354,50 @@ pub fn write_code(code: &NewCode<'_>) -> Result<PathBuf, PkiError> {
         expires: code.expires,
         lifetime: code.lifetime,
     };
-    files::write_new(&path, file.render().as_bytes(), files::PRIVATE)?;
-    set_mode_owner(&path, 0o600, code.owner)?;
+    let mut out = open_no_follow(&path, true)?;
+    own(&out, &path, 0o600, code.owner)?;
+    std::io::Write::write_all(&mut out, file.render().as_bytes())
+        .and_then(|()| out.sync_all())
+        .map_err(|err| PkiError::Io {
+            path: path.clone(),
+            action: "write",
+            err,
+        })?;
     Ok(path)
 }
 
-fn set_mode_owner(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), PkiError> {
+/// Opens `path` without following a link in its last part: a new private file (`create`),
+/// or the directory just made. Root works here in a folder `mail_owner` may write.
+fn open_no_follow(path: &Path, create: bool) -> Result<fs::File, PkiError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = fs::OpenOptions::new();
+    if create {
+        options.write(true).create_new(true).mode(0o600);
+    } else {
+        options.read(true).custom_flags(libc::O_DIRECTORY);
+    }
+    options
+        .custom_flags(libc::O_NOFOLLOW | if create { 0 } else { libc::O_DIRECTORY })
+        .open(path)
+        .map_err(|err| PkiError::Io {
+            path: path.to_path_buf(),
+            action: "open",
+            err,
+        })
+}
+
+/// Sets the mode and owner of the open `file` (never of whatever its path names later).
+fn own(file: &fs::File, path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), PkiError> {
     use std::os::unix::fs::PermissionsExt;
     let err = |err| PkiError::Io {
         path: path.to_path_buf(),
         action: "set the owner and mode of",
         err,
     };
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(err)?;
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(err)?;
+        std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(err)?;
     }
     Ok(())
 }
@@ -483,6 +527,43 @@ mod tests {
             lifetime: 3600,
             owner: None,
         }
+    }
+
+    /// Root writes codes in a folder mail_owner may change: a link put where the codes'
+    /// folder or a code file goes is refused, and what it points at is left alone.
+    #[test]
+    fn root_writes_no_code_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp("enroll-link");
+        let elsewhere = temp("enroll-link-target");
+        fs::write(elsewhere.join("precious"), "keep\n").unwrap();
+        fs::set_permissions(
+            elsewhere.join("precious"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join(CODES_DIR)).unwrap();
+        assert!(write_code(&new_code(&dir, 1, [1; 5], i64::MAX)).is_err());
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 1);
+        // A code file's name taken by a link to another file: refused, the file untouched.
+        fs::remove_file(dir.join(CODES_DIR)).unwrap();
+        fs::create_dir(dir.join(CODES_DIR)).unwrap();
+        let code = new_code(&dir, 2, [2; 5], i64::MAX);
+        std::os::unix::fs::symlink(
+            elsewhere.join("precious"),
+            dir.join(CODES_DIR).join(hex(&code.id)),
+        )
+        .unwrap();
+        assert!(write_code(&code).is_err());
+        assert_eq!(
+            fs::read_to_string(elsewhere.join("precious")).unwrap(),
+            "keep\n"
+        );
+        let mode = fs::metadata(elsewhere.join("precious"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
     }
 
     #[test]
