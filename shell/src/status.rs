@@ -505,6 +505,9 @@ pub fn queue_summary(queue_dir: &Path) -> io::Result<QueueSummary> {
         directory: queue_dir.to_owned(),
         ..QueueSummary::default()
     };
+    for dir in ["maildrop", "corrupt", "queue"] {
+        refuse_link(&queue_dir.join(dir))?;
+    }
     if queue_dir.join("maildrop").is_dir() {
         summary.maildrop = Maildrop::open(queue_dir)?.ids()?.len();
     }
@@ -575,6 +578,18 @@ pub fn queue_summary(queue_dir: &Path) -> io::Result<QueueSummary> {
     reasons.truncate(TOP_REASONS);
     summary.reasons = reasons;
     Ok(summary)
+}
+
+/// An error when `path` is a symbolic link: a folder of the spool that a link replaced is
+/// not listed (root's `status` would read wherever it points). A missing one is fine.
+fn refuse_link(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(io::Error::other(format!(
+            "{} is a symbolic link; not followed",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn count_entries(dir: &Path) -> io::Result<usize> {
@@ -850,6 +865,22 @@ impl RecentCounts {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_spool_folder_replaced_by_a_link_is_not_listed() {
+        let base =
+            std::env::temp_dir().join(format!("certrelay-status-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (spool, elsewhere) = (base.join("spool"), base.join("elsewhere"));
+        std::fs::create_dir_all(&spool).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("X1.msg"), "not ours").unwrap();
+        assert!(super::queue_summary(&spool).is_ok());
+        std::os::unix::fs::symlink(&elsewhere, spool.join("queue")).unwrap();
+        let err = super::queue_summary(&spool).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
     use super::*;
     use std::os::unix::fs::symlink;
 
