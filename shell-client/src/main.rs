@@ -111,6 +111,11 @@ struct Delete {
 #[argh(subcommand, name = "run")]
 struct Run {}
 
+/// The allocator: the system's, keeping a few freed large blocks for reuse once the queue
+/// runner serves (see `certrelay_shell::alloc`).
+#[global_allocator]
+static ALLOCATOR: certrelay_shell::alloc::KeepLarge = certrelay_shell::alloc::KeepLarge::new();
+
 fn main() {
     let mut args = std::env::args_os();
     let program = args
@@ -214,7 +219,11 @@ fn certrelay_main(args: Vec<OsString>) -> Result<(), Failure> {
             Err(Failure::Usage("delete needs queue ids".into()))
         }
         Command::Delete(Delete { ids }) => delete_main(&dir, &ids),
-        Command::Run(Run {}) => run_main(&dir),
+        Command::Run(Run {}) => {
+            // A long-lived process from here on: its message buffers are worth keeping.
+            ALLOCATOR.keep_from_now();
+            run_main(&dir)
+        }
         Command::Fingerprint(cmd) => tools::fingerprint_main(cmd),
         Command::Keygen(cmd) => tools::keygen_main(cmd),
         Command::Explain(cmd) => tools::explain_main(&dir, cmd),

@@ -226,6 +226,7 @@ async fn run_async(dir: &Path) -> i32 {
         env!("CARGO_PKG_VERSION"),
         dir.display()
     );
+    crate::serving_begins();
     // `certrelayd status` reads the live values from a file rewritten every few seconds.
     let publisher = Arc::new(status::Publisher::new());
     let status_task = {

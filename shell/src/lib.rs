@@ -5,6 +5,7 @@
 //! local listener's policy and its run lock live in `shell-client`; the relay's serving
 //! loop, reloads, privilege drop and admin commands in `shell-server`. Nothing in this
 //! crate calls into either, and protocol decisions belong to `certrelay-core`.
+pub mod alloc;
 pub mod clock;
 pub mod conf;
 pub mod delivery;
