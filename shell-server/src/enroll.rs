@@ -195,10 +195,7 @@ impl RenewCounts {
 
     /// Counts a renewal signed for `label`.
     fn issued(&mut self, label: &str, now: Instant) {
-        let entry = self
-            .by_label
-            .entry(label.to_string())
-            .or_insert((0, now));
+        let entry = self.by_label.entry(label.to_string()).or_insert((0, now));
         entry.0 = entry.0.saturating_add(1);
     }
 }
@@ -420,7 +417,7 @@ impl Service {
         let grace = i64::try_from(self.grace.as_secs()).unwrap_or(i64::MAX);
         let service = self.clone();
         let renewed = {
-            let (label, old) = (label.clone(), old.clone());
+            let label = label.clone();
             smol::unblock(move || {
                 let signed = service
                     .ca
@@ -429,9 +426,7 @@ impl Service {
                 let map = service.map();
                 let until = unix_now().saturating_add(grace);
                 let (edit, renewal) = service
-                    .edit(|| {
-                        enrolled::list_renewal(&map, &label, &old, &signed.fingerprint, until)
-                    })
+                    .edit(|| enrolled::list_renewal(&map, &label, &old, &signed.fingerprint, until))
                     .map_err(IssueFailure::Table)?;
                 Ok((signed, edit, renewal))
             })

@@ -309,10 +309,7 @@ mod tests {
     }
 
     /// Feeds `bytes` to `conn`; the first error it raises.
-    fn feed<D>(
-        conn: &mut rustls::ConnectionCommon<D>,
-        bytes: &[u8],
-    ) -> Result<(), rustls::Error> {
+    fn feed<D>(conn: &mut rustls::ConnectionCommon<D>, bytes: &[u8]) -> Result<(), rustls::Error> {
         let mut rest = bytes;
         while !rest.is_empty() {
             conn.read_tls(&mut rest).unwrap();

@@ -25,7 +25,6 @@ use std::path::Path;
 use std::time::Duration;
 use x509_parser::prelude::FromDer;
 
-
 /// The relay's CA, read once (as root, before the privilege drop) when enrollment is on.
 pub struct EnrollCa {
     cert_pem: String,
@@ -308,7 +307,10 @@ mod tests {
         // The check alone says the same, signing nothing.
         assert_eq!(ca.check(&good), Ok(()));
         assert_eq!(ca.check(&csr), ca.sign(&csr, "alice", life).map(|_| ()));
-        assert!(ca.check(b"garbage").unwrap_err().contains("not a certificate request"));
+        assert!(ca
+            .check(b"garbage")
+            .unwrap_err()
+            .contains("not a certificate request"));
         let over = vec![0x30; MAX_REQUEST_DER + 1];
         assert!(ca.check(&over).unwrap_err().contains("longer than 6144"));
     }

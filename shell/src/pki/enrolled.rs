@@ -198,8 +198,8 @@ pub fn list_renewal(
     refuse_listed(path, &text, new)?;
     let listed = entries(&text);
     let renewal = Renewal {
-        new: new.clone(),
-        old: old.clone(),
+        new: *new,
+        old: *old,
         until: listed.iter().any(|(p, _)| p == old).then_some(until),
     };
     let doomed: Vec<Fingerprint> = listed
@@ -278,7 +278,7 @@ pub fn end_renewals(
     if done.is_empty() {
         return Ok(None);
     }
-    let doomed: Vec<Fingerprint> = done.iter().map(|r| r.old.clone()).collect();
+    let doomed: Vec<Fingerprint> = done.iter().map(|r| r.old).collect();
     let (kept, removed) = drop_lines(&text, &doomed, |r| done.contains(r));
     replace_keeping_owner(path, &kept)?;
     Ok(Some(MapEdit {
