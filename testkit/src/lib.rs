@@ -12,6 +12,7 @@ pub mod binaries;
 pub mod client;
 pub mod daemon;
 pub mod dns;
+pub mod enroll_relay;
 pub mod fixtures;
 pub mod pki;
 pub mod postfix;
