@@ -2,14 +2,18 @@
 //! real binaries over loopback: `certrelayd enroll` on the relay, `certrelay enroll` and
 //! `certrelay renew` (and `run`) on the laptop, `XCERTRELAY` between them.
 
+use certrelay_core::cert::{parse_certificates, parse_private_key};
 use certrelay_core::enroll::{request_lines, Code, Secret};
+use certrelay_shell::pki::enroll::{EnrollCa, LaptopKey};
 use certrelay_testkit::client::Client;
 use certrelay_testkit::daemon::Daemon;
+use certrelay_testkit::enroll_relay::{Answer, FakeRelay};
 use certrelay_testkit::pki::client_config;
 use certrelay_testkit::recipe::certrelay;
 use certrelay_testkit::sink::{Sink, SinkOptions};
 use certrelay_testkit::{binary, certrelayd, certrelayd_ok, free_port, wait_until, TempDir};
 use std::process::Output;
+use std::sync::Arc;
 
 /// A relay that enrolls, with its CA from `ca init`, forwarding to a sink. Its spool lies
 /// under a folder only root may enter (started as root, the relay works from inside the
@@ -311,7 +315,7 @@ fn the_extension_is_only_inside_tls_and_hostile_requests_get_clear_replies() {
         "{reply}"
     );
     // A request whose signature does not verify.
-    let key = certrelay_shell::pki::enroll::LaptopKey::generate().unwrap();
+    let key = LaptopKey::generate().unwrap();
     let mut der = key.request_der("alice").unwrap();
     let last = der.len() - 1;
     der[last] ^= 0x5a;
@@ -348,7 +352,6 @@ fn the_extension_is_only_inside_tls_and_hostile_requests_get_clear_replies() {
     assert!(c
         .cmd("XCERTRELAY RENEW")
         .starts_with("530 5.7.0 Renewal needs a trusted client certificate"));
-    let _ = Secret::parse(&secret).unwrap();
 }
 
 /// A relay and a laptop paired with it, whose certificate lives `cert_valid`.
@@ -455,4 +458,216 @@ fn certrelay_run_renews_a_short_lived_certificate_by_itself() {
     relay.daemon.wait_log("enroll: renewal complete; removed");
     assert_eq!(listed_for_alice(&relay), 1, "{}", relay.enrolled());
     drop(daemon);
+}
+
+/// One listed certificate renewing again and again (a laptop whose answer got lost, or a
+/// stolen key): each renewal replaces the pending one, so the table never lists more than
+/// the old certificate and one new one, and the replaced certificate no longer relays.
+#[test]
+fn renewing_twice_from_one_certificate_replaces_the_first_renewal() {
+    let (relay, laptop) = paired("enroll-twice", "30d", "");
+    let client_pem = laptop.path().join("client.pem");
+    let old_pem = std::fs::read_to_string(&client_pem).unwrap();
+    let mut issued = Vec::new();
+    for round in 0..3 {
+        // The old certificate again, as if the last answer never arrived.
+        std::fs::write(&client_pem, &old_pem).unwrap();
+        let out = certrelay(&laptop, &["renew"], b"");
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            listed_for_alice(&relay),
+            2,
+            "round {round}: {}",
+            relay.enrolled()
+        );
+        assert_eq!(relay.enrolled().matches("# renewal: ").count(), 1);
+        issued.push(std::fs::read_to_string(&client_pem).unwrap());
+    }
+    relay
+        .daemon
+        .wait_log("enroll: renewal of alice replaces an earlier one; removed:");
+    let ca = std::fs::read_to_string(relay.dir.path().join("ca.pem")).unwrap();
+    let relays_with = |pem: &str| {
+        let mut c = Client::greeted(relay.port);
+        c.tls(client_config(&ca, Some((pem, pem))));
+        c.cmd("EHLO laptop.test");
+        c.cmd("MAIL FROM:<bob@laptop.test>");
+        let rcpt = c.cmd("RCPT TO:<friend@elsewhere.example>");
+        c.cmd("QUIT");
+        rcpt.starts_with("250")
+    };
+    assert!(
+        !relays_with(&issued[0]),
+        "the replaced renewal is not listed"
+    );
+    // The old one first: the new one's first use ends the renewal and removes it.
+    assert!(relays_with(&old_pem), "until the new one is used");
+    assert!(relays_with(&issued[2]));
+}
+
+/// A relay certificate and key from `ca init` in `dir` with `names`, as a server
+/// configuration, and the CA that signs.
+fn fake_relay_pki(
+    dir: &std::path::Path,
+    host: &str,
+    names: &[&str],
+) -> (Arc<rustls::ServerConfig>, EnrollCa, Vec<u8>) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let files = certrelay_shell::pki::ca_init(dir, host, &names).unwrap();
+    let chain = parse_certificates(&std::fs::read(&files.relay_cert).unwrap()).unwrap();
+    let key = parse_private_key(&std::fs::read(&files.relay_key).unwrap()).unwrap();
+    let leaf = chain[0].to_vec();
+    let tls = certrelay_shell::tls::server_config(certrelay_shell::tls::ServerTls {
+        chain,
+        key,
+        ca_subjects: Vec::new(),
+        ask_ccert: true,
+        session_cache_timeout: std::time::Duration::from_secs(60),
+    })
+    .unwrap();
+    (
+        tls,
+        EnrollCa::load(&files.ca_cert, &files.ca_key).unwrap(),
+        leaf,
+    )
+}
+
+/// A hostile relay's answers: more certificates than the laptop's and the CA's, a
+/// certificate for another key, a relay certificate that does not name the host. Each is
+/// refused and nothing is written.
+#[test]
+fn a_hostile_relay_s_answers_are_refused_and_nothing_is_written() {
+    let work = TempDir::new("enroll-fake-answers");
+    let cases: [(&str, &str, &[&str], &str); 3] = [
+        (
+            "three",
+            "relay.test",
+            &["127.0.0.1"],
+            "holds 3 certificates",
+        ),
+        (
+            "other-key",
+            "relay.test",
+            &["127.0.0.1"],
+            "not for the key made here",
+        ),
+        (
+            "unnamed",
+            "elsewhere.test",
+            &[],
+            "the relay's own certificate does not pass",
+        ),
+    ];
+    for (case, host, names, expected) in cases {
+        let (tls, ca, leaf) = fake_relay_pki(&work.path().join(case), host, names);
+        let ca_pem = std::fs::read_to_string(work.path().join(case).join("ca.pem")).unwrap();
+        let answer: Answer = match case {
+            "three" => Box::new(move |csr: &[u8]| {
+                let signed = ca
+                    .sign(csr, "alice", std::time::Duration::from_secs(3600))
+                    .unwrap();
+                format!("{}{ca_pem}", signed.chain_pem)
+            }),
+            "other-key" => Box::new(move |_: &[u8]| {
+                let other = LaptopKey::generate().unwrap().request_der("x").unwrap();
+                ca.sign(&other, "alice", std::time::Duration::from_secs(3600))
+                    .unwrap()
+                    .chain_pem
+            }),
+            _ => Box::new(move |csr: &[u8]| {
+                ca.sign(csr, "alice", std::time::Duration::from_secs(3600))
+                    .unwrap()
+                    .chain_pem
+            }),
+        };
+        let fake = FakeRelay::start(tls, answer);
+        let secret = Secret::from_bytes([1, 2, 3, 4, 5]);
+        let code = Code::new(&leaf, secret).to_string();
+        let laptop = laptop(&format!("enroll-fake-{case}"));
+        let before = std::fs::read_to_string(laptop.path().join("main.cf")).unwrap();
+        let target = format!("127.0.0.1:{}", fake.port());
+        let out = certrelay(&laptop, &["enroll", &target, &code], b"");
+        let said = text(&out);
+        assert!(!out.status.success(), "{case}: {said}");
+        assert!(said.contains(expected), "{case}: {said}");
+        assert!(said.contains("Nothing was written here"), "{case}: {said}");
+        let seen = fake.finish();
+        assert!(
+            String::from_utf8_lossy(&seen.inside_tls)
+                .contains(&format!("XCERTRELAY ENROLL {secret}")),
+            "{case}: the relay was asked"
+        );
+        let after = std::fs::read_to_string(laptop.path().join("main.cf")).unwrap();
+        assert_eq!(before, after, "{case}: main.cf untouched");
+        for file in ["client.pem", "relay-ca.pem", "tls_per_site"] {
+            assert!(!laptop.path().join(file).exists(), "{case}: {file} written");
+        }
+    }
+}
+
+/// Renewal judges the relay inside the handshake: an impostor (a certificate that does not
+/// chain to smtp_tls_CAfile) gets no client certificate and nothing inside TLS, and the
+/// laptop's files stay; the same fake relay trusted gets the renewal.
+#[test]
+fn renewal_sends_nothing_to_a_relay_that_does_not_pass() {
+    let work = TempDir::new("enroll-impostor");
+    let (_, real_ca, _) = fake_relay_pki(&work.path().join("real"), "relay.test", &["127.0.0.1"]);
+    let (tls, _, _) = fake_relay_pki(&work.path().join("impostor"), "relay.test", &["127.0.0.1"]);
+    // The laptop's current certificate, signed by the real CA.
+    let key = LaptopKey::generate().unwrap();
+    let signed = real_ca
+        .sign(
+            &key.request_der("alice").unwrap(),
+            "alice",
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let laptop = TempDir::new("enroll-impostor-laptop");
+    let d = laptop.path().display().to_string();
+    let client_pem = format!("{}{}", signed.chain_pem, key.pem());
+    laptop.write("client.pem", &client_pem);
+    for (trusted, answers) in [("real", false), ("impostor", true)] {
+        let fake = FakeRelay::start(
+            tls.clone(),
+            Box::new({
+                let ca = EnrollCa::load(
+                    &work.path().join("impostor/ca.pem"),
+                    &work.path().join("impostor/ca.key"),
+                )
+                .unwrap();
+                move |csr: &[u8]| {
+                    ca.sign(csr, "alice", std::time::Duration::from_secs(3600))
+                        .unwrap()
+                        .chain_pem
+                }
+            }),
+        );
+        laptop.write(
+            "main.cf",
+            &format!(
+                "queue_directory = {d}/queue\nrelayhost = [127.0.0.1]:{}\n\
+                 smtp_tls_cert_file = {d}/client.pem\nsmtp_tls_key_file = $smtp_tls_cert_file\n\
+                 smtp_tls_CAfile = {}/{trusted}/ca.pem\n",
+                fake.port(),
+                work.path().display()
+            ),
+        );
+        let out = certrelay(&laptop, &["renew"], b"");
+        let said = text(&out);
+        let seen = fake.finish();
+        if answers {
+            assert!(out.status.success(), "{said}");
+            assert!(seen.handshake_done && seen.client_cert.is_some());
+            assert!(String::from_utf8_lossy(&seen.inside_tls).contains("XCERTRELAY RENEW"));
+        } else {
+            assert!(!out.status.success(), "{said}");
+            assert!(said.contains("does not pass smtp_tls_CAfile"), "{said}");
+            assert!(said.contains("nothing sent to it"), "{said}");
+            assert!(!seen.handshake_done, "{seen:?}");
+            assert_eq!(seen.client_cert, None);
+            assert!(seen.inside_tls.is_empty(), "{seen:?}");
+            let now = std::fs::read_to_string(laptop.path().join("client.pem")).unwrap();
+            assert_eq!(now, client_pem, "nothing written");
+        }
+    }
 }

@@ -28,8 +28,13 @@ pub const CODE_SYMBOLS: usize = ((PIN_BITS + SECRET_BITS) / 5) as usize;
 /// Symbols of the secret: the last ones of the code.
 pub const SECRET_SYMBOLS: usize = (SECRET_BITS / 5) as usize;
 
-/// Longest request accepted, in base64 characters (a P-384 request is about 600).
-pub const MAX_REQUEST_BASE64: usize = 8192;
+/// Longest request accepted, DER octets (a P-384 request is under 500): the one limit, which
+/// the relay's line reader (in base64) and its signer (in DER) both apply.
+pub const MAX_REQUEST_DER: usize = 6144;
+
+/// [`MAX_REQUEST_DER`] in base64 characters, padding included: the request lines are refused
+/// as soon as they pass it.
+pub const MAX_REQUEST_BASE64: usize = 4 * MAX_REQUEST_DER.div_ceil(3);
 
 /// Base64 characters per request line the laptop sends (well under the 512-octet limit).
 pub const REQUEST_LINE: usize = 76;
@@ -378,7 +383,7 @@ impl RequestReader {
 }
 
 /// Strict standard base64 with padding; `None` on anything else.
-pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     if !bytes.len().is_multiple_of(4) {
         return None;
@@ -670,6 +675,23 @@ mod tests {
         assert_eq!(feed(&lines), Step::More);
         lines.push(b".");
         assert_eq!(feed(&lines), Step::Done(Err(RequestError::TooLarge)));
+    }
+
+    /// The one limit: a request of [`MAX_REQUEST_DER`] octets is read whole, one octet more
+    /// is refused by the line reader already, never read whole and refused by the signer.
+    #[test]
+    fn the_request_limit_is_one_limit_in_der_octets() {
+        let feed_der = |len: usize| {
+            let der: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let lines = request_lines(&der);
+            let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+            (feed(&lines), der)
+        };
+        let (step, der) = feed_der(MAX_REQUEST_DER);
+        assert_eq!(step, Step::Done(Ok(der)));
+        for over in [MAX_REQUEST_DER + 1, MAX_REQUEST_DER + 3] {
+            assert_eq!(feed_der(over).0, Step::Done(Err(RequestError::TooLarge)));
+        }
     }
 
     #[test]

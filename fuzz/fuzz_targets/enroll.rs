@@ -6,7 +6,7 @@
 //! Input: the first byte picks the parser, the rest is its input.
 use certrelay_core::client::ReplyParser;
 use certrelay_core::enroll::{
-    parse_answer, parse_command, request_lines, Code, RequestReader, Secret, Step,
+    parse_answer, parse_command, request_lines, Code, RequestReader, Secret, Step, MAX_REQUEST_DER,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -27,6 +27,8 @@ fuzz_target!(|data: &[u8]| {
             let mut reader = RequestReader::new();
             for line in rest.split(|&b| b == b'\n') {
                 if let Step::Done(Ok(der)) = reader.line(line) {
+                    // The one limit: nothing longer is ever read whole.
+                    assert!(der.len() <= MAX_REQUEST_DER);
                     // What a well-behaved laptop sends reads back as it was.
                     let mut again = RequestReader::new();
                     let mut last = Step::More;

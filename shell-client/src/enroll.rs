@@ -7,28 +7,34 @@
 //! then the certificate it returns must be for our key and chain to the CA it sends, and the
 //! relay's own certificate must chain to that CA and name HOST, or nothing is written (the
 //! delivery's MUST check would fail otherwise). Renewal trusts the relay as delivery does
-//! (`smtp_tls_CAfile` and the host name) and writes the new key and certificate into the one
-//! combined file by rename, so a queue run reads the old pair or the new, never half.
+//! (`smtp_tls_CAfile` and the host name of `relayhost`, read as delivery reads it, with
+//! `smtp_tls_wrappermode`) and writes the new key and certificate into the one combined file
+//! by rename, so a queue run reads the old pair or the new, never half. Both checks of the
+//! relay's certificate are made inside the TLS handshake: a server that fails them gets
+//! nothing, neither the client certificate nor a request.
 //!
 //! Not here: the relay's side, signing, and the delivery itself.
 
 use crate::failure::Failure;
 use crate::laptop::Laptop;
 use argh::FromArgs;
-use certrelay_core::client::ReplyParser;
+use certrelay_core::client::{Capabilities, ReplyParser};
 use certrelay_core::config::Config;
 use certrelay_core::enroll::{self, Code};
+use certrelay_core::nexthop::{self, NextHop};
 use certrelay_core::reply::Reply;
+use certrelay_shell::conf::host_name;
 use certrelay_shell::pki::enroll::{check_received, validity, LaptopKey, Received};
+use certrelay_shell::pki::{replace_with_mode, PRIVATE, PUBLIC};
+use certrelay_shell::status::utc_text;
+use certrelay_shell::tls::ServerCheck;
 use futures_rustls::TlsConnector;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::net::TcpStream;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The longest a pairing or renewal dialogue may take.
@@ -56,54 +62,6 @@ pub struct RenewCmd {}
 /// A byte stream the dialogue can speak over, plain or TLS.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// Checks the relay's certificate against the code's pin, and nothing else.
-#[derive(Debug)]
-struct PinVerifier {
-    code: Code,
-    algs: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.code.pins(end_entity) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(String::from(
-                "the relay's certificate does not match the code",
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
 
 /// One SMTP dialogue with the relay, plain then TLS.
 struct Dialogue {
@@ -172,36 +130,89 @@ struct Exchange {
     relay_chain: Vec<CertificateDer<'static>>,
 }
 
-/// Connects to `host:port`, goes into TLS with `tls` (STARTTLS, or at once on 465), sends
-/// `XCERTRELAY <command>` and the request, and returns the answer.
-async fn exchange(
-    host: &str,
+/// Where the dialogue goes: host (name or address, no brackets), port, and whether TLS
+/// starts at once (wrapper mode) rather than by STARTTLS.
+struct Target {
+    host: String,
     port: u16,
+    implicit_tls: bool,
+}
+
+impl Target {
+    fn of(hop: NextHop) -> Target {
+        Target {
+            host: hop.host,
+            port: hop.port,
+            implicit_tls: hop.implicit_tls,
+        }
+    }
+}
+
+/// A client TLS configuration whose server check runs inside the handshake, and what the
+/// check said when it refused the relay.
+struct Checked {
     tls: Arc<rustls::ClientConfig>,
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+impl Checked {
+    /// `check` says why a relay's chain (end certificate first) is refused.
+    fn new(
+        cert: Option<(
+            Vec<CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        )>,
+        check: impl Fn(&[CertificateDer<'_>]) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Result<Checked, String> {
+        let refused: Arc<Mutex<Option<String>>> = Arc::default();
+        let slot = refused.clone();
+        let check: ServerCheck = Arc::new(move |chain: &[CertificateDer<'_>]| {
+            check(chain).inspect_err(|why| {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+            })
+        });
+        let tls = certrelay_shell::tls::client_config_checked(cert, check)
+            .map_err(|e| format!("TLS: {e}"))?;
+        Ok(Checked { tls, refused })
+    }
+
+    /// The text of a handshake that failed with `e`.
+    fn failed(&self, target: &Target, e: &std::io::Error) -> String {
+        let (host, port) = (&target.host, target.port);
+        match self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(why) => format!(
+                "the relay at {host}:{port} {why}; nothing was written, and nothing sent to it"
+            ),
+            None => format!("TLS with {host}:{port}: {e}"),
+        }
+    }
+}
+
+/// Connects to `target`, goes into TLS with `tls` (STARTTLS, or at once in wrapper mode;
+/// its server check decides inside the handshake), sends `XCERTRELAY <command>` and the
+/// request, and returns the answer.
+async fn exchange(
+    target: &Target,
+    tls: &Checked,
     command: &str,
     request_der: &[u8],
     helo: &str,
 ) -> Result<Exchange, String> {
-    let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+    let (host, port) = (target.host.as_str(), target.port);
+    let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+    let name = ServerName::try_from(host)
         .map_err(|e| format!("{host}: {e}"))?
         .to_owned();
-    let connector = TlsConnector::from(tls);
-    let handshake_error = |e: std::io::Error| {
-        let text = e.to_string();
-        if text.contains("does not match the code") {
-            format!(
-                "the relay at {host}:{port} shows a certificate that does not match the code: \
-                 a mistyped code, or another machine answering in its place; nothing was \
-                 written"
-            )
-        } else {
-            format!("TLS with {host}:{port}: {text}")
-        }
-    };
-    let (mut dialogue, relay_chain) = if port == 465 {
+    let connector = TlsConnector::from(tls.tls.clone());
+    let handshake_error = |e: std::io::Error| tls.failed(target, &e);
+    let (mut dialogue, relay_chain) = if target.implicit_tls {
         let stream = connector
             .connect(name, tcp)
             .await
@@ -225,7 +236,7 @@ async fn exchange(
             return Err(format!("the relay greets with {}", greeting.code));
         }
         let ehlo = plain.command(&format!("EHLO {helo}"), 250).await?;
-        if !has_keyword(&ehlo, "STARTTLS") {
+        if !Capabilities::from_ehlo(&ehlo).starttls {
             return Err(format!("{host}:{port} does not offer STARTTLS"));
         }
         plain.command("STARTTLS", 220).await?;
@@ -243,7 +254,7 @@ async fn exchange(
         (d, chain)
     };
     let ehlo = dialogue.command(&format!("EHLO {helo}"), 250).await?;
-    if !has_keyword(&ehlo, enroll::KEYWORD) {
+    if !Capabilities::from_ehlo(&ehlo).xcertrelay {
         return Err(format!(
             "{host}:{port} does not offer {} inside TLS: the relay does not enroll laptops \
              (certrelay_enroll_ca_cert_file)",
@@ -276,46 +287,28 @@ fn peer_chain(conn: &rustls::ClientConnection) -> Vec<CertificateDer<'static>> {
         .unwrap_or_default()
 }
 
-fn has_keyword(ehlo: &Reply, keyword: &str) -> bool {
-    ehlo.lines.iter().skip(1).any(|l| {
-        l.split_whitespace()
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case(keyword))
-    })
-}
-
+/// `f`, or an error once `limit` has passed (a relay that is silent or dribbles its replies
+/// cannot hold the laptop).
 async fn with_limit<T>(
     f: impl std::future::Future<Output = Result<T, String>>,
+    limit: Duration,
 ) -> Result<T, String> {
     smol::future::or(f, async {
-        smol::Timer::after(DIALOGUE_LIMIT).await;
+        smol::Timer::after(limit).await;
         Err(format!(
             "the relay did not finish within {}s",
-            DIALOGUE_LIMIT.as_secs()
+            limit.as_secs_f32()
         ))
     })
     .await
 }
 
-/// `HOST[:PORT]`, with `[HOST]` and `[v6]:PORT` read too.
-fn parse_target(target: &str) -> Result<(String, u16), String> {
-    let bad = || format!("{target:?}: expected HOST or HOST:PORT");
-    if let Some(rest) = target.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None if after.is_empty() => 25,
-            None => return Err(bad()),
-        };
-        return Ok((host.to_string(), port));
-    }
-    match target.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => {
-            Ok((host.to_string(), port.parse().map_err(|_| bad())?))
-        }
-        _ if target.is_empty() => Err(bad()),
-        _ => Ok((target.to_string(), 25)),
-    }
+/// The command line's `HOST[:PORT]` (also `[HOST]`, `[v6]:PORT`, a service name for the
+/// port), read as a `relayhost` entry is; port 465 speaks TLS at once.
+fn parse_target(target: &str) -> Result<Target, String> {
+    NextHop::parse(target)
+        .map(Target::of)
+        .map_err(|e| format!("{target:?}: {e}; expected HOST or HOST:PORT"))
 }
 
 /// `[HOST]:PORT`, the relayhost form that skips MX lookups.
@@ -331,7 +324,7 @@ fn enroll_error(text: String) -> Failure {
 pub fn enroll_main(dir: &Path, cmd: EnrollCmd) -> Result<(), Failure> {
     let code = Code::parse(&cmd.code)
         .map_err(|e| enroll_error(format!("the code {:?}: {e}", cmd.code)))?;
-    let (host, port) = parse_target(&cmd.target).map_err(enroll_error)?;
+    let target = parse_target(&cmd.target).map_err(enroll_error)?;
     let main_cf = dir.join("main.cf");
     let old_text = match std::fs::read_to_string(&main_cf) {
         Ok(text) => text,
@@ -340,88 +333,45 @@ pub fn enroll_main(dir: &Path, cmd: EnrollCmd) -> Result<(), Failure> {
     };
     let key = LaptopKey::generate().map_err(Failure::Pki)?;
     let request = key.request_der("laptop").map_err(Failure::Pki)?;
-    let provider = certrelay_shell::tls::provider();
-    let verifier = Arc::new(PinVerifier {
-        code,
-        algs: provider.signature_verification_algorithms,
-    });
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| enroll_error(format!("TLS: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let tls = Checked::new(None, move |chain: &[CertificateDer<'_>]| {
+        match chain.first() {
+            Some(leaf) if code.pins(leaf) => Ok(()),
+            _ => Err(String::from(
+                "shows a certificate that does not match the code: a mistyped code, or another \
+                 machine answering in its place",
+            )),
+        }
+    })
+    .map_err(enroll_error)?;
     let command = format!("ENROLL {}", code.secret);
-    let helo = helo_name();
-    let exchange = smol::block_on(with_limit(exchange(
-        &host,
-        port,
-        Arc::new(tls),
-        &command,
-        &request,
-        &helo,
-    )))
+    let exchange = smol::block_on(with_limit(
+        exchange(&target, &tls, &command, &request, &host_name()),
+        DIALOGUE_LIMIT,
+    ))
     .map_err(enroll_error)?;
     let pem = enroll::parse_answer(&exchange.answer).map_err(|e| enroll_error(e.to_string()))?;
-    let received = check_received(&pem, &key.spki(), Some((&exchange.relay_chain, &host)))
-        .map_err(|why| {
+    let (host, port) = (target.host.as_str(), target.port);
+    let received =
+        check_received(&pem, &key.spki(), Some((&exchange.relay_chain, host))).map_err(|why| {
             enroll_error(format!(
                 "{why}. Nothing was written here; the relay has listed the certificate it \
                  signed: ask its operator to revoke it"
             ))
         })?;
     let written =
-        write_pairing(dir, &old_text, &key, &received, &host, port).map_err(enroll_error)?;
+        write_pairing(dir, &old_text, &key, &received, host, port).map_err(enroll_error)?;
     print!("{written}");
     println!(
         "paired with {host}:{port}: certificate {} valid until {}",
         received.fingerprint,
-        unix_text(received.validity.1)
+        utc_text(received.validity.1)
     );
     Ok(())
 }
 
-fn helo_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or_else(|| String::from("localhost"))
-}
-
-fn unix_text(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rest = secs.rem_euclid(86_400);
-    let (y, m, d) = certrelay_core::time::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// Writes `path` by a temporary file and a rename, with `mode`.
-fn write_atomic(path: &Path, data: &str, mode: u32) -> Result<(), String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(data.as_bytes())?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("{}: {e}", path.display()));
-    }
-    Ok(())
+/// Writes `path` by a temporary file and a rename, with `mode` (else the file's own).
+fn write_atomic(path: &Path, data: &str, mode: Option<u32>) -> Result<(), String> {
+    replace_with_mode(path, data, mode).map_err(|e| e.to_string())
 }
 
 /// Writes the key and certificate, the CA, the per-site entry and main.cf's lines; returns
@@ -443,14 +393,14 @@ fn write_pairing(
     write_atomic(
         &cert_file,
         &format!("{}{}", received.cert_pem, key.pem()),
-        0o600,
+        Some(PRIVATE),
     )?;
     let _ = writeln!(
         out,
         "{}: this laptop's certificate and key (mode 0600)",
         cert_file.display()
     );
-    write_atomic(&ca_file, &received.ca_pem, 0o644)?;
+    write_atomic(&ca_file, &received.ca_pem, Some(PUBLIC))?;
     let _ = writeln!(out, "{}: the relay's CA", ca_file.display());
     let site = relayhost(host, port);
     let old_sites = std::fs::read_to_string(&per_site).unwrap_or_default();
@@ -460,7 +410,7 @@ fn write_pairing(
         .map(|l| format!("{l}\n"))
         .collect();
     sites.push_str(&format!("{site} MUST\n"));
-    write_atomic(&per_site, &sites, 0o644)?;
+    write_atomic(&per_site, &sites, None)?;
     let _ = writeln!(out, "{}: {site} MUST", per_site.display());
     let mut settings = vec![
         ("relayhost", site.clone()),
@@ -474,7 +424,7 @@ fn write_pairing(
     }
     let (text, report) = set_parameters(main_cf_text, &settings);
     let main_cf = dir.join("main.cf");
-    write_atomic(&main_cf, &text, 0o644)?;
+    write_atomic(&main_cf, &text, None)?;
     for line in report {
         let _ = writeln!(out, "{}: {line}", main_cf.display());
     }
@@ -528,8 +478,7 @@ pub fn set_parameters(text: &str, settings: &[(&str, String)]) -> (String, Vec<S
 
 /// What renewal needs from main.cf.
 struct Current {
-    host: String,
-    port: u16,
+    target: Target,
     cert_file: PathBuf,
     combined: bool,
     key_file: PathBuf,
@@ -538,13 +487,27 @@ struct Current {
     anchors_pem: Vec<CertificateDer<'static>>,
 }
 
-fn current(config: &Config) -> Result<Current, String> {
-    let relay = config
-        .list("relayhost")
-        .into_iter()
+/// The relay renewal talks to: the first `relayhost` entry, read as delivery reads it
+/// (service names, brackets) with `smtp_tls_wrappermode` applied.
+fn renewal_target(config: &Config) -> Result<Target, String> {
+    let mut hops = config.relayhost().map_err(|d| d.to_string())?;
+    let wrappermode = match config.is_set("smtp_tls_wrappermode") {
+        true => Some(
+            config
+                .bool("smtp_tls_wrappermode")
+                .map_err(|d| d.to_string())?,
+        ),
+        false => None,
+    };
+    nexthop::apply_wrappermode(&mut hops, wrappermode);
+    hops.into_iter()
         .next()
-        .ok_or("no relayhost in main.cf: pair with `certrelay enroll` first")?;
-    let (host, port) = parse_target(relay)?;
+        .map(Target::of)
+        .ok_or_else(|| String::from("no relayhost in main.cf: pair with `certrelay enroll` first"))
+}
+
+fn current(config: &Config) -> Result<Current, String> {
+    let target = renewal_target(config)?;
     let cert = config.text("smtp_tls_cert_file").trim().to_string();
     if cert.is_empty() {
         return Err(String::from("no smtp_tls_cert_file: nothing to renew"));
@@ -557,8 +520,7 @@ fn current(config: &Config) -> Result<Current, String> {
     let anchors_pem =
         certrelay_shell::conf::read_chain(config, "smtp_tls_CAfile").map_err(|d| d.to_string())?;
     Ok(Current {
-        host,
-        port,
+        target,
         combined: key == cert || key.is_empty(),
         cert_file: PathBuf::from(&cert),
         key_file: PathBuf::from(key),
@@ -578,51 +540,62 @@ pub fn renewal_due(config: &Config) -> Option<(i64, i64)> {
 
 /// Renews the certificate of `config` now; returns what to tell.
 pub fn renew(config: &Config) -> Result<String, String> {
+    renew_within(config, DIALOGUE_LIMIT)
+}
+
+/// The relay's chain must pass as delivery would judge it (`anchors`, `host`): the check
+/// renewal makes inside the handshake.
+fn verify_relay(
+    anchors_pem: &[CertificateDer<'static>],
+    host: &str,
+) -> Result<impl Fn(&[CertificateDer<'_>]) -> Result<(), String> + Send + Sync + 'static, String> {
+    let anchors = certrelay_core::cert::trust_anchors(anchors_pem)
+        .map_err(|e| format!("smtp_tls_CAfile: {e}"))?;
+    let host = host.to_string();
+    Ok(move |chain: &[CertificateDer<'_>]| {
+        let algs = certrelay_shell::tls::provider()
+            .signature_verification_algorithms
+            .all;
+        certrelay_core::cert::verify_server_chain(chain, &anchors, &host, UnixTime::now(), algs)
+            .map_err(|e| format!("shows a certificate that does not pass smtp_tls_CAfile: {e}"))
+    })
+}
+
+fn renew_within(config: &Config, limit: Duration) -> Result<String, String> {
     let cur = current(config)?;
     let key = LaptopKey::generate().map_err(|e| e.to_string())?;
     let request = key.request_der("laptop").map_err(|e| e.to_string())?;
-    let tls = certrelay_shell::tls::client_config(Some((cur.chain.clone(), cur.key)))
-        .map_err(|e| format!("the current certificate and key: {e}"))?;
-    let exchange = smol::block_on(with_limit(exchange(
-        &cur.host,
-        cur.port,
-        tls,
-        "RENEW",
-        &request,
-        &helo_name(),
-    )))?;
-    // Trusted as delivery trusts it: the CA of smtp_tls_CAfile, the host name.
-    let anchors = certrelay_core::cert::trust_anchors(&cur.anchors_pem)
-        .map_err(|e| format!("smtp_tls_CAfile: {e}"))?;
-    let algs = certrelay_shell::tls::provider()
-        .signature_verification_algorithms
-        .all;
-    certrelay_core::cert::verify_server_chain(
-        &exchange.relay_chain,
-        &anchors,
-        &cur.host,
-        UnixTime::now(),
-        algs,
+    let tls = Checked::new(
+        Some((cur.chain.clone(), cur.key)),
+        verify_relay(&cur.anchors_pem, &cur.target.host)?,
     )
-    .map_err(|e| format!("the relay's certificate: {e}; nothing was written"))?;
+    .map_err(|e| format!("the current certificate and key: {e}"))?;
+    let exchange = smol::block_on(with_limit(
+        exchange(&cur.target, &tls, "RENEW", &request, &host_name()),
+        limit,
+    ))?;
     let pem = enroll::parse_answer(&exchange.answer).map_err(|e| e.to_string())?;
-    let received = check_received(&pem, &key.spki(), Some((&exchange.relay_chain, &cur.host)))?;
+    let received = check_received(
+        &pem,
+        &key.spki(),
+        Some((&exchange.relay_chain, &cur.target.host)),
+    )?;
     if cur.combined {
         write_atomic(
             &cur.cert_file,
             &format!("{}{}", received.cert_pem, key.pem()),
-            0o600,
+            Some(PRIVATE),
         )?;
     } else {
         // Two files cannot change at once: the key first, so that a run in between fails
         // its handshake and retries rather than using a mismatched pair for long.
-        write_atomic(&cur.key_file, &key.pem(), 0o600)?;
-        write_atomic(&cur.cert_file, &received.cert_pem, 0o644)?;
+        write_atomic(&cur.key_file, &key.pem(), Some(PRIVATE))?;
+        write_atomic(&cur.cert_file, &received.cert_pem, Some(PUBLIC))?;
     }
     Ok(format!(
         "renewed: certificate {} valid until {} in {}",
         received.fingerprint,
-        unix_text(received.validity.1),
+        utc_text(received.validity.1),
         cur.cert_file.display()
     ))
 }
@@ -651,7 +624,7 @@ pub fn renew_if_due(config: &Config, now: i64) -> bool {
         Err(e) => {
             log::warn!(
                 "certificate renewal failed (it ends {}; tried again at the next queue run): {e}",
-                unix_text(ends)
+                utc_text(ends)
             );
             false
         }
@@ -662,23 +635,97 @@ pub fn renew_if_due(config: &Config, now: i64) -> bool {
 mod tests {
     use super::*;
 
+    fn parsed(text: &str) -> Result<(String, u16, bool), String> {
+        parse_target(text).map(|t| (t.host, t.port, t.implicit_tls))
+    }
+
     #[test]
     fn targets_parse() {
         assert_eq!(
-            parse_target("relay.example"),
-            Ok(("relay.example".into(), 25))
+            parsed("relay.example"),
+            Ok(("relay.example".into(), 25, false))
         );
         assert_eq!(
-            parse_target("relay.example:587"),
-            Ok(("relay.example".into(), 587))
+            parsed("relay.example:587"),
+            Ok(("relay.example".into(), 587, false))
         );
         assert_eq!(
-            parse_target("[127.0.0.1]:2525"),
-            Ok(("127.0.0.1".into(), 2525))
+            parsed("[127.0.0.1]:2525"),
+            Ok(("127.0.0.1".into(), 2525, false))
         );
-        assert_eq!(parse_target("[::1]:465"), Ok(("::1".into(), 465)));
-        assert!(parse_target("relay:port").is_err());
-        assert!(parse_target("").is_err());
+        assert_eq!(parsed("[::1]:465"), Ok(("::1".into(), 465, true)));
+        assert_eq!(
+            parsed("relay.example:submission"),
+            Ok(("relay.example".into(), 587, false))
+        );
+        assert!(parsed("relay:port").is_err());
+        assert!(parsed("").is_err());
+    }
+
+    /// Renewal reads relayhost as delivery does: service names, and smtp_tls_wrappermode
+    /// (TLS at once on any port, or not even on 465).
+    #[test]
+    fn renewal_reads_relayhost_as_delivery_does() {
+        let target = |main_cf: &str| {
+            let (config, _) = Config::parse("main.cf", main_cf);
+            renewal_target(&config).map(|t| (t.host, t.port, t.implicit_tls))
+        };
+        assert_eq!(
+            target("relayhost = [relay.example]:submission\n"),
+            Ok(("relay.example".into(), 587, false))
+        );
+        assert_eq!(
+            target("relayhost = [relay.example]:2465\nsmtp_tls_wrappermode = yes\n"),
+            Ok(("relay.example".into(), 2465, true))
+        );
+        assert_eq!(
+            target("relayhost = [relay.example]:465\nsmtp_tls_wrappermode = no\n"),
+            Ok(("relay.example".into(), 465, false))
+        );
+        assert_eq!(
+            target("relayhost = [a.example]:25, [b.example]\n"),
+            Ok(("a.example".into(), 25, false))
+        );
+        assert!(target("").unwrap_err().contains("no relayhost"));
+        assert!(target("relayhost = [relay.example]:nosuchport\n").is_err());
+    }
+
+    /// A relay that accepts and then says nothing, or dribbles a greeting that never ends,
+    /// does not hold the laptop past the limit.
+    #[test]
+    fn a_silent_or_dribbling_relay_is_left_at_the_limit() {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            // The first connection: silent. The second: one byte at a time, never a reply.
+            let (silent, _) = listener.accept().unwrap();
+            let (mut dribble, _) = listener.accept().unwrap();
+            for _ in 0..400 {
+                if dribble.write_all(b"2").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            drop(silent);
+        });
+        let target = Target {
+            host: String::from("127.0.0.1"),
+            port,
+            implicit_tls: false,
+        };
+        let tls = Checked::new(None, |_: &[CertificateDer<'_>]| Ok(())).unwrap();
+        for _ in 0..2 {
+            let err = smol::block_on(with_limit(
+                exchange(&target, &tls, "RENEW", b"request", "laptop.test"),
+                Duration::from_millis(300),
+            ))
+            .err()
+            .unwrap();
+            // The limit ended it, not the relay (which closes only after 4 s).
+            assert!(err.contains("did not finish within 0.3s"), "{err}");
+        }
+        server.join().unwrap();
     }
 
     #[test]

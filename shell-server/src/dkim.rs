@@ -366,7 +366,7 @@ pub fn generate(domain: &str, selector: &str, ed25519: bool) -> Result<NewKey, S
         let rng = SystemRandom::new();
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
             .map_err(|_| "cannot generate an Ed25519 key".to_owned())?;
-        let pem = pem_encode("PRIVATE KEY", pkcs8.as_ref());
+        let pem = certrelay_shell::pki::pem_text("PRIVATE KEY", pkcs8.as_ref());
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
             .map_err(|e| format!("the new key does not load: {e}"))?;
         (
@@ -508,17 +508,6 @@ pub fn keygen(
     Ok(())
 }
 
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = dkim::base64(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,6 +579,6 @@ mod tests {
         let doc =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
                 .unwrap();
-        pem_encode("PRIVATE KEY", doc.as_ref())
+        certrelay_shell::pki::pem_text("PRIVATE KEY", doc.as_ref())
     }
 }

@@ -9,14 +9,18 @@
 //! all pairing, while 40 bits of secret against 5 tries an hour per address, for a code
 //! that lives minutes, leave guessing hopeless.
 //!
+//! Renewals are bounded twice: the enrolled table keeps, of a label's entries, only the
+//! certificate that asked and the one just signed ([`enrolled::list_renewal`]), and a label
+//! gets at most [`RENEW_LIMIT`] certificates within [`RENEW_WINDOW`] (counted in memory).
+//!
 //! Not here: the dialogue (core's session), signing and the files ([`certrelay_shell::pki`]),
 //! the `enroll` command (`enroll_cmd`).
 
 use certrelay_core::config::{Config, Diagnostic, Location};
 use certrelay_core::enroll::{EnrollAnswer, EnrollRequest, RequestKind, Secret};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
-use certrelay_shell::pki::enroll::EnrollCa;
-use certrelay_shell::pki::enrolled::{self, Redeemed, Renewal};
+use certrelay_shell::pki::enroll::{EnrollCa, Signed};
+use certrelay_shell::pki::enrolled::{self, Redeemed};
 use certrelay_shell::smtpd::enroll::{AnswerFuture, Enroller};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,6 +32,10 @@ use std::time::{Duration, Instant};
 pub const ATTEMPT_LIMIT: u32 = 5;
 /// How long failures are remembered.
 pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(3600);
+/// Renewals signed for one label before further ones are refused for a while.
+pub const RENEW_LIMIT: u32 = 4;
+/// How long renewals are counted.
+pub const RENEW_WINDOW: Duration = Duration::from_secs(3600);
 
 /// The parameter that turns enrollment on.
 pub const CA_CERT: &str = "certrelay_enroll_ca_cert_file";
@@ -55,14 +63,16 @@ fn queue_directory(config: &Config) -> PathBuf {
     }
 }
 
-pub fn ca_key_path(config: &Config) -> PathBuf {
+/// The CA's key file: `certrelay_enroll_ca_key_file`, else the certificate's file.
+pub(crate) fn ca_key_path(config: &Config) -> PathBuf {
     match config.text(CA_KEY).trim() {
         "" => PathBuf::from(config.text(CA_CERT).trim()),
         key => PathBuf::from(key),
     }
 }
 
-pub fn unix_now() -> i64 {
+/// The clock's Unix seconds as the tables and code files write them.
+pub(crate) fn unix_now() -> i64 {
     i64::try_from(certrelay_shell::clock::unix_secs()).unwrap_or(i64::MAX)
 }
 
@@ -167,6 +177,36 @@ impl Attempts {
     }
 }
 
+/// Renewals signed per label, in memory.
+#[derive(Default)]
+struct RenewCounts {
+    by_label: HashMap<String, (u32, Instant)>,
+}
+
+impl RenewCounts {
+    /// False when `label` had [`RENEW_LIMIT`] renewals within [`RENEW_WINDOW`].
+    fn allowed(&mut self, label: &str, now: Instant) -> bool {
+        self.by_label
+            .retain(|_, (_, since)| now.duration_since(*since) < RENEW_WINDOW);
+        self.by_label
+            .get(label)
+            .is_none_or(|(count, _)| *count < RENEW_LIMIT)
+    }
+
+    /// Counts a renewal signed for `label`.
+    fn issued(&mut self, label: &str, now: Instant) {
+        let entry = self.by_label.entry(label.to_string()).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+    }
+}
+
+/// Why a certificate was not issued once the request was let through: the signer refused
+/// the request, or the table could not be written.
+enum IssueFailure {
+    Request(String),
+    Table(certrelay_shell::pki::PkiError),
+}
+
 /// Asks the serving loop to reload and tells when it has.
 pub type ReloadRequests = smol::channel::Sender<smol::channel::Sender<()>>;
 
@@ -177,6 +217,7 @@ pub struct Service {
     lifetime: Duration,
     grace: Duration,
     attempts: Mutex<Attempts>,
+    renewals: Mutex<RenewCounts>,
     /// Serialises edits of the enrolled table.
     edits: Mutex<()>,
     /// Renewals whose old certificate goes at the new one's first use: (new, until).
@@ -206,6 +247,7 @@ impl Service {
             lifetime,
             grace,
             attempts: Mutex::default(),
+            renewals: Mutex::default(),
             edits: Mutex::default(),
             pending: Mutex::default(),
             reload,
@@ -275,7 +317,7 @@ impl Service {
             return EnrollAnswer::TooManyAttempts;
         }
         // The request is checked before the code, so that a bad request spends no code.
-        if let Err(why) = self.ca.sign(&csr, "check", Duration::from_secs(60)) {
+        if let Err(why) = self.ca.check(&csr) {
             log::info!("enroll: request from {client} refused: {why}");
             self.refund(client);
             return EnrollAnswer::BadRequest(why);
@@ -306,18 +348,34 @@ impl Service {
                 return EnrollAnswer::Unavailable;
             }
         };
-        let signed = match self.ca.sign(&csr, &name, lifetime) {
+        let service = self.clone();
+        let listed = {
+            let name = name.clone();
+            smol::unblock(move || -> Result<Signed, IssueFailure> {
+                let signed = service
+                    .ca
+                    .sign(&csr, &name, lifetime)
+                    .map_err(IssueFailure::Request)?;
+                let map = service.map();
+                service
+                    .edit(|| enrolled::list(&map, &signed.fingerprint, &name))
+                    .map_err(IssueFailure::Table)?;
+                Ok(signed)
+            })
+            .await
+        };
+        let map = self.map();
+        let signed = match listed {
             Ok(signed) => signed,
-            Err(why) => {
+            Err(IssueFailure::Request(why)) => {
                 log::warn!("enroll: cannot sign for {name} ({client}): {why}");
                 return EnrollAnswer::BadRequest(why);
             }
+            Err(IssueFailure::Table(e)) => {
+                log::error!("enroll: cannot list {name}: {e}");
+                return EnrollAnswer::Unavailable;
+            }
         };
-        let map = self.map();
-        if let Err(e) = self.edit(|| enrolled::list(&map, &signed.fingerprint, &name, None)) {
-            log::error!("enroll: cannot list {name}: {e}");
-            return EnrollAnswer::Unavailable;
-        }
         log::info!(
             "enroll: {name} paired from {client}: listed {} in {}",
             signed.fingerprint,
@@ -340,34 +398,62 @@ impl Service {
         let Some(cert) = client_cert else {
             return EnrollAnswer::NotRenewable(String::from("no client certificate"));
         };
+        if !self
+            .renewals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allowed(&label, Instant::now())
+        {
+            log::warn!(
+                "enroll: renewal of {label} ({client}) refused: {RENEW_LIMIT} renewals within {}s",
+                RENEW_WINDOW.as_secs()
+            );
+            return EnrollAnswer::NotRenewable(format!(
+                "renewed {RENEW_LIMIT} times within {}s already; try again later",
+                RENEW_WINDOW.as_secs()
+            ));
+        }
         let old = Fingerprint::of(DigestKind::Sha256, &cert);
-        let signed = match self.ca.sign(&csr, &label, self.lifetime) {
-            Ok(signed) => signed,
-            Err(why) => {
+        let grace = i64::try_from(self.grace.as_secs()).unwrap_or(i64::MAX);
+        let service = self.clone();
+        let renewed = {
+            let label = label.clone();
+            smol::unblock(move || {
+                let signed = service
+                    .ca
+                    .sign(&csr, &label, service.lifetime)
+                    .map_err(IssueFailure::Request)?;
+                let map = service.map();
+                let until = unix_now().saturating_add(grace);
+                let (edit, renewal) = service
+                    .edit(|| enrolled::list_renewal(&map, &label, &old, &signed.fingerprint, until))
+                    .map_err(IssueFailure::Table)?;
+                Ok((signed, edit, renewal))
+            })
+            .await
+        };
+        let (signed, edit, renewal) = match renewed {
+            Ok(done) => done,
+            Err(IssueFailure::Request(why)) => {
                 log::info!("enroll: renewal of {label} ({client}) refused: {why}");
                 return EnrollAnswer::BadRequest(why);
             }
+            Err(IssueFailure::Table(e)) => {
+                log::error!("enroll: cannot list the renewal of {label}: {e}");
+                return EnrollAnswer::Unavailable;
+            }
         };
-        let map = self.map();
-        let in_enrolled = std::fs::read_to_string(&map)
-            .map(|text| enrolled::entries(&text).iter().any(|(p, _)| *p == old))
-            .unwrap_or(false);
-        let grace = i64::try_from(self.grace.as_secs()).unwrap_or(i64::MAX);
-        let renewal = Renewal {
-            new: signed.fingerprint,
-            old,
-            until: in_enrolled.then(|| unix_now().saturating_add(grace)),
-        };
-        let listed =
-            self.edit(|| enrolled::list(&map, &signed.fingerprint, &label, Some(&renewal)));
-        if let Err(e) = listed {
-            log::error!("enroll: cannot list the renewal of {label}: {e}");
-            return EnrollAnswer::Unavailable;
+        self.renewals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .issued(&label, Instant::now());
+        for line in &edit.removed {
+            log::info!("enroll: renewal of {label} replaces an earlier one; removed: {line}");
         }
-        let old_place = if in_enrolled {
-            String::from("until the new one is used")
+        let old_place = if renewal.until.is_some() {
+            "until the new one is used"
         } else {
-            String::from("in relay_clientcerts until the operator revokes it")
+            "in relay_clientcerts until the operator revokes it"
         };
         log::info!(
             "enroll: {label} renewed from {client}: listed {} beside {old} ({old_place})",
@@ -466,5 +552,20 @@ mod tests {
             assert!(attempts.try_one(a, now));
         }
         assert!(!attempts.try_one(b, now));
+    }
+
+    /// A label gets RENEW_LIMIT renewals within the window, then none until it has passed;
+    /// other labels are not held back.
+    #[test]
+    fn renewals_are_limited_per_label() {
+        let mut counts = RenewCounts::default();
+        let now = Instant::now();
+        for _ in 0..RENEW_LIMIT {
+            assert!(counts.allowed("alice", now));
+            counts.issued("alice", now);
+        }
+        assert!(!counts.allowed("alice", now));
+        assert!(counts.allowed("bob", now));
+        assert!(counts.allowed("alice", now + RENEW_WINDOW));
     }
 }

@@ -23,6 +23,7 @@ pub use ca::{
     RenewedServer, ISSUED_DIR,
 };
 pub use error::PkiError;
+pub use files::{pem_text, replace_with_mode, PRIVATE, PUBLIC};
 pub use map::{allow, revoke, MapEdit};
 use names::check_label;
 

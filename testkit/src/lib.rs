@@ -1,7 +1,8 @@
 //! The one test kit of the workspace, shared by the end-to-end tests (`tests/`), the shell's
 //! tests (`shell/tests/`, `shell/src` unit tests) and the load tool (`benches/load.rs`):
-//! an SMTP sink, a test PKI, a loopback name server, the real binaries and their daemons,
-//! a private Postfix, and the fixtures (certificates OpenSSL made, with what it printed).
+//! an SMTP sink, a test PKI, a loopback name server, a fake `XCERTRELAY` relay, the real
+//! binaries and their daemons, a private Postfix, and the fixtures (certificates OpenSSL
+//! made, with what it printed).
 //!
 //! It does not know the shell: it depends on the core, rcgen and rustls only, so that the
 //! shell can dev-depend on it without a second copy of itself. Helpers that need the shell's
@@ -12,6 +13,7 @@ pub mod binaries;
 pub mod client;
 pub mod daemon;
 pub mod dns;
+pub mod enroll_relay;
 pub mod fixtures;
 pub mod pki;
 pub mod postfix;

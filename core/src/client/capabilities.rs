@@ -17,6 +17,8 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     /// `SMTPUTF8` (RFC 6531).
     pub smtputf8: bool,
+    /// `XCERTRELAY`, this project's pairing and renewal extension (`crate::enroll`).
+    pub xcertrelay: bool,
 }
 
 impl Capabilities {
@@ -37,6 +39,7 @@ impl Capabilities {
                 "STARTTLS" => caps.starttls = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
+                crate::enroll::KEYWORD => caps.xcertrelay = true,
                 _ => {}
             }
         }
@@ -71,6 +74,7 @@ mod tests {
             "ENHANCEDSTATUSCODES",
             "DSN",
             "smtputf8",
+            "xcertrelay",
         ]);
         assert_eq!(
             caps,
@@ -81,6 +85,7 @@ mod tests {
                 starttls: true,
                 enhanced_status_codes: true,
                 smtputf8: true,
+                xcertrelay: true,
             }
         );
         assert_eq!(caps.size_limit(), Some(10_240_000));

@@ -8,10 +8,12 @@
 
 use super::ca::{load_ca_files, set_validity_secs};
 use super::error::PkiError;
+use super::files::pem_text;
 use super::names::check_file_name;
 use certrelay_core::cert::{
     assess_client_chain, parse_certificates, spki_der, verify_server_chain,
 };
+use certrelay_core::enroll::MAX_REQUEST_DER;
 use certrelay_core::facts::CertVerdict;
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use rcgen::{
@@ -22,9 +24,6 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use std::path::Path;
 use std::time::Duration;
 use x509_parser::prelude::FromDer;
-
-/// Longest request taken, DER (a P-384 request is under 500 octets).
-pub const MAX_REQUEST_DER: usize = 4096;
 
 /// The relay's CA, read once (as root, before the privilege drop) when enrollment is on.
 pub struct EnrollCa {
@@ -55,9 +54,10 @@ impl EnrollCa {
         Ok(EnrollCa { cert_pem, issuer })
     }
 
-    /// The CA certificate, PEM.
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
+    /// Checks a request as [`EnrollCa::sign`] would, signing nothing: a bad request is
+    /// refused before a code is spent. `Err` holds the reason for the client.
+    pub fn check(&self, csr_der: &[u8]) -> Result<(), String> {
+        check_request(csr_der).map(|_| ())
     }
 
     /// Signs the request `csr_der` for laptop `name`, valid for `lifetime`. `Err` holds the
@@ -203,9 +203,7 @@ pub fn check_received(
     }
     let anchors = certrelay_core::cert::trust_anchors(std::slice::from_ref(ca))
         .map_err(|e| format!("the CA certificate the relay sent is unusable: {e}"))?;
-    let algs = rustls::crypto::ring::default_provider()
-        .signature_verification_algorithms
-        .all;
+    let algs = crate::tls::provider().signature_verification_algorithms.all;
     let now = UnixTime::now();
     if let CertVerdict::Untrusted(why) =
         assess_client_chain(std::slice::from_ref(leaf), &anchors, 1, now, algs)
@@ -224,8 +222,8 @@ pub fn check_received(
     }
     let validity = validity(leaf).ok_or("the certificate's validity cannot be read")?;
     Ok(Received {
-        cert_pem: pem_of(leaf),
-        ca_pem: pem_of(ca),
+        cert_pem: pem_text("CERTIFICATE", leaf),
+        ca_pem: pem_text("CERTIFICATE", ca),
         fingerprint: Fingerprint::of(DigestKind::Sha256, leaf),
         validity,
     })
@@ -236,18 +234,6 @@ pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let v = cert.validity();
     Some((v.not_before.timestamp(), v.not_after.timestamp()))
-}
-
-/// A DER certificate as PEM text.
-fn pem_of(der: &[u8]) -> String {
-    let b64 = certrelay_core::dkim::base64(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
 }
 
 #[cfg(test)]
@@ -318,5 +304,14 @@ mod tests {
         assert!(err.contains("not a certificate request"), "{err}");
         let good = key.request_der("alice").unwrap();
         assert!(ca.sign(&good, "../etc", life).is_err());
+        // The check alone says the same, signing nothing.
+        assert_eq!(ca.check(&good), Ok(()));
+        assert_eq!(ca.check(&csr), ca.sign(&csr, "alice", life).map(|_| ()));
+        assert!(ca
+            .check(b"garbage")
+            .unwrap_err()
+            .contains("not a certificate request"));
+        let over = vec![0x30; MAX_REQUEST_DER + 1];
+        assert!(ca.check(&over).unwrap_err().contains("longer than 6144"));
     }
 }

@@ -141,41 +141,121 @@ pub fn revoke(path: &Path, what: &str) -> Result<MapEdit, PkiError> {
     Ok(edit)
 }
 
-/// Lists `print` under `label` in the enrolled table at `path` (created if missing), with a
-/// renewal note when it replaces another.
-pub fn list(
-    path: &Path,
-    print: &Fingerprint,
-    label: &str,
-    renewal: Option<&Renewal>,
-) -> Result<MapEdit, PkiError> {
+/// Lists `print` under `label` in the enrolled table at `path` (created if missing), as a
+/// pairing does.
+pub fn list(path: &Path, print: &Fingerprint, label: &str) -> Result<MapEdit, PkiError> {
     check_label(label)?;
-    let mut text = files::read_text_or_empty(path)?;
-    if entries(&text).iter().any(|(listed, _)| listed == print) {
+    let text = files::read_text_or_empty(path)?;
+    refuse_listed(path, &text, print)?;
+    let line = print.relay_clientcerts_line(label.trim());
+    let text = with_lines(text, std::slice::from_ref(&line));
+    replace_keeping_owner(path, &text)?;
+    Ok(MapEdit {
+        path: path.to_path_buf(),
+        added: vec![line],
+        removed: Vec::new(),
+    })
+}
+
+fn refuse_listed(path: &Path, text: &str, print: &Fingerprint) -> Result<(), PkiError> {
+    if entries(text).iter().any(|(listed, _)| listed == print) {
         return Err(PkiError::Duplicate {
             path: path.to_path_buf(),
             line: 0,
             what: format!("fingerprint {print}"),
         });
     }
+    Ok(())
+}
+
+fn with_lines(mut text: String, lines: &[String]) -> String {
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    let mut added = Vec::new();
-    if let Some(r) = renewal {
-        added.push(r.line());
-    }
-    added.push(print.relay_clientcerts_line(label.trim()));
-    for line in &added {
+    for line in lines {
         text.push_str(line);
         text.push('\n');
     }
+    text
+}
+
+/// Lists `new` under `label` as the renewal of `old` (the certificate that asked), noted
+/// `until` when `old` is listed in this table, else as a renewal of a `relay_clientcerts`
+/// entry. Bounded: of `label`'s entries here only `old` and `new` remain, so an earlier
+/// renewal still pending (its answer lost, or asked for again with the same certificate) is
+/// replaced, never added to, and one certificate cannot gather listed certificates. Returns
+/// the edit and the renewal noted.
+pub fn list_renewal(
+    path: &Path,
+    label: &str,
+    old: &Fingerprint,
+    new: &Fingerprint,
+    until: i64,
+) -> Result<(MapEdit, Renewal), PkiError> {
+    check_label(label)?;
+    let label = label.trim();
+    let text = files::read_text_or_empty(path)?;
+    refuse_listed(path, &text, new)?;
+    let listed = entries(&text);
+    let renewal = Renewal {
+        new: *new,
+        old: *old,
+        until: listed.iter().any(|(p, _)| p == old).then_some(until),
+    };
+    let doomed: Vec<Fingerprint> = listed
+        .into_iter()
+        .filter(|(p, l)| l == label && p != old)
+        .map(|(p, _)| p)
+        .collect();
+    let (kept, removed) = drop_lines(&text, &doomed, |r| {
+        r.old == *old || doomed.contains(&r.new) || doomed.contains(&r.old)
+    });
+    let added = vec![renewal.line(), new.relay_clientcerts_line(label)];
+    let text = with_lines(kept, &added);
     replace_keeping_owner(path, &text)?;
-    Ok(MapEdit {
-        path: path.to_path_buf(),
-        added,
-        removed: Vec::new(),
-    })
+    Ok((
+        MapEdit {
+            path: path.to_path_buf(),
+            added,
+            removed,
+        },
+        renewal,
+    ))
+}
+
+/// `text` without the entries of `doomed` (continuation lines too) and without the renewal
+/// notes `note_goes` picks; the kept text and the removed lines.
+fn drop_lines(
+    text: &str,
+    doomed: &[Fingerprint],
+    note_goes: impl Fn(&Renewal) -> bool,
+) -> (String, Vec<String>) {
+    let mut kept = String::with_capacity(text.len());
+    let mut removed = Vec::new();
+    let mut dropping_entry = false;
+    for line in text.lines() {
+        let continues = line.starts_with(char::is_whitespace) && !line.trim().is_empty();
+        let drop = if let Some(r) = Renewal::parse(line) {
+            note_goes(&r)
+        } else if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            false
+        } else if continues {
+            dropping_entry
+        } else {
+            let key = line.split_whitespace().next().unwrap_or("");
+            dropping_entry = key
+                .parse::<Fingerprint>()
+                .is_ok_and(|p| doomed.contains(&p));
+            dropping_entry
+        };
+        if drop {
+            removed.push(line.to_string());
+        } else {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    (kept, removed)
 }
 
 /// Ends the renewals of the table at `path` whose new certificate is `used`, or whose time is
@@ -198,32 +278,8 @@ pub fn end_renewals(
     if done.is_empty() {
         return Ok(None);
     }
-    let doomed_prints: Vec<&Fingerprint> = done.iter().map(|r| &r.old).collect();
-    let mut kept = String::with_capacity(text.len());
-    let mut removed = Vec::new();
-    let mut dropping_entry = false;
-    for line in text.lines() {
-        let continues = line.starts_with(char::is_whitespace) && !line.trim().is_empty();
-        let drop = if let Some(r) = Renewal::parse(line) {
-            done.contains(&r)
-        } else if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            false
-        } else if continues {
-            dropping_entry
-        } else {
-            let key = line.split_whitespace().next().unwrap_or("");
-            dropping_entry = key
-                .parse::<Fingerprint>()
-                .is_ok_and(|p| doomed_prints.contains(&&p));
-            dropping_entry
-        };
-        if drop {
-            removed.push(line.to_string());
-        } else {
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
+    let doomed: Vec<Fingerprint> = done.iter().map(|r| r.old).collect();
+    let (kept, removed) = drop_lines(&text, &doomed, |r| done.contains(r));
     replace_keeping_owner(path, &kept)?;
     Ok(Some(MapEdit {
         path: path.to_path_buf(),
@@ -621,18 +677,21 @@ mod tests {
         let dir = temp("renewal");
         let map = dir.join(ENROLLED_MAP);
         fs::write(&map, "# enrolled laptops\n").unwrap();
-        list(&map, &print(1), "alice", None).unwrap();
-        list(&map, &print(7), "bob", None).unwrap();
-        let renewal = Renewal {
-            new: print(2),
-            old: print(1),
-            until: Some(500),
-        };
-        list(&map, &print(2), "alice", Some(&renewal)).unwrap();
+        list(&map, &print(1), "alice").unwrap();
+        list(&map, &print(7), "bob").unwrap();
+        let (_, renewal) = list_renewal(&map, "alice", &print(1), &print(2), 500).unwrap();
+        assert_eq!(
+            renewal,
+            Renewal {
+                new: print(2),
+                old: print(1),
+                until: Some(500),
+            }
+        );
         let text = fs::read_to_string(&map).unwrap();
         assert_eq!(entries(&text).len(), 3);
         assert_eq!(renewals(&text), std::slice::from_ref(&renewal));
-        assert!(list(&map, &print(2), "alice", None).is_err());
+        assert!(list(&map, &print(2), "alice").is_err());
         // Another certificate's use changes nothing.
         assert_eq!(end_renewals(&map, Some(&print(7)), 10).unwrap(), None);
         let edit = end_renewals(&map, Some(&print(2)), 10).unwrap().unwrap();
@@ -654,25 +713,64 @@ mod tests {
     fn a_renewal_ends_when_its_time_is_up_but_not_one_of_root_s_table() {
         let dir = temp("grace");
         let map = dir.join(ENROLLED_MAP);
-        list(&map, &print(1), "alice", None).unwrap();
-        let timed = Renewal {
-            new: print(2),
-            old: print(1),
-            until: Some(500),
-        };
-        let roots = Renewal {
-            new: print(4),
-            old: print(3),
-            until: None,
-        };
-        list(&map, &print(2), "alice", Some(&timed)).unwrap();
-        list(&map, &print(4), "carol", Some(&roots)).unwrap();
+        list(&map, &print(1), "alice").unwrap();
+        list_renewal(&map, "alice", &print(1), &print(2), 500).unwrap();
+        // print(3) is not in this table: it is in root's.
+        let (_, roots) = list_renewal(&map, "carol", &print(3), &print(4), 500).unwrap();
+        assert_eq!(roots.until, None);
         assert_eq!(end_renewals(&map, None, 499).unwrap(), None);
         assert!(end_renewals(&map, Some(&print(4)), 499).unwrap().is_none());
         end_renewals(&map, None, 500).unwrap().unwrap();
         let text = fs::read_to_string(&map).unwrap();
         assert_eq!(renewals(&text), [roots]);
         assert_eq!(entries(&text).len(), 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// The attack of a stolen (or any) listed certificate: renewing again and again. Each
+    /// renewal replaces the pending one, so the table never lists more than the old
+    /// certificate and one new one for the label; the same holds for a certificate of root's
+    /// table, and for a chain of renewals from it.
+    #[test]
+    fn renewing_again_replaces_the_pending_renewal_and_never_adds() {
+        let dir = temp("renew-again");
+        let map = dir.join(ENROLLED_MAP);
+        list(&map, &print(1), "alice").unwrap();
+        list(&map, &print(7), "bob").unwrap();
+        let alice = |text: &str| -> Vec<Fingerprint> {
+            entries(text)
+                .into_iter()
+                .filter(|(_, l)| l == "alice")
+                .map(|(p, _)| p)
+                .collect()
+        };
+        for n in 2..6 {
+            let (edit, _) = list_renewal(&map, "alice", &print(1), &print(n), 500).unwrap();
+            let text = fs::read_to_string(&map).unwrap();
+            assert_eq!(alice(&text), [print(1), print(n)], "{text}");
+            assert_eq!(renewals(&text).len(), 1, "{text}");
+            assert_eq!(edit.removed.len(), if n == 2 { 0 } else { 2 }, "{edit:?}");
+        }
+        // The renewed certificate renewing in turn: the first renewal is over (it is in use).
+        list_renewal(&map, "alice", &print(5), &print(6), 900).unwrap();
+        let text = fs::read_to_string(&map).unwrap();
+        assert_eq!(alice(&text), [print(5), print(6)], "{text}");
+        assert_eq!(renewals(&text).len(), 1, "{text}");
+        assert!(entries(&text).contains(&(print(7), "bob".to_string())));
+        // Root's certificate print(20) for carol, renewed, the new one renewed, root's again.
+        list_renewal(&map, "carol", &print(20), &print(21), 500).unwrap();
+        list_renewal(&map, "carol", &print(21), &print(22), 500).unwrap();
+        end_renewals(&map, Some(&print(22)), 10).unwrap().unwrap();
+        for n in 23..26 {
+            list_renewal(&map, "carol", &print(20), &print(n), 500).unwrap();
+            let text = fs::read_to_string(&map).unwrap();
+            let carol: Vec<_> = entries(&text)
+                .into_iter()
+                .filter(|(_, l)| l == "carol")
+                .map(|(p, _)| p)
+                .collect();
+            assert_eq!(carol, [print(n)], "{text}");
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 }

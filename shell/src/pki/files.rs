@@ -75,6 +75,12 @@ pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
 /// Replaces `path` with `text`: a temporary file beside it, flushed to disk, renamed over it,
 /// then the directory flushed. An existing file's mode is kept.
 pub fn replace(path: &Path, text: &str) -> Result<(), PkiError> {
+    replace_with_mode(path, text, None)
+}
+
+/// [`replace`], with `mode` when given (a key file is 0600 whatever it was), else the
+/// existing file's mode ([`PUBLIC`] for a new file).
+pub fn replace_with_mode(path: &Path, text: &str, mode: Option<u32>) -> Result<(), PkiError> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -86,9 +92,10 @@ pub fn replace(path: &Path, text: &str) -> Result<(), PkiError> {
             path: path.to_path_buf(),
             reason: String::from("names a directory, not a table file"),
         })?;
-    let mode = match fs::metadata(path) {
-        Ok(meta) => meta.permissions().mode() & 0o7777,
-        Err(_) => PUBLIC,
+    let mode = match (mode, fs::metadata(path)) {
+        (Some(mode), _) => mode,
+        (None, Ok(meta)) => meta.permissions().mode() & 0o7777,
+        (None, Err(_)) => PUBLIC,
     };
     let tmp = dir.join(format!(".{file_name}.certrelay-{}.tmp", std::process::id()));
     let _ = fs::remove_file(&tmp);
@@ -101,6 +108,18 @@ pub fn replace(path: &Path, text: &str) -> Result<(), PkiError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_error(dir, "flush directory"))
+}
+
+/// DER as PEM text under `label` (`CERTIFICATE`, `PRIVATE KEY`), 64 characters a line.
+pub fn pem_text(label: &str, der: &[u8]) -> String {
+    let b64 = certrelay_core::dkim::base64(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 #[cfg(test)]
@@ -148,6 +167,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["relay_clientcerts"]);
+        // A mode given wins over the one kept.
+        replace_with_mode(&table, "e f\n", Some(PRIVATE)).unwrap();
+        let mode = fs::metadata(&table).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read_to_string(&table).unwrap(), "e f\n");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pem_text_reads_back() {
+        let der: Vec<u8> = (0..100u8).collect();
+        let pem = pem_text("CERTIFICATE", &der);
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert!(pem.lines().all(|l| l.len() <= 64));
+        assert!(pem.ends_with("-----END CERTIFICATE-----\n"));
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert_eq!(body, certrelay_core::dkim::base64(&der));
+        assert_eq!(pem.lines().count(), 2 + 136usize.div_ceil(64));
     }
 }
