@@ -5,6 +5,7 @@
 //! reload, signals, the pid file and the onward queue runner.
 
 mod admin;
+mod allocator;
 mod certs;
 mod checks;
 mod demo;
@@ -111,23 +112,6 @@ struct Check {}
 #[derive(FromArgs)]
 #[argh(subcommand, name = "run")]
 struct Run {}
-
-/// The allocator: the system's, keeping a few freed large blocks for reuse once the relay
-/// serves (see `certrelay_shell::alloc`: musl's own allocator maps and unmaps memory for
-/// each message's buffers). `--features mimalloc` (see Cargo.toml) puts mimalloc instead.
-#[cfg(not(feature = "mimalloc"))]
-#[global_allocator]
-static ALLOCATOR: certrelay_shell::alloc::KeepLarge = certrelay_shell::alloc::KeepLarge::new();
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Set-up is done and the relay serves: from now on freed large blocks are kept for reuse
-/// (start-up's one-off buffers went back to the system).
-pub(crate) fn serving_begins() {
-    #[cfg(not(feature = "mimalloc"))]
-    ALLOCATOR.keep_from_now();
-}
 
 fn main() {
     // Help and listings into a closed pipe (`| head`) end quietly; serving ignores it again.

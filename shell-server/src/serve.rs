@@ -226,7 +226,7 @@ async fn run_async(dir: &Path) -> i32 {
         env!("CARGO_PKG_VERSION"),
         dir.display()
     );
-    crate::serving_begins();
+    crate::allocator::serving_begins();
     // `certrelayd status` reads the live values from a file rewritten every few seconds.
     let publisher = Arc::new(status::Publisher::new());
     let status_task = {
@@ -238,8 +238,9 @@ async fn run_async(dir: &Path) -> i32 {
                 .await
         })
     };
-    // Once a minute the seen records go to their file when they changed; once a day the
-    // server certificate is looked at.
+    // Once a minute the seen records go to their file when they changed and an idle relay's
+    // kept message buffers go back to the system; once a day the server certificate is
+    // looked at.
     let housekeeping = {
         let (watch, dir) = (watch.clone(), dir.to_owned());
         smol::spawn(async move {
@@ -247,6 +248,7 @@ async fn run_async(dir: &Path) -> i32 {
             loop {
                 smol::Timer::after(SEEN_FLUSH_EVERY).await;
                 watch.flush().await;
+                crate::allocator::housekeeping();
                 minutes += 1;
                 if minutes.is_multiple_of(24 * 60) {
                     let dir = dir.clone();
