@@ -180,7 +180,7 @@ impl Connection {
             if let Some(slot) = &driver.slot {
                 slot.activity().set_idle_since(Some(now));
             }
-            match driver.handshake(hs).await {
+            match Box::pin(driver.handshake(hs)).await {
                 Some(session) => session,
                 None => return,
             }
@@ -210,9 +210,16 @@ struct Driver<S> {
     listed_by: Arc<FingerprintMap>,
 }
 
+/// The read buffer between mail transactions: commands are short, and an idle session keeps
+/// this buffer for as long as it stays (1000 idle sessions hold 1000 of them).
+const READ_SMALL: usize = 2 * 1024;
+/// The read buffer once a read fills the small one (a message's content is coming); it goes
+/// back to [`READ_SMALL`] when the transaction ends.
+const READ_LARGE: usize = 16 * 1024;
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     async fn run(&mut self, mut session: ServerSession) {
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = vec![0u8; READ_SMALL];
         loop {
             match self.drain(session).await {
                 Some(s) => session = s,
@@ -231,6 +238,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             // Listen before reading the flag, so that no notice slips between the two.
             self.publish_idle(&session);
+            if buf.len() > READ_SMALL && session.idle_since().is_some() {
+                buf = vec![0u8; READ_SMALL];
+            }
             let activity = self.slot.as_ref().map(|s| s.activity().clone());
             let displaced = activity.as_ref().map(|a| a.displaced());
             if activity.as_ref().is_some_and(|a| a.is_displaced()) {
@@ -278,6 +288,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Wake::Read(Ok(n)) => {
                     self.relist(&mut session);
                     session.handle_input(&buf[..n], now);
+                    if n == buf.len() && buf.len() < READ_LARGE {
+                        buf.resize(READ_LARGE, 0);
+                    }
                 }
                 Wake::Read(Err(e)) => {
                     log::debug!("read from {}: {e}", self.peer.addr);
@@ -328,7 +341,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         continue;
                     }
                     session = match session.start_tls() {
-                        Ok(handshake) => self.handshake(handshake).await?,
+                        // Boxed, as is the enrollment below: each happens once in a session,
+                        // and inline their futures would make every session's task as large
+                        // as the largest of them (8.7 KiB, for as long as the session lasts).
+                        Ok(handshake) => Box::pin(self.handshake(handshake)).await?,
                         Err(s) => {
                             log::error!("STARTTLS hand-over refused by the session; closing");
                             drop(s);
@@ -337,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     };
                 }
                 ServerOutput::Enroll(request) => {
-                    let answer = self.enroll(*request).await;
+                    let answer = Box::pin(self.enroll(*request)).await;
                     // A new certificate is listed by now: the session sees the table again.
                     self.relist(&mut session);
                     session.handle_event(ServerEvent::Enrolled(answer), self.c.clock.now());
