@@ -141,6 +141,18 @@ fn delivered(relay: &Relay, subject: &str) {
     });
 }
 
+/// Whether a client with the certificate and key in `pem` (trusting `ca`) may relay through
+/// the relay on `port`.
+fn relays_with(port: u16, ca: &str, pem: &str) -> bool {
+    let mut c = Client::greeted(port);
+    c.tls(client_config(ca, Some((pem, pem))));
+    c.cmd("EHLO laptop.test");
+    c.cmd("MAIL FROM:<bob@laptop.test>");
+    let rcpt = c.cmd("RCPT TO:<friend@elsewhere.example>");
+    c.cmd("QUIT");
+    rcpt.starts_with("250")
+}
+
 #[test]
 fn a_laptop_pairs_with_one_command_and_relays_with_its_new_certificate() {
     let relay = Relay::start("enroll-pair", "");
@@ -412,15 +424,7 @@ fn renewal_overlaps_while_mail_flows_and_the_old_certificate_goes_at_the_new_one
     assert_ne!(old_pem, new_pem);
     // The old certificate still relays until the new one is used.
     let ca = std::fs::read_to_string(relay.dir.path().join("ca.pem")).unwrap();
-    let relays_with = |pem: &str| {
-        let mut c = Client::greeted(relay.port);
-        c.tls(client_config(&ca, Some((pem, pem))));
-        c.cmd("EHLO laptop.test");
-        c.cmd("MAIL FROM:<bob@laptop.test>");
-        let rcpt = c.cmd("RCPT TO:<friend@elsewhere.example>");
-        c.cmd("QUIT");
-        rcpt.starts_with("250")
-    };
+    let relays_with = |pem: &str| relays_with(relay.port, &ca, pem);
     assert!(relays_with(&old_pem));
     assert!(flush(&laptop).status.success());
     delivered(&relay, "during");
@@ -487,15 +491,7 @@ fn renewing_twice_from_one_certificate_replaces_the_first_renewal() {
         .daemon
         .wait_log("enroll: renewal of alice replaces an earlier one; removed:");
     let ca = std::fs::read_to_string(relay.dir.path().join("ca.pem")).unwrap();
-    let relays_with = |pem: &str| {
-        let mut c = Client::greeted(relay.port);
-        c.tls(client_config(&ca, Some((pem, pem))));
-        c.cmd("EHLO laptop.test");
-        c.cmd("MAIL FROM:<bob@laptop.test>");
-        let rcpt = c.cmd("RCPT TO:<friend@elsewhere.example>");
-        c.cmd("QUIT");
-        rcpt.starts_with("250")
-    };
+    let relays_with = |pem: &str| relays_with(relay.port, &ca, pem);
     assert!(
         !relays_with(&issued[0]),
         "the replaced renewal is not listed"
