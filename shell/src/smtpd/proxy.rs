@@ -10,7 +10,6 @@
 
 use certrelay_core::proxy::{self, Header, Parsed, ProxyError};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use smol::Timer;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
@@ -74,11 +73,9 @@ where
             }
         }
     };
-    let timer = async {
-        Timer::after(limit).await;
-        Err(ProxyFailure::Timeout(limit))
-    };
-    smol::future::or(read, timer).await
+    crate::io::with_timeout(limit, read)
+        .await
+        .unwrap_or(Err(ProxyFailure::Timeout(limit)))
 }
 
 /// A stream that yields `head` before what `inner` reads; writes go to `inner`.
