@@ -283,6 +283,36 @@ fn queue_settings(config_dir: &Path) -> Result<(PathBuf, String), Failure> {
 /// file is opened by name relative to `queue/` held open, with no link followed and
 /// without blocking, and is read only when it is a plain file of the owner's, of bounded
 /// size (the status command's claims).
+/// The relay's queue as `certrelayd status` shows it, read as [`CarefulSpool`] reads: through
+/// `queue/` held open, so that a folder `mail_owner` swaps for a link while root reads it is
+/// never followed.
+pub fn queue_summary(dir: &Path, mail_owner: &str) -> io::Result<status::QueueSummary> {
+    match CarefulSpool::open(dir, mail_owner) {
+        Ok(spool) => status::queue_summary_with(dir, Some(&spool)),
+        // No spool, or no `queue/` yet.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => status::queue_summary_with(dir, None),
+        Err(e) => Err(e),
+    }
+}
+
+impl status::QueueFolder for CarefulSpool {
+    fn message_ids(&self) -> io::Result<Vec<String>> {
+        Ok(self
+            .ids()?
+            .into_iter()
+            .map(|id| match id {
+                Ok(id) => id.as_str().to_owned(),
+                // Not a queue id: shown as unreadable, as the laptop's listing does.
+                Err(name) => name.trim_end_matches(".msg").to_owned(),
+            })
+            .collect())
+    }
+
+    fn claim(&self, name: &str, max: u64) -> Result<File, ClaimError> {
+        CarefulSpool::claim(self, name, max)
+    }
+}
+
 struct CarefulSpool {
     /// `queue/`, open.
     queue: File,
@@ -800,5 +830,66 @@ fn explain_sender(
             "sender <{sender}> ({rule} in {list}): not checked, the client has no \
              certificate listed in relay_clientcerts"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certrelay_core::queue::{Envelope, Recipient};
+    use certrelay_shell::spool::Spool;
+
+    /// Commits one message into the spool at `root` (made if missing).
+    fn message(root: &Path, unique: u32) {
+        let (spool, _) = Spool::open(root).unwrap();
+        let id = QueueId::generate(1_700_000_000, unique);
+        let envelope = Envelope::new(
+            id.clone(),
+            "me@laptop.example",
+            1_700_000_000,
+            vec![Recipient::new("someone@elsewhere.example")],
+        );
+        let mut incoming = spool.incoming(id.as_str()).unwrap();
+        incoming.write(b"Subject: x\r\n\r\nbody\r\n").unwrap();
+        incoming.commit(envelope.to_text().as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn status_reads_the_queue_folder_it_holds_even_once_it_is_swapped_for_a_link() {
+        let base = std::env::temp_dir().join(format!("certrelayd-careful-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (spool, elsewhere) = (base.join("spool"), base.join("elsewhere"));
+        message(&spool, 1);
+        for unique in 2..5 {
+            message(&elsewhere, unique);
+        }
+        // The spool is mail_owner's: `nobody`'s when the test runs as root (as `.ci/run`
+        // does), else the caller's own.
+        let me = if privilege::is_root() {
+            let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+            let queue = spool.join("queue");
+            let files = std::fs::read_dir(&queue)
+                .unwrap()
+                .map(|e| e.unwrap().path());
+            for path in [spool.clone(), queue.clone()].into_iter().chain(files) {
+                std::os::unix::fs::lchown(&path, Some(nobody.uid.as_raw()), None).unwrap();
+            }
+            nobody.name
+        } else {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .unwrap()
+                .unwrap()
+                .name
+        };
+        let held = CarefulSpool::open(&spool, &me).unwrap();
+        // mail_owner swaps `queue/` for a link to a folder of its choice after the open.
+        std::fs::rename(spool.join("queue"), spool.join("queue.old")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("queue"), spool.join("queue")).unwrap();
+        let summary = status::queue_summary_with(&spool, Some(&held)).unwrap();
+        assert_eq!(summary.active, 1, "{summary:?}");
+        // Opened now, the link is refused; by path, `status` would list the other folder.
+        let err = queue_summary(&spool, &me).unwrap_err();
+        assert!(err.to_string().contains("link"), "{err}");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

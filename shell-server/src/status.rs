@@ -19,8 +19,8 @@ use crate::running::{self, NotRunning};
 use certrelay_core::fingerprint::FingerprintMap;
 use certrelay_shell::clock::unix_secs;
 use certrelay_shell::status::{
-    certificates_in, queue_summary, read_claim, span_text, utc_text, CertStatus, Fields, Json,
-    QueueSummary, RecentTallies, Tally, MAX_STATUS_BYTES,
+    certificates_in, read_claim, span_text, utc_text, CertStatus, Fields, Json, QueueSummary,
+    RecentTallies, Tally, MAX_STATUS_BYTES,
 };
 use smol::channel::{Receiver, Sender};
 use std::fmt::Write as _;
@@ -350,7 +350,8 @@ pub fn main(dir: &Path, cmd: StatusCmd) -> i32 {
     let owners = allowed_owners(config.text("mail_owner"));
     let now = unix_secs();
     let state = relay_state(&queue_dir, &owners, now);
-    let queue = queue_summary(&queue_dir).map_err(|e| format!("{}: {e}", queue_dir.display()));
+    let queue = crate::admin::queue_summary(&queue_dir, config.text("mail_owner"))
+        .map_err(|e| format!("{}: {e}", queue_dir.display()));
     let certs = certificates(dir, &loaded);
     if cmd.json {
         println!("{}", json(dir, &state, &queue, &certs, now).render());

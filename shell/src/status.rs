@@ -497,41 +497,79 @@ fn clean_reason(reason: &str) -> String {
     out
 }
 
+/// How [`queue_summary_with`] reads the spool's `queue/` folder.
+pub trait QueueFolder {
+    /// The queue ids of the message files (`ID.msg`) in it.
+    fn message_ids(&self) -> io::Result<Vec<String>>;
+    /// Opens `name` in it as a claim (no link, plain files only, at most `max` bytes).
+    fn claim(&self, name: &str, max: u64) -> Result<File, ClaimError>;
+}
+
+/// `queue/` reached by its path, each file opened without following a link: for a queue
+/// the caller owns (the laptop's). A relay's `status` as root reads through a folder it
+/// holds open instead (`certrelayd`'s `CarefulSpool`), so that a folder swapped for a link
+/// after the check below is never read.
+struct QueueByPath(PathBuf);
+
+impl QueueFolder for QueueByPath {
+    fn message_ids(&self) -> io::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.0)? {
+            let name = entry?.file_name();
+            if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".msg")) {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    fn claim(&self, name: &str, max: u64) -> Result<File, ClaimError> {
+        open_claim(&self.0.join(name), &[], max)
+    }
+}
+
 /// Reads the queue at `queue_dir` (the spool's `queue/` and `corrupt/`, the maildrop),
 /// without following links or opening anything but plain files: the directory may belong
 /// to another account than the caller's.
 pub fn queue_summary(queue_dir: &Path) -> io::Result<QueueSummary> {
+    let queue = queue_dir.join("queue");
+    refuse_link(&queue)?;
+    let folder = std::fs::symlink_metadata(&queue)
+        .is_ok()
+        .then_some(QueueByPath(queue));
+    queue_summary_with(queue_dir, folder.as_ref().map(|f| f as &dyn QueueFolder))
+}
+
+/// [`queue_summary`], with `queue/` read through `queue` (`None`: there is none yet).
+pub fn queue_summary_with(
+    queue_dir: &Path,
+    queue: Option<&dyn QueueFolder>,
+) -> io::Result<QueueSummary> {
     let mut summary = QueueSummary {
         directory: queue_dir.to_owned(),
         ..QueueSummary::default()
     };
-    for dir in ["maildrop", "corrupt", "queue"] {
+    for dir in ["maildrop", "corrupt"] {
         refuse_link(&queue_dir.join(dir))?;
     }
     if queue_dir.join("maildrop").is_dir() {
         summary.maildrop = Maildrop::open(queue_dir)?.ids()?.len();
     }
     summary.corrupt = count_entries(&queue_dir.join("corrupt"))?;
-    let queue = queue_dir.join("queue");
-    let entries = match std::fs::read_dir(&queue) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(summary),
-        Err(e) => return Err(e),
+    let Some(queue) = queue else {
+        return Ok(summary);
     };
-    let mut ids = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name();
-        if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".msg")) {
-            ids.push(id.to_owned());
-        }
-    }
+    let ids = queue.message_ids()?;
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for id in ids {
-        let Some(envelope) = read_envelope(&queue, &id) else {
-            // Removed meanwhile (delivered), or unreadable.
-            if queue.join(format!("{id}.msg")).exists() {
-                summary.unreadable += 1;
-            }
+        let envelope = match envelope_record(|name, max| queue.claim(name, max), &id) {
+            Ok(bytes) => Envelope::parse(&bytes).ok(),
+            // Removed meanwhile (delivered).
+            Err(ClaimError::Open(e)) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(_) => None,
+        };
+        let Some(envelope) = envelope else {
+            summary.unreadable += 1;
             continue;
         };
         summary.bytes = summary.bytes.saturating_add(envelope.size);
@@ -598,13 +636,6 @@ fn count_entries(dir: &Path) -> io::Result<usize> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(e),
     }
-}
-
-/// The envelope of `id` in the spool's `queue/` folder: its `.env`, else the record inside
-/// its `.msg`; each opened as a claim (no link, plain files only).
-fn read_envelope(queue: &Path, id: &str) -> Option<Envelope> {
-    let bytes = envelope_record(|name, max| open_claim(&queue.join(name), &[], max), id).ok()?;
-    Envelope::parse(&bytes).ok()
 }
 
 /// The envelope record of queued message `id`: its `.env`, else the record inside its
