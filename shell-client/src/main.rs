@@ -112,7 +112,8 @@ struct Delete {
 struct Run {}
 
 /// The allocator: the system's, keeping a few freed large blocks for reuse once the queue
-/// runner serves (see `certrelay_shell::alloc`).
+/// runner serves, given back before a queue run when nothing used them since the last one
+/// (see `certrelay_shell::alloc`).
 #[global_allocator]
 static ALLOCATOR: certrelay_shell::alloc::KeepLarge = certrelay_shell::alloc::KeepLarge::new();
 
@@ -405,6 +406,8 @@ fn run_main(dir: &Path) -> Result<(), Failure> {
             // Before each run: a certificate a third of whose lifetime is left is renewed,
             // and the runs after use the new one.
             let mut renew = |deliverer: &mut control::Deliverer| {
+                // Message buffers kept since the last run go back when nothing used them.
+                ALLOCATOR.release_if_unused();
                 let now = i64::try_from(certrelay_shell::clock::unix_secs()).unwrap_or(0);
                 let Ok(laptop) = Laptop::load(&config_dir) else {
                     return;

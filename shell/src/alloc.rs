@@ -199,7 +199,7 @@ impl KeepLarge {
 
     /// Gives every kept block back to the system when nothing was taken from or given to
     /// the store since the last call: for a program that went idle. The relay calls it once
-    /// a minute.
+    /// a minute, the laptop's `certrelay run` before each queue run.
     pub fn release_if_unused(&self) {
         let unused = {
             let mut kept = self.kept();
