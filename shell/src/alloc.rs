@@ -89,11 +89,12 @@ struct Kept {
 
 impl Kept {
     fn take(&mut self, size: usize) -> Option<*mut u8> {
-        self.clock += 1;
         let place = self
             .sizes
             .iter_mut()
             .find(|p| p.size == size && p.len > 0)?;
+        // Only a block handed out counts as use (see `release_if_unused`).
+        self.clock += 1;
         place.len -= 1;
         place.used = self.clock;
         self.bytes -= size;
@@ -243,9 +244,12 @@ fn free_all(place: Size) {
 // system with a layout of the block's size and an alignment the system serves with plain
 // free, or into the store.
 unsafe impl GlobalAlloc for KeepLarge {
+    // Each `self.kept().take(..)` stands in a statement of its own: the lock is let go
+    // before the system allocator is called or a block is cleared.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if keepable(layout) {
-            if let Some(block) = self.kept().take(layout.size()) {
+            let kept = self.kept().take(layout.size());
+            if let Some(block) = kept {
                 return block;
             }
         }
@@ -254,7 +258,8 @@ unsafe impl GlobalAlloc for KeepLarge {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if keepable(layout) {
-            if let Some(block) = self.kept().take(layout.size()) {
+            let kept = self.kept().take(layout.size());
+            if let Some(block) = kept {
                 ptr::write_bytes(block, 0, layout.size());
                 return block;
             }
@@ -283,7 +288,8 @@ unsafe impl GlobalAlloc for KeepLarge {
         }
         // A buffer growing by doubling asks for the same sizes message after message: the
         // new block comes from the store when it can, and the old one goes into it.
-        let moved = match self.kept().take(new_size) {
+        let kept = self.kept().take(new_size);
+        let moved = match kept {
             Some(kept) => kept,
             None if keepable(layout) => System.alloc(new_layout),
             None => return System.realloc(block, layout, new_size),
@@ -344,8 +350,11 @@ mod tests {
             a.dealloc(b, layout(8192));
             a.release_if_unused();
             assert_eq!(a.kept_bytes(), 8192, "released while in use");
+            // A request the store cannot answer is no use of it.
+            let other = a.alloc(layout(9000));
             a.release_if_unused();
             assert_eq!(a.kept_bytes(), 0, "kept while unused");
+            System.dealloc(other, layout(9000));
         }
     }
 
