@@ -177,26 +177,52 @@ impl Attempts {
     }
 }
 
-/// Renewals signed per label, in memory.
+/// Renewals per label, in memory: how many within the window, and which labels have one
+/// under way.
 #[derive(Default)]
 struct RenewCounts {
     by_label: HashMap<String, (u32, Instant)>,
+    under_way: std::collections::HashSet<String>,
+}
+
+/// Why a renewal may not start now.
+#[derive(Debug, PartialEq, Eq)]
+enum NotNow {
+    /// [`RENEW_LIMIT`] renewals within [`RENEW_WINDOW`] already.
+    Limit,
+    /// Another renewal of the label is being signed and listed: two at once would each
+    /// replace the other's certificate, and one laptop would keep one no longer listed.
+    UnderWay,
 }
 
 impl RenewCounts {
-    /// False when `label` had [`RENEW_LIMIT`] renewals within [`RENEW_WINDOW`].
-    fn allowed(&mut self, label: &str, now: Instant) -> bool {
+    /// Counts a renewal of `label` and marks it under way, before anything is signed, so
+    /// that renewals asked for at the same moment cannot pass the limit together; `Err`
+    /// when none may start now. [`RenewCounts::ended`] must follow.
+    fn begin(&mut self, label: &str, now: Instant) -> Result<(), NotNow> {
         self.by_label
             .retain(|_, (_, since)| now.duration_since(*since) < RENEW_WINDOW);
-        self.by_label
-            .get(label)
-            .is_none_or(|(count, _)| *count < RENEW_LIMIT)
+        if self.under_way.contains(label) {
+            return Err(NotNow::UnderWay);
+        }
+        let entry = self.by_label.entry(label.to_string()).or_insert((0, now));
+        if entry.0 >= RENEW_LIMIT {
+            return Err(NotNow::Limit);
+        }
+        entry.0 += 1;
+        self.under_way.insert(label.to_string());
+        Ok(())
     }
 
-    /// Counts a renewal signed for `label`.
-    fn issued(&mut self, label: &str, now: Instant) {
-        let entry = self.by_label.entry(label.to_string()).or_insert((0, now));
-        entry.0 = entry.0.saturating_add(1);
+    /// The renewal of `label` begun last ended; `issued` false gives its count back (the
+    /// request was refused or the table could not be written: nothing was listed).
+    fn ended(&mut self, label: &str, issued: bool) {
+        self.under_way.remove(label);
+        if !issued {
+            if let Some(entry) = self.by_label.get_mut(label) {
+                entry.0 = entry.0.saturating_sub(1);
+            }
+        }
     }
 }
 
@@ -398,21 +424,52 @@ impl Service {
         let Some(cert) = client_cert else {
             return EnrollAnswer::NotRenewable(String::from("no client certificate"));
         };
-        if !self
+        let begun = self
             .renewals
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .allowed(&label, Instant::now())
-        {
-            log::warn!(
-                "enroll: renewal of {label} ({client}) refused: {RENEW_LIMIT} renewals within {}s",
-                RENEW_WINDOW.as_secs()
-            );
-            return EnrollAnswer::NotRenewable(format!(
-                "renewed {RENEW_LIMIT} times within {}s already; try again later",
-                RENEW_WINDOW.as_secs()
-            ));
+            .begin(&label, Instant::now());
+        match begun {
+            Ok(()) => {}
+            Err(NotNow::Limit) => {
+                log::warn!(
+                    "enroll: renewal of {label} ({client}) refused: {RENEW_LIMIT} renewals within {}s",
+                    RENEW_WINDOW.as_secs()
+                );
+                return EnrollAnswer::NotRenewable(format!(
+                    "renewed {RENEW_LIMIT} times within {}s already; try again later",
+                    RENEW_WINDOW.as_secs()
+                ));
+            }
+            Err(NotNow::UnderWay) => {
+                log::warn!(
+                    "enroll: renewal of {label} ({client}) refused: another renewal of it is under way"
+                );
+                return EnrollAnswer::NotRenewable(String::from(
+                    "another renewal of this certificate's label is under way; try again later",
+                ));
+            }
         }
+        // Ends the renewal however this function returns (or is dropped with its session).
+        struct Ending<'a> {
+            counts: &'a Mutex<RenewCounts>,
+            label: &'a str,
+            issued: bool,
+        }
+        impl Drop for Ending<'_> {
+            fn drop(&mut self) {
+                self.counts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .ended(self.label, self.issued);
+            }
+        }
+        let label_owned = label.clone();
+        let mut ending = Ending {
+            counts: &self.renewals,
+            label: &label_owned,
+            issued: false,
+        };
         let old = Fingerprint::of(DigestKind::Sha256, &cert);
         let grace = i64::try_from(self.grace.as_secs()).unwrap_or(i64::MAX);
         let service = self.clone();
@@ -443,10 +500,9 @@ impl Service {
                 return EnrollAnswer::Unavailable;
             }
         };
-        self.renewals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .issued(&label, Instant::now());
+        // Listed: the count stays; the renewal is no longer under way once the reload
+        // below is done (the drop at the end).
+        ending.issued = true;
         for line in &edit.removed {
             log::info!("enroll: renewal of {label} replaces an earlier one; removed: {line}");
         }
@@ -561,11 +617,30 @@ mod tests {
         let mut counts = RenewCounts::default();
         let now = Instant::now();
         for _ in 0..RENEW_LIMIT {
-            assert!(counts.allowed("alice", now));
-            counts.issued("alice", now);
+            assert_eq!(counts.begin("alice", now), Ok(()));
+            counts.ended("alice", true);
         }
-        assert!(!counts.allowed("alice", now));
-        assert!(counts.allowed("bob", now));
-        assert!(counts.allowed("alice", now + RENEW_WINDOW));
+        assert_eq!(counts.begin("alice", now), Err(NotNow::Limit));
+        assert_eq!(counts.begin("bob", now), Ok(()));
+        counts.ended("bob", true);
+        assert_eq!(counts.begin("alice", now + RENEW_WINDOW), Ok(()));
+    }
+
+    /// Renewals asked for at the same moment: the second waits for the first to end (so
+    /// neither replaces the other's certificate), and they are counted before signing, so
+    /// parallel requests cannot pass the limit; a refused one gives its count back.
+    #[test]
+    fn one_renewal_of_a_label_at_a_time_counted_before_signing() {
+        let mut counts = RenewCounts::default();
+        let now = Instant::now();
+        assert_eq!(counts.begin("alice", now), Ok(()));
+        assert_eq!(counts.begin("alice", now), Err(NotNow::UnderWay));
+        assert_eq!(counts.begin("bob", now), Ok(()));
+        counts.ended("alice", false);
+        for _ in 0..RENEW_LIMIT {
+            assert_eq!(counts.begin("alice", now), Ok(()));
+            counts.ended("alice", true);
+        }
+        assert_eq!(counts.begin("alice", now), Err(NotNow::Limit));
     }
 }
