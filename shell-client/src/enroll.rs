@@ -580,24 +580,58 @@ fn renew_within(config: &Config, limit: Duration) -> Result<String, String> {
         &key.spki(),
         Some((&exchange.relay_chain, &cur.target.host)),
     )?;
-    if cur.combined {
-        write_atomic(
-            &cur.cert_file,
-            &format!("{}{}", received.cert_pem, key.pem()),
-            Some(PRIVATE),
-        )?;
-    } else {
-        // Two files cannot change at once: the key first, so that a run in between fails
-        // its handshake and retries rather than using a mismatched pair for long.
-        write_atomic(&cur.key_file, &key.pem(), Some(PRIVATE))?;
-        write_atomic(&cur.cert_file, &received.cert_pem, Some(PUBLIC))?;
-    }
+    let files = RenewedFiles {
+        cert_file: &cur.cert_file,
+        key_file: (!cur.combined).then_some(cur.key_file.as_path()),
+    };
+    files.put(&key.pem(), &received.cert_pem, &write_atomic)?;
     Ok(format!(
         "renewed: certificate {} valid until {} in {}",
         received.fingerprint,
         utc_text(received.validity.1),
         cur.cert_file.display()
     ))
+}
+
+/// Where a renewed certificate and key go: one file holding both, or two.
+struct RenewedFiles<'a> {
+    cert_file: &'a Path,
+    /// The key's own file; `None` when it shares the certificate's.
+    key_file: Option<&'a Path>,
+}
+
+/// Writes a file: `write_atomic`, or a test's stand-in.
+type WriteFn = dyn Fn(&Path, &str, Option<u32>) -> Result<(), String>;
+
+impl RenewedFiles<'_> {
+    /// Puts the new key and certificate in place. One file changes in one step. Two cannot:
+    /// the key goes first, so that a run in between fails its handshake and retries rather
+    /// than use a mismatched pair for long, and when the certificate then cannot be
+    /// written the old key goes back: the old pair stays whole (and listed until the new
+    /// certificate is used, which it never is), and the next renewal starts again.
+    fn put(&self, key_pem: &str, cert_pem: &str, write: &WriteFn) -> Result<(), String> {
+        let Some(key_file) = self.key_file else {
+            return write(
+                self.cert_file,
+                &format!("{cert_pem}{key_pem}"),
+                Some(PRIVATE),
+            );
+        };
+        let old_key = std::fs::read_to_string(key_file).ok();
+        write(key_file, key_pem, Some(PRIVATE))?;
+        let Err(e) = write(self.cert_file, cert_pem, Some(PUBLIC)) else {
+            return Ok(());
+        };
+        let restored = old_key.is_some_and(|old| write(key_file, &old, Some(PRIVATE)).is_ok());
+        Err(if restored {
+            format!("{e}; the old key is back in {}", key_file.display())
+        } else {
+            format!(
+                "{e}; the old key could not be put back in {}: renew again or pair again",
+                key_file.display()
+            )
+        })
+    }
 }
 
 /// `certrelay renew`.
@@ -634,6 +668,41 @@ pub fn renew_if_due(config: &Config, now: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_that_cannot_be_written_puts_the_old_key_back() {
+        let dir = std::env::temp_dir().join(format!("certrelay-renewed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("client.crt"), dir.join("client.key"));
+        std::fs::write(&cert, "OLD CERT").unwrap();
+        std::fs::write(&key, "OLD KEY").unwrap();
+        let files = RenewedFiles {
+            cert_file: &cert,
+            key_file: Some(&key),
+        };
+        let cert_fails = |path: &Path, text: &str, mode: Option<u32>| {
+            if path.ends_with("client.crt") {
+                return Err(String::from("disk full"));
+            }
+            write_atomic(path, text, mode)
+        };
+        let err = files.put("NEW KEY", "NEW CERT", &cert_fails).unwrap_err();
+        assert!(err.contains("the old key is back"), "{err}");
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "OLD KEY");
+        assert_eq!(std::fs::read_to_string(&cert).unwrap(), "OLD CERT");
+        // Both written when nothing fails; one file holds both when the key shares it.
+        files.put("NEW KEY", "NEW CERT", &write_atomic).unwrap();
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "NEW KEY");
+        assert_eq!(std::fs::read_to_string(&cert).unwrap(), "NEW CERT");
+        let combined = RenewedFiles {
+            cert_file: &cert,
+            key_file: None,
+        };
+        combined.put("KEY", "CERT\n", &write_atomic).unwrap();
+        assert_eq!(std::fs::read_to_string(&cert).unwrap(), "CERT\nKEY");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn parsed(text: &str) -> Result<(String, u16, bool), String> {
         parse_target(text).map(|t| (t.host, t.port, t.implicit_tls))
