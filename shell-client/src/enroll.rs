@@ -21,7 +21,7 @@ use argh::FromArgs;
 use certrelay_core::client::{Capabilities, ReplyParser};
 use certrelay_core::config::Config;
 use certrelay_core::enroll::{self, Code};
-use certrelay_core::nexthop::{self, NextHop};
+use certrelay_core::nexthop::NextHop;
 use certrelay_core::reply::Reply;
 use certrelay_shell::conf::host_name;
 use certrelay_shell::pki::enroll::{check_received, validity, LaptopKey, Received};
@@ -490,16 +490,8 @@ struct Current {
 /// The relay renewal talks to: the first `relayhost` entry, read as delivery reads it
 /// (service names, brackets) with `smtp_tls_wrappermode` applied.
 fn renewal_target(config: &Config) -> Result<Target, String> {
-    let mut hops = config.relayhost().map_err(|d| d.to_string())?;
-    let wrappermode = match config.is_set("smtp_tls_wrappermode") {
-        true => Some(
-            config
-                .bool("smtp_tls_wrappermode")
-                .map_err(|d| d.to_string())?,
-        ),
-        false => None,
-    };
-    nexthop::apply_wrappermode(&mut hops, wrappermode);
+    let (hops, _) = certrelay_shell::delivery::outbound::relayhost(config)
+        .map_err(|d| d.first().map(|d| d.to_string()).unwrap_or_default())?;
     hops.into_iter()
         .next()
         .map(Target::of)

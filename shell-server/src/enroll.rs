@@ -450,7 +450,9 @@ impl Service {
                 ));
             }
         }
-        // Ends the renewal however this function returns (or is dropped with its session).
+        // Ends the renewal however this function returns. Its count is given back only when
+        // nothing was listed for sure (a refused request, a table not written): a session
+        // dropped while the blocking pool signs and lists keeps it counted.
         struct Ending<'a> {
             counts: &'a Mutex<RenewCounts>,
             label: &'a str,
@@ -468,7 +470,7 @@ impl Service {
         let mut ending = Ending {
             counts: &self.renewals,
             label: &label_owned,
-            issued: false,
+            issued: true,
         };
         let old = Fingerprint::of(DigestKind::Sha256, &cert);
         let grace = i64::try_from(self.grace.as_secs()).unwrap_or(i64::MAX);
@@ -492,17 +494,18 @@ impl Service {
         let (signed, edit, renewal) = match renewed {
             Ok(done) => done,
             Err(IssueFailure::Request(why)) => {
+                ending.issued = false;
                 log::info!("enroll: renewal of {label} ({client}) refused: {why}");
                 return EnrollAnswer::BadRequest(why);
             }
             Err(IssueFailure::Table(e)) => {
+                ending.issued = false;
                 log::error!("enroll: cannot list the renewal of {label}: {e}");
                 return EnrollAnswer::Unavailable;
             }
         };
         // Listed: the count stays; the renewal is no longer under way once the reload
         // below is done (the drop at the end).
-        ending.issued = true;
         for line in &edit.removed {
             log::info!("enroll: renewal of {label} replaces an earlier one; removed: {line}");
         }
@@ -626,8 +629,8 @@ mod tests {
         assert_eq!(counts.begin("alice", now + RENEW_WINDOW), Ok(()));
     }
 
-    /// Renewals asked for at the same moment: the second waits for the first to end (so
-    /// neither replaces the other's certificate), and they are counted before signing, so
+    /// Renewals asked for at the same moment: the second is refused until the first ends
+    /// (so neither replaces the other's certificate), and they are counted before signing, so
     /// parallel requests cannot pass the limit; a refused one gives its count back.
     #[test]
     fn one_renewal_of_a_label_at_a_time_counted_before_signing() {

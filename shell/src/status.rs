@@ -506,9 +506,9 @@ pub trait QueueFolder {
 }
 
 /// `queue/` reached by its path, each file opened without following a link: for a queue
-/// the caller owns (the laptop's). A relay's `status` as root reads through a folder it
-/// holds open instead (`certrelayd`'s `CarefulSpool`), so that a folder swapped for a link
-/// after the check below is never read.
+/// the caller owns (the laptop's). A caller reading another account's spool as root passes
+/// [`queue_summary_with`] a folder it holds open instead, so that a folder swapped for a
+/// link after the check below is never read.
 struct QueueByPath(PathBuf);
 
 impl QueueFolder for QueueByPath {

@@ -16,6 +16,35 @@ use certrelay_core::tls_policy::{self, PerSiteQuery, TlsLevel, TlsPolicyError};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// main.cf's `relayhost` as delivery reads it: its entries (brackets, service names) with
+/// `smtp_tls_wrappermode` applied (set or not: unset, port 465 entries alone are in wrapper
+/// mode, `nexthop.rs`), and `smtp_tls_wrappermode` itself when set; every problem found,
+/// with file:line, on failure.
+pub fn relayhost(
+    config: &Config,
+) -> Result<(Vec<nexthop::NextHop>, Option<bool>), Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut hops = config.relayhost().unwrap_or_else(|d| {
+        errors.push(d);
+        Vec::new()
+    });
+    let wrappermode = match config.is_set("smtp_tls_wrappermode") {
+        true => config
+            .bool("smtp_tls_wrappermode")
+            .map(Some)
+            .unwrap_or_else(|d| {
+                errors.push(d);
+                None
+            }),
+        false => None,
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    nexthop::apply_wrappermode(&mut hops, wrappermode);
+    Ok((hops, wrappermode))
+}
+
 /// The delivery settings of main.cf (`relayhost`, `smtp_tls_*`, retry times, per-site TLS
 /// policy); every problem found, with file:line, on failure.
 pub fn delivery(config: &Config, myhostname: &str) -> Result<Delivery, Vec<Diagnostic>> {
@@ -43,22 +72,10 @@ pub fn delivery(config: &Config, myhostname: &str) -> Result<Delivery, Vec<Diagn
     let connect_timeout = ok(config.time("smtp_connect_timeout"), Duration::from_secs(30));
     let (settings, diags) = client::client_settings(config);
     errors.extend(diags.into_iter().filter(Diagnostic::is_error));
-    let mut relayhost = config.relayhost().unwrap_or_else(|d| {
-        errors.push(d);
-        Vec::new()
+    let (relayhost, wrappermode) = relayhost(config).unwrap_or_else(|mut d| {
+        errors.append(&mut d);
+        (Vec::new(), None)
     });
-    // Set or not: unset, port 465 entries alone are in wrapper mode (nexthop.rs).
-    let wrappermode = match config.is_set("smtp_tls_wrappermode") {
-        true => config
-            .bool("smtp_tls_wrappermode")
-            .map(Some)
-            .unwrap_or_else(|d| {
-                errors.push(d);
-                None
-            }),
-        false => None,
-    };
-    nexthop::apply_wrappermode(&mut relayhost, wrappermode);
     let (tables, diags) = conf::read_tables(config, "smtp_tls_per_site");
     errors.extend(diags.into_iter().filter(Diagnostic::is_error));
     let tls = client_tls(config).unwrap_or_else(|mut d| {
