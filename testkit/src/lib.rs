@@ -41,9 +41,34 @@ pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bound, then released): nobody
-/// listens there until a test starts something on it.
+/// A TCP port on 127.0.0.1 that was free a moment ago: nobody listens there until a test
+/// starts something on it.
+///
+/// It is taken from below the kernel's ephemeral range, so that neither another test's
+/// port-0 listener nor the local end of any client connection can take it between this
+/// call and the daemon's bind (a CI run once lost a test that way). Within one test binary
+/// a counter never hands the same port out twice; the starting point depends on the
+/// process id, so test binaries run side by side start apart, and each port is checked by
+/// binding it. Where the ephemeral range starts too low for that, the kernel chooses.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    if low >= 12_000 {
+        let first = low.saturating_sub(16_384).max(10_000);
+        let span = low - first;
+        let start = std::process::id().wrapping_mul(7919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = (first + (start + n) % span) as u16;
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .expect("bind a port on 127.0.0.1")
@@ -104,5 +129,21 @@ mod tests {
     fn a_free_port_can_be_bound() {
         let port = free_port();
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("the port is free");
+    }
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice_and_lie_outside_the_ephemeral_range() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32768);
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
+        if low >= 12_000 {
+            assert!(ports.iter().all(|&p| p < low), "{ports:?} reach {low}");
+        }
     }
 }
