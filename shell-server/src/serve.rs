@@ -412,12 +412,15 @@ async fn settle_in(
 
 /// The spool in the working directory; `shown` names it in the log.
 async fn open_spool(shown: &Path) -> Result<Spool, String> {
-    let (spool, rec) = smol::unblock(|| Spool::open(".")).await.map_err(|e| {
-        format!(
-            "queue_directory {}: cannot open the spool: {e}",
-            shown.display()
-        )
-    })?;
+    let (spool, rec) = smol::unblock(|| Spool::open("."))
+        .await
+        .map(|(s, r)| (s.recycling(), r))
+        .map_err(|e| {
+            format!(
+                "queue_directory {}: cannot open the spool: {e}",
+                shown.display()
+            )
+        })?;
     let dir = shown.display();
     if rec.removed_partial > 0 {
         log::info!(

@@ -137,6 +137,18 @@ impl GroupSync {
         self.sync_after_noting(|_| ())
     }
 
+    /// The round a sync must have to cover a change made to the directory now; see
+    /// [`GroupSync::covered`]. `None` without grouping, where no rounds are kept.
+    pub(crate) fn round_after_now(&self) -> Option<u64> {
+        self.grouped.then(|| self.rounds().needed())
+    }
+
+    /// Whether round `needed` (from [`GroupSync::round_after_now`]) has ended, with no
+    /// failed sync since: the change made to the directory before then is durable.
+    pub(crate) fn covered(&self, needed: u64) -> bool {
+        matches!(self.rounds().outcome(needed), Some(Ok(())))
+    }
+
     /// [`GroupSync::sync_after`], calling `entered` with the round needed as the call
     /// takes it (0 without grouping), before any sync it may start (for the tests' logs).
     fn sync_after_noting(&self, entered: impl FnOnce(u64)) -> io::Result<()> {
