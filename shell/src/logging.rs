@@ -556,10 +556,14 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
+/// One line to stderr in one write: stderr is unbuffered, so the line and its line feed
+/// written apart cost two system calls per line on the relay's busiest thread, and lines
+/// of two threads could interleave.
 fn to_stderr(plain: &str) {
-    let mut err = io::stderr().lock();
-    let _ = err.write_all(plain.as_bytes());
-    let _ = err.write_all(b"\n");
+    let mut line = String::with_capacity(plain.len() + 1);
+    line.push_str(plain);
+    line.push('\n');
+    let _ = io::stderr().lock().write_all(line.as_bytes());
 }
 
 #[derive(Debug, PartialEq, Eq)]
