@@ -334,11 +334,13 @@ impl Spool {
 
     /// Starts receiving message `id` (which must be new and filename-safe).
     pub fn incoming(&self, id: &str) -> Result<Incoming, SpoolError> {
+        // Writers hand over content in large pieces, which pass the buffer by; it gathers
+        // the envelope and the last line. A buffer of 64 KiB was allocated for every message.
         let incoming = |tmp_msg, file, recycled| Incoming {
             spool: self.clone(),
             id: id.to_owned(),
             tmp_msg,
-            out: Some(BufWriter::with_capacity(64 * 1024, file)),
+            out: Some(BufWriter::with_capacity(8 * 1024, file)),
             size: 0,
             recycled,
         };
