@@ -523,6 +523,8 @@ fn held_content(batch: Vec<u8>) -> Option<Vec<u8>> {
         return None;
     }
     if batch.capacity() <= 2 * batch.len() {
+        let mut batch = batch;
+        batch.shrink_to_fit();
         return Some(batch);
     }
     let held = batch.clone();
