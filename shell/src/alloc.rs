@@ -40,7 +40,13 @@ const LARGEST: usize = 512 * 1024;
 const SIZES: usize = 16;
 /// Blocks kept per size.
 const PER_SIZE: usize = 8;
-/// Bytes kept in all.
+/// Bytes kept in all. Measured with 100 KiB messages at C=8, in alternating runs: with
+/// musl, 512 KiB cost 15 % more CPU per message than 1 MiB; with glibc (whose other
+/// blocks stay in its arenas) the CPU was the same and the peak memory 0.3 MiB lower.
+#[cfg(target_env = "gnu")]
+pub const KEPT_BYTES: usize = 512 * 1024;
+/// Bytes kept in all (see the glibc build's value).
+#[cfg(not(target_env = "gnu"))]
 pub const KEPT_BYTES: usize = 1024 * 1024;
 /// Requests aligned beyond this are not kept: every system allocator we run on aligns a
 /// plain allocation at least this much, so any kept block of a size fits any request of it.
