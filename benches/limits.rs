@@ -13,7 +13,8 @@
 //!   removes a delivered message). Every thread syncs the directory itself.
 //! - `spool --dir D --size S -C N --secs T`: the same through the relay's own spool
 //!   (`certrelay_shell::spool`: commit, then remove), group commit included unless
-//!   `CERTRELAY_BENCH_ONLY_NO_GROUP_COMMIT` is set.
+//!   `CERTRELAY_BENCH_ONLY_NO_GROUP_COMMIT` is set, and files of removed messages reused
+//!   for new ones as the relay reuses them (`Spool::recycling`).
 //! - `handshake [--no-client-cert] --secs T`: full TLS handshakes in process (no
 //!   resumption, no sockets) between a rustls client and the relay's own server
 //!   configuration (`certrelay_shell::tls::server_config`), ECDSA P-256 certificates as
@@ -135,7 +136,8 @@ fn fsync(o: &Opts, through_spool: bool) -> Result<(), String> {
         Some(
             Spool::open(&root)
                 .map_err(|e| format!("{}: {e}", root.display()))?
-                .0,
+                .0
+                .recycling(),
         )
     } else {
         for d in ["tmp", "queue"] {
