@@ -346,7 +346,17 @@ impl Spool {
         };
         let spare = self.spares.as_ref().and_then(|s| s.take(&self.queue_sync));
         if let Some(spare) = spare {
-            match OpenOptions::new().write(true).open(&spare) {
+            // A spare is a file this process moved out of queue/; should something else
+            // stand under its name now (a link, a FIFO), the open fails and a new file is
+            // made: never written through a link, never blocked on a FIFO.
+            let mut opts = OpenOptions::new();
+            opts.write(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+            }
+            match opts.open(&spare) {
                 Ok(file) => return Ok(incoming(spare, file, true)),
                 Err(_) => {
                     let _ = fs::remove_file(&spare);
@@ -859,6 +869,47 @@ mod tests {
         let (_, rec) = Spool::open(&dir).unwrap();
         assert_eq!(rec.removed_partial, 0);
         assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_or_fifo_put_in_a_spare_s_place_is_never_written_through() {
+        let (spool, dir) = temp_spool("recyclelink");
+        let spool = spool.recycling();
+        let outside = dir.join("outside");
+        fs::write(&outside, b"keep me").unwrap();
+        for (n, plant) in ["link", "fifo"].into_iter().enumerate() {
+            let id = format!("U{n}");
+            spool.incoming(&id).unwrap().commit(b"e").unwrap();
+            spool.remove(&id).unwrap();
+            let spare = fs::read_dir(dir.join("tmp"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path();
+            fs::remove_file(&spare).unwrap();
+            match plant {
+                "link" => std::os::unix::fs::symlink(&outside, &spare).unwrap(),
+                _ => assert!(std::process::Command::new("mkfifo")
+                    .arg(&spare)
+                    .status()
+                    .unwrap()
+                    .success()),
+            }
+            // A sync of queue/ after the removal, so that the spare is due.
+            spool
+                .incoming(&format!("V{n}"))
+                .unwrap()
+                .commit(b"e")
+                .unwrap();
+            let mut next = spool.incoming(&format!("W{n}")).unwrap();
+            next.write(b"new").unwrap();
+            next.commit(b"e").unwrap();
+            assert_eq!(spool.read_content(&format!("W{n}")).unwrap(), b"new");
+            assert_eq!(fs::read(&outside).unwrap(), b"keep me", "{plant}");
+            let _ = fs::remove_file(&spare);
+        }
         fs::remove_dir_all(dir).unwrap();
     }
 
