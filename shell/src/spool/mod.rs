@@ -164,6 +164,11 @@ pub struct Spool {
 /// Most spare files kept in `tmp/` for reuse.
 const SPARES_MAX: usize = 32;
 
+/// Largest file kept as a spare: larger ones are unlinked as before, so that spares hold at
+/// most 8 MiB of disk (a router's flash, a full disk's last megabytes) and a large message's
+/// content does not linger; creating a file is cheap next to receiving that much.
+const SPARE_LARGEST: u64 = 256 * 1024;
+
 /// The start of a spare file's name in `tmp/`.
 const SPARE_PREFIX: &str = "spare-";
 
@@ -282,7 +287,8 @@ impl Spool {
     /// made creating one cost more CPU under load than the whole rest of storing it. A
     /// removed message's file is instead renamed to `tmp/spare-N` and the next message is
     /// written over it: no inode is made or freed, and a message of the same size needs no
-    /// block either. Three rules keep this safe:
+    /// block either. At most 32 spares of at most 256 KiB each are kept (8 MiB of disk);
+    /// larger files are unlinked. Three rules keep this safe:
     ///
     /// - A spare is written over only once a sync of `queue/` that began after it left
     ///   `queue/` has succeeded: a crash can then not bring the old name back over the
@@ -387,9 +393,11 @@ impl Spool {
     pub fn remove(&self, id: &str) -> io::Result<()> {
         let queue = self.root.join("queue");
         let msg = queue.join(format!("{id}.msg"));
+        let small = || fs::symlink_metadata(&msg).is_ok_and(|m| m.len() <= SPARE_LARGEST);
         let spare = self
             .spares
             .as_ref()
+            .filter(|_| small())
             .and_then(|s| Some((s, s.name(&self.root.join("tmp"))?)));
         match spare {
             Some((spares, to)) => match fs::rename(&msg, &to) {
@@ -910,6 +918,28 @@ mod tests {
             assert_eq!(fs::read(&outside).unwrap(), b"keep me", "{plant}");
             let _ = fs::remove_file(&spare);
         }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_large_message_s_file_is_unlinked_not_kept() {
+        let (spool, dir) = temp_spool("recyclelarge");
+        let spool = spool.recycling();
+        let mut large = spool.incoming("X1").unwrap();
+        large
+            .write(&vec![b'x'; SPARE_LARGEST as usize + 1])
+            .unwrap();
+        large.commit(b"e").unwrap();
+        spool.remove("X1").unwrap();
+        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.join("queue")).unwrap().count(), 0);
+        spool.incoming("X2").unwrap().commit(b"e").unwrap();
+        spool.remove("X2").unwrap();
+        assert_eq!(
+            fs::read_dir(dir.join("tmp")).unwrap().count(),
+            1,
+            "a small one is kept"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
