@@ -141,9 +141,43 @@ impl Demo {
         })
         .and_then(|mut d| {
             d.make_pki_and_config(sink_port)?;
-            d.start_relay()?;
+            d.start_relay_on_a_free_port()?;
             Ok(d)
         })
+    }
+
+    /// Starts the relay; should its port have been taken between the choice and the relay's
+    /// bind (the choice asks the system for a free port, then lets it go), tries another.
+    fn start_relay_on_a_free_port(&mut self) -> Result<(), DemoError> {
+        let mut tries = 0;
+        loop {
+            let started = self.start_relay();
+            let taken = self
+                .relay_log
+                .lock()
+                .unwrap()
+                .contains("Address already in use");
+            if started.is_ok() || !taken || tries == 2 {
+                return started;
+            }
+            tries += 1;
+            if let Some(mut child) = self.relay.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            self.relay_log.lock().unwrap().clear();
+            self.relay_port = free_port()?;
+            self.write_master()?;
+            for name in ["alice", "mallory"] {
+                self.write_laptop(name)?;
+            }
+            say("that port was taken in the meantime; another one");
+        }
+    }
+
+    fn write_master(&self) -> Result<(), Error> {
+        let master = format!("127.0.0.1:{} inet n - n - - smtpd\n", self.relay_port);
+        write(&self.path("relay").join("master.cf"), &master)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -198,8 +232,7 @@ impl Demo {
             files.main_cf_lines()
         );
         write(&relay_dir.join("main.cf"), &main_cf)?;
-        let master = format!("127.0.0.1:{} inet n - n - - smtpd\n", self.relay_port);
-        write(&relay_dir.join("master.cf"), &master)?;
+        self.write_master()?;
         say(&format!("the relay's main.cf ({}/main.cf)", d));
         print!("{main_cf}");
         Ok(())
@@ -254,10 +287,17 @@ impl Demo {
         self.wait_relay_log("daemon started", Duration::from_secs(20))
     }
 
-    fn wait_relay_log(&self, needle: &'static str, within: Duration) -> Result<(), DemoError> {
+    fn wait_relay_log(&mut self, needle: &'static str, within: Duration) -> Result<(), DemoError> {
         let until = std::time::Instant::now() + within;
         while !self.relay_log.lock().unwrap().contains(needle) {
-            if std::time::Instant::now() > until {
+            // A relay that ended will log nothing more: say so now, not after `within`.
+            let ended = self
+                .relay
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if ended || std::time::Instant::now() > until {
+                // What it logged last reaches the reader thread a moment after it ends.
+                std::thread::sleep(Duration::from_millis(50));
                 return Err(DemoError::RelayLog(needle));
             }
             std::thread::sleep(Duration::from_millis(20));
