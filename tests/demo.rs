@@ -55,3 +55,31 @@ fn demo_shows_both_outcomes_and_exits_0() {
     let root = std::path::Path::new(dir).parent().unwrap();
     assert!(!root.exists(), "{} was left behind", root.display());
 }
+
+#[test]
+fn demo_moves_to_another_port_when_its_first_is_taken() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    let port = held.local_addr().unwrap().port();
+    let out = Command::new(binary("certrelayd"))
+        .arg("demo")
+        .env("CERTRELAY_TEST_ONLY_DEMO_FIRST_PORT", port.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run certrelayd demo");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("starting the relay on 127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("that port was taken in the meantime"),
+        "{text}"
+    );
+    assert!(
+        text.contains("done: the listed laptop relayed, the unlisted one was refused"),
+        "{text}"
+    );
+    drop(held);
+}

@@ -110,6 +110,9 @@ fn say(text: &str) {
     println!("\n== {text}");
 }
 
+/// Set in the environment, the port the relay tries first (for `tests/demo.rs` only).
+const TEST_ONLY_FIRST_PORT_VAR: &str = "CERTRELAY_TEST_ONLY_DEMO_FIRST_PORT";
+
 struct Demo {
     dir: PathBuf,
     relay: Option<Child>,
@@ -131,7 +134,11 @@ impl Demo {
     fn new(dir: &Path) -> Result<Demo, DemoError> {
         create_dir(dir)?;
         let (sink_port, sink) = start_sink()?;
-        let relay_port = free_port()?;
+        // Tests name a port they hold themselves, to see the demo move to another.
+        let relay_port = match std::env::var(TEST_ONLY_FIRST_PORT_VAR).ok() {
+            Some(port) => port.parse().unwrap_or(0),
+            None => free_port()?,
+        };
         Ok(Demo {
             dir: dir.to_owned(),
             relay: None,
