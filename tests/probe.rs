@@ -670,6 +670,38 @@ fn tls_wrapper_speaks_tls_from_the_first_byte_and_tries_the_envelope() {
 }
 
 #[test]
+fn smtp_tls_wrappermode_makes_the_probe_speak_tls_first_as_the_queue_would() {
+    let ca = certrelay_testkit::pki::Ca::new("Wrapper CA");
+    let server = ca.issue("implicit.test", &["127.0.0.1"], false);
+    let (target, heard) = implicit_tls_server(vec![server.cert_der()], server.key_der());
+    let laptop = TempDir::new("probe-wrappermode");
+    let l = laptop.path().display().to_string();
+    laptop.write("ca.pem", &ca.cert_pem);
+    laptop.write(
+        "main.cf",
+        &format!(
+            "myhostname = laptop.test\nsmtp_tls_security_level = verify\n\
+             smtp_tls_CAfile = {l}/ca.pem\nqueue_directory = {l}/queue\n\
+             smtp_tls_wrappermode = yes\n"
+        ),
+    );
+    let ran = probe(laptop.path(), &[&target, "--timeout", "10"]);
+    let text = ran.out();
+    assert_eq!(ran.code, Some(0), "{}", ran.both());
+    assert!(
+        text.contains("TLS from the first byte (smtp_tls_wrappermode = yes)"),
+        "{text}"
+    );
+    assert!(text.contains("banner: 220 implicit.test ESMTP"), "{text}");
+    let heard: Vec<String> = heard.try_iter().collect();
+    assert_eq!(
+        heard.first().map(String::as_str),
+        Some("first byte 22"),
+        "{heard:?}"
+    );
+}
+
+#[test]
 fn a_long_server_chain_is_shown_cut() {
     let ca = certrelay_testkit::pki::Ca::new("Long CA");
     let server = ca.issue("long.test", &["127.0.0.1"], false);

@@ -16,10 +16,11 @@ use certrelay_core::cert::{self, CertError};
 use certrelay_core::client::{ReplyError, ReplyParser};
 use certrelay_core::config::{client, Config, Diagnostic};
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
-use certrelay_core::nexthop::{NextHop, NextHopError};
+use certrelay_core::nexthop::{self, NextHop, NextHopError};
 use certrelay_core::reply::Reply;
 use certrelay_core::tls_policy::{self, PerSiteQuery, TlsLevel, TlsPolicyError};
 use certrelay_shell::conf;
+use certrelay_shell::delivery::outbound;
 use certrelay_shell::error::Error;
 use certrelay_shell::tls;
 use rustls::client::ResolvesClientCert;
@@ -276,7 +277,21 @@ fn check_address(option: &'static str, address: &str) -> Result<(), ProbeError> 
 pub fn probe(dir: &Path, cmd: &ProbeCmd) -> Result<bool, ProbeError> {
     let laptop = Laptop::load(dir).map_err(ProbeError::Config)?;
     let config = laptop.config();
-    let hop = NextHop::parse(&cmd.target).map_err(ProbeError::Target)?;
+    let mut hop = NextHop::parse(&cmd.target).map_err(ProbeError::Target)?;
+    // TLS from the first byte as the queue would use it: on port 465, or for every next hop
+    // with smtp_tls_wrappermode = yes (and never with = no), or when asked.
+    let wrappermode = outbound::wrappermode(config)?;
+    nexthop::apply_wrappermode(std::slice::from_mut(&mut hop), wrappermode);
+    let wrapper = if cmd.tls_wrapper {
+        Some("--tls-wrapper")
+    } else if hop.implicit_tls {
+        Some(match wrappermode {
+            Some(_) => "smtp_tls_wrappermode = yes",
+            None => "port 465",
+        })
+    } else {
+        None
+    };
     let envelope = match &cmd.rcpt {
         Some(rcpt) => Some(Envelope::new(&laptop, cmd.from.as_deref(), rcpt)?),
         None => None,
@@ -312,8 +327,8 @@ pub fn probe(dir: &Path, cmd: &ProbeCmd) -> Result<bool, ProbeError> {
         level,
         envelope: envelope.as_ref(),
     };
-    if cmd.tls_wrapper {
-        println!("TLS from the first byte (--tls-wrapper)");
+    if let Some(why) = wrapper {
+        println!("TLS from the first byte ({why})");
         let (stream, recorder) = session.start_tls(guarded)?;
         let mut secure = Dialogue::new(stream);
         let banner = secure

@@ -28,21 +28,24 @@ pub fn relayhost(
         errors.push(d);
         Vec::new()
     });
-    let wrappermode = match config.is_set("smtp_tls_wrappermode") {
-        true => config
-            .bool("smtp_tls_wrappermode")
-            .map(Some)
-            .unwrap_or_else(|d| {
-                errors.push(d);
-                None
-            }),
-        false => None,
-    };
+    let wrappermode = wrappermode(config).unwrap_or_else(|d| {
+        errors.push(d);
+        None
+    });
     if !errors.is_empty() {
         return Err(errors);
     }
     nexthop::apply_wrappermode(&mut hops, wrappermode);
     Ok((hops, wrappermode))
+}
+
+/// main.cf's `smtp_tls_wrappermode` when it is set: every next hop in wrapper mode (TLS
+/// from the first byte) or none; unset, port 465 alone is (`nexthop.rs`).
+pub fn wrappermode(config: &Config) -> Result<Option<bool>, Diagnostic> {
+    match config.is_set("smtp_tls_wrappermode") {
+        true => config.bool("smtp_tls_wrappermode").map(Some),
+        false => Ok(None),
+    }
 }
 
 /// The delivery settings of main.cf (`relayhost`, `smtp_tls_*`, retry times, per-site TLS
