@@ -13,6 +13,11 @@
 //!   hash is kept; a code is used by renaming its file to `ID.used`, which only one
 //!   session can do.
 //!
+//! Every change of the table (the relay's pairings and renewals, root's `revoke`) reads,
+//! edits and replaces it while holding an exclusive `flock` on the directory that holds it
+//! ([`TableLock`]), so that two processes editing at once cannot lose one's edit: a revoke
+//! undone by a renewal written from the text read before it.
+//!
 //! Not here: signing ([`super::enroll`]), counting attempts, reloading the relay (its binary).
 
 use super::error::PkiError;
@@ -31,6 +36,57 @@ pub const ENROLLED_MAP: &str = "enrolled_clientcerts";
 pub const CODES_DIR: &str = "enroll_codes";
 /// A code file is never larger (anything larger was not written by `enroll`).
 const CODE_FILE_LIMIT: u64 = 1024;
+
+/// How long an edit of the enrolled table waits for another's to end.
+pub const TABLE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An exclusive lock on the directory of a table, for one read-edit-replace of it. Held on
+/// the directory rather than the file because the file is replaced by a rename; released
+/// when dropped (and by the kernel should the process die).
+#[derive(Debug)]
+pub struct TableLock {
+    /// The open directory: the lock lives as long as this handle.
+    _held: fs::File,
+}
+
+impl TableLock {
+    /// Waits for the lock of the directory holding `table`, at most [`TABLE_LOCK_WAIT`]:
+    /// an edit takes milliseconds, so a lock held longer is a stuck or hostile holder, and
+    /// the caller (root's `revoke`, a pairing) gets an error instead of hanging.
+    pub fn take(table: &Path) -> Result<TableLock, PkiError> {
+        let dir = match table.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let failed = |action| {
+            move |err| PkiError::Io {
+                path: dir.to_path_buf(),
+                action,
+                err,
+            }
+        };
+        let handle = fs::File::open(dir).map_err(failed("open for the table lock"))?;
+        let until = std::time::Instant::now() + TABLE_LOCK_WAIT;
+        loop {
+            match handle.try_lock() {
+                Ok(()) => return Ok(TableLock { _held: handle }),
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    let why = "another process has held it for 10 s";
+                    return Err(failed("take the table lock on")(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        why,
+                    )));
+                }
+                Err(fs::TryLockError::Error(err)) => {
+                    return Err(failed("take the table lock on")(err))
+                }
+            }
+        }
+    }
+}
 
 /// The enrolled table of the queue directory `queue_directory`.
 pub fn enrolled_map(queue_directory: &Path) -> PathBuf {
@@ -128,6 +184,7 @@ fn replace_keeping_owner(path: &Path, text: &str) -> Result<(), PkiError> {
 /// Removes the entries labelled or fingerprinted `what` (as `certrelayd revoke` does in
 /// root's table), keeping the file's owner.
 pub fn revoke(path: &Path, what: &str) -> Result<MapEdit, PkiError> {
+    let _lock = TableLock::take(path)?;
     let owner = fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.gid()));
     let edit = super::map::revoke(path, what)?;
     if let Some((uid, gid)) = owner {
@@ -145,6 +202,7 @@ pub fn revoke(path: &Path, what: &str) -> Result<MapEdit, PkiError> {
 /// pairing does.
 pub fn list(path: &Path, print: &Fingerprint, label: &str) -> Result<MapEdit, PkiError> {
     check_label(label)?;
+    let _lock = TableLock::take(path)?;
     let text = files::read_text_or_empty(path)?;
     refuse_listed(path, &text, print)?;
     let line = print.relay_clientcerts_line(label.trim());
@@ -194,6 +252,7 @@ pub fn list_renewal(
 ) -> Result<(MapEdit, Renewal), PkiError> {
     check_label(label)?;
     let label = label.trim();
+    let _lock = TableLock::take(path)?;
     let text = files::read_text_or_empty(path)?;
     refuse_listed(path, &text, new)?;
     let listed = entries(&text);
@@ -267,6 +326,7 @@ pub fn end_renewals(
     used: Option<&Fingerprint>,
     now: i64,
 ) -> Result<Option<MapEdit>, PkiError> {
+    let _lock = TableLock::take(path)?;
     let text = files::read_text_or_empty(path)?;
     let done: Vec<Renewal> = renewals(&text)
         .into_iter()
@@ -570,6 +630,67 @@ mod tests {
 
     fn print(n: u8) -> Fingerprint {
         Fingerprint::of(DigestKind::Sha256, &[n])
+    }
+
+    #[test]
+    fn edits_of_two_processes_at_once_lose_nothing() {
+        // Two writers as root's revoke and the relay would be: each its own open of the
+        // directory, so the flocks exclude each other as between processes.
+        let dir = temp("locked");
+        let path = dir.join(ENROLLED_MAP);
+        let lister = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                for n in 0..60u8 {
+                    list(&path, &print(n), &format!("keep{n}")).unwrap();
+                }
+            })
+        };
+        for n in 100..160u8 {
+            list(&path, &print(n), &format!("gone{n}")).unwrap();
+            revoke(&path, &format!("gone{n}")).unwrap();
+        }
+        lister.join().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let listed = entries(&text);
+        for n in 0..60u8 {
+            assert!(
+                listed.iter().any(|(p, _)| *p == print(n)),
+                "keep{n} lost:\n{text}"
+            );
+        }
+        assert!(!text.contains("gone"), "{text}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_revoke_waits_while_another_holds_the_table() {
+        let dir = temp("lockwait");
+        let path = dir.join(ENROLLED_MAP);
+        list(&path, &print(1), "alice").unwrap();
+        let held = TableLock::take(&path).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let revoking = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                revoke(&path, "alice").unwrap();
+                done.send(()).unwrap();
+            })
+        };
+        assert!(
+            finished
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "revoked while the table was held"
+        );
+        assert!(fs::read_to_string(&path).unwrap().contains("alice"));
+        drop(held);
+        finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap();
+        revoking.join().unwrap();
+        assert!(!fs::read_to_string(&path).unwrap().contains("alice"));
+        fs::remove_dir_all(dir).unwrap();
     }
 
     fn new_code<'a>(dir: &'a Path, id: u8, secret: [u8; 5], expires: i64) -> NewCode<'a> {
