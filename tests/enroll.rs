@@ -216,6 +216,32 @@ fn a_laptop_pairs_with_one_command_and_relays_with_its_new_certificate() {
     assert!(!relay.enrolled().contains("alice"));
 }
 
+#[test]
+fn two_codes_for_one_name_pair_one_laptop_and_refuse_the_second_clearly() {
+    let relay = Relay::start("enroll-samename", "");
+    let (first, _) = relay.code(&["alice", "--valid", "10m"]);
+    let (second, _) = relay.code(&["alice", "--valid", "10m"]);
+    let laptop = laptop("enroll-samename-laptop");
+    let out = certrelay(&laptop, &["enroll", &relay.target(), &first], b"");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        relay.daemon.log()
+    );
+    let refused = laptop_pairing(&relay, &second, "enroll-samename-second");
+    assert!(
+        refused.contains("554 5.7.0 Certificate request refused: alice is paired already"),
+        "{refused}"
+    );
+    assert_eq!(
+        relay.enrolled().matches(" alice").count(),
+        1,
+        "{}",
+        relay.enrolled()
+    );
+}
+
 /// A second laptop trying `code`; returns what it said, and checks that it wrote nothing.
 fn laptop_pairing(relay: &Relay, code: &str, label: &str) -> String {
     let laptop = laptop(label);

@@ -397,6 +397,12 @@ impl Service {
                 log::warn!("enroll: cannot sign for {name} ({client}): {why}");
                 return EnrollAnswer::BadRequest(why);
             }
+            Err(IssueFailure::Table(e @ certrelay_shell::pki::PkiError::Duplicate { .. })) => {
+                log::warn!("enroll: cannot list {name} ({client}): {e}");
+                return EnrollAnswer::BadRequest(format!(
+                    "{name} is paired already; the operator revokes it first"
+                ));
+            }
             Err(IssueFailure::Table(e)) => {
                 log::error!("enroll: cannot list {name}: {e}");
                 return EnrollAnswer::Unavailable;

@@ -205,6 +205,18 @@ pub fn list(path: &Path, print: &Fingerprint, label: &str) -> Result<MapEdit, Pk
     let _lock = TableLock::take(path)?;
     let text = files::read_text_or_empty(path)?;
     refuse_listed(path, &text, print)?;
+    // Two codes issued for one name: the second laptop would share the first one's label,
+    // and each one's renewal would unlist the other's certificate.
+    if entries(&text)
+        .iter()
+        .any(|(_, listed)| listed == label.trim())
+    {
+        return Err(PkiError::Duplicate {
+            path: path.to_path_buf(),
+            line: 0,
+            what: format!("name {:?}", label.trim()),
+        });
+    }
     let line = print.relay_clientcerts_line(label.trim());
     let text = with_lines(text, std::slice::from_ref(&line));
     replace_keeping_owner(path, &text)?;
@@ -660,6 +672,18 @@ mod tests {
             );
         }
         assert!(!text.contains("gone"), "{text}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_pairing_under_a_listed_name_is_refused() {
+        let dir = temp("samename");
+        let path = dir.join(ENROLLED_MAP);
+        list(&path, &print(1), "alice").unwrap();
+        let refused = list(&path, &print(2), "alice").unwrap_err();
+        assert!(matches!(refused, PkiError::Duplicate { .. }), "{refused}");
+        assert_eq!(entries(&fs::read_to_string(&path).unwrap()).len(), 1);
+        list(&path, &print(2), "bob").unwrap();
         fs::remove_dir_all(dir).unwrap();
     }
 
