@@ -4,16 +4,23 @@
 use certrelay_testkit::binary;
 use std::process::{Command, Stdio};
 
-#[test]
-fn demo_shows_both_outcomes_and_exits_0() {
+/// `certrelayd demo` with `env` added; everything it printed, after checking it exited 0.
+fn demo(env: &[(&str, String)]) -> String {
     let out = Command::new(binary("certrelayd"))
         .arg("demo")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .expect("run certrelayd demo");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn demo_shows_both_outcomes_and_exits_0() {
+    let text = demo(&[]);
     // The listed laptop: verified TLS both ways, delivered, arrived at the sink.
     assert!(
         text.contains("Trusted TLS connection established from"),
@@ -60,15 +67,7 @@ fn demo_shows_both_outcomes_and_exits_0() {
 fn demo_moves_to_another_port_when_its_first_is_taken() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
     let port = held.local_addr().unwrap().port();
-    let out = Command::new(binary("certrelayd"))
-        .arg("demo")
-        .env("CERTRELAY_TEST_ONLY_DEMO_FIRST_PORT", port.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run certrelayd demo");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let text = demo(&[("CERTRELAY_TEST_ONLY_DEMO_FIRST_PORT", port.to_string())]);
     assert!(
         text.contains(&format!("starting the relay on 127.0.0.1:{port}")),
         "{text}"

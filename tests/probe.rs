@@ -607,21 +607,31 @@ fn implicit_tls_server(
     (target, heard)
 }
 
-#[test]
-fn tls_wrapper_speaks_tls_from_the_first_byte_and_tries_the_envelope() {
+/// An implicit-TLS server with a certificate of a new CA, and a laptop whose main.cf
+/// verifies it against that CA, plus `extra` lines.
+fn implicit_tls_server_and_laptop(
+    label: &str,
+    extra: &str,
+) -> (String, std::sync::mpsc::Receiver<String>, TempDir) {
     let ca = certrelay_testkit::pki::Ca::new("Wrapper CA");
     let server = ca.issue("implicit.test", &["127.0.0.1"], false);
     let (target, heard) = implicit_tls_server(vec![server.cert_der()], server.key_der());
-    let laptop = TempDir::new("probe-wrapper");
+    let laptop = TempDir::new(label);
     let l = laptop.path().display().to_string();
     laptop.write("ca.pem", &ca.cert_pem);
     laptop.write(
         "main.cf",
         &format!(
             "myhostname = laptop.test\nsmtp_tls_security_level = verify\n\
-             smtp_tls_CAfile = {l}/ca.pem\nqueue_directory = {l}/queue\n"
+             smtp_tls_CAfile = {l}/ca.pem\nqueue_directory = {l}/queue\n{extra}"
         ),
     );
+    (target, heard, laptop)
+}
+
+#[test]
+fn tls_wrapper_speaks_tls_from_the_first_byte_and_tries_the_envelope() {
+    let (target, heard, laptop) = implicit_tls_server_and_laptop("probe-wrapper", "");
     let ran = probe(
         laptop.path(),
         &[
@@ -671,20 +681,8 @@ fn tls_wrapper_speaks_tls_from_the_first_byte_and_tries_the_envelope() {
 
 #[test]
 fn smtp_tls_wrappermode_makes_the_probe_speak_tls_first_as_the_queue_would() {
-    let ca = certrelay_testkit::pki::Ca::new("Wrapper CA");
-    let server = ca.issue("implicit.test", &["127.0.0.1"], false);
-    let (target, heard) = implicit_tls_server(vec![server.cert_der()], server.key_der());
-    let laptop = TempDir::new("probe-wrappermode");
-    let l = laptop.path().display().to_string();
-    laptop.write("ca.pem", &ca.cert_pem);
-    laptop.write(
-        "main.cf",
-        &format!(
-            "myhostname = laptop.test\nsmtp_tls_security_level = verify\n\
-             smtp_tls_CAfile = {l}/ca.pem\nqueue_directory = {l}/queue\n\
-             smtp_tls_wrappermode = yes\n"
-        ),
-    );
+    let (target, heard, laptop) =
+        implicit_tls_server_and_laptop("probe-wrappermode", "smtp_tls_wrappermode = yes\n");
     let ran = probe(laptop.path(), &[&target, "--timeout", "10"]);
     let text = ran.out();
     assert_eq!(ran.code, Some(0), "{}", ran.both());

@@ -274,24 +274,27 @@ fn check_address(option: &'static str, address: &str) -> Result<(), ProbeError> 
 
 /// Runs the probe and prints what it finds: `Ok(true)` when this laptop would deliver there
 /// (and, with `--rcpt`, the relay took the recipient).
+/// Whether the probe speaks TLS from the first byte, as the queue would decide it for `hop`:
+/// on port 465, or for every next hop with `smtp_tls_wrappermode = yes` (and never with
+/// `= no`), or when `--tls-wrapper` asks; what made it so, for the output.
+fn tls_first(asked: bool, hop: &mut NextHop, wrappermode: Option<bool>) -> Option<&'static str> {
+    nexthop::apply_wrappermode(std::slice::from_mut(hop), wrappermode);
+    if asked {
+        Some("--tls-wrapper")
+    } else if !hop.implicit_tls {
+        None
+    } else if wrappermode.is_some() {
+        Some("smtp_tls_wrappermode = yes")
+    } else {
+        Some("port 465")
+    }
+}
+
 pub fn probe(dir: &Path, cmd: &ProbeCmd) -> Result<bool, ProbeError> {
     let laptop = Laptop::load(dir).map_err(ProbeError::Config)?;
     let config = laptop.config();
     let mut hop = NextHop::parse(&cmd.target).map_err(ProbeError::Target)?;
-    // TLS from the first byte as the queue would use it: on port 465, or for every next hop
-    // with smtp_tls_wrappermode = yes (and never with = no), or when asked.
-    let wrappermode = outbound::wrappermode(config)?;
-    nexthop::apply_wrappermode(std::slice::from_mut(&mut hop), wrappermode);
-    let wrapper = if cmd.tls_wrapper {
-        Some("--tls-wrapper")
-    } else if hop.implicit_tls {
-        Some(match wrappermode {
-            Some(_) => "smtp_tls_wrappermode = yes",
-            None => "port 465",
-        })
-    } else {
-        None
-    };
+    let wrapper = tls_first(cmd.tls_wrapper, &mut hop, outbound::wrappermode(config)?);
     let envelope = match &cmd.rcpt {
         Some(rcpt) => Some(Envelope::new(&laptop, cmd.from.as_deref(), rcpt)?),
         None => None,
@@ -782,6 +785,24 @@ mod tests {
             tls_wrapper: false,
             timeout: 30,
         }
+    }
+
+    #[test]
+    fn tls_from_the_first_byte_is_decided_as_the_queue_decides_it() {
+        let first = |target: &str, asked, wrappermode| {
+            tls_first(asked, &mut NextHop::parse(target).unwrap(), wrappermode)
+        };
+        assert_eq!(first("[relay.example]:465", false, None), Some("port 465"));
+        assert_eq!(first("[relay.example]:587", false, None), None);
+        assert_eq!(first("[relay.example]:465", false, Some(false)), None);
+        assert_eq!(
+            first("[relay.example]:2525", false, Some(true)),
+            Some("smtp_tls_wrappermode = yes")
+        );
+        assert_eq!(
+            first("[relay.example]:25", true, Some(false)),
+            Some("--tls-wrapper")
+        );
     }
 
     #[test]

@@ -135,8 +135,9 @@ impl Demo {
         create_dir(dir)?;
         let (sink_port, sink) = start_sink()?;
         // Tests name a port they hold themselves, to see the demo move to another.
-        let relay_port = match std::env::var(TEST_ONLY_FIRST_PORT_VAR).ok() {
-            Some(port) => port.parse().unwrap_or(0),
+        let named = std::env::var(TEST_ONLY_FIRST_PORT_VAR).ok();
+        let relay_port = match named.and_then(|port| port.parse().ok()) {
+            Some(port) => port,
             None => free_port()?,
         };
         Ok(Demo {

@@ -12,9 +12,9 @@ use std::time::Duration;
 static SPARES: Spares = Spares::new();
 
 /// Most spare buffers kept. Freed buffers beyond these go to the allocator's own store of
-/// large blocks ([`crate::alloc`]), so two suffice: with eight, then four, the relay's peak
-/// memory under 100 KiB messages at C=8 stood 0.4 MiB higher each time in alternating
-/// runs, for no gain in speed.
+/// large blocks ([`crate::alloc`]), so two suffice: with four, the relay's peak memory
+/// under 100 KiB messages at C=8 stood 0.4 MiB higher in six alternating runs, at the same
+/// speed (and eight was no faster than four).
 const SPARES_KEPT: usize = 2;
 
 /// Buffers smaller than this are not worth keeping: the allocator serves them from its

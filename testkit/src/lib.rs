@@ -53,10 +53,7 @@ pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
+    let low = u32::from(ephemeral_low());
     if low >= 12_000 {
         let first = low.saturating_sub(16_384).max(10_000);
         let span = low - first;
@@ -73,6 +70,14 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind a port on 127.0.0.1")
         .port()
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 /// A fresh temporary directory, removed when dropped.
@@ -133,10 +138,7 @@ mod tests {
 
     #[test]
     fn free_ports_are_never_handed_out_twice_and_lie_outside_the_ephemeral_range() {
-        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32768);
+        let low = ephemeral_low();
         let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
         let mut unique = ports.clone();
         unique.sort_unstable();

@@ -54,6 +54,11 @@ impl TableLock {
     /// an edit takes milliseconds, so a lock held longer is a stuck or hostile holder, and
     /// the caller (root's `revoke`, a pairing) gets an error instead of hanging.
     pub fn take(table: &Path) -> Result<TableLock, PkiError> {
+        TableLock::take_within(table, TABLE_LOCK_WAIT)
+    }
+
+    /// [`TableLock::take`], waiting at most `wait`.
+    fn take_within(table: &Path, wait: std::time::Duration) -> Result<TableLock, PkiError> {
         let dir = match table.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
@@ -66,7 +71,7 @@ impl TableLock {
             }
         };
         let handle = fs::File::open(dir).map_err(failed("open for the table lock"))?;
-        let until = std::time::Instant::now() + TABLE_LOCK_WAIT;
+        let until = std::time::Instant::now() + wait;
         loop {
             match handle.try_lock() {
                 Ok(()) => return Ok(TableLock { _held: handle }),
@@ -74,7 +79,7 @@ impl TableLock {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 Err(fs::TryLockError::WouldBlock) => {
-                    let why = "another process has held it for 10 s";
+                    let why = format!("another process has held it for {} s", wait.as_secs());
                     return Err(failed("take the table lock on")(io::Error::new(
                         io::ErrorKind::WouldBlock,
                         why,
@@ -684,6 +689,24 @@ mod tests {
         assert!(matches!(refused, PkiError::Duplicate { .. }), "{refused}");
         assert_eq!(entries(&fs::read_to_string(&path).unwrap()).len(), 1);
         list(&path, &print(2), "bob").unwrap();
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_lock_held_too_long_is_an_error_that_says_so() {
+        let dir = temp("lockheld");
+        let path = dir.join(ENROLLED_MAP);
+        let held = TableLock::take(&path).unwrap();
+        let refused = TableLock::take_within(&path, std::time::Duration::from_millis(100))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("cannot take the table lock on"),
+            "{refused}"
+        );
+        assert!(refused.contains("another process has held it"), "{refused}");
+        drop(held);
+        TableLock::take_within(&path, std::time::Duration::from_millis(100)).unwrap();
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -283,8 +283,9 @@ impl Spool {
     /// that alone receives into it and delivers from it (the relay).
     ///
     /// Creating a file and unlinking it again costs an inode each message; ext4 without a
-    /// journal also skips, on every create, each inode freed in the last minute, which
-    /// made creating one cost more CPU under load than the whole rest of storing it. A
+    /// journal also skips, on every create, each inode freed in the last minute: right after
+    /// 1000 removals one create cost 0.73 ms of CPU, measured alone, more than writing,
+    /// syncing and removing the file together. A
     /// removed message's file is instead renamed to `tmp/spare-N` and the next message is
     /// written over it: no inode is made or freed, and a message of the same size needs no
     /// block either. At most 32 spares of at most 256 KiB each are kept (8 MiB of disk);
@@ -394,11 +395,10 @@ impl Spool {
         let queue = self.root.join("queue");
         let msg = queue.join(format!("{id}.msg"));
         let small = || fs::symlink_metadata(&msg).is_ok_and(|m| m.len() <= SPARE_LARGEST);
-        let spare = self
-            .spares
-            .as_ref()
-            .filter(|_| small())
-            .and_then(|s| Some((s, s.name(&self.root.join("tmp"))?)));
+        let spare = match &self.spares {
+            Some(spares) if small() => spares.name(&self.root.join("tmp")).map(|to| (spares, to)),
+            _ => None,
+        };
         match spare {
             Some((spares, to)) => match fs::rename(&msg, &to) {
                 Ok(()) => {
