@@ -3,6 +3,7 @@
 //! 16 KiB reads), both with every output drained as a shell would, against a plain memchr
 //! scan for LF over the same bytes as the ceiling.
 
+use certrelay_core::client::BodyEncoder;
 use certrelay_core::facts::PeerInfo;
 use certrelay_core::net::Cidr;
 use certrelay_core::server::{ServerOutput, ServerSession};
@@ -243,5 +244,43 @@ fn bench_data(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_commands, bench_data);
+/// The delivery side of the same content: the relay's message as stored (unstuffed, CR LF
+/// lines), encoded for DATA in the 64 KiB pieces the delivery hands over, with the default
+/// line length limit.
+fn bench_body_encode(c: &mut Criterion) {
+    let wire = wire_body();
+    // Unstuffed, end marker dropped: what the spool holds.
+    let mut content = Vec::with_capacity(wire.len());
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', &wire[..wire.len() - 3]) {
+        let line = &wire[start..=end];
+        content.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        start = end + 1;
+    }
+    let mut out = Vec::with_capacity(wire.len() + 1024);
+    let mut group = c.benchmark_group("smtp_body_encode");
+    group.throughput(Throughput::Bytes(content.len() as u64));
+    group.bench_function("encode_64k_pieces_limit_998", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut encoder = BodyEncoder::with_line_limit(998);
+            for piece in black_box(&content).chunks(64 * 1024) {
+                encoder.encode(piece, &mut out);
+            }
+            encoder.finish(&mut out);
+            out.len()
+        })
+    });
+    let mut check = Vec::new();
+    let mut encoder = BodyEncoder::with_line_limit(998);
+    encoder.encode(&content, &mut check);
+    encoder.finish(&mut check);
+    assert_eq!(
+        check, wire,
+        "encoding the stored content gives the wire form back"
+    );
+    group.finish();
+}
+
+criterion_group!(benches, bench_commands, bench_data, bench_body_encode);
 criterion_main!(benches);

@@ -84,6 +84,7 @@ pub mod ccert_senders;
 pub mod cert;
 pub mod client;
 pub mod config;
+pub mod crlf;
 pub mod diagnostic;
 pub mod dkim;
 pub mod dns;

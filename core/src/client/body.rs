@@ -61,53 +61,90 @@ impl BodyEncoder {
     /// becomes CR LF, a line reaching the limit is broken. RFC 5321 forbids bare line ends on
     /// the wire, and a receiver that took them for line ends could be made to see an end of
     /// data inside the message.
+    ///
+    /// Whole lines that need none of this (CR LF ends, no leading dot, within the limit) go
+    /// out in one copy ([`crate::crlf`]); the rest line by line.
     pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.reserve(chunk.len() + chunk.len() / 32 + 2);
+        // Searched once per call: the whole-lines path never reads past it.
+        let last_lf = memchr::memrchr(b'\n', chunk);
+        // Octets of `rest` to go line by line before whole lines are tried again: a span
+        // found not clean is not checked twice.
+        let mut by_line = 0usize;
         let mut rest = chunk;
         while let Some(&first) = rest.first() {
-            if self.after_cr {
-                self.after_cr = false;
-                out.push(b'\n');
-                self.at_line_start = true;
-                if first == b'\n' {
-                    rest = &rest[1..];
-                    continue;
-                }
-            }
-            match first {
-                b'\n' => {
-                    out.extend_from_slice(b"\r\n");
+            let offset = chunk.len() - rest.len();
+            let whole = by_line == 0 && !self.after_cr && !(self.at_line_start && first == b'.');
+            if whole {
+                let span =
+                    crate::crlf::whole_lines(rest, last_lf.and_then(|l| l.checked_sub(offset)));
+                let lines = &rest[..span];
+                if span > 0
+                    && crate::crlf::crlf_only(lines)
+                    && crate::crlf::lines_within(lines, self.line_len, self.limit)
+                {
+                    out.extend_from_slice(lines);
                     self.at_line_start = true;
                     self.line_len = 0;
-                    rest = &rest[1..];
+                    rest = &rest[span..];
+                    continue;
                 }
-                b'\r' => {
-                    out.push(b'\r');
-                    self.after_cr = true;
-                    self.line_len = 0;
-                    rest = &rest[1..];
-                }
-                _ => {
-                    if self.limit > 0 && self.line_len >= self.limit {
-                        // More of this line is coming: break it here.
-                        out.extend_from_slice(b"\r\n ");
-                        self.line_len = 1;
-                        self.at_line_start = false;
-                    }
-                    if first == b'.' && self.at_line_start {
-                        out.push(b'.');
-                    }
-                    // The rest of the line's octets go as they are, in one copy, up to the
-                    // limit.
-                    let mut end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
-                    if self.limit > 0 {
-                        end = end.min(self.limit - self.line_len);
-                    }
-                    out.extend_from_slice(&rest[..end]);
-                    self.line_len += end;
+                // No LF ahead: the rest is one line, for the line-by-line path.
+                by_line = if span == 0 { rest.len() } else { span };
+            }
+            let before = rest.len();
+            self.encode_some(&mut rest, out);
+            by_line = by_line.saturating_sub(before - rest.len());
+        }
+    }
+
+    /// Encodes the start of `rest` (at least one octet), line by line, and advances it.
+    fn encode_some(&mut self, rest: &mut &[u8], out: &mut Vec<u8>) {
+        let Some(&first) = rest.first() else {
+            return;
+        };
+        if self.after_cr {
+            self.after_cr = false;
+            out.push(b'\n');
+            self.at_line_start = true;
+            if first == b'\n' {
+                *rest = &rest[1..];
+                return;
+            }
+        }
+        match first {
+            b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                self.at_line_start = true;
+                self.line_len = 0;
+                *rest = &rest[1..];
+            }
+            b'\r' => {
+                out.push(b'\r');
+                self.after_cr = true;
+                self.line_len = 0;
+                *rest = &rest[1..];
+            }
+            _ => {
+                if self.limit > 0 && self.line_len >= self.limit {
+                    // More of this line is coming: break it here.
+                    out.extend_from_slice(b"\r\n ");
+                    self.line_len = 1;
                     self.at_line_start = false;
-                    rest = &rest[end..];
                 }
+                if first == b'.' && self.at_line_start {
+                    out.push(b'.');
+                }
+                // The rest of the line's octets go as they are, in one copy, up to the
+                // limit.
+                let mut end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                if self.limit > 0 {
+                    end = end.min(self.limit - self.line_len);
+                }
+                out.extend_from_slice(&rest[..end]);
+                self.line_len += end;
+                self.at_line_start = false;
+                *rest = &rest[end..];
             }
         }
     }
@@ -358,6 +395,29 @@ mod tests {
                     prop_assert!(line.len() <= limit.max(2));
                 }
             }
+        }
+
+        /// Mail-like bodies: many CR LF lines, now and then one that starts with a dot, ends
+        /// bare or runs past the limit, in pieces that cut lines anywhere.
+        #[test]
+        fn whole_lines_encode_as_octet_by_octet(
+            lines in proptest::collection::vec(
+                (prop_oneof![30 => 0usize..90, 1 => 90usize..1200],
+                    prop_oneof![30 => Just(b'y'), 1 => Just(b'.')],
+                    prop_oneof![40 => Just(&b"\r\n"[..]), 1 => Just(&b"\n"[..]), 1 => Just(&b"\r"[..]),
+                        1 => Just(&b""[..])]),
+                1..300,
+            ),
+            piece in prop_oneof![Just(64 * 1024), 1usize..9000],
+            limit in prop_oneof![Just(0usize), Just(998), 2usize..12, 60usize..120],
+        ) {
+            let mut body = Vec::new();
+            for (len, first, end) in lines {
+                body.push(first);
+                body.extend(core::iter::repeat_n(b'x', len));
+                body.extend_from_slice(end);
+            }
+            prop_assert_eq!(encode_limited(&body, piece, limit), encode_octetwise(&body, limit));
         }
 
         #[test]

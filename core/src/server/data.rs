@@ -101,12 +101,19 @@ impl DataReceiver {
     /// Scans `input`, calling `emit` with each full chunk and, once the end is found, with
     /// the last partial one. Stops right after the end marker.
     ///
-    /// Inside a line, everything up to the next CR or LF is plain content and is taken in
-    /// one piece; the octet-by-octet state machine runs only at CR, LF and line starts.
+    /// Whole lines with CR LF ends, none starting with a dot, are content as they are and
+    /// are taken in one piece ([`crate::crlf`]); inside other lines, everything up to the
+    /// next CR or LF is taken in one piece; the octet-by-octet state machine runs only at
+    /// CR, LF and line starts.
     pub fn feed(&mut self, input: &[u8], emit: &mut dyn FnMut(Vec<u8>)) -> Fed {
         let had_problem = self.problem.is_some();
         let mut fed = Fed::default();
         let mut at = 0;
+        // Searched once per call: the whole-lines path never reads past it.
+        let last_lf = memchr::memrchr(b'\n', input);
+        // Octets before this offset go line by line: a span found not clean is not checked
+        // again.
+        let mut by_line_until = 0;
         while let Some(&b) = input.get(at) {
             // A plain octet: content whatever follows, and never a line start.
             let plain = match self.scan {
@@ -114,6 +121,15 @@ impl DataReceiver {
                 Scan::LineStart => !matches!(b, b'.' | b'\r' | b'\n'),
                 Scan::Dot | Scan::Cr | Scan::DotCr => false,
             };
+            if plain && at >= by_line_until {
+                match self.take_lines(input, at, last_lf, emit) {
+                    Ok(next) => {
+                        at = next;
+                        continue;
+                    }
+                    Err(until) => by_line_until = until,
+                }
+            }
             if plain {
                 at = self.take_run(input, at, emit);
                 continue;
@@ -131,6 +147,32 @@ impl DataReceiver {
         fed.consumed = at;
         fed.newly_failed = !had_problem && self.problem.is_some();
         fed
+    }
+
+    /// Takes the whole clean lines that start at `input[at..]` (a plain octet, so never a
+    /// line's dot), up to the last LF of `input` at `last_lf`, in one piece, when all of
+    /// them fit within the size limit; the receiver is then at a line start. Otherwise the
+    /// offset up to which the octets must go line by line.
+    fn take_lines(
+        &mut self,
+        input: &[u8],
+        at: usize,
+        last_lf: Option<usize>,
+        emit: &mut dyn FnMut(Vec<u8>),
+    ) -> Result<usize, usize> {
+        let rest = &input[at..];
+        let span = crate::crlf::whole_lines(rest, last_lf.and_then(|l| l.checked_sub(at)));
+        if span == 0 {
+            // No LF ahead: the rest is one line, for the line-by-line path.
+            return Err(input.len());
+        }
+        let lines = &rest[..span];
+        if !crate::crlf::crlf_only(lines) || !self.room_for(span) {
+            return Err(at + span);
+        }
+        self.content_run(lines, emit);
+        self.scan = Scan::LineStart;
+        Ok(at + span)
     }
 
     /// Takes the plain octets of a line from `input[at..]` (at least one), up to its next CR
@@ -498,6 +540,27 @@ mod tests {
             piece in prop_oneof![Just(16 * 1024), 1usize..9000],
             normalize in any::<bool>(),
             limit in prop_oneof![Just(0u64), 1u64..60_000, (1u64..8).prop_map(|k| k * CHUNK_SIZE as u64 + 1)],
+        ) {
+            let mode = if normalize { BareNewline::Normalize } else { BareNewline::Reject };
+            let input = wire(&lines);
+            prop_assert_eq!(
+                trace(&input, piece, mode, limit, false),
+                trace(&input, piece, mode, limit, true)
+            );
+        }
+
+        /// Mail-like text: many short CR LF lines, now and then one that starts with a dot
+        /// or ends bare, read in pieces that cut lines and blocks anywhere.
+        #[test]
+        fn whole_lines_match_octet_by_octet(
+            lines in proptest::collection::vec(
+                (0usize..90, prop_oneof![30 => Just(b'y'), 1 => Just(b'.')],
+                    prop_oneof![60 => Just(0u8), 1 => 0u8..4]),
+                1..400,
+            ),
+            piece in prop_oneof![Just(16 * 1024), 1usize..9000],
+            normalize in any::<bool>(),
+            limit in prop_oneof![Just(0u64), 1u64..40_000],
         ) {
             let mode = if normalize { BareNewline::Normalize } else { BareNewline::Reject };
             let input = wire(&lines);

@@ -1,0 +1,257 @@
+//! Checks over a span of message text at once, for the fast paths of the DATA receiver
+//! (`server::data`) and the body encoder (`client::body`): text made of whole CR LF lines,
+//! no bare CR or LF and no line that starts with a dot goes through both unchanged, so it can
+//! be taken in one copy instead of line by line.
+//!
+//! These functions only answer questions about a span; what to do with text that fails them
+//! stays with the callers' octet-by-octet rules, which remain the reference. Every check is
+//! linear in the span it is given, and a caller gives each octet to them at most once, so a
+//! hostile peer cannot make the fast path cost more than the slow one.
+
+/// The length of the longest prefix of `text` that could be whole clean lines: up to and
+/// including the last LF at or before `last_lf` (the caller's one search from the end, so
+/// that repeated calls on one input do not scan its tail again), and cut after the LF that
+/// precedes the first line starting with `.`. 0 when there is no such LF.
+pub fn whole_lines(text: &[u8], last_lf: Option<usize>) -> usize {
+    let Some(last) = last_lf.filter(|&l| l < text.len()) else {
+        return 0;
+    };
+    let lines = &text[..=last];
+    match memchr::memmem::find(lines, b"\n.") {
+        Some(at) => at + 1,
+        None => lines.len(),
+    }
+}
+
+/// Octets checked between two looks at the verdict by [`crlf_only`], so that a span that
+/// fails early is not read to its end.
+const BLOCK: usize = 4096;
+
+/// One octet value in each of the eight octets of a word.
+const fn splat(b: u8) -> u64 {
+    u64::from_ne_bytes([b; 8])
+}
+
+/// The high bit of each octet of `word` that equals the octet of `splatted` (exactly: no
+/// false positives from carries, as the classic zero-octet test has).
+fn octets_equal(word: u64, splatted: u64) -> u64 {
+    const LOW7: u64 = splat(0x7f);
+    let x = word ^ splatted;
+    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+}
+
+/// True when every CR in `span` is followed by an LF and every LF is preceded by a CR, all
+/// within `span` (so it neither starts with LF nor ends with CR).
+///
+/// Eight octets at a time in plain integer arithmetic: the release build optimises for size,
+/// which leaves loops unvectorised, and an octet-by-octet loop here cost more than the
+/// line-by-line path it replaces.
+pub fn crlf_only(span: &[u8]) -> bool {
+    if span.last() == Some(&b'\r') {
+        return false;
+    }
+    // The high bit of octet 0's place when the octet before the current word was CR.
+    let mut carry = 0u64;
+    let mut words = span.chunks_exact(8);
+    let mut odd = 0u64;
+    for (i, word) in words.by_ref().enumerate() {
+        let mut octets = [0u8; 8];
+        octets.copy_from_slice(word);
+        let word = u64::from_le_bytes(octets);
+        let cr = octets_equal(word, splat(b'\r'));
+        let lf = octets_equal(word, splat(b'\n'));
+        // Octet i is CR exactly when octet i + 1 is LF.
+        odd |= lf ^ ((cr << 8) | carry);
+        carry = cr >> 56;
+        if (i + 1) % (BLOCK / 8) == 0 && odd != 0 {
+            return false;
+        }
+    }
+    if odd != 0 {
+        return false;
+    }
+    let mut after_cr = carry != 0;
+    for &b in words.remainder() {
+        if after_cr != (b == b'\n') {
+            return false;
+        }
+        after_cr = b == b'\r';
+    }
+    true
+}
+
+/// True when no line of `span` has more than `limit` octets before its CR LF (0: no limit),
+/// counting `carried` octets already sent of the first one. `span` ends with LF.
+///
+/// Beyond the first line it looks only for one LF in each block of `limit / 2` octets: a
+/// line longer than the limit would leave a whole block without one. So it may answer false
+/// for lines within the limit (the caller then goes line by line), never true for a longer
+/// one.
+pub fn lines_within(span: &[u8], carried: usize, limit: usize) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    let Some(first) = memchr::memchr(b'\n', span) else {
+        return false;
+    };
+    // The first line's octets here, less its CR.
+    if carried.saturating_add(first.saturating_sub(1)) > limit {
+        return false;
+    }
+    // A run without LF of 2 * block - 1 octets or more holds a whole block; so with an LF in
+    // every block a line (its octets and its CR) is at most 2 * block - 2 long, its octets
+    // at most limit - 3.
+    let block = (limit / 2).max(1);
+    span[first + 1..]
+        .chunks(block)
+        .all(|piece| memchr::memchr(b'\n', piece).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+
+    fn last_lf(text: &[u8]) -> Option<usize> {
+        memchr::memrchr(b'\n', text)
+    }
+
+    #[test]
+    fn whole_lines_stop_before_a_dot_line() {
+        let cases: &[(&[u8], usize)] = &[
+            (b"", 0),
+            (b"abc", 0),
+            (b"a\r\nb", 3),
+            (b"a\r\nb\r\n", 6),
+            (b"a\r\n.b\r\nc\r\n", 3),
+            (b".a\r\nb\r\n", 7), // a dot at the very start is the caller's to see
+            (b"a\n.", 2),
+        ];
+        for &(text, want) in cases {
+            assert_eq!(whole_lines(text, last_lf(text)), want, "{text:?}");
+        }
+        // The caller's last LF bounds the span.
+        assert_eq!(whole_lines(b"a\r\nb\r\n", Some(2)), 3);
+        assert_eq!(whole_lines(b"a\r\n", Some(9)), 0);
+    }
+
+    #[test]
+    fn crlf_only_finds_any_bare_line_end() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"", true),
+            (b"abc", true),
+            (b"a\r\nb\r\n", true),
+            (b"\r\n\r\n", true),
+            (b"\n", false),
+            (b"a\n", false),
+            (b"a\r", false),
+            (b"a\rb\r\n", false),
+            (b"a\r\r\n", false),
+            (b"a\r\n\n", false),
+            (b"a\n\r\n", false),
+        ];
+        for &(text, want) in cases {
+            assert_eq!(crlf_only(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn crlf_only_looks_across_its_blocks() {
+        // A bare LF or CR at each place around a block edge.
+        for at in BLOCK - 2..BLOCK + 3 {
+            for bare in [b'\n', b'\r'] {
+                let mut text = Vec::new();
+                while text.len() < 3 * BLOCK {
+                    text.extend_from_slice(b"abcdefg\r\n");
+                }
+                assert!(crlf_only(&text));
+                // Somewhere inside a line, away from its CR LF.
+                let at = (at..)
+                    .find(|&i| {
+                        text[i - 1] != b'\r'
+                            && text[i] != b'\r'
+                            && text[i] != b'\n'
+                            && text[i + 1] != b'\n'
+                    })
+                    .unwrap();
+                text[at] = bare;
+                assert!(!crlf_only(&text), "bare {bare} at {at}");
+            }
+        }
+        // A CR LF split by a block edge is whole.
+        let mut text = Vec::new();
+        text.resize(BLOCK, b'a');
+        text.extend_from_slice(b"\r\n");
+        assert!(crlf_only(&text));
+        text.truncate(BLOCK - 1);
+        text.extend_from_slice(b"\r\n");
+        assert!(crlf_only(&text));
+    }
+
+    /// The longest line's octets, with `carried` added to the first.
+    fn longest(span: &[u8], carried: usize) -> usize {
+        let mut lines = span.split(|&b| b == b'\n');
+        let first = lines.next().map_or(0, |l| l.len().saturating_sub(1)) + carried;
+        lines
+            .map(|l| l.len().saturating_sub(1))
+            .fold(first, usize::max)
+    }
+
+    #[test]
+    fn lines_within_examples() {
+        assert!(lines_within(b"abc\r\n", 0, 0));
+        assert!(lines_within(b"abc\r\n", 0, 3));
+        assert!(!lines_within(b"abc\r\n", 0, 2));
+        assert!(!lines_within(b"abc\r\n", 1, 3));
+        assert!(lines_within(b"abc\r\n", 7, 10));
+        let mut long = Vec::new();
+        long.extend_from_slice(b"a\r\n");
+        long.resize(long.len() + 999, b'x');
+        long.extend_from_slice(b"\r\n");
+        assert!(!lines_within(&long, 0, 998));
+        assert!(lines_within(&long, 0, 0));
+    }
+
+    proptest! {
+        /// Never true for a span with a line over the limit; true whenever every line is
+        /// short enough to leave an LF in each block.
+        #[test]
+        fn lines_within_is_safe(
+            lens in proptest::collection::vec(0usize..40, 1..30),
+            carried in 0usize..20,
+            limit in 1usize..50,
+        ) {
+            let mut span = Vec::new();
+            for len in lens {
+                span.resize(span.len() + len, b'x');
+                span.extend_from_slice(b"\r\n");
+            }
+            let longest = longest(&span, carried);
+            let answer = lines_within(&span, carried, limit);
+            if longest > limit {
+                prop_assert!(!answer);
+            }
+            let block = (limit / 2).max(1);
+            let rest_short = span.split(|&b| b == b'\n').skip(1).all(|l| l.len() < block);
+            let first = span.iter().position(|&b| b == b'\n').unwrap();
+            if rest_short && carried + first.saturating_sub(1) <= limit {
+                prop_assert!(answer);
+            }
+        }
+
+        /// The same answer as the rule applied octet by octet.
+        #[test]
+        fn crlf_only_matches_the_rule(tokens in proptest::collection::vec(
+            prop_oneof![20 => Just(&b"\r\n"[..]), 20 => Just(&b"abc"[..]), 1 => Just(&b"\r"[..]),
+                1 => Just(&b"\n"[..])], 0..3000)) {
+            let text = tokens.concat();
+            let rule = text.iter().enumerate().all(|(i, &b)| match b {
+                b'\r' => text.get(i + 1) == Some(&b'\n'),
+                b'\n' => i > 0 && text[i - 1] == b'\r',
+                _ => true,
+            });
+            prop_assert_eq!(crlf_only(&text), rule);
+        }
+    }
+}
