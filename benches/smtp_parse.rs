@@ -3,7 +3,7 @@
 //! 16 KiB reads), both with every output drained as a shell would, against a plain memchr
 //! scan for LF over the same bytes as the ceiling.
 
-use certrelay_core::client::BodyEncoder;
+use certrelay_core::client::{line_break_overhead, BodyEncoder};
 use certrelay_core::facts::PeerInfo;
 use certrelay_core::net::Cidr;
 use certrelay_core::server::{ServerOutput, ServerSession};
@@ -270,6 +270,10 @@ fn bench_body_encode(c: &mut Criterion) {
             encoder.finish(&mut out);
             out.len()
         })
+    });
+    // The SIZE= estimate of a message held whole, made before each delivery.
+    group.bench_function("line_break_overhead_limit_998", |b| {
+        b.iter(|| line_break_overhead(black_box(&content), 998))
     });
     let mut check = Vec::new();
     let mut encoder = BodyEncoder::with_line_limit(998);

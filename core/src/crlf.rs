@@ -107,6 +107,27 @@ pub fn lines_within(span: &[u8], carried: usize, limit: usize) -> bool {
         .all(|piece| memchr::memchr(b'\n', piece).is_some())
 }
 
+/// True only when no run of `text` without LF is longer than `limit` octets (0: no
+/// limit), a CR counting as one of them: then no line of `text` needs breaking. It looks for
+/// one LF in each block of `limit / 2` octets and measures only the text after the last LF,
+/// so it may answer false for text within the limit, never true for text beyond it.
+pub fn no_line_longer(text: &[u8], limit: usize) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    let Some(last) = memchr::memrchr(b'\n', text) else {
+        return text.len() <= limit;
+    };
+    if text.len() - last - 1 > limit {
+        return false;
+    }
+    // As in `lines_within`: an LF in every block leaves no run of 2 * block - 1 octets.
+    let block = (limit / 2).max(1);
+    text[..=last]
+        .chunks(block)
+        .all(|piece| memchr::memchr(b'\n', piece).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,7 +234,37 @@ mod tests {
         assert!(lines_within(&long, 0, 0));
     }
 
+    #[test]
+    fn no_line_longer_examples() {
+        assert!(no_line_longer(b"", 1));
+        assert!(no_line_longer(b"abc", 3));
+        assert!(!no_line_longer(b"abcd", 3));
+        assert!(no_line_longer(b"abcdef", 0));
+        assert!(no_line_longer(b"ab\nab\nab\n", 6));
+        assert!(!no_line_longer(b"ab\nabcdefgh\nab", 4));
+        assert!(!no_line_longer(b"ab\nab\nabcdefgh", 4));
+    }
+
     proptest! {
+        /// Never true when a run without LF is longer than the limit; true when every run is
+        /// short enough to leave an LF in each block.
+        #[test]
+        fn no_line_longer_is_safe(
+            text in proptest::collection::vec(
+                prop_oneof![10 => Just(b'x'), 1 => Just(b'\n'), 1 => Just(b'\r')], 0..400),
+            limit in 0usize..40,
+        ) {
+            let longest = text.split(|&b| b == b'\n').map(<[u8]>::len).max().unwrap_or(0);
+            let answer = no_line_longer(&text, limit);
+            if limit > 0 && longest > limit {
+                prop_assert!(!answer);
+            }
+            let block = (limit / 2).max(1);
+            if limit == 0 || longest < block {
+                prop_assert!(answer);
+            }
+        }
+
         /// Never true for a span with a line over the limit; true whenever every line is
         /// short enough to leave an LF in each block.
         #[test]
