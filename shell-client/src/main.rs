@@ -118,6 +118,7 @@ struct Run {}
 static ALLOCATOR: certrelay_shell::alloc::KeepLarge = certrelay_shell::alloc::KeepLarge::new();
 
 fn main() {
+    certrelay_shell::alloc::one_arena();
     let mut args = std::env::args_os();
     let program = args
         .next()

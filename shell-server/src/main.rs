@@ -114,6 +114,7 @@ struct Check {}
 struct Run {}
 
 fn main() {
+    certrelay_shell::alloc::one_arena();
     // Help and listings into a closed pipe (`| head`) end quietly; serving ignores it again.
     certrelay_shell::sigpipe::end_quietly_on_closed_output();
     let args: Args = argh::from_env();
