@@ -138,15 +138,17 @@ impl GroupSync {
     }
 
     /// The round a sync must have to cover a change made to the directory now; see
-    /// [`GroupSync::covered`]. `None` without grouping, where no rounds are kept.
+    /// [`GroupSync::settled`]. `None` without grouping, where no rounds are kept.
     pub(crate) fn round_after_now(&self) -> Option<u64> {
         self.grouped.then(|| self.rounds().needed())
     }
 
-    /// Whether round `needed` (from [`GroupSync::round_after_now`]) has ended, with no
-    /// failed sync since: the change made to the directory before then is durable.
-    pub(crate) fn covered(&self, needed: u64) -> bool {
-        matches!(self.rounds().outcome(needed), Some(Ok(())))
+    /// Whether the change made to the directory when round `needed` was the next (from
+    /// [`GroupSync::round_after_now`]) is durable: `Some(true)` once that round ended with
+    /// no failed sync since; `Some(false)` once a sync from that round on failed, which no
+    /// later success makes good; `None` while it is not known yet.
+    pub(crate) fn settled(&self, needed: u64) -> Option<bool> {
+        self.rounds().outcome(needed).map(|result| result.is_ok())
     }
 
     /// [`GroupSync::sync_after`], calling `entered` with the round needed as the call

@@ -186,14 +186,23 @@ impl Spares {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The oldest spare whose move out of `queue/` is durable, if any.
+    /// The oldest spare whose move out of `queue/` is durable, if any. A spare whose move
+    /// a failed sync was to make durable never will be (see `GroupSync`): it is unlinked,
+    /// never written over, so that the spares behind it are used again.
     fn take(&self, sync: &GroupSync) -> Option<PathBuf> {
         let mut files = self.files();
-        let &(_, round) = files.front()?;
-        if !sync.covered(round) {
-            return None;
+        loop {
+            let &(_, round) = files.front()?;
+            match sync.settled(round) {
+                None => return None,
+                Some(true) => return files.pop_front().map(|(path, _)| path),
+                Some(false) => {
+                    if let Some((path, _)) = files.pop_front() {
+                        let _ = fs::remove_file(path);
+                    }
+                }
+            }
         }
-        files.pop_front().map(|(path, _)| path)
     }
 
     /// A new name in `tmp/` for a spare, if there is room for one more.
@@ -294,7 +303,8 @@ impl Spool {
     /// - A spare is written over only once a sync of `queue/` that began after it left
     ///   `queue/` has succeeded: a crash can then not bring the old name back over the
     ///   new content (without it, a file system without a journal could show the old
-    ///   message's name with the new message's first bytes after a power loss).
+    ///   message's name with the new message's first bytes after a power loss). When a
+    ///   sync from that one on failed, no later success vouches for it: it is unlinked.
     /// - The new content is cut to its length before the file's fsync, so nothing of the
     ///   old message stays behind it.
     /// - Spares are never read: `tmp/` is cleared at start, spares with it.
@@ -843,7 +853,7 @@ mod tests {
     }
 
     #[test]
-    fn a_spare_is_not_written_over_after_a_failed_sync_and_goes_at_the_next_start() {
+    fn a_spare_a_failed_sync_left_in_doubt_is_unlinked_and_the_next_ones_serve() {
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let f = fail.clone();
         let (spool, dir) = spool_syncing(
@@ -856,24 +866,40 @@ mod tests {
             }),
         );
         let spool = spool.recycling();
-        spool.incoming("S1").unwrap().commit(b"e").unwrap();
-        let old_inode = inode(&spool.message_path("S1"));
+        let mut s1 = spool.incoming("S1").unwrap();
+        s1.write(b"first message").unwrap();
+        s1.commit(b"e").unwrap();
+        let held = fs::read(spool.message_path("S1")).unwrap();
         spool.remove("S1").unwrap();
+        let spare = fs::read_dir(dir.join("tmp"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        // Held open, the spare's file shows whether anything was written into it.
+        let spare_file = File::open(&spare).unwrap();
         // The sync that would have made the removal durable fails.
         fail.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(spool.incoming("S2").unwrap().commit(b"e").is_err());
         fail.store(false, std::sync::atomic::Ordering::SeqCst);
         spool.incoming("S3").unwrap().commit(b"e").unwrap();
         spool.incoming("S4").unwrap().commit(b"e").unwrap();
-        for id in ["S3", "S4"] {
-            assert_ne!(inode(&spool.message_path(id)), old_inode, "{id}");
-        }
-        assert_eq!(
-            fs::read_dir(dir.join("tmp")).unwrap().count(),
-            1,
-            "the spare waits"
-        );
+        assert!(!spare.exists(), "the spare left in doubt is unlinked");
+        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        let mut now = Vec::new();
+        io::Read::read_to_end(&mut &spare_file, &mut now).unwrap();
+        assert_eq!(now, held, "and never written over");
+        // Spares work again: S3's file, once S4's commit synced queue/ after S3 left it,
+        // takes S5.
+        let s3_inode = inode(&spool.message_path("S3"));
+        spool.remove("S3").unwrap();
+        spool.incoming("S6").unwrap().commit(b"e").unwrap();
+        spool.incoming("S5").unwrap().commit(b"e").unwrap();
+        assert_eq!(inode(&spool.message_path("S5")), s3_inode);
         // A new start clears tmp/, spares with it, and counts them as nothing lost.
+        spool.remove("S4").unwrap();
+        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 1);
         let (_, rec) = Spool::open(&dir).unwrap();
         assert_eq!(rec.removed_partial, 0);
         assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
