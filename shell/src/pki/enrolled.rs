@@ -79,7 +79,10 @@ impl TableLock {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 Err(fs::TryLockError::WouldBlock) => {
-                    let why = format!("another process has held it for {} s", wait.as_secs());
+                    let why = format!(
+                        "another process has held it for {:.1} s",
+                        wait.as_secs_f64()
+                    );
                     return Err(failed("take the table lock on")(io::Error::new(
                         io::ErrorKind::WouldBlock,
                         why,
@@ -704,7 +707,10 @@ mod tests {
             refused.contains("cannot take the table lock on"),
             "{refused}"
         );
-        assert!(refused.contains("another process has held it"), "{refused}");
+        assert!(
+            refused.contains("another process has held it for 0.1 s"),
+            "{refused}"
+        );
         drop(held);
         TableLock::take_within(&path, std::time::Duration::from_millis(100)).unwrap();
         fs::remove_dir_all(dir).unwrap();
