@@ -813,6 +813,14 @@ mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
+    /// The one file in the spool's `tmp/`: the spare of the message just removed.
+    fn only_spare(dir: &Path) -> PathBuf {
+        let mut tmp = fs::read_dir(dir.join("tmp")).unwrap();
+        let spare = tmp.next().unwrap().unwrap().path();
+        assert!(tmp.next().is_none(), "one file in tmp/");
+        spare
+    }
+
     /// The inode number of a path.
     fn inode(path: &Path) -> u64 {
         use std::os::unix::fs::MetadataExt;
@@ -871,12 +879,7 @@ mod tests {
         s1.commit(b"e").unwrap();
         let held = fs::read(spool.message_path("S1")).unwrap();
         spool.remove("S1").unwrap();
-        let spare = fs::read_dir(dir.join("tmp"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let spare = only_spare(&dir);
         // Held open, the spare's file shows whether anything was written into it.
         let spare_file = File::open(&spare).unwrap();
         // The sync that would have made the removal durable fails.
@@ -916,12 +919,7 @@ mod tests {
             let id = format!("U{n}");
             spool.incoming(&id).unwrap().commit(b"e").unwrap();
             spool.remove(&id).unwrap();
-            let spare = fs::read_dir(dir.join("tmp"))
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap()
-                .path();
+            let spare = only_spare(&dir);
             fs::remove_file(&spare).unwrap();
             match plant {
                 "link" => std::os::unix::fs::symlink(&outside, &spare).unwrap(),
