@@ -12,8 +12,9 @@
 //!   against --ca), EHLO, and send M messages of S bytes; with `--no-reuse` every message has
 //!   a connection (and a handshake) of its own. When the server offers PIPELINING, MAIL,
 //!   RCPT and DATA go out in one write, as Postfix's and msmtp's clients send them;
-//!   `--no-pipelining` waits for each reply, as the tool did before. Prints accepted msgs/s, p50/p99 latency per message (MAIL to the
-//!   reply after the final dot), handshakes/s, errors, and one `RESULT key=value ...` line.
+//!   `--no-pipelining` waits for each reply, as the tool did before. Prints accepted
+//!   msgs/s, p50/p99 latency per message (MAIL to the reply after the final dot),
+//!   handshakes/s, errors, and one `RESULT key=value ...` line.
 //! - idle: `--idle N --hold SECS` plus the TLS options: opens N TLS sessions (after the
 //!   second EHLO), keeps them open for SECS, then QUITs. Prints `IDLE open=.. failed=..`.
 //! - sink: `--sink PORT [--count-file PATH]`: the test kit's SMTP sink (plaintext, on

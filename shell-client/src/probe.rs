@@ -272,8 +272,6 @@ fn check_address(option: &'static str, address: &str) -> Result<(), ProbeError> 
         })
 }
 
-/// Runs the probe and prints what it finds: `Ok(true)` when this laptop would deliver there
-/// (and, with `--rcpt`, the relay took the recipient).
 /// Whether the probe speaks TLS from the first byte, as the queue would decide it for `hop`:
 /// on port 465, or for every next hop with `smtp_tls_wrappermode = yes` (and never with
 /// `= no`), or when `--tls-wrapper` asks; what made it so, for the output.
@@ -290,6 +288,8 @@ fn tls_first(asked: bool, hop: &mut NextHop, wrappermode: Option<bool>) -> Optio
     }
 }
 
+/// Runs the probe and prints what it finds: `Ok(true)` when this laptop would deliver there
+/// (and, with `--rcpt`, the relay took the recipient).
 pub fn probe(dir: &Path, cmd: &ProbeCmd) -> Result<bool, ProbeError> {
     let laptop = Laptop::load(dir).map_err(ProbeError::Config)?;
     let config = laptop.config();

@@ -64,10 +64,11 @@ pub const BENCH_ONLY_NO_KEEPING_VAR: &str = "CERTRELAY_BENCH_ONLY_NO_KEEPING";
 /// first allocated from). By default glibc gives threads arenas of their own, up to eight
 /// per core: the relay's executor, its blocking pool and its reactor each kept their own
 /// free memory, and a buffer filled on one thread and freed on another went back to the
-/// first one's. With one arena, the relay's peak PSS at C=8 with 100 KiB messages fell from
-/// 8.2-8.9 MB to 7.4-7.8 MB in three alternating runs, at the same speed (glibc's per-thread
-/// caches serve small blocks without the arena's lock; the large ones are in mappings of
-/// their own, see [`KeepLarge::keep_from_now`]). Nothing under musl, whose allocator has no
+/// first one's. The relay's peak PSS at C=8 with 100 KiB messages, three alternating runs
+/// each, at the same speed: with `MALLOC_ARENA_MAX=1` set from outside, 8.2-8.9 MB before and
+/// 7.4-7.8 MB after; with this call, in a later set, 8.0-8.4 MB before and 7.8-8.0 MB after
+/// (glibc's per-thread caches serve small blocks without the arena's lock; the large ones
+/// are in mappings of their own, see [`KeepLarge::keep_from_now`]). Nothing under musl, whose allocator has no
 /// arenas.
 pub fn one_arena() {
     #[cfg(target_env = "gnu")]

@@ -22,7 +22,7 @@
 
 use super::error::PkiError;
 use super::files;
-use super::map::MapEdit;
+use super::map::{check_not_listed, MapEdit};
 use super::names::check_label;
 use certrelay_core::fingerprint::{DigestKind, Fingerprint};
 use std::fs;
@@ -212,19 +212,9 @@ pub fn list(path: &Path, print: &Fingerprint, label: &str) -> Result<MapEdit, Pk
     check_label(label)?;
     let _lock = TableLock::take(path)?;
     let text = files::read_text_or_empty(path)?;
-    refuse_listed(path, &text, print)?;
-    // Two codes issued for one name: the second laptop would share the first one's label,
-    // and each one's renewal would unlist the other's certificate.
-    if entries(&text)
-        .iter()
-        .any(|(_, listed)| listed == label.trim())
-    {
-        return Err(PkiError::Duplicate {
-            path: path.to_path_buf(),
-            line: 0,
-            what: format!("name {:?}", label.trim()),
-        });
-    }
+    // The name too: of two codes issued for one name, the second laptop would share the
+    // first one's label, and each one's renewal would unlist the other's certificate.
+    check_not_listed(path, &text, print, Some(label.trim()))?;
     let line = print.relay_clientcerts_line(label.trim());
     let text = with_lines(text, std::slice::from_ref(&line));
     replace_keeping_owner(path, &text)?;
@@ -233,17 +223,6 @@ pub fn list(path: &Path, print: &Fingerprint, label: &str) -> Result<MapEdit, Pk
         added: vec![line],
         removed: Vec::new(),
     })
-}
-
-fn refuse_listed(path: &Path, text: &str, print: &Fingerprint) -> Result<(), PkiError> {
-    if entries(text).iter().any(|(listed, _)| listed == print) {
-        return Err(PkiError::Duplicate {
-            path: path.to_path_buf(),
-            line: 0,
-            what: format!("fingerprint {print}"),
-        });
-    }
-    Ok(())
 }
 
 fn with_lines(mut text: String, lines: &[String]) -> String {
@@ -274,7 +253,7 @@ pub fn list_renewal(
     let label = label.trim();
     let _lock = TableLock::take(path)?;
     let text = files::read_text_or_empty(path)?;
-    refuse_listed(path, &text, new)?;
+    check_not_listed(path, &text, new, None)?;
     let listed = entries(&text);
     let renewal = Renewal {
         new: *new,
@@ -690,6 +669,13 @@ mod tests {
         list(&path, &print(1), "alice").unwrap();
         let refused = list(&path, &print(2), "alice").unwrap_err();
         assert!(matches!(refused, PkiError::Duplicate { .. }), "{refused}");
+        // Where the name stands already.
+        assert!(
+            refused
+                .to_string()
+                .contains(":1: name \"alice\" is listed already"),
+            "{refused}"
+        );
         assert_eq!(entries(&fs::read_to_string(&path).unwrap()).len(), 1);
         list(&path, &print(2), "bob").unwrap();
         fs::remove_dir_all(dir).unwrap();
