@@ -286,5 +286,83 @@ fn bench_body_encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_commands, bench_data, bench_body_encode);
+/// Content shaped against the whole-line path (`certrelay_core::crlf`): a dot starting every
+/// line, bare LF line ends, and CRs with no LF at all. Each is read and encoded as the
+/// ordinary message above; the fast path must not make them cost more than the line-by-line
+/// path did.
+fn hostile_contents() -> [(&'static str, Vec<u8>); 3] {
+    let lines = |line: &[u8]| line.repeat(BODY_BYTES / line.len());
+    let mut line = vec![b'.'];
+    line.extend(std::iter::repeat_n(b'd', 70));
+    line.extend_from_slice(b"\r\n");
+    let dots = lines(&line);
+    let mut line = vec![b'b'; 76];
+    line.push(b'\n');
+    let bare_lf = lines(&line);
+    let mut line = vec![b'x'; 63];
+    line.push(b'\r');
+    let no_lf = lines(&line);
+    [
+        ("dot_every_line", dots),
+        ("bare_lf", bare_lf),
+        ("cr_without_lf", no_lf),
+    ]
+}
+
+fn bench_hostile(c: &mut Criterion) {
+    let envelope = envelope(1);
+    let mut group = c.benchmark_group("smtp_hostile");
+    for (name, content) in hostile_contents() {
+        // On the wire: dot-stuffed, the end marker after a CR LF.
+        let mut encoder = BodyEncoder::new();
+        let mut wire = Vec::new();
+        encoder.encode(&content, &mut wire);
+        encoder.finish(&mut wire);
+        // Bare line ends reach the receiver as sent, not as the encoder would mend them.
+        if name != "dot_every_line" {
+            wire = [&content[..], b"\r\n.\r\n"].concat();
+        }
+        group.throughput(Throughput::Bytes(wire.len() as u64));
+        group.bench_function(BenchmarkId::new("receive_16k_reads", name), |b| {
+            b.iter_batched(
+                || {
+                    let mut s = session();
+                    s.handle_input(envelope.as_bytes(), NOW);
+                    drain(&mut s);
+                    s
+                },
+                |mut s| {
+                    let mut body = 0;
+                    for read in wire.chunks(READ) {
+                        s.handle_input(black_box(read), NOW);
+                        body += drain(&mut s);
+                    }
+                    (s, body)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        let mut out = Vec::with_capacity(2 * content.len());
+        group.bench_function(BenchmarkId::new("encode_64k_pieces_limit_998", name), |b| {
+            b.iter(|| {
+                out.clear();
+                let mut encoder = BodyEncoder::with_line_limit(998);
+                for piece in black_box(&content).chunks(64 * 1024) {
+                    encoder.encode(piece, &mut out);
+                }
+                encoder.finish(&mut out);
+                out.len()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_commands,
+    bench_data,
+    bench_body_encode,
+    bench_hostile
+);
 criterion_main!(benches);

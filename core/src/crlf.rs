@@ -1,31 +1,21 @@
 //! Checks over a span of message text at once, for the fast paths of the DATA receiver
-//! (`server::data`) and the body encoder (`client::body`): text made of whole CR LF lines,
-//! no bare CR or LF and no line that starts with a dot goes through both unchanged, so it can
-//! be taken in one copy instead of line by line.
+//! (`server::data`) and the body encoder (`client::body`): whole lines with CR LF ends and no
+//! bare CR or LF go through both unchanged but for the dots that start lines (doubled or
+//! dropped, found with one search per span), so they can be taken in one copy instead of
+//! line by line.
 //!
 //! These functions only answer questions about a span; what to do with text that fails them
 //! stays with the callers' octet-by-octet rules, which remain the reference. Every check is
-//! linear in the span it is given, and a caller gives each octet to them at most once, so a
-//! hostile peer cannot make the fast path cost more than the slow one.
+//! linear in the span it is given, and a caller gives each octet to them at most once; what
+//! content shaped against the fast path costs is measured by `benches/smtp_parse.rs`
+//! (`smtp_hostile`).
 
-/// The length of the longest prefix of `text` that could be whole clean lines: up to and
-/// including the last LF at or before `last_lf` (the caller's one search from the end, so
-/// that repeated calls on one input do not scan its tail again), and cut after the LF that
-/// precedes the first line starting with `.`. 0 when there is no such LF.
+/// The length of `text` up to and including its last LF, `last_lf` (the caller's one search
+/// from the end of its input, so that repeated calls on one input do not scan its tail
+/// again); 0 when there is none in `text`.
 pub fn whole_lines(text: &[u8], last_lf: Option<usize>) -> usize {
-    let Some(last) = last_lf.filter(|&l| l < text.len()) else {
-        return 0;
-    };
-    let lines = &text[..=last];
-    match memchr::memmem::find(lines, b"\n.") {
-        Some(at) => at + 1,
-        None => lines.len(),
-    }
+    last_lf.filter(|&l| l < text.len()).map_or(0, |l| l + 1)
 }
-
-/// Octets checked between two looks at the verdict by [`crlf_only`], so that a span that
-/// fails early is not read to its end.
-const BLOCK: usize = 4096;
 
 /// One octet value in each of the eight octets of a word.
 const fn splat(b: u8) -> u64 {
@@ -53,22 +43,19 @@ pub fn crlf_only(span: &[u8]) -> bool {
     // The high bit of octet 0's place when the octet before the current word was CR.
     let mut carry = 0u64;
     let mut words = span.chunks_exact(8);
-    let mut odd = 0u64;
-    for (i, word) in words.by_ref().enumerate() {
+    for word in words.by_ref() {
         let mut octets = [0u8; 8];
         octets.copy_from_slice(word);
         let word = u64::from_le_bytes(octets);
         let cr = octets_equal(word, splat(b'\r'));
         let lf = octets_equal(word, splat(b'\n'));
-        // Octet i is CR exactly when octet i + 1 is LF.
-        odd |= lf ^ ((cr << 8) | carry);
-        carry = cr >> 56;
-        if (i + 1) % (BLOCK / 8) == 0 && odd != 0 {
+        // Octet i is CR exactly when octet i + 1 is LF. Stopping at the first word that
+        // breaks it costs a branch per word, and a span with a bare line end near its start
+        // (content shaped against this path) is not read to its end.
+        if lf != (cr << 8) | carry {
             return false;
         }
-    }
-    if odd != 0 {
-        return false;
+        carry = cr >> 56;
     }
     let mut after_cr = carry != 0;
     for &b in words.remainder() {
@@ -94,17 +81,10 @@ pub fn lines_within(span: &[u8], carried: usize, limit: usize) -> bool {
     let Some(first) = memchr::memchr(b'\n', span) else {
         return false;
     };
-    // The first line's octets here, less its CR.
-    if carried.saturating_add(first.saturating_sub(1)) > limit {
-        return false;
-    }
-    // A run without LF of 2 * block - 1 octets or more holds a whole block; so with an LF in
-    // every block a line (its octets and its CR) is at most 2 * block - 2 long, its octets
-    // at most limit - 3.
-    let block = (limit / 2).max(1);
-    span[first + 1..]
-        .chunks(block)
-        .all(|piece| memchr::memchr(b'\n', piece).is_some())
+    // The first line's octets here, less its CR; the other lines as `no_line_longer` sees
+    // them (their CR counted too, so never true for a longer one).
+    carried.saturating_add(first.saturating_sub(1)) <= limit
+        && no_line_longer(&span[first + 1..], limit)
 }
 
 /// True only when no run of `text` without LF is longer than `limit` octets (0: no
@@ -121,7 +101,8 @@ pub fn no_line_longer(text: &[u8], limit: usize) -> bool {
     if text.len() - last - 1 > limit {
         return false;
     }
-    // As in `lines_within`: an LF in every block leaves no run of 2 * block - 1 octets.
+    // A run without LF of 2 * block - 1 octets or more holds a whole block; so with an LF in
+    // every block no run is longer than 2 * block - 2, at most the limit.
     let block = (limit / 2).max(1);
     text[..=last]
         .chunks(block)
@@ -131,6 +112,7 @@ pub fn no_line_longer(text: &[u8], limit: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use alloc::vec::Vec;
     use proptest::prelude::*;
 
@@ -139,15 +121,13 @@ mod tests {
     }
 
     #[test]
-    fn whole_lines_stop_before_a_dot_line() {
+    fn whole_lines_end_at_the_last_lf() {
         let cases: &[(&[u8], usize)] = &[
             (b"", 0),
             (b"abc", 0),
             (b"a\r\nb", 3),
             (b"a\r\nb\r\n", 6),
-            (b"a\r\n.b\r\nc\r\n", 3),
-            (b".a\r\nb\r\n", 7), // a dot at the very start is the caller's to see
-            (b"a\n.", 2),
+            (b"a\r\n.b\r\nc", 7),
         ];
         for &(text, want) in cases {
             assert_eq!(whole_lines(text, last_lf(text)), want, "{text:?}");
@@ -178,12 +158,12 @@ mod tests {
     }
 
     #[test]
-    fn crlf_only_looks_across_its_blocks() {
-        // A bare LF or CR at each place around a block edge.
-        for at in BLOCK - 2..BLOCK + 3 {
+    fn crlf_only_looks_across_its_words() {
+        // A bare LF or CR at each place of a word, near the start and far in.
+        for at in (8..24).chain(4090..4110) {
             for bare in [b'\n', b'\r'] {
                 let mut text = Vec::new();
-                while text.len() < 3 * BLOCK {
+                while text.len() < 3 * 4096 {
                     text.extend_from_slice(b"abcdefg\r\n");
                 }
                 assert!(crlf_only(&text));
@@ -200,14 +180,12 @@ mod tests {
                 assert!(!crlf_only(&text), "bare {bare} at {at}");
             }
         }
-        // A CR LF split by a block edge is whole.
-        let mut text = Vec::new();
-        text.resize(BLOCK, b'a');
-        text.extend_from_slice(b"\r\n");
-        assert!(crlf_only(&text));
-        text.truncate(BLOCK - 1);
-        text.extend_from_slice(b"\r\n");
-        assert!(crlf_only(&text));
+        // A CR LF split by a word edge, or ending in the last partial word, is whole.
+        for len in 1..24 {
+            let mut text = vec![b'a'; len];
+            text.extend_from_slice(b"\r\n");
+            assert!(crlf_only(&text), "{len}");
+        }
     }
 
     /// The longest line's octets, with `carried` added to the first.

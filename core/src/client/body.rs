@@ -62,8 +62,9 @@ impl BodyEncoder {
     /// the wire, and a receiver that took them for line ends could be made to see an end of
     /// data inside the message.
     ///
-    /// Whole lines that need none of this (CR LF ends, no leading dot, within the limit) go
-    /// out in one copy ([`crate::crlf`]); the rest line by line.
+    /// Whole lines that need no more than their leading dots doubled (CR LF ends, within the
+    /// limit) go out in one copy between such dots ([`crate::crlf`]); the rest line by
+    /// line.
     pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.reserve(chunk.len() + chunk.len() / 32 + 2);
         // Searched once per call: the whole-lines path never reads past it.
@@ -72,10 +73,9 @@ impl BodyEncoder {
         // found not clean is not checked twice.
         let mut by_line = 0usize;
         let mut rest = chunk;
-        while let Some(&first) = rest.first() {
+        while !rest.is_empty() {
             let offset = chunk.len() - rest.len();
-            let whole = by_line == 0 && !self.after_cr && !(self.at_line_start && first == b'.');
-            if whole {
+            if by_line == 0 && !self.after_cr {
                 let span =
                     crate::crlf::whole_lines(rest, last_lf.and_then(|l| l.checked_sub(offset)));
                 let lines = &rest[..span];
@@ -83,7 +83,7 @@ impl BodyEncoder {
                     && crate::crlf::crlf_only(lines)
                     && crate::crlf::lines_within(lines, self.line_len, self.limit)
                 {
-                    out.extend_from_slice(lines);
+                    stuffed(lines, self.at_line_start, out);
                     self.at_line_start = true;
                     self.line_len = 0;
                     rest = &rest[span..];
@@ -160,6 +160,21 @@ impl BodyEncoder {
         out.extend_from_slice(b".\r\n");
         *self = BodyEncoder::with_line_limit(self.limit);
     }
+}
+
+/// Appends whole clean `lines` to `out` with each dot that starts a line doubled (the first
+/// octet starts one when `at_line_start`).
+fn stuffed(lines: &[u8], at_line_start: bool, out: &mut Vec<u8>) {
+    if at_line_start && lines.first() == Some(&b'.') {
+        out.push(b'.');
+    }
+    let mut from = 0;
+    for lf in memchr::memmem::find_iter(lines, b"\n.") {
+        out.extend_from_slice(&lines[from..=lf]);
+        out.push(b'.');
+        from = lf + 1;
+    }
+    out.extend_from_slice(&lines[from..]);
 }
 
 /// The octets that breaking lines longer than `limit` adds to `content` (a whole message):

@@ -101,10 +101,10 @@ impl DataReceiver {
     /// Scans `input`, calling `emit` with each full chunk and, once the end is found, with
     /// the last partial one. Stops right after the end marker.
     ///
-    /// Whole lines with CR LF ends, none starting with a dot, are content as they are and
-    /// are taken in one piece ([`crate::crlf`]); inside other lines, everything up to the
-    /// next CR or LF is taken in one piece; the octet-by-octet state machine runs only at
-    /// CR, LF and line starts.
+    /// Whole lines with CR LF ends are content as they are, but for the stuffing dot of a
+    /// line that starts with one, and are taken in one piece between such dots
+    /// ([`crate::crlf`]); inside other lines, everything up to the next CR or LF is taken in
+    /// one piece; the octet-by-octet state machine runs only at CR, LF and line starts.
     pub fn feed(&mut self, input: &[u8], emit: &mut dyn FnMut(Vec<u8>)) -> Fed {
         let had_problem = self.problem.is_some();
         let mut fed = Fed::default();
@@ -150,9 +150,11 @@ impl DataReceiver {
     }
 
     /// Takes the whole clean lines that start at `input[at..]` (a plain octet, so never a
-    /// line's dot), up to the last LF of `input` at `last_lf`, in one piece, when all of
-    /// them fit within the size limit; the receiver is then at a line start. Otherwise the
-    /// offset up to which the octets must go line by line.
+    /// line's dot), up to the last LF of `input` at `last_lf`, when all of them fit within
+    /// the size limit: the content between the dots that start lines in one piece each, the
+    /// dots dropped, up to a line that is a lone dot (the end, left to the octet-by-octet
+    /// path). The receiver is then at a line start. Otherwise the offset up to which the
+    /// octets must go line by line.
     fn take_lines(
         &mut self,
         input: &[u8],
@@ -167,10 +169,22 @@ impl DataReceiver {
             return Err(input.len());
         }
         let lines = &rest[..span];
+        // The content is shorter than the span by its stuffing dots.
         if !crate::crlf::crlf_only(lines) || !self.room_for(span) {
             return Err(at + span);
         }
-        self.content_run(lines, emit);
+        // Every LF here follows a CR: a dot after one starts a line.
+        let mut from = 0;
+        for lf in memchr::memmem::find_iter(lines, b"\n.") {
+            let dot = lf + 1;
+            self.content_run(&lines[from..dot], emit);
+            self.scan = Scan::LineStart;
+            if lines[dot..].starts_with(b".\r\n") {
+                return Ok(at + dot);
+            }
+            from = dot + 1;
+        }
+        self.content_run(&lines[from..], emit);
         self.scan = Scan::LineStart;
         Ok(at + span)
     }
