@@ -27,6 +27,12 @@ struct Relay {
 
 impl Relay {
     fn start(label: &str, extra: &str) -> Relay {
+        Relay::start_with(label, extra, true)
+    }
+
+    /// A relay whose main.cf has the enrollment lines, commented out unless `enrolling`.
+    fn start_with(label: &str, extra: &str, enrolling: bool) -> Relay {
+        let off = if enrolling { "" } else { "#" };
         let sink = Sink::start(SinkOptions::default());
         let dir = TempDir::new(label);
         let d = dir.path().display().to_string();
@@ -49,8 +55,8 @@ impl Relay {
                  smtpd_tls_key_file = {d}/relay.key\nsmtpd_tls_CAfile = {d}/ca.pem\n\
                  smtpd_tls_ask_ccert = yes\nsmtpd_tls_loglevel = 1\n\
                  relay_clientcerts = hash:{d}/relay_clientcerts\n\
-                 certrelay_enroll_ca_cert_file = {d}/ca.pem\n\
-                 certrelay_enroll_ca_key_file = {d}/ca.key\n{extra}\n",
+                 {off}certrelay_enroll_ca_cert_file = {d}/ca.pem\n\
+                 {off}certrelay_enroll_ca_key_file = {d}/ca.key\n{extra}\n",
                 sink.port()
             ),
         );
@@ -390,6 +396,58 @@ fn the_extension_is_only_inside_tls_and_hostile_requests_get_clear_replies() {
     assert!(c
         .cmd("XCERTRELAY RENEW")
         .starts_with("530 5.7.0 Renewal needs a trusted client certificate"));
+}
+
+/// Whether the relay offers `XCERTRELAY` inside TLS, and how it answers the command with
+/// `secret`.
+fn offered_and_answer(relay: &Relay, secret: &str) -> (bool, String) {
+    let ca = std::fs::read_to_string(relay.dir.path().join("ca.pem")).unwrap();
+    let mut c = Client::greeted(relay.port);
+    c.tls(client_config(&ca, None));
+    let ehlo = c.cmd("EHLO laptop.test");
+    let answer = c.cmd(&format!("XCERTRELAY ENROLL {secret}"));
+    (ehlo.contains("XCERTRELAY"), answer)
+}
+
+#[test]
+fn enrollment_turned_on_by_a_reload_is_not_offered_until_a_restart_reads_the_ca() {
+    let mut relay = Relay::start_with("enroll-reload", "", false);
+    let (offered, answer) = offered_and_answer(&relay, "ABCDEFGH");
+    assert!(!offered);
+    assert!(answer.starts_with("500 5.5.2"), "{answer}");
+    // Turned on by a reload: the relay, no longer root, cannot read the CA key. It says so
+    // and goes on answering as a relay that does not enroll, not 451 to every try.
+    let main = std::fs::read_to_string(relay.dir.path().join("main.cf")).unwrap();
+    relay.dir.write(
+        "main.cf",
+        &main.replace("#certrelay_enroll", "certrelay_enroll"),
+    );
+    relay.daemon.signal("HUP");
+    relay.daemon.wait_log("configuration reloaded");
+    relay.daemon.wait_log(
+        "certrelay_enroll_ca_cert_file set by a reload: enrollment starts at the next restart",
+    );
+    let (offered, answer) = offered_and_answer(&relay, "ABCDEFGH");
+    assert!(!offered, "{}", relay.daemon.log());
+    assert!(answer.starts_with("500 5.5.2"), "{answer}");
+    // A restart reads the CA: offered, and a code goes ahead.
+    let d = relay.dir.path().display().to_string();
+    relay.daemon.stop();
+    relay.daemon = Daemon::start(&binary("certrelayd"), &["-c", &d], "daemon started");
+    let (code, _) = relay.code(&["alice"]);
+    let (offered, answer) = offered_and_answer(&relay, &secret_of(&code));
+    assert!(offered);
+    assert!(answer.starts_with("334 "), "{answer}");
+    // A reload that changes what the service read at start says it waits for a restart.
+    let main = std::fs::read_to_string(relay.dir.path().join("main.cf")).unwrap();
+    relay.dir.write(
+        "main.cf",
+        &format!("{main}certrelay_enroll_cert_lifetime = 30d\n"),
+    );
+    relay.daemon.signal("HUP");
+    relay.daemon.wait_log(
+        "certrelay_enroll_* parameters changed: laptops are enrolled with those read at start",
+    );
 }
 
 /// A relay and a laptop paired with it, whose certificate lives `cert_valid`.

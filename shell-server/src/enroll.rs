@@ -48,6 +48,15 @@ pub fn enabled(config: &Config) -> bool {
     !config.text(CA_CERT).trim().is_empty()
 }
 
+/// The enrollment parameters the service reads once, at start (the CA's key as root):
+/// their values as one text, so that a reload can tell whether they changed.
+pub fn read_at_start(config: &Config) -> String {
+    [CA_CERT, CA_KEY, LIFETIME, GRACE]
+        .iter()
+        .map(|name| format!("{name}={}\n", config.text(name).trim()))
+        .collect()
+}
+
 /// The enrolled table of this configuration's queue directory.
 pub fn enrolled_map(config: &Config) -> PathBuf {
     enrolled::enrolled_map(&queue_directory(config))

@@ -25,6 +25,8 @@ struct Relay {
     current: RwLock<Arc<Generation>>,
     /// The listener keys that have sockets (fixed at start).
     bound_keys: Vec<String>,
+    /// Whether the enrollment service runs (fixed at start: it reads the CA key as root).
+    enrolling: bool,
 }
 
 impl Relay {
@@ -210,6 +212,7 @@ async fn run_async(dir: &Path) -> i32 {
             dir: dir.to_owned(),
             current: RwLock::new(Arc::new(generation)),
             bound_keys: bound.iter().map(|b| b.key.clone()).collect(),
+            enrolling: enroll.is_some(),
         },
         sessions: Sessions::default(),
         store: Store::new(spool, wake)
@@ -475,6 +478,7 @@ fn reload(
     log_diagnostics(&notes);
     let old = relay.current();
     keep_bound_listeners(relay, &old, &mut next);
+    keep_enrollment_of_start(relay, &old, &mut next);
     if next.queue_directory != old.queue_directory {
         log::warn!(
             "queue_directory changed to {}: the spool stays {} until a restart",
@@ -520,6 +524,44 @@ fn keep_bound_listeners(relay: &Relay, old: &Generation, next: &mut Generation) 
             log::warn!("new listener {}: it listens after a restart", l.key);
         }
     }
+}
+
+/// Enrollment as it was at start: the service reads the CA key once, as root, so a reload
+/// that changes its parameters says they wait for a restart, and one that turns enrollment
+/// on (the relay started without) leaves `XCERTRELAY` off, as on a relay that does not
+/// enroll, rather than offering what could only be answered `451`. A reload that turns
+/// enrollment off takes effect at once (each listener's settings say so).
+fn keep_enrollment_of_start(relay: &Relay, old: &Generation, next: &mut Generation) {
+    let changed = next.enroll_at_start != old.enroll_at_start;
+    // What was read at start stays what later reloads are compared with.
+    next.enroll_at_start = old.enroll_at_start.clone();
+    let offered = next.listeners.iter().any(|l| l.settings.enroll);
+    if relay.enrolling {
+        if changed && offered {
+            log::warn!(
+                "certrelay_enroll_* parameters changed: laptops are enrolled with those read at \
+                 start (the CA key is read as root) until a restart"
+            );
+        }
+        return;
+    }
+    if !offered {
+        return;
+    }
+    for listener in &mut next.listeners {
+        if listener.settings.enroll {
+            let mut settings = (*listener.settings).clone();
+            settings.enroll = false;
+            let mut conf = (**listener).clone();
+            conf.settings = Arc::new(settings);
+            *listener = Arc::new(conf);
+        }
+    }
+    log::warn!(
+        "{} set by a reload: enrollment starts at the next restart (the CA key is read at \
+         start, as root); until then the relay does not offer XCERTRELAY",
+        crate::enroll::CA_CERT
+    );
 }
 
 /// The most open files Linux lets a process have by default (`fs.nr_open`): a soft limit

@@ -30,7 +30,7 @@ pub struct Trust {
 }
 
 /// One SMTP listener, ready to serve.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ListenerConf {
     /// The endpoint as text (`127.0.0.1:2525`, `*:25`): how a reload finds the same socket.
     pub key: String,
