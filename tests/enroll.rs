@@ -585,6 +585,53 @@ fn renewing_twice_from_one_certificate_replaces_the_first_renewal() {
     assert!(relays_with(&issued[2]));
 }
 
+/// Root's `relay_clientcerts` may give a second laptop the label an enrolled one has (its
+/// second column is free text in Postfix's recipe). Before, that laptop's renewal unlisted
+/// the enrolled laptop's certificate, which then could no longer relay.
+#[test]
+fn a_renewal_under_a_label_another_laptop_holds_is_refused_and_unlists_nothing() {
+    let (relay, laptop) = paired("enroll-shared", "30d", "");
+    let reloads = relay.daemon.log().matches("configuration reloaded").count();
+    let other = TempDir::new("enroll-shared-other");
+    let out_dir = other.path().display().to_string();
+    certrelayd_ok(
+        relay.dir.path(),
+        &["ca", "issue", "--out", &out_dir, "alice"],
+    );
+    relay.daemon.signal("HUP");
+    relay
+        .daemon
+        .wait_log_count("configuration reloaded", reloads + 1);
+    let ca = std::fs::read_to_string(relay.dir.path().join("ca.pem")).unwrap();
+    let other_pem = std::fs::read_to_string(other.path().join("alice.pem")).unwrap();
+    let paired_pem = std::fs::read_to_string(laptop.path().join("client.pem")).unwrap();
+    assert!(relays_with(relay.port, &ca, &other_pem));
+    // The second laptop asks for a renewal with its certificate of root's table.
+    let mut c = Client::greeted(relay.port);
+    c.tls(client_config(&ca, Some((&other_pem, &other_pem))));
+    c.cmd("EHLO other.test");
+    assert!(c.cmd("XCERTRELAY RENEW").starts_with("334 "));
+    let key = LaptopKey::generate().unwrap();
+    for line in request_lines(&key.request_der("alice").unwrap()) {
+        c.send(format!("{line}\r\n").as_bytes());
+    }
+    let reply = c.reply();
+    assert!(
+        reply.starts_with(
+            "554 5.7.1 Certificate not renewed: the label alice names another laptop's certificate too"
+        ),
+        "{reply}"
+    );
+    relay
+        .daemon
+        .wait_log("enroll: renewal of alice (127.0.0.1) refused:");
+    // Nothing was written, and both laptops relay as before.
+    assert_eq!(listed_for_alice(&relay), 1, "{}", relay.enrolled());
+    assert!(!relay.enrolled().contains("# renewal: "));
+    assert!(relays_with(relay.port, &ca, &paired_pem));
+    assert!(relays_with(relay.port, &ca, &other_pem));
+}
+
 /// A relay certificate and key from `ca init` in `dir` with `names`, as a server
 /// configuration, and the CA that signs.
 fn fake_relay_pki(

@@ -513,6 +513,14 @@ impl Service {
                 log::info!("enroll: renewal of {label} ({client}) refused: {why}");
                 return EnrollAnswer::BadRequest(why);
             }
+            Err(IssueFailure::Table(e @ certrelay_shell::pki::PkiError::SharedLabel { .. })) => {
+                ending.issued = false;
+                log::warn!("enroll: renewal of {label} ({client}) refused: {e}");
+                return EnrollAnswer::NotRenewable(format!(
+                    "the label {label} names another laptop's certificate too; the operator \
+                     gives each laptop a label of its own"
+                ));
+            }
             Err(IssueFailure::Table(e)) => {
                 ending.issued = false;
                 log::error!("enroll: cannot list the renewal of {label}: {e}");

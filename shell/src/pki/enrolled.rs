@@ -240,8 +240,11 @@ fn with_lines(mut text: String, lines: &[String]) -> String {
 /// `until` when `old` is listed in this table, else as a renewal of a `relay_clientcerts`
 /// entry. Bounded: of `label`'s entries here only `old` and `new` remain, so an earlier
 /// renewal still pending (its answer lost, or asked for again with the same certificate) is
-/// replaced, never added to, and one certificate cannot gather listed certificates. Returns
-/// the edit and the renewal noted.
+/// replaced, never added to, and one certificate cannot gather listed certificates. Only
+/// entries a renewal note links to `old` go so: one that none links to is another laptop's
+/// under the same label (root's `relay_clientcerts` may give several laptops one label), and
+/// the renewal is refused ([`PkiError::SharedLabel`]) rather than unlisting it. Returns the
+/// edit and the renewal noted.
 pub fn list_renewal(
     path: &Path,
     label: &str,
@@ -265,6 +268,20 @@ pub fn list_renewal(
         .filter(|(p, l)| l == label && p != old)
         .map(|(p, _)| p)
         .collect();
+    // An earlier renewal of `old`, or the certificate `old` itself renewed.
+    let notes = renewals(&text);
+    let linked = |p: &Fingerprint| {
+        notes
+            .iter()
+            .any(|r| (r.old == *old && r.new == *p) || (r.new == *old && r.old == *p))
+    };
+    if let Some(other) = doomed.iter().find(|p| !linked(p)) {
+        return Err(PkiError::SharedLabel {
+            path: path.to_path_buf(),
+            line: line_of(&text, other),
+            label: label.to_owned(),
+        });
+    }
     let (kept, removed) = drop_lines(&text, &doomed, |r| {
         r.old == *old || doomed.contains(&r.new) || doomed.contains(&r.old)
     });
@@ -279,6 +296,18 @@ pub fn list_renewal(
         },
         renewal,
     ))
+}
+
+/// The line (from 1) of `print`'s entry in a table's text; 0 when it has none.
+fn line_of(text: &str, print: &Fingerprint) -> usize {
+    text.lines()
+        .position(|line| {
+            line.split_whitespace()
+                .next()
+                .and_then(|key| key.parse::<Fingerprint>().ok())
+                .is_some_and(|key| key == *print)
+        })
+        .map_or(0, |i| i + 1)
 }
 
 /// `text` without the entries of `doomed` (continuation lines too) and without the renewal
@@ -917,20 +946,65 @@ mod tests {
         assert_eq!(alice(&text), [print(5), print(6)], "{text}");
         assert_eq!(renewals(&text).len(), 1, "{text}");
         assert!(entries(&text).contains(&(print(7), "bob".to_string())));
-        // Root's certificate print(20) for carol, renewed, the new one renewed, root's again.
-        list_renewal(&map, "carol", &print(20), &print(21), 500).unwrap();
-        list_renewal(&map, "carol", &print(21), &print(22), 500).unwrap();
-        end_renewals(&map, Some(&print(22)), 10).unwrap().unwrap();
-        for n in 23..26 {
-            list_renewal(&map, "carol", &print(20), &print(n), 500).unwrap();
-            let text = fs::read_to_string(&map).unwrap();
-            let carol: Vec<_> = entries(&text)
+        // Root's certificate print(20) for carol, renewed again and again: one new at a time.
+        let carol = |text: &str| -> Vec<Fingerprint> {
+            entries(text)
                 .into_iter()
                 .filter(|(_, l)| l == "carol")
                 .map(|(p, _)| p)
-                .collect();
-            assert_eq!(carol, [print(n)], "{text}");
+                .collect()
+        };
+        for n in 21..24 {
+            list_renewal(&map, "carol", &print(20), &print(n), 500).unwrap();
+            let text = fs::read_to_string(&map).unwrap();
+            assert_eq!(carol(&text), [print(n)], "{text}");
         }
+        // The new one renewed and in use: root's print(20) renewing once more would unlist
+        // the certificate in use, which no note links to it now: refused, nothing written.
+        list_renewal(&map, "carol", &print(23), &print(24), 500).unwrap();
+        end_renewals(&map, Some(&print(24)), 10).unwrap().unwrap();
+        let before = fs::read_to_string(&map).unwrap();
+        assert_eq!(carol(&before), [print(24)], "{before}");
+        let refused = list_renewal(&map, "carol", &print(20), &print(25), 500).unwrap_err();
+        assert!(matches!(refused, PkiError::SharedLabel { .. }), "{refused}");
+        assert_eq!(fs::read_to_string(&map).unwrap(), before);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Root's `relay_clientcerts` may give several laptops one label (its second column is
+    /// free text in Postfix's recipe): each one's renewal must not unlist another's.
+    #[test]
+    fn a_renewal_never_unlists_another_laptop_s_certificate_under_the_same_label() {
+        let dir = temp("shared-label");
+        let map = dir.join(ENROLLED_MAP);
+        fs::write(&map, "# enrolled laptops\n").unwrap();
+        // print(30) and print(40): two laptops listed in root's table, both as "ok".
+        list_renewal(&map, "ok", &print(30), &print(31), 500).unwrap();
+        let before = fs::read_to_string(&map).unwrap();
+        let refused = list_renewal(&map, "ok", &print(40), &print(41), 500).unwrap_err();
+        match &refused {
+            PkiError::SharedLabel { line, label, .. } => {
+                assert_eq!(label, "ok");
+                assert!(before
+                    .lines()
+                    .nth(line - 1)
+                    .unwrap()
+                    .contains(&print(31).to_string()));
+            }
+            other => panic!("{other}"),
+        }
+        assert!(
+            refused.to_string().contains("a label of its own"),
+            "{refused}"
+        );
+        assert_eq!(fs::read_to_string(&map).unwrap(), before);
+        // The first laptop renews on as before: its pending renewal is replaced, and its
+        // new certificate renews in turn.
+        list_renewal(&map, "ok", &print(30), &print(32), 500).unwrap();
+        list_renewal(&map, "ok", &print(32), &print(33), 500).unwrap();
+        let text = fs::read_to_string(&map).unwrap();
+        let ok: Vec<_> = entries(&text).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(ok, [print(32), print(33)], "{text}");
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -52,6 +52,16 @@ pub enum PkiError {
         /// What is duplicated, for the message (`fingerprint ...`, `name "..."`).
         what: String,
     },
+    /// A renewal for a label under which the table lists another laptop's certificate (one
+    /// no renewal links to the asking one): listing it would unlist that one.
+    SharedLabel {
+        /// The table file.
+        path: PathBuf,
+        /// The line of the other certificate's entry, from 1.
+        line: usize,
+        /// The label.
+        label: String,
+    },
     /// Nothing in the table matches what was to be removed.
     NotListed {
         /// The table file.
@@ -96,6 +106,12 @@ impl fmt::Display for PkiError {
             PkiError::Duplicate { path, line, what } => write!(
                 f,
                 "{}:{line}: {what} is listed already; nothing changed",
+                path.display()
+            ),
+            PkiError::SharedLabel { path, line, label } => write!(
+                f,
+                "{}:{line}: the label {label:?} names another laptop's certificate too; a \
+                 renewal would unlist it, so none is made (give each laptop a label of its own)",
                 path.display()
             ),
             PkiError::NotListed { path, wanted } => write!(
