@@ -124,6 +124,10 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
             diags.push(d);
         }
     }
+    for spec in config.tables("relay_clientcerts").unwrap_or_default() {
+        let table = std::fs::read_to_string(&spec.path).unwrap_or_default();
+        diags.extend(shared_labels(&spec.path, &table));
+    }
     let entries = enrolled::entries(&text).len();
     let pending = enrolled::pending_codes(Path::new(config.text("queue_directory")), unix_now());
     diags.push(Diagnostic::notice(
@@ -138,6 +142,44 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
         ),
     ));
     diags
+}
+
+/// Labels that name more than one certificate in root's table `path` (whose text is
+/// `table`), at the line of each one's first entry: of the laptops under one label, only the
+/// first to renew through the relay gets a new certificate, the others' renewals being
+/// refused ([`enrolled::list_renewal`]).
+fn shared_labels(path: &str, table: &str) -> Vec<Diagnostic> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for (_, label) in enrolled::entries(table) {
+        match counts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|&(_, n)| n > 1)
+        .map(|(label, n)| {
+            let line = table
+                .lines()
+                .position(|line| {
+                    !line.starts_with(char::is_whitespace)
+                        && !line.trim_start().starts_with('#')
+                        && line
+                            .split_once(char::is_whitespace)
+                            .is_some_and(|(_, rest)| rest.trim() == label)
+                })
+                .map_or(0, |i| u32::try_from(i + 1).unwrap_or(u32::MAX));
+            Diagnostic::warning(
+                &Location::new(path, line),
+                format!(
+                    "the label {label:?} names {n} certificates: of the laptops under it, only \
+                     the first to renew through the relay gets a new certificate, the others' \
+                     renewals are refused; give each laptop a label of its own"
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Failed codes per address, in memory.
@@ -611,6 +653,28 @@ impl Enroller for Handle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_shared_in_root_s_table_are_named_at_their_first_line() {
+        let md5 = |n: u8| format!("{}", Fingerprint::of(DigestKind::Md5, &[n]));
+        let table = format!(
+            "# root's table\n{} ok\n{} alice\n\n{} ok\n{} bob\n{} ok\n",
+            md5(1),
+            md5(2),
+            md5(3),
+            md5(4),
+            md5(5)
+        );
+        let diags = shared_labels("/etc/certrelay/relay_clientcerts", &table);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        let text = diags[0].to_string();
+        assert!(
+            text.starts_with("/etc/certrelay/relay_clientcerts:2: "),
+            "{text}"
+        );
+        assert!(text.contains("\"ok\" names 3 certificates"), "{text}");
+        assert!(shared_labels("t", &format!("{} a\n{} b\n", md5(1), md5(2))).is_empty());
+    }
 
     /// Tries are counted before the lookup, so connections in parallel from one address get
     /// no more than the limit between them; a good code gives its try back.
