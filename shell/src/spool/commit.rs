@@ -4,8 +4,13 @@
 //! `queue/` *that began after the rename* has returned. Messages that finish at about the
 //! same moment share that sync: whoever needs one while another is in flight waits for it
 //! to end and then, if no one else has, starts the next, which covers every rename made
-//! in the meantime. A lone message starts its sync at once: there is no timer and no
-//! waiting for company.
+//! in the meantime.
+//!
+//! Before it starts a sync, a caller waits for the commits already under way (announced
+//! with [`GroupSync::arriving`]: their file is being synced, their rename comes next), at
+//! most [`COMPANY_WAIT_MAX`], so that one sync covers them too instead of each needing
+//! the next. It never waits for commits that had not begun: a lone message starts its
+//! sync at once, with no timer.
 //!
 //! Not here: the file's own fsync (each message does its own, before the rename), or the
 //! files and names of the spool (`spool`). The calls block; they run on the blocking pool.
@@ -13,6 +18,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Set (to anything) in the relay's environment, every commit syncs the directory itself,
 /// as before group commit: only for `benches/` to measure what grouping gains.
@@ -21,6 +27,10 @@ pub const BENCH_ONLY_NO_GROUP_COMMIT_VAR: &str = "CERTRELAY_BENCH_ONLY_NO_GROUP_
 /// What syncs a directory (the real fsync, or a test's stand-in).
 pub(crate) type SyncFn = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;
 
+/// Longest a caller about to start a sync waits for the commits under way: a bound for a
+/// disk that stalls, far above a file's fsync on a working one.
+pub(crate) const COMPANY_WAIT_MAX: Duration = Duration::from_millis(20);
+
 /// The shared syncs of one directory.
 pub(crate) struct GroupSync {
     dir: PathBuf,
@@ -28,6 +38,7 @@ pub(crate) struct GroupSync {
     grouped: bool,
     state: Mutex<Rounds>,
     ended: Condvar,
+    company_wait: Duration,
 }
 
 impl std::fmt::Debug for GroupSync {
@@ -50,6 +61,10 @@ struct Rounds {
     last_failed: u64,
     /// How the last failed sync failed.
     last_error: Option<(io::ErrorKind, Option<i32>)>,
+    /// Commits announced so far ([`GroupSync::arriving`]), and those of them that reached
+    /// their sync or gave up.
+    announced: u64,
+    arrived: u64,
 }
 
 impl Rounds {
@@ -114,6 +129,35 @@ impl Drop for RoundGuard<'_> {
     }
 }
 
+/// A commit under way: from before its file's fsync until its rename is done and it asks
+/// for the directory's sync ([`Arrival::sync_after`]), or gives up (dropped).
+pub(crate) struct Arrival<'a> {
+    group: &'a GroupSync,
+    counted: bool,
+}
+
+impl Arrival<'_> {
+    /// [`GroupSync::sync_after`], for the commit this announced: it counts as arrived in
+    /// the same step as it takes the round it needs, so that a sync it let start covers it.
+    pub(crate) fn sync_after(mut self) -> io::Result<()> {
+        let counted = std::mem::take(&mut self.counted);
+        self.group.sync_after_arriving(counted, |_| ())
+    }
+
+    fn arrive(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.group.rounds().arrived += 1;
+            self.group.ended.notify_all();
+        }
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        self.arrive();
+    }
+}
+
 impl GroupSync {
     /// Syncs of `dir` with `sync`; `grouped` false makes every caller sync on its own.
     pub(crate) fn new(dir: PathBuf, sync: SyncFn, grouped: bool) -> GroupSync {
@@ -123,6 +167,19 @@ impl GroupSync {
             grouped,
             state: Mutex::new(Rounds::default()),
             ended: Condvar::new(),
+            company_wait: COMPANY_WAIT_MAX,
+        }
+    }
+
+    /// Announces a commit that will rename into the directory and then ask for its sync:
+    /// a caller about to start a sync waits for it (see the module's text).
+    pub(crate) fn arriving(&self) -> Arrival<'_> {
+        if self.grouped {
+            self.rounds().announced += 1;
+        }
+        Arrival {
+            group: self,
+            counted: self.grouped,
         }
     }
 
@@ -154,16 +211,42 @@ impl GroupSync {
     /// [`GroupSync::sync_after`], calling `entered` with the round needed as the call
     /// takes it (0 without grouping), before any sync it may start (for the tests' logs).
     fn sync_after_noting(&self, entered: impl FnOnce(u64)) -> io::Result<()> {
+        self.sync_after_arriving(false, entered)
+    }
+
+    /// [`GroupSync::sync_after_noting`] for a caller that, when `arriving`, ends its
+    /// announced commit as it takes its round.
+    fn sync_after_arriving(&self, arriving: bool, entered: impl FnOnce(u64)) -> io::Result<()> {
         if !self.grouped {
             entered(0);
             return (self.sync)(&self.dir);
         }
         let mut rounds = self.rounds();
+        if arriving {
+            rounds.arrived += 1;
+            self.ended.notify_all();
+        }
         let needed = rounds.needed();
         entered(needed);
+        // The commits under way when this caller first finds no sync in flight, and how
+        // long it waits for them at most.
+        let mut company: Option<(u64, Instant)> = None;
         loop {
             if let Some(result) = rounds.outcome(needed) {
                 return result;
+            }
+            if rounds.started == rounds.ended {
+                let (announced, since) =
+                    *company.get_or_insert_with(|| (rounds.announced, Instant::now()));
+                let left = self.company_wait.saturating_sub(since.elapsed());
+                if rounds.arrived < announced && !left.is_zero() {
+                    rounds = self
+                        .ended
+                        .wait_timeout(rounds, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
             }
             if let Some(round) = rounds.begin() {
                 // None was in flight: this caller runs the next, for everyone waiting.
@@ -452,6 +535,89 @@ mod tests {
         // Only a hang makes this wait run out.
         let ok = done_rx.recv_timeout(Duration::from_secs(60));
         assert_eq!(ok, Ok(true), "{:?}", h.events());
+        assert_covered(&h.events());
+    }
+
+    /// A harness whose callers wait at most `company_wait` for commits under way.
+    fn harness_waiting(company_wait: Duration) -> Harness {
+        let mut h = harness(true, vec![]);
+        Arc::get_mut(&mut h.sync).unwrap().company_wait = company_wait;
+        h
+    }
+
+    /// A commit under way on a thread of its own, announced before this returns; sent
+    /// `true`, it renamed and asks for its sync; `false`, it gives up.
+    fn under_way(h: &Harness) -> (mpsc::Sender<bool>, thread::JoinHandle<io::Result<()>>) {
+        let (announced_tx, announced_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<bool>();
+        let sync = h.sync.clone();
+        let t = thread::spawn(move || {
+            let arrival = sync.arriving();
+            announced_tx.send(()).unwrap();
+            match go_rx.recv() {
+                Ok(true) => arrival.sync_after(),
+                _ => Ok(()),
+            }
+        });
+        announced_rx.recv().unwrap();
+        (go_tx, t)
+    }
+
+    fn syncs(h: &Harness) -> usize {
+        h.events()
+            .iter()
+            .filter(|e| matches!(e, Event::SyncStart(_)))
+            .count()
+    }
+
+    #[test]
+    fn a_sync_about_to_start_waits_for_a_commit_under_way_and_one_sync_serves_both() {
+        let h = harness_waiting(Duration::from_secs(60));
+        let (go, other) = under_way(&h);
+        let first = h.call(1);
+        h.wait_entered(&[1]);
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(syncs(&h), 0, "{:?}", h.events());
+        go.send(true).unwrap();
+        h.wait_syncs(1);
+        h.release();
+        first.join().unwrap().unwrap();
+        other.join().unwrap().unwrap();
+        assert_eq!(syncs(&h), 1, "{:?}", h.events());
+        assert_covered(&h.events());
+    }
+
+    #[test]
+    fn a_commit_that_gives_up_lets_the_sync_start_at_once() {
+        let h = harness_waiting(Duration::from_secs(60));
+        let (go, other) = under_way(&h);
+        let first = h.call(1);
+        h.wait_entered(&[1]);
+        go.send(false).unwrap();
+        other.join().unwrap().unwrap();
+        h.wait_syncs(1);
+        h.release();
+        first.join().unwrap().unwrap();
+        assert_eq!(syncs(&h), 1);
+    }
+
+    /// A disk that stalls one commit's file sync holds the others' directory sync back
+    /// for the bound only.
+    #[test]
+    fn a_commit_that_never_arrives_holds_a_sync_back_for_the_bound_only() {
+        let h = harness_waiting(Duration::from_millis(200));
+        let (go, other) = under_way(&h);
+        let began = Instant::now();
+        let first = h.call(1);
+        h.wait_syncs(1);
+        assert!(began.elapsed() >= Duration::from_millis(200));
+        h.release();
+        first.join().unwrap().unwrap();
+        // It arrives at last: its own sync, after the first.
+        go.send(true).unwrap();
+        h.wait_syncs(2);
+        h.release();
+        other.join().unwrap().unwrap();
         assert_covered(&h.events());
     }
 
