@@ -9,7 +9,10 @@ use certrelay_core::net::Cidr;
 use certrelay_core::server::{ServerOutput, ServerSession};
 use certrelay_core::settings::ServerSettings;
 use certrelay_core::Instant;
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -199,25 +202,12 @@ fn bench_data(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("smtp_data");
     group.throughput(Throughput::Bytes(wire.len() as u64));
-    group.bench_function("session_16k_reads_unstuff_drain", |b| {
-        b.iter_batched(
-            || {
-                let mut s = session();
-                s.handle_input(envelope.as_bytes(), NOW);
-                drain(&mut s);
-                s
-            },
-            |mut s| {
-                let mut body = 0;
-                for read in wire.chunks(READ) {
-                    s.handle_input(black_box(read), NOW);
-                    body += drain(&mut s);
-                }
-                (s, body)
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    bench_receive(
+        &mut group,
+        "session_16k_reads_unstuff_drain",
+        &envelope,
+        &wire,
+    );
     group.bench_function("memchr_lf_ceiling", |b| {
         b.iter(|| memchr::memchr_iter(b'\n', black_box(&wire)).count())
     });
@@ -309,6 +299,30 @@ fn hostile_contents() -> [(&'static str, Vec<u8>); 3] {
     ]
 }
 
+/// A session that has taken `envelope` (up to DATA) receiving `wire`, in reads of
+/// [`READ`] octets, its events drained.
+fn bench_receive(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, envelope: &str, wire: &[u8]) {
+    group.bench_function(id, |b| {
+        b.iter_batched(
+            || {
+                let mut s = session();
+                s.handle_input(envelope.as_bytes(), NOW);
+                drain(&mut s);
+                s
+            },
+            |mut s| {
+                let mut body = 0;
+                for read in wire.chunks(READ) {
+                    s.handle_input(black_box(read), NOW);
+                    body += drain(&mut s);
+                }
+                (s, body)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+}
+
 fn bench_hostile(c: &mut Criterion) {
     let envelope = envelope(1);
     let mut group = c.benchmark_group("smtp_hostile");
@@ -323,25 +337,8 @@ fn bench_hostile(c: &mut Criterion) {
             wire = [&content[..], b"\r\n.\r\n"].concat();
         }
         group.throughput(Throughput::Bytes(wire.len() as u64));
-        group.bench_function(BenchmarkId::new("receive_16k_reads", name), |b| {
-            b.iter_batched(
-                || {
-                    let mut s = session();
-                    s.handle_input(envelope.as_bytes(), NOW);
-                    drain(&mut s);
-                    s
-                },
-                |mut s| {
-                    let mut body = 0;
-                    for read in wire.chunks(READ) {
-                        s.handle_input(black_box(read), NOW);
-                        body += drain(&mut s);
-                    }
-                    (s, body)
-                },
-                BatchSize::LargeInput,
-            )
-        });
+        let id = format!("receive_16k_reads/{name}");
+        bench_receive(&mut group, &id, &envelope, &wire);
         let mut out = Vec::with_capacity(2 * content.len());
         group.bench_function(BenchmarkId::new("encode_64k_pieces_limit_998", name), |b| {
             b.iter(|| {

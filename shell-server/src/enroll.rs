@@ -149,37 +149,28 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
 /// first to renew through the relay gets a new certificate, the others' renewals being
 /// refused ([`enrolled::list_renewal`]).
 fn shared_labels(path: &str, table: &str) -> Vec<Diagnostic> {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for (_, label) in enrolled::entries(table) {
-        match counts.iter_mut().find(|(l, _)| *l == label) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((label, 1)),
+    let listed = certrelay_shell::pki::listed(table);
+    let mut diags = Vec::new();
+    for (i, first) in listed.iter().enumerate() {
+        let under = |l: &certrelay_shell::pki::Listed| l.label == first.label;
+        // Once per label, at its first entry.
+        if listed[..i].iter().any(under) {
+            continue;
+        }
+        let n = listed.iter().filter(|l| under(l)).count();
+        if n > 1 {
+            diags.push(Diagnostic::warning(
+                &Location::new(path, u32::try_from(first.line).unwrap_or(u32::MAX)),
+                format!(
+                    "the label {:?} names {n} certificates: of the laptops under it, only the \
+                     first to renew through the relay gets a new certificate, the others' \
+                     renewals are refused; give each laptop a label of its own",
+                    first.label
+                ),
+            ));
         }
     }
-    counts
-        .into_iter()
-        .filter(|&(_, n)| n > 1)
-        .map(|(label, n)| {
-            let line = table
-                .lines()
-                .position(|line| {
-                    !line.starts_with(char::is_whitespace)
-                        && !line.trim_start().starts_with('#')
-                        && line
-                            .split_once(char::is_whitespace)
-                            .is_some_and(|(_, rest)| rest.trim() == label)
-                })
-                .map_or(0, |i| u32::try_from(i + 1).unwrap_or(u32::MAX));
-            Diagnostic::warning(
-                &Location::new(path, line),
-                format!(
-                    "the label {label:?} names {n} certificates: of the laptops under it, only \
-                     the first to renew through the relay gets a new certificate, the others' \
-                     renewals are refused; give each laptop a label of its own"
-                ),
-            )
-        })
-        .collect()
+    diags
 }
 
 /// Failed codes per address, in memory.

@@ -36,8 +36,9 @@ pub struct Generation {
     pub mail_owner: String,
     /// `dkim_signing_keys`, read (as root at start) with the rest.
     pub dkim: Arc<crate::dkim::Keys>,
-    /// The enrollment parameters read only at start ([`crate::enroll::read_at_start`]).
-    pub enroll_at_start: String,
+    /// The enrollment parameters the service reads only at start, as these files give them
+    /// ([`crate::enroll::read_at_start`]).
+    pub enroll_params: String,
 }
 
 impl Generation {
@@ -75,7 +76,7 @@ pub fn load(dir: &Path) -> Result<(Generation, Vec<Diagnostic>), Vec<Diagnostic>
     let (dkim, _) = crate::dkim::load(config);
     let generation = Generation {
         dkim: Arc::new(dkim),
-        enroll_at_start: crate::enroll::read_at_start(config),
+        enroll_params: crate::enroll::read_at_start(config),
         listeners,
         queue_directory: config.text("queue_directory").to_owned(),
         mail_owner: config.text("mail_owner").to_owned(),

@@ -25,8 +25,9 @@ struct Relay {
     current: RwLock<Arc<Generation>>,
     /// The listener keys that have sockets (fixed at start).
     bound_keys: Vec<String>,
-    /// Whether the enrollment service runs (fixed at start: it reads the CA key as root).
-    enrolling: bool,
+    /// The enrollment parameters the service read at start, when it runs (it reads the CA
+    /// key as root, so only a restart changes them).
+    enrolling_with: Option<String>,
 }
 
 impl Relay {
@@ -207,12 +208,13 @@ async fn run_async(dir: &Path) -> i32 {
     };
     // Keys read with the generation (as root); a reload hands it the new ones.
     let signer = Arc::new(crate::dkim::Signer::new(generation.dkim.clone()));
+    let enrolling_with = enroll.as_ref().map(|_| generation.enroll_params.clone());
     let relay = Arc::new(Server {
         source: Relay {
             dir: dir.to_owned(),
             current: RwLock::new(Arc::new(generation)),
             bound_keys: bound.iter().map(|b| b.key.clone()).collect(),
-            enrolling: enroll.is_some(),
+            enrolling_with,
         },
         sessions: Sessions::default(),
         store: Store::new(spool, wake)
@@ -478,7 +480,7 @@ fn reload(
     log_diagnostics(&notes);
     let old = relay.current();
     keep_bound_listeners(relay, &old, &mut next);
-    keep_enrollment_of_start(relay, &old, &mut next);
+    keep_enrollment_of_start(relay, &mut next);
     if next.queue_directory != old.queue_directory {
         log::warn!(
             "queue_directory changed to {}: the spool stays {} until a restart",
@@ -531,13 +533,10 @@ fn keep_bound_listeners(relay: &Relay, old: &Generation, next: &mut Generation) 
 /// on (the relay started without) leaves `XCERTRELAY` off, as on a relay that does not
 /// enroll, rather than offering what could only be answered `451`. A reload that turns
 /// enrollment off takes effect at once (each listener's settings say so).
-fn keep_enrollment_of_start(relay: &Relay, old: &Generation, next: &mut Generation) {
-    let changed = next.enroll_at_start != old.enroll_at_start;
-    // What was read at start stays what later reloads are compared with.
-    next.enroll_at_start = old.enroll_at_start.clone();
+fn keep_enrollment_of_start(relay: &Relay, next: &mut Generation) {
     let offered = next.listeners.iter().any(|l| l.settings.enroll);
-    if relay.enrolling {
-        if changed && offered {
+    if let Some(at_start) = &relay.enrolling_with {
+        if offered && next.enroll_params != *at_start {
             log::warn!(
                 "certrelay_enroll_* parameters changed: laptops are enrolled with those read at \
                  start (the CA key is read as root) until a restart"

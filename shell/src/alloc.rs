@@ -68,8 +68,8 @@ pub const BENCH_ONLY_NO_KEEPING_VAR: &str = "CERTRELAY_BENCH_ONLY_NO_KEEPING";
 /// each, at the same speed: with `MALLOC_ARENA_MAX=1` set from outside, 8.2-8.9 MB before and
 /// 7.4-7.8 MB after; with this call, in a later set, 8.0-8.4 MB before and 7.8-8.0 MB after
 /// (glibc's per-thread caches serve small blocks without the arena's lock; the large ones
-/// are in mappings of their own, see [`KeepLarge::keep_from_now`]). Nothing under musl, whose allocator has no
-/// arenas.
+/// are in mappings of their own, see [`KeepLarge::keep_from_now`]). Nothing under musl,
+/// whose allocator has no arenas.
 pub fn one_arena() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt sets a tunable of glibc's allocator; it touches no memory of ours.

@@ -24,7 +24,7 @@ pub use ca::{
 };
 pub use error::PkiError;
 pub use files::{pem_text, replace_with_mode, PRIVATE, PUBLIC};
-pub use map::{allow, revoke, MapEdit};
+pub use map::{allow, listed, revoke, Listed, MapEdit};
 use names::check_label;
 
 use certrelay_core::cert::{parse_certificates, spki_der, subject_cn, CertError};

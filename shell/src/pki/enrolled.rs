@@ -278,7 +278,10 @@ pub fn list_renewal(
     if let Some(other) = doomed.iter().find(|p| !linked(p)) {
         return Err(PkiError::SharedLabel {
             path: path.to_path_buf(),
-            line: line_of(&text, other),
+            line: super::map::listed(&text)
+                .iter()
+                .find(|l| l.fingerprint == *other)
+                .map_or(0, |l| l.line),
             label: label.to_owned(),
         });
     }
@@ -296,18 +299,6 @@ pub fn list_renewal(
         },
         renewal,
     ))
-}
-
-/// The line (from 1) of `print`'s entry in a table's text; 0 when it has none.
-fn line_of(text: &str, print: &Fingerprint) -> usize {
-    text.lines()
-        .position(|line| {
-            line.split_whitespace()
-                .next()
-                .and_then(|key| key.parse::<Fingerprint>().ok())
-                .is_some_and(|key| key == *print)
-        })
-        .map_or(0, |i| i + 1)
 }
 
 /// `text` without the entries of `doomed` (continuation lines too) and without the renewal

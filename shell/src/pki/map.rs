@@ -92,6 +92,31 @@ fn physical_lines(text: &str) -> Vec<&str> {
     text.lines().collect()
 }
 
+/// One listed certificate of a table text, with where its entry starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The entry's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Its label (the value column; continuation lines joined).
+    pub label: String,
+    /// The line its entry starts on, from 1.
+    pub line: usize,
+}
+
+/// The entries of a table text whose key is a fingerprint, in file order.
+pub fn listed(text: &str) -> Vec<Listed> {
+    entries(&physical_lines(text))
+        .into_iter()
+        .filter_map(|entry| {
+            Some(Listed {
+                fingerprint: entry.fingerprint()?,
+                line: entry.line(),
+                label: entry.value,
+            })
+        })
+        .collect()
+}
+
 /// Adds `<fingerprint> <label>` at the end of the table at `path` (created if missing).
 ///
 /// Refuses a fingerprint that is listed already, and with `unique_label` also a label that is
@@ -217,6 +242,15 @@ mod tests {
     const SHA256: &str =
         "C8:18:67:93:73:09:17:EF:E4:17:55:01:78:86:01:CA:BD:DF:4F:43:48:8C:79:DE:71:D4:84:13:11:B6:CB:5C";
     const MD5: &str = "9A:A2:08:62:85:79:93:04:88:3A:36:28:76:A3:82:11";
+
+    #[test]
+    fn listed_entries_give_the_line_they_start_on_and_their_whole_label() {
+        let text = format!("# table\n\n{MD5} alice\n{SHA256}\n   laptop of bob\nnot-a-print x\n");
+        let listed = listed(&text);
+        let lines: Vec<(usize, &str)> = listed.iter().map(|l| (l.line, l.label.as_str())).collect();
+        assert_eq!(lines, [(3, "alice"), (4, "laptop of bob")]);
+        assert_eq!(listed[0].fingerprint, MD5.parse().unwrap());
+    }
 
     /// A directory removed when the guard drops.
     struct Scratch(PathBuf);
